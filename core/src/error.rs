@@ -1,0 +1,244 @@
+//! Error types, one per layer.
+
+use uuid::Uuid;
+
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// A malformed stream name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamIdError {
+    /// The category is empty, too long, or has characters other than ASCII letters, digits
+    /// and `_`.
+    #[error("invalid stream category `{category}`: expected 1 to 64 ASCII letters, digits or `_`")]
+    InvalidCategory {
+        /// The category given.
+        category: String,
+    },
+    /// The id part is empty.
+    #[error("empty id in stream of category `{category}`")]
+    EmptyId {
+        /// The category given.
+        category: String,
+    },
+    /// The name has no `-` between category and id.
+    #[error("stream name `{stream}` has no `-` between category and id")]
+    MissingSeparator {
+        /// The name given.
+        stream: String,
+    },
+    /// The name is longer than the store accepts.
+    #[error("stream name `{stream}` is longer than {max} bytes")]
+    TooLong {
+        /// The name given.
+        stream: String,
+        /// The longest name accepted.
+        max: usize,
+    },
+    /// The name has a control character.
+    #[error("stream name {stream:?} contains a control character")]
+    ControlCharacter {
+        /// The name given.
+        stream: String,
+    },
+}
+
+/// A stored event that cannot be turned into a typed event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No type of the target set has this stored name.
+    #[error("unknown event type `{event_type}`")]
+    UnknownType {
+        /// The stored type name.
+        event_type: String,
+    },
+    /// The type is known but not at this schema version.
+    #[error("unknown version {version} of event type `{event_type}`")]
+    UnknownVersion {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        version: u32,
+    },
+    /// The payload does not match the type's shape at that version.
+    #[error("payload of `{event_type}` version {version} does not match its type: {source}")]
+    Payload {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        version: u32,
+        /// What serde reported.
+        source: serde_json::Error,
+    },
+    /// An upcaster refused the payload.
+    #[error("upcasting `{event_type}` version {version} failed: {message}")]
+    Upcast {
+        /// The stored type name.
+        event_type: String,
+        /// The stored schema version.
+        version: u32,
+        /// What the upcaster reported.
+        message: String,
+    },
+}
+
+impl DecodeError {
+    /// A payload error.
+    pub fn payload(event_type: &str, version: u32, source: serde_json::Error) -> Self {
+        Self::Payload {
+            event_type: event_type.to_owned(),
+            version,
+            source,
+        }
+    }
+}
+
+/// A boxed error from a store's backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What an [`EventStore`](crate::EventStore) reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream is not at the expected version: someone else appended first.
+    #[error(
+        "wrong expected version for stream `{stream}`: expected {expected}, actual version {actual}"
+    )]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was refused (0: no stream).
+        actual: u64,
+    },
+    /// An event id is already stored with other content, or in another stream: an id was
+    /// reused for a different event.
+    #[error(
+        "event id {event_id} is already stored with different content (appending to stream `{stream}`)"
+    )]
+    DuplicateEventId {
+        /// The reused id.
+        event_id: Uuid,
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// The same event id appears twice in one append.
+    #[error("event id {event_id} appears more than once in one append to stream `{stream}`")]
+    RepeatedEventIdInBatch {
+        /// The repeated id.
+        event_id: Uuid,
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// The event type name is empty or too long.
+    #[error(
+        "invalid event type name `{event_type}` in append to stream `{stream}`: expected 1 to 255 bytes"
+    )]
+    InvalidEventType {
+        /// The name given.
+        event_type: String,
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// A stored row that cannot be read back: corrupt or written by something else.
+    #[error("corrupt stored data at {location}: {message}")]
+    Corrupt {
+        /// Where: stream and version, or position.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// JSON encoding failed.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was encoded.
+        what: &'static str,
+        /// What serde reported.
+        source: serde_json::Error,
+    },
+    /// The backend failed (connection, I/O, database error).
+    #[error("event store backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Whether this is an optimistic-concurrency conflict, which a retry after reloading may
+    /// resolve.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::WrongExpectedVersion { .. })
+    }
+}
+
+/// What executing a command or loading an aggregate reports; `E` is the aggregate's domain
+/// error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The aggregate rejected the command.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The command failed its own validation before the aggregate was loaded.
+    #[error("invalid command `{command}`: {message}")]
+    InvalidCommand {
+        /// The command's name.
+        command: &'static str,
+        /// What the validation reported.
+        message: String,
+    },
+    /// The aggregate id does not make a valid stream name.
+    #[error(transparent)]
+    StreamId(#[from] StreamIdError),
+    /// Conflicting writers kept winning until the retries ran out.
+    #[error(
+        "gave up on stream `{stream}` after {attempts} conflicting appends (last: expected version {expected}, actual {actual})"
+    )]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The version the last attempt expected.
+        expected: u64,
+        /// The version the stream had.
+        actual: u64,
+    },
+    /// A stored event cannot be decoded.
+    #[error(
+        "cannot decode event at position {position} (stream `{stream}` version {stream_version}): {source}"
+    )]
+    Decode {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version in the stream.
+        stream_version: u64,
+        /// The event's global position.
+        position: u64,
+        /// What went wrong.
+        source: DecodeError,
+    },
+    /// An event produced by the aggregate cannot be encoded.
+    #[error("cannot encode event `{event_type}` for stream `{stream}`: {source}")]
+    Encode {
+        /// The stream.
+        stream: StreamId,
+        /// The event's type name.
+        event_type: &'static str,
+        /// What serde reported.
+        source: serde_json::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> Error<E> {
+    /// The domain error, when the aggregate rejected the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Error::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}

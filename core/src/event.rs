@@ -1,0 +1,293 @@
+//! Events: the stored envelope, payloads, and the traits the macros implement.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::DecodeError;
+use crate::metadata::Metadata;
+use crate::stream::StreamId;
+
+/// A JSON document, kept as validated text so that it is decoded once, straight into the
+/// target type.
+#[derive(Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl Payload {
+    /// Serializes `value` to JSON.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// Takes JSON text, checking that it is well-formed.
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(Self)
+    }
+
+    /// Takes already-validated raw JSON.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The raw JSON value.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// Deserializes the payload into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Parses the payload into a generic JSON value (for JSON-level upcasters).
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        self.decode()
+    }
+}
+
+/// Two payloads are equal when they hold the same JSON value, whatever the key order or
+/// white space.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+            || matches!(
+                (self.to_value(), other.to_value()),
+                (Ok(a), Ok(b)) if a == b
+            )
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Self)
+    }
+}
+
+/// An event ready to be appended: no stream version, position or time yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// Unique id. Appending the same ids again is an idempotent retry.
+    pub event_id: Uuid,
+    /// Stored type name, such as `OrderPlaced`.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// The event's data.
+    pub payload: Payload,
+    /// Correlation, causation, actor, tenant, free key-values.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// Encodes a typed event with a fresh time-ordered id.
+    pub fn from_event<E: Event>(event: &E, metadata: Metadata) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: E::NAME.to_owned(),
+            schema_version: E::VERSION,
+            payload: Payload::encode(event)?,
+            metadata,
+        })
+    }
+
+    /// Replaces the event id.
+    #[must_use]
+    pub fn with_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+
+    /// Whether `recorded` holds the same event: same id, type, schema version and payload.
+    pub fn same_content(&self, recorded: &RecordedEvent) -> bool {
+        self.event_id == recorded.event_id
+            && self.event_type == recorded.event_type
+            && self.schema_version == recorded.schema_version
+            && self.payload == recorded.payload
+    }
+}
+
+/// An event as stored: the envelope of ARCHITECTURE's "stored event".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Unique id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its version in the stream: 1-based and gapless.
+    pub stream_version: u64,
+    /// Its global position: a reader following it never skips a committed event.
+    pub position: u64,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// The event's data.
+    pub payload: Payload,
+    /// Correlation, causation, actor, tenant, free key-values.
+    pub metadata: Metadata,
+    /// When the store committed it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One event type: a past-tense fact with a stored name and schema version.
+///
+/// Implemented by `#[event]`; an old schema version is its own type with the same `NAME`, a
+/// lower `VERSION`, and an upcast to the next version.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stored type name.
+    const NAME: &'static str;
+    /// The schema version written for new events.
+    const VERSION: u32;
+
+    /// Decodes a stored payload of this event's name at schema `version`, upcasting older
+    /// versions to this one.
+    fn decode_stored(version: u32, payload: &Payload) -> Result<Decoded<Self>, DecodeError> {
+        if version == Self::VERSION {
+            payload
+                .decode()
+                .map(Decoded::One)
+                .map_err(|source| DecodeError::payload(Self::NAME, version, source))
+        } else {
+            Err(DecodeError::UnknownVersion {
+                event_type: Self::NAME.to_owned(),
+                version,
+            })
+        }
+    }
+}
+
+/// The set of events of one aggregate (or one projection): the enum `#[aggregate]` generates.
+pub trait EventSet: Sized + Send + Sync + 'static {
+    /// Every stored type name this set decodes.
+    const EVENT_TYPES: &'static [&'static str];
+
+    /// The stored type name of this event.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this event is written with.
+    fn schema_version(&self) -> u32;
+
+    /// Serializes the payload.
+    fn encode(&self) -> Result<Payload, serde_json::Error>;
+
+    /// Decodes a stored event, running upcasters. Unknown names and versions are errors.
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Decoded<Self>, DecodeError>;
+
+    /// Decodes a recorded event.
+    fn decode_recorded(event: &RecordedEvent) -> Result<Decoded<Self>, DecodeError> {
+        Self::decode(&event.event_type, event.schema_version, &event.payload)
+    }
+}
+
+/// What one stored event decodes into: usually one event, but an upcaster may split it into
+/// several, or retire it into none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decoded<E> {
+    /// One event.
+    One(E),
+    /// Several events, or none.
+    Many(Vec<E>),
+}
+
+impl<E> Decoded<E> {
+    /// Converts every event.
+    pub fn map<F, U>(self, mut f: F) -> Decoded<U>
+    where
+        F: FnMut(E) -> U,
+    {
+        match self {
+            Decoded::One(e) => Decoded::One(f(e)),
+            Decoded::Many(v) => Decoded::Many(v.into_iter().map(f).collect()),
+        }
+    }
+
+    /// Converts every event with `Into`.
+    pub fn convert<U: From<E>>(self) -> Decoded<U> {
+        self.map(U::from)
+    }
+}
+
+impl<E> IntoIterator for Decoded<E> {
+    type Item = E;
+    type IntoIter = DecodedIter<E>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Decoded::One(e) => DecodedIter::One(Some(e)),
+            Decoded::Many(v) => DecodedIter::Many(v.into_iter()),
+        }
+    }
+}
+
+/// Iterator over [`Decoded`].
+#[derive(Debug)]
+pub enum DecodedIter<E> {
+    #[doc(hidden)]
+    One(Option<E>),
+    #[doc(hidden)]
+    Many(std::vec::IntoIter<E>),
+}
+
+impl<E> Iterator for DecodedIter<E> {
+    type Item = E;
+    fn next(&mut self) -> Option<E> {
+        match self {
+            DecodedIter::One(e) => e.take(),
+            DecodedIter::Many(it) => it.next(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_equality_ignores_key_order_and_spacing() {
+        let a = Payload::from_json(r#"{"a":1,"b":[1,2]}"#.into()).unwrap();
+        let b = Payload::from_json(r#"{ "b": [1, 2], "a": 1 }"#.into()).unwrap();
+        let c = Payload::from_json(r#"{"a":2,"b":[1,2]}"#.into()).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(Payload::from_json("{nope".into()).is_err());
+    }
+
+    #[test]
+    fn decoded_iterates_all() {
+        let one: Vec<_> = Decoded::One(1).map(|x| x * 2).into_iter().collect();
+        assert_eq!(one, [2]);
+        let many: Vec<i64> = Decoded::Many(vec![1i32, 2]).convert().into_iter().collect();
+        assert_eq!(many, [1, 2]);
+    }
+}

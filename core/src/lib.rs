@@ -1,0 +1,52 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used)]
+
+mod aggregate;
+mod error;
+mod event;
+mod memory;
+mod metadata;
+mod repository;
+mod store;
+mod stream;
+pub mod test_kit;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use aggregate::{Aggregate, Command, CommandSet, SnapshotPolicy};
+pub use error::{BoxError, DecodeError, Error, StoreError, StreamIdError};
+pub use event::{Decoded, DecodedIter, Event, EventSet, NewEvent, Payload, RecordedEvent};
+pub use memory::{MAX_EVENT_TYPE_LEN, MemoryStore, check_retry, validate_batch};
+pub use metadata::Metadata;
+pub use repository::{AsOf, Executed, Loaded, Repository, derived_event_id};
+pub use store::{AppendResult, EventStore, ReadAll, Snapshot, StreamRead};
+pub use stream::{
+    ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version, validate_category,
+};
+
+#[cfg(feature = "macros")]
+pub use factum_macros::{aggregate, command, event};
+
+/// The traits, for `use factum::prelude::*`.
+pub mod prelude {
+    pub use crate::aggregate::{Aggregate, Command, CommandSet};
+    pub use crate::event::{Event, EventSet};
+    pub use crate::store::EventStore;
+    pub use crate::test_kit::AggregateTestExt;
+    #[cfg(feature = "macros")]
+    pub use factum_macros::{aggregate, command, event};
+}
+
+/// Re-exports for generated code. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use chrono;
+    pub use serde;
+    pub use serde_json;
+    pub use tokio;
+    pub use uuid;
+}
+
+#[doc(hidden)]
+pub mod __doc_support;

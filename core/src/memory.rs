@@ -1,0 +1,328 @@
+//! The in-memory store: the embedded default for examples and unit tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{NewEvent, RecordedEvent};
+use crate::store::{AppendResult, EventStore, ReadAll, Snapshot, StreamRead};
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// Longest event type name accepted, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 255;
+
+/// An event store held in memory. Cloning shares the same events.
+///
+/// ```
+/// # tokio_test_block(async {
+/// use factum::{EventStore, ExpectedVersion, MemoryStore, NewEvent, Payload, Metadata, StreamId, StreamRead};
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new("order", "o-1")?;
+/// let event = NewEvent {
+///     event_id: uuid::Uuid::now_v7(),
+///     event_type: "OrderPlaced".into(),
+///     schema_version: 1,
+///     payload: Payload::encode(&serde_json::json!({"order_id": "o-1"}))?,
+///     metadata: Metadata::new(),
+/// };
+/// let appended = store.append(&stream, ExpectedVersion::NoStream, &[event]).await?;
+/// assert_eq!(appended.version, 1);
+/// assert_eq!(store.read_stream(&stream, &StreamRead::all()).await?.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # });
+/// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    head: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every event; the event at index `i` has position `i + 1`.
+    events: Vec<RecordedEvent>,
+    /// Indexes into `events`, per stream, in version order.
+    streams: HashMap<String, Vec<usize>>,
+    by_id: HashMap<Uuid, usize>,
+    snapshots: HashMap<(String, u32), BTreeMap<u64, Snapshot>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::default(),
+            head: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// A receiver that sees the head position each time events are appended.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// Whether the store holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-written: every mutation
+        // is validated first and then applied without fallible steps.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn append_sync(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        validate_batch(stream, events)?;
+        let mut inner = self.lock();
+        if let Some(result) = inner.earlier_append(stream, events)? {
+            return Ok(result);
+        }
+        let current = inner
+            .streams
+            .get(stream.as_str())
+            .map_or(0, |s| s.len() as u64);
+        if !expected.matches(current) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: current,
+            });
+        }
+        if events.is_empty() {
+            return Ok(AppendResult {
+                version: current,
+                first_version: current + 1,
+                first_position: 0,
+                last_position: 0,
+            });
+        }
+        let now = Utc::now();
+        let first_position = inner.events.len() as u64 + 1;
+        let Inner {
+            events: all,
+            streams,
+            by_id,
+            ..
+        } = &mut *inner;
+        let indexes = streams.entry(stream.as_str().to_owned()).or_default();
+        for (i, event) in events.iter().enumerate() {
+            let index = all.len();
+            all.push(RecordedEvent {
+                event_id: event.event_id,
+                stream_id: stream.clone(),
+                stream_version: current + i as u64 + 1,
+                position: index as u64 + 1,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+                recorded_at: now,
+            });
+            indexes.push(index);
+            by_id.insert(event.event_id, index);
+        }
+        let last_position = all.len() as u64;
+        drop(inner);
+        self.head.send_replace(last_position);
+        Ok(AppendResult {
+            version: current + events.len() as u64,
+            first_version: current + 1,
+            first_position,
+            last_position,
+        })
+    }
+}
+
+/// Checks what every store checks before touching storage: no id twice in one batch, and
+/// sane type names.
+pub fn validate_batch(stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if !seen.insert(event.event_id) {
+            return Err(StoreError::RepeatedEventIdInBatch {
+                event_id: event.event_id,
+                stream: stream.clone(),
+            });
+        }
+        if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+            return Err(StoreError::InvalidEventType {
+                event_type: event.event_type.clone(),
+                stream: stream.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decides whether `events` is a retry of an append already stored as `stored` (the stored
+/// events with the same ids, in batch order, `None` where an id is not stored).
+///
+/// Returns `Ok(None)` when no id is stored (a new append), the original result when every id
+/// is stored in `stream` at consecutive versions with the same content, and
+/// [`StoreError::DuplicateEventId`] otherwise.
+pub fn check_retry(
+    stream: &StreamId,
+    events: &[NewEvent],
+    stored: &[Option<&RecordedEvent>],
+) -> Result<Option<AppendResult>, StoreError> {
+    if stored.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut previous: Option<&RecordedEvent> = None;
+    for (new, old) in events.iter().zip(stored) {
+        let consistent = old.is_some_and(|old| {
+            old.stream_id == *stream
+                && new.same_content(old)
+                && previous.is_none_or(|p| p.stream_version + 1 == old.stream_version)
+        });
+        if !consistent {
+            return Err(StoreError::DuplicateEventId {
+                event_id: new.event_id,
+                stream: stream.clone(),
+            });
+        }
+        previous = *old;
+    }
+    let (Some(Some(first)), Some(Some(last))) = (stored.first(), stored.last()) else {
+        return Ok(None);
+    };
+    Ok(Some(AppendResult {
+        version: last.stream_version,
+        first_version: first.stream_version,
+        first_position: first.position,
+        last_position: last.position,
+    }))
+}
+
+impl Inner {
+    fn earlier_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let stored: Vec<Option<&RecordedEvent>> = events
+            .iter()
+            .map(|e| self.by_id.get(&e.event_id).map(|&i| &self.events[i]))
+            .collect();
+        check_retry(stream, events, &stored)
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        self.append_sync(stream, expected, events)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(stream.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(read.from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let limit = read.limit.unwrap_or(usize::MAX);
+        Ok(indexes
+            .iter()
+            .skip(start)
+            .map(|&i| &inner.events[i])
+            .take_while(|e| read.contains(e))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .streams
+            .get(stream.as_str())
+            .map_or(0, |s| s.len() as u64))
+    }
+
+    async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let start = usize::try_from(read.after).unwrap_or(usize::MAX);
+        Ok(inner
+            .events
+            .iter()
+            .skip(start)
+            .filter(|e| read.matches(e))
+            .take(read.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().events.len() as u64)
+    }
+
+    async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.by_id.get(&event_id).map(|&i| inner.events[i].clone()))
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.lock()
+            .snapshots
+            .entry((
+                snapshot.stream_id.as_str().to_owned(),
+                snapshot.schema_version,
+            ))
+            .or_default()
+            .insert(snapshot.version, snapshot.clone());
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let inner = self.lock();
+        let Some(snapshots) = inner
+            .snapshots
+            .get(&(stream.as_str().to_owned(), schema_version))
+        else {
+            return Ok(None);
+        };
+        Ok(snapshots
+            .range(..=max_version.unwrap_or(u64::MAX))
+            .next_back()
+            .map(|(_, s)| s.clone()))
+    }
+}

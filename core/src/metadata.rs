@@ -1,0 +1,128 @@
+//! Metadata carried by every event: correlation, causation, actor, tenant and free key-values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Metadata stored beside an event's payload, and given with a command.
+///
+/// When a command is executed, its events get `causation_id` = the command id and inherit the
+/// command's correlation id (or start a correlation at the command id), actor, tenant and
+/// extra keys.
+///
+/// ```
+/// use factum::Metadata;
+/// let meta = Metadata::new().actor("alice").tenant("acme").with("ip", "10.0.0.1");
+/// assert_eq!(meta.actor.as_deref(), Some("alice"));
+/// assert_eq!(meta.extra["ip"], "10.0.0.1");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Metadata {
+    /// Id of the command this metadata belongs to, or that caused the event. Giving the same
+    /// command id twice makes the second execution return the first one's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
+    /// Id shared by every message of one business flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// Id of the message (command or event) that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Who asked for it: a user name, a service name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The tenant it belongs to, in a multi-tenant application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Free key-values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the command id, which makes the command idempotent.
+    #[must_use]
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    #[must_use]
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the actor.
+    #[must_use]
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Sets the tenant.
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Adds a free key-value.
+    #[must_use]
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata of an event caused by the message whose metadata is `self` and whose id is
+    /// `cause`: same correlation (or `cause` when there was none), causation = `cause`, same
+    /// actor, tenant and extra keys.
+    pub fn caused_by(&self, cause: Uuid) -> Self {
+        Self {
+            command_id: self.command_id,
+            correlation_id: Some(self.correlation_id.unwrap_or(cause)),
+            causation_id: Some(cause),
+            actor: self.actor.clone(),
+            tenant: self.tenant.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caused_by_inherits_correlation_or_starts_one() {
+        let cmd = Uuid::now_v7();
+        let started = Metadata::new().actor("a").caused_by(cmd);
+        assert_eq!(started.correlation_id, Some(cmd));
+        assert_eq!(started.causation_id, Some(cmd));
+        assert_eq!(started.actor.as_deref(), Some("a"));
+
+        let flow = Uuid::now_v7();
+        let inherited = Metadata::new().correlation_id(flow).caused_by(cmd);
+        assert_eq!(inherited.correlation_id, Some(flow));
+    }
+
+    #[test]
+    fn empty_fields_are_not_serialized() {
+        assert_eq!(serde_json::to_string(&Metadata::new()).unwrap(), "{}");
+    }
+}

@@ -1,0 +1,459 @@
+//! Loading aggregates and executing commands against a store.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, CommandSet};
+use crate::error::{Error, StoreError};
+use crate::event::{EventSet, NewEvent, RecordedEvent};
+use crate::metadata::Metadata;
+use crate::store::{EventStore, Snapshot, StreamRead};
+use crate::stream::{ExpectedVersion, StreamId, Version};
+
+/// Namespace of the deterministic event ids derived from command ids.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_6a8e_4f0b_4c53_9a51_2b6e_0c1d_f4a7);
+
+/// The id of the `index`-th event caused by the message `cause`: the same inputs always give
+/// the same id, so re-executing a command appends nothing new.
+pub fn derived_event_id(cause: Uuid, index: u32) -> Uuid {
+    let mut name = [0u8; 20];
+    name[..16].copy_from_slice(cause.as_bytes());
+    name[16..].copy_from_slice(&index.to_be_bytes());
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+}
+
+/// A point in an aggregate's history, for temporal loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// The state after this stream version.
+    Version(u64),
+    /// The state after the last event recorded at or before this time.
+    Time(DateTime<Utc>),
+}
+
+impl From<Version> for AsOf {
+    fn from(v: Version) -> Self {
+        AsOf::Version(v.0)
+    }
+}
+
+impl From<DateTime<Utc>> for AsOf {
+    fn from(t: DateTime<Utc>) -> Self {
+        AsOf::Time(t)
+    }
+}
+
+/// An aggregate's state and the stream version it reflects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream version it reflects (0: no events).
+    pub version: u64,
+}
+
+/// The outcome of an executed command.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The stream written to.
+    pub stream_id: StreamId,
+    /// The events the command caused (empty when it changed nothing).
+    pub events: Vec<A::Event>,
+    /// The stream's version after them.
+    pub version: u64,
+    /// The global position of the last event (0 when none was appended).
+    pub position: u64,
+    /// Whether this outcome was recorded earlier under the same command id and is returned
+    /// again without appending.
+    pub duplicate: bool,
+}
+
+/// Loads aggregates of type `A` from a store and executes commands on them.
+///
+/// Cloning is cheap when the store is.
+#[derive(Debug)]
+pub struct Repository<A, S> {
+    store: S,
+    conflict_retries: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            conflict_retries: self.conflict_retries,
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
+    /// How many times a conflicting append is retried by default.
+    pub const DEFAULT_CONFLICT_RETRIES: u32 = 3;
+
+    /// A repository over `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            conflict_retries: Self::DEFAULT_CONFLICT_RETRIES,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Sets how many times a command is re-run on fresh state after losing an append race
+    /// (0: report the first conflict). Handlers are pure functions of state and command, so a
+    /// re-run is safe; turn it off when a handler has side effects outside the store.
+    #[must_use]
+    pub fn with_conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The stream of the instance `id`.
+    pub fn stream_id(id: &str) -> Result<StreamId, Error<A::Error>> {
+        Ok(StreamId::new(A::CATEGORY, id)?)
+    }
+
+    /// Loads the current state of `id`: the latest snapshot plus the events after it.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error<A::Error>> {
+        let stream = Self::stream_id(id)?;
+        self.load_stream(&stream, None).await
+    }
+
+    /// Loads the state of `id` as of a version or a time.
+    pub async fn load_as_of(
+        &self,
+        id: &str,
+        at: impl Into<AsOf>,
+    ) -> Result<Loaded<A>, Error<A::Error>> {
+        let stream = Self::stream_id(id)?;
+        match at.into() {
+            AsOf::Version(v) => self.load_stream(&stream, Some(v)).await,
+            AsOf::Time(t) => {
+                let mut loaded = Loaded {
+                    state: A::default(),
+                    version: 0,
+                };
+                let events = self
+                    .store
+                    .read_stream(&stream, &StreamRead::all().until(t))
+                    .await?;
+                apply_all(&mut loaded, &events)?;
+                Ok(loaded)
+            }
+        }
+    }
+
+    async fn load_stream(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Loaded<A>, Error<A::Error>> {
+        let mut loaded = self.load_snapshot(stream, max_version).await?;
+        let mut read = StreamRead::from_version(loaded.version + 1);
+        read.to = max_version;
+        if max_version.is_some_and(|max| max <= loaded.version) {
+            return Ok(loaded);
+        }
+        let events = self.store.read_stream(stream, &read).await?;
+        apply_all(&mut loaded, &events)?;
+        Ok(loaded)
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Loaded<A>, Error<A::Error>> {
+        let empty = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        if A::SNAPSHOT == crate::SnapshotPolicy::Never {
+            return Ok(empty);
+        }
+        let Some(snapshot) = self
+            .store
+            .load_snapshot(stream, A::STATE_VERSION, max_version)
+            .await?
+        else {
+            return Ok(empty);
+        };
+        match A::decode_state(&snapshot.state) {
+            Some(Ok(state)) => Ok(Loaded {
+                state,
+                version: snapshot.version,
+            }),
+            Some(Err(error)) => {
+                tracing::warn!(
+                    stream = %stream,
+                    version = snapshot.version,
+                    %error,
+                    "ignoring a snapshot that no longer decodes; replaying the stream"
+                );
+                Ok(empty)
+            }
+            None => Ok(empty),
+        }
+    }
+
+    /// Executes `command` on the instance `id`: validates it, loads the aggregate, runs its
+    /// handler and appends the events with the loaded version as the expected one.
+    ///
+    /// Events get `causation_id` = the command id and inherit the correlation id, actor,
+    /// tenant and extra keys of `metadata`. When `metadata` has a command id that was
+    /// executed before, the earlier outcome is returned (with `duplicate` set) and nothing is
+    /// appended.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: impl Into<A::Command>,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, Error<A::Error>> {
+        let command: A::Command = command.into();
+        command
+            .validate()
+            .map_err(|message| Error::InvalidCommand {
+                command: command.command_name(),
+                message,
+            })?;
+        let stream = Self::stream_id(id)?;
+        let explicit_id = metadata.command_id.is_some();
+        let command_id = metadata.command_id.unwrap_or_else(Uuid::now_v7);
+        let mut event_meta = metadata.caused_by(command_id);
+        event_meta.command_id = Some(command_id);
+
+        if explicit_id {
+            if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+                return Ok(done);
+            }
+        }
+
+        let mut attempts = 0u32;
+        while attempts < self.conflict_retries {
+            attempts += 1;
+            match self
+                .attempt(&stream, command.clone(), command_id, &event_meta)
+                .await?
+            {
+                Attempt::Done(executed) => return Ok(executed),
+                Attempt::Conflict { .. } => {
+                    if explicit_id {
+                        if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+                            return Ok(done);
+                        }
+                    }
+                }
+            }
+        }
+        attempts += 1;
+        match self
+            .attempt(&stream, command, command_id, &event_meta)
+            .await?
+        {
+            Attempt::Done(executed) => Ok(executed),
+            Attempt::Conflict { expected, actual } => {
+                if explicit_id {
+                    if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+                        return Ok(done);
+                    }
+                }
+                Err(Error::Conflict {
+                    stream,
+                    attempts,
+                    expected,
+                    actual,
+                })
+            }
+        }
+    }
+
+    /// Loads, decides and appends once.
+    async fn attempt(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        command_id: Uuid,
+        event_meta: &Metadata,
+    ) -> Result<Attempt<A>, Error<A::Error>> {
+        let loaded = self.load_stream(stream, None).await?;
+        let events = loaded.state.handle(command).map_err(Error::Rejected)?;
+        if events.is_empty() {
+            return Ok(Attempt::Done(Executed {
+                stream_id: stream.clone(),
+                events,
+                version: loaded.version,
+                position: 0,
+                duplicate: false,
+            }));
+        }
+        let new_events = encode_all::<A>(stream, &events, command_id, event_meta)?;
+        let expected = ExpectedVersion::Exact(loaded.version);
+        match self.store.append(stream, expected, &new_events).await {
+            Ok(result) => {
+                let position = result.last_position;
+                let version = result.version;
+                self.maybe_snapshot(stream, loaded, &events, version).await;
+                Ok(Attempt::Done(Executed {
+                    stream_id: stream.clone(),
+                    events,
+                    version,
+                    position,
+                    duplicate: false,
+                }))
+            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => Ok(Attempt::Conflict {
+                expected: loaded.version,
+                actual,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn earlier_outcome(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> Result<Option<Executed<A>>, Error<A::Error>> {
+        let Some(first) = self
+            .store
+            .event_by_id(derived_event_id(command_id, 0))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if first.stream_id != *stream {
+            return Err(StoreError::DuplicateEventId {
+                event_id: first.event_id,
+                stream: stream.clone(),
+            }
+            .into());
+        }
+        let tail = self
+            .store
+            .read_stream(stream, &StreamRead::from_version(first.stream_version))
+            .await?;
+        let mut events = Vec::new();
+        let mut version = first.stream_version;
+        let mut position = first.position;
+        for (index, recorded) in tail.iter().enumerate() {
+            let expected_id = u32::try_from(index)
+                .ok()
+                .map(|i| derived_event_id(command_id, i));
+            if expected_id != Some(recorded.event_id) {
+                break;
+            }
+            events.extend(decode_one::<A>(recorded)?);
+            version = recorded.stream_version;
+            position = recorded.position;
+        }
+        Ok(Some(Executed {
+            stream_id: stream.clone(),
+            events,
+            version,
+            position,
+            duplicate: true,
+        }))
+    }
+
+    async fn maybe_snapshot(
+        &self,
+        stream: &StreamId,
+        mut loaded: Loaded<A>,
+        events: &[A::Event],
+        version: u64,
+    ) {
+        if !A::SNAPSHOT.due(loaded.version, version) {
+            return;
+        }
+        for event in events {
+            loaded.state.apply(event);
+        }
+        let Some(state) = loaded.state.encode_state() else {
+            return;
+        };
+        let result = match state {
+            Ok(state) => {
+                let snapshot = Snapshot {
+                    stream_id: stream.clone(),
+                    version,
+                    schema_version: A::STATE_VERSION,
+                    state,
+                    taken_at: Utc::now(),
+                };
+                self.store.save_snapshot(&snapshot).await
+            }
+            Err(source) => Err(StoreError::Encode {
+                what: "aggregate state",
+                source,
+            }),
+        };
+        if let Err(error) = result {
+            // The events are committed; a missing snapshot only costs a longer replay.
+            tracing::warn!(stream = %stream, version, %error, "could not save snapshot");
+        }
+    }
+}
+
+enum Attempt<A: Aggregate> {
+    Done(Executed<A>),
+    Conflict { expected: u64, actual: u64 },
+}
+
+fn encode_all<A: Aggregate>(
+    stream: &StreamId,
+    events: &[A::Event],
+    command_id: Uuid,
+    metadata: &Metadata,
+) -> Result<Vec<NewEvent>, Error<A::Error>> {
+    events
+        .iter()
+        .zip(0u32..)
+        .map(|(event, index)| {
+            let payload = event.encode().map_err(|source| Error::Encode {
+                stream: stream.clone(),
+                event_type: event.event_type(),
+                source,
+            })?;
+            Ok(NewEvent {
+                event_id: derived_event_id(command_id, index),
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                payload,
+                metadata: metadata.clone(),
+            })
+        })
+        .collect()
+}
+
+fn decode_one<A: Aggregate>(
+    recorded: &RecordedEvent,
+) -> Result<crate::event::Decoded<A::Event>, Error<A::Error>> {
+    A::Event::decode_recorded(recorded).map_err(|source| Error::Decode {
+        stream: recorded.stream_id.clone(),
+        stream_version: recorded.stream_version,
+        position: recorded.position,
+        source,
+    })
+}
+
+fn apply_all<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    events: &[RecordedEvent],
+) -> Result<(), Error<A::Error>> {
+    for recorded in events {
+        for event in decode_one::<A>(recorded)? {
+            loaded.state.apply(&event);
+        }
+        loaded.version = recorded.stream_version;
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The event store contract that every store implements.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{NewEvent, Payload, RecordedEvent};
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// What an append stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The stream's version after the append.
+    pub version: u64,
+    /// The version of the first appended event (`version + 1` when nothing was appended).
+    pub first_version: u64,
+    /// The global position of the first appended event (0 when nothing was appended).
+    pub first_position: u64,
+    /// The global position of the last appended event (0 when nothing was appended).
+    pub last_position: u64,
+}
+
+/// Which events of one stream to read, oldest first.
+///
+/// ```
+/// use factum::StreamRead;
+/// let tail = StreamRead::from_version(101).to_version(200);
+/// assert_eq!(tail.from, 101);
+/// assert_eq!(tail.to, Some(200));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamRead {
+    /// First version to read (inclusive; versions start at 1).
+    pub from: u64,
+    /// Last version to read (inclusive), or to the end.
+    pub to: Option<u64>,
+    /// Only events recorded at or before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many events.
+    pub limit: Option<usize>,
+}
+
+impl StreamRead {
+    /// The whole stream.
+    pub fn all() -> Self {
+        Self::from_version(1)
+    }
+
+    /// From `version` (inclusive) to the end.
+    pub fn from_version(version: u64) -> Self {
+        Self {
+            from: version.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Stops after `version` (inclusive).
+    #[must_use]
+    pub fn to_version(mut self, version: u64) -> Self {
+        self.to = Some(version);
+        self
+    }
+
+    /// Stops at the last event recorded at or before `time`.
+    #[must_use]
+    pub fn until(mut self, time: DateTime<Utc>) -> Self {
+        self.until = Some(time);
+        self
+    }
+
+    /// Reads at most `limit` events.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Whether `event` falls inside this read (the version and time bounds).
+    pub fn contains(&self, event: &RecordedEvent) -> bool {
+        event.stream_version >= self.from
+            && self.to.is_none_or(|to| event.stream_version <= to)
+            && self.until.is_none_or(|t| event.recorded_at <= t)
+    }
+}
+
+/// Which events to read across all streams, in global order.
+///
+/// ```
+/// use factum::ReadAll;
+/// let batch = ReadAll::after(0).limit(500).event_types(["OrderPlaced"]);
+/// assert_eq!(batch.limit, 500);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadAll {
+    /// Read events whose position is greater than this.
+    pub after: u64,
+    /// At most this many events.
+    pub limit: usize,
+    /// Only these categories (all when empty).
+    pub categories: Vec<String>,
+    /// Only these event types (all when empty).
+    pub event_types: Vec<String>,
+}
+
+impl ReadAll {
+    /// Default batch size.
+    pub const DEFAULT_LIMIT: usize = 1000;
+
+    /// Events after `position`, in batches of [`ReadAll::DEFAULT_LIMIT`].
+    pub fn after(position: u64) -> Self {
+        Self {
+            after: position,
+            limit: Self::DEFAULT_LIMIT,
+            categories: Vec::new(),
+            event_types: Vec::new(),
+        }
+    }
+
+    /// Sets the batch size.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Only events of streams in these categories.
+    #[must_use]
+    pub fn categories<I, S>(mut self, categories: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.categories = categories.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only events of these types.
+    #[must_use]
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether `event` passes the category and type filters.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        (self.categories.is_empty()
+            || self
+                .categories
+                .iter()
+                .any(|c| c == event.stream_id.category()))
+            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+    }
+}
+
+/// A saved aggregate state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream_id: StreamId,
+    /// The stream version the state reflects.
+    pub version: u64,
+    /// The schema version of the state type; a snapshot of another version is ignored.
+    pub schema_version: u32,
+    /// The serialized state.
+    pub state: Payload,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// An append-only event store with optimistic concurrency and a global order.
+///
+/// Every implementation must pass the conformance suite in `factum::testing` (feature
+/// `testing`). The guarantees:
+///
+/// - `append` is all-or-nothing and checks `expected` against the stream's version.
+/// - Appending events whose ids are already stored, in the same stream with the same
+///   content, returns the original result and stores nothing (an idempotent retry); an id
+///   stored with other content is [`StoreError::DuplicateEventId`].
+/// - Stream versions start at 1 and have no gaps.
+/// - A reader following `read_all` positions never skips or reorders a committed event.
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if its version matches `expected`.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Reads events of one stream, oldest first.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The stream's current version (0: no stream).
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Reads one batch of events across streams, in global order.
+    fn read_all(
+        &self,
+        read: &ReadAll,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The highest position a reader may read up to now without skipping a commit.
+    fn head_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The event with this id, if stored.
+    fn event_by_id(
+        &self,
+        event_id: Uuid,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
+
+    /// Saves a snapshot (replacing one of the same stream, schema version and version).
+    fn save_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest snapshot of `stream` at `schema_version` whose version is at most
+    /// `max_version` (any version when `None`).
+    fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+}

@@ -1,0 +1,3 @@
+//! The order-fulfillment example.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Cross-crate tests for factum; the tests live in `tests/`.
