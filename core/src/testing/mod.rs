@@ -1,1 +1,69 @@
-//! Store conformance suite.
+//! The store conformance suite: one set of tests that every [`EventStore`] must pass.
+//!
+//! Run it against a store with [`store_conformance_tests!`](crate::store_conformance_tests),
+//! giving an `async fn` that returns a fresh, empty store for each test:
+//!
+//! ```ignore
+//! async fn fresh_store() -> MyStore { MyStore::connect_to_a_new_schema().await }
+//! factum::store_conformance_tests!(fresh_store);
+//! ```
+//!
+//! Each case is also a public `async fn(store)` in [`cases`], for stores that need a custom
+//! harness.
+
+pub mod cases;
+mod counter;
+
+pub use counter::{Counter, CounterCommand, CounterError, CounterEvent, Increment, Incremented};
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a store returned by the
+/// given `async fn() -> impl EventStore`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make_store:path) => {
+        $crate::store_conformance_tests!(@cases $make_store;
+            append_to_new_stream,
+            expected_version_no_stream,
+            expected_version_exact,
+            expected_version_stream_exists,
+            expected_version_any,
+            empty_append_checks_expected_version,
+            append_is_all_or_nothing,
+            idempotent_retry,
+            reused_id_with_other_content,
+            reused_id_in_other_stream,
+            partially_repeated_batch,
+            invalid_event_type,
+            envelope_round_trip,
+            read_stream_ranges,
+            read_stream_until_time,
+            read_missing_stream,
+            read_all_in_order_and_batches,
+            read_all_filters,
+            head_position_and_event_by_id,
+            snapshots,
+            concurrent_writers_one_stream,
+            concurrent_no_stream_race,
+            concurrent_writers_many_streams,
+            repository_execute_and_load,
+            repository_rejects_and_validates,
+            repository_command_idempotency,
+            repository_concurrent_commands,
+            repository_snapshot_equals_replay,
+            repository_temporal_loads,
+            repository_decode_error_names_the_event,
+        );
+    };
+    (@cases $make_store:path; $($case:ident),* $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(
+                flavor = "multi_thread",
+                worker_threads = 4,
+                crate = "::factum::__private::tokio"
+            )]
+            async fn $case() {
+                $crate::testing::cases::$case($make_store().await).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,1144 @@
+//! The conformance cases. Each takes a fresh, empty store and panics on a violation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::counter::{Counter, CounterError, Increment, Incremented};
+use crate::error::{DecodeError, Error, StoreError};
+use crate::event::{NewEvent, Payload, RecordedEvent};
+use crate::metadata::Metadata;
+use crate::repository::{AsOf, Repository};
+use crate::store::{EventStore, ReadAll, Snapshot, StreamRead};
+use crate::stream::{ExpectedVersion, StreamId, Version};
+
+fn stream(name: &str) -> StreamId {
+    StreamId::parse(name).expect("valid stream name")
+}
+
+/// A new event of type `event_type` with payload `{"n": n}`.
+pub fn event(event_type: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        payload: Payload::encode(&json!({ "n": n })).expect("json"),
+        metadata: Metadata::new(),
+    }
+}
+
+fn events(n: u64) -> Vec<NewEvent> {
+    (1..=n).map(|i| event("Tested", i)).collect()
+}
+
+async fn versions<S: EventStore>(store: &S, s: &StreamId) -> Vec<u64> {
+    store
+        .read_stream(s, &StreamRead::all())
+        .await
+        .expect("read stream")
+        .iter()
+        .map(|e| e.stream_version)
+        .collect()
+}
+
+async fn read_everything<S: EventStore>(store: &S, batch: usize) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(&ReadAll::after(after).limit(batch))
+            .await
+            .expect("read all");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        all.extend(page);
+    }
+    all
+}
+
+#[track_caller]
+fn assert_wrong_version(
+    result: Result<crate::AppendResult, StoreError>,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    match result {
+        Err(StoreError::WrongExpectedVersion {
+            expected: e,
+            actual: a,
+            ..
+        }) => {
+            assert_eq!(e, expected, "the conflict reports the expected version");
+            assert_eq!(a, actual, "the conflict reports the actual version");
+        }
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    }
+}
+
+/// Versions start at 1, are gapless, and the result says what was stored.
+pub async fn append_to_new_stream<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let r = store
+        .append(&s, ExpectedVersion::NoStream, &events(3))
+        .await
+        .expect("append");
+    assert_eq!((r.first_version, r.version), (1, 3));
+    assert!(r.first_position >= 1 && r.last_position > r.first_position);
+    let r2 = store
+        .append(&s, ExpectedVersion::Exact(3), &events(2))
+        .await
+        .expect("append");
+    assert_eq!((r2.first_version, r2.version), (4, 5));
+    assert!(r2.first_position > r.last_position);
+    assert_eq!(versions(&store, &s).await, [1, 2, 3, 4, 5]);
+    assert_eq!(store.stream_version(&s).await.expect("version"), 5);
+}
+
+/// `NoStream` succeeds once and then reports the actual version.
+pub async fn expected_version_no_stream<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(2))
+        .await
+        .expect("first append");
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, &events(1))
+        .await;
+    assert_wrong_version(again, ExpectedVersion::NoStream, 2);
+    assert_eq!(versions(&store, &s).await, [1, 2]);
+    store
+        .append(&stream("order-2"), ExpectedVersion::Exact(0), &events(1))
+        .await
+        .expect("Exact(0) on a new stream");
+}
+
+/// `Exact(n)` must match the current version, and a conflict carries both versions.
+pub async fn expected_version_exact<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let first = store
+        .append(&s, ExpectedVersion::Exact(1), &events(1))
+        .await;
+    assert_wrong_version(first, ExpectedVersion::Exact(1), 0);
+    store
+        .append(&s, ExpectedVersion::Exact(0), &events(2))
+        .await
+        .expect("append");
+    let stale = store
+        .append(&s, ExpectedVersion::Exact(1), &events(1))
+        .await;
+    assert_wrong_version(stale, ExpectedVersion::Exact(1), 2);
+    let ahead = store
+        .append(&s, ExpectedVersion::Exact(7), &events(1))
+        .await;
+    assert_wrong_version(ahead, ExpectedVersion::Exact(7), 2);
+    store
+        .append(&s, ExpectedVersion::Exact(2), &events(1))
+        .await
+        .expect("append at the right version");
+    assert_eq!(versions(&store, &s).await, [1, 2, 3]);
+}
+
+/// `StreamExists` needs at least one event.
+pub async fn expected_version_stream_exists<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let missing = store
+        .append(&s, ExpectedVersion::StreamExists, &events(1))
+        .await;
+    assert_wrong_version(missing, ExpectedVersion::StreamExists, 0);
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+    store
+        .append(&s, ExpectedVersion::Any, &events(1))
+        .await
+        .expect("append");
+    store
+        .append(&s, ExpectedVersion::StreamExists, &events(1))
+        .await
+        .expect("append to an existing stream");
+    assert_eq!(versions(&store, &s).await, [1, 2]);
+}
+
+/// `Any` appends whatever the version.
+pub async fn expected_version_any<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    for _ in 0..3 {
+        store
+            .append(&s, ExpectedVersion::Any, &events(2))
+            .await
+            .expect("append");
+    }
+    assert_eq!(versions(&store, &s).await, [1, 2, 3, 4, 5, 6]);
+}
+
+/// An empty append stores nothing but still checks the expected version.
+pub async fn empty_append_checks_expected_version<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let r = store
+        .append(&s, ExpectedVersion::NoStream, &[])
+        .await
+        .expect("empty append");
+    assert_eq!((r.version, r.first_version, r.last_position), (0, 1, 0));
+    let missing = store.append(&s, ExpectedVersion::StreamExists, &[]).await;
+    assert_wrong_version(missing, ExpectedVersion::StreamExists, 0);
+    assert_eq!(store.head_position().await.expect("head"), 0);
+}
+
+/// A batch that fails stores none of its events.
+pub async fn append_is_all_or_nothing<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let mut batch = events(3);
+    batch[2].event_id = batch[0].event_id;
+    match store.append(&s, ExpectedVersion::Any, &batch).await {
+        Err(StoreError::RepeatedEventIdInBatch { event_id, .. }) => {
+            assert_eq!(event_id, batch[0].event_id);
+        }
+        other => panic!("expected RepeatedEventIdInBatch, got {other:?}"),
+    }
+    assert!(versions(&store, &s).await.is_empty());
+
+    let stored = events(1);
+    store
+        .append(&stream("order-2"), ExpectedVersion::Any, &stored)
+        .await
+        .expect("append");
+    let mut clashing = events(3);
+    clashing[1].event_id = stored[0].event_id;
+    assert!(
+        store
+            .append(&s, ExpectedVersion::Any, &clashing)
+            .await
+            .is_err(),
+        "a batch reusing a stored id must fail"
+    );
+    assert!(
+        versions(&store, &s).await.is_empty(),
+        "nothing of it is stored"
+    );
+    assert_eq!(read_everything(&store, 100).await.len(), 1);
+}
+
+/// Appending the same ids and content again returns the original result and stores nothing.
+pub async fn idempotent_retry<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(1))
+        .await
+        .expect("append");
+    let batch = events(2);
+    let first = store
+        .append(&s, ExpectedVersion::Exact(1), &batch)
+        .await
+        .expect("append");
+    let retry = store
+        .append(&s, ExpectedVersion::Exact(1), &batch)
+        .await
+        .expect("retry with the original expected version");
+    assert_eq!(retry, first);
+    let retry_any = store
+        .append(&s, ExpectedVersion::Any, &batch)
+        .await
+        .expect("retry with Any");
+    assert_eq!(retry_any, first);
+    assert_eq!(versions(&store, &s).await, [1, 2, 3]);
+    assert_eq!(read_everything(&store, 100).await.len(), 3);
+}
+
+/// A stored id with other content is a distinct error, and nothing is stored.
+pub async fn reused_id_with_other_content<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let batch = events(1);
+    store
+        .append(&s, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    let mut other = batch.clone();
+    other[0].payload = Payload::encode(&json!({ "n": 999 })).expect("json");
+    match store.append(&s, ExpectedVersion::Any, &other).await {
+        Err(StoreError::DuplicateEventId { event_id, stream }) => {
+            assert_eq!(event_id, batch[0].event_id);
+            assert_eq!(stream, s);
+        }
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    }
+    let mut renamed = batch.clone();
+    renamed[0].event_type = "Other".into();
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, &renamed).await,
+        Err(StoreError::DuplicateEventId { .. })
+    ));
+    assert_eq!(versions(&store, &s).await, [1]);
+}
+
+/// A stored id reused in another stream is a duplicate, not a retry.
+pub async fn reused_id_in_other_stream<S: EventStore>(store: S) {
+    let batch = events(1);
+    store
+        .append(&stream("order-1"), ExpectedVersion::Any, &batch)
+        .await
+        .expect("append");
+    assert!(matches!(
+        store
+            .append(&stream("order-2"), ExpectedVersion::Any, &batch)
+            .await,
+        Err(StoreError::DuplicateEventId { .. })
+    ));
+    assert!(versions(&store, &stream("order-2")).await.is_empty());
+}
+
+/// A batch mixing stored ids and new ones is not a retry.
+pub async fn partially_repeated_batch<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let batch = events(2);
+    store
+        .append(&s, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    let mut mixed = batch.clone();
+    mixed.push(event("Tested", 3));
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, &mixed).await,
+        Err(StoreError::DuplicateEventId { .. })
+    ));
+    assert_eq!(versions(&store, &s).await, [1, 2]);
+}
+
+/// Empty or overlong type names are refused.
+pub async fn invalid_event_type<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    for bad in [String::new(), "x".repeat(256)] {
+        let mut batch = events(1);
+        batch[0].event_type = bad;
+        assert!(matches!(
+            store.append(&s, ExpectedVersion::Any, &batch).await,
+            Err(StoreError::InvalidEventType { .. })
+        ));
+    }
+    assert!(versions(&store, &s).await.is_empty());
+}
+
+/// Every field of the envelope comes back as written.
+pub async fn envelope_round_trip<S: EventStore>(store: S) {
+    let s = stream("order-o-1");
+    let correlation = Uuid::now_v7();
+    let metadata = Metadata::new()
+        .command_id(Uuid::now_v7())
+        .correlation_id(correlation)
+        .causation_id(Uuid::now_v7())
+        .actor("alice")
+        .tenant("acme")
+        .with("ip", "10.0.0.1")
+        .with("nested", json!({"a": [1, 2, {"b": null}]}));
+    let payload = json!({
+        "order_id": "o-1",
+        "lines": [{"sku": "é✓", "qty": 2, "price": 12.5}],
+        "note": "quote \" and \\ backslash",
+        "big": 9_007_199_254_740_993_u64,
+    });
+    let new = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "OrderPlaced".into(),
+        schema_version: 3,
+        payload: Payload::encode(&payload).expect("json"),
+        metadata: metadata.clone(),
+    };
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    store
+        .append(&s, ExpectedVersion::NoStream, std::slice::from_ref(&new))
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+    let e = &read[0];
+    assert_eq!(e.event_id, new.event_id);
+    assert_eq!(e.stream_id, s);
+    assert_eq!(e.stream_id.category(), "order");
+    assert_eq!(e.stream_version, 1);
+    assert!(e.position >= 1);
+    assert_eq!(e.event_type, "OrderPlaced");
+    assert_eq!(e.schema_version, 3);
+    assert_eq!(e.payload.to_value().expect("payload"), payload);
+    assert_eq!(e.metadata, metadata);
+    assert!(e.recorded_at >= before && e.recorded_at <= Utc::now() + chrono::Duration::seconds(5));
+    let via_all = read_everything(&store, 10).await;
+    assert_eq!(via_all, read);
+}
+
+/// Stream reads honour from, to and limit.
+pub async fn read_stream_ranges<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(10))
+        .await
+        .expect("append");
+    store
+        .append(&stream("order-2"), ExpectedVersion::NoStream, &events(3))
+        .await
+        .expect("append");
+    let got = |read: StreamRead| {
+        let store = store.clone();
+        let s = s.clone();
+        async move {
+            store
+                .read_stream(&s, &read)
+                .await
+                .expect("read")
+                .iter()
+                .map(|e| e.stream_version)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(got(StreamRead::from_version(8)).await, [8, 9, 10]);
+    assert_eq!(got(StreamRead::all().to_version(3)).await, [1, 2, 3]);
+    assert_eq!(
+        got(StreamRead::from_version(4).to_version(6)).await,
+        [4, 5, 6]
+    );
+    assert_eq!(got(StreamRead::from_version(2).limit(2)).await, [2, 3]);
+    assert!(got(StreamRead::from_version(11)).await.is_empty());
+    assert!(
+        got(StreamRead::from_version(5).to_version(4))
+            .await
+            .is_empty()
+    );
+    let payloads: Vec<u64> = store
+        .read_stream(&s, &StreamRead::from_version(9))
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| {
+            e.payload.to_value().expect("payload")["n"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(payloads, [9, 10]);
+}
+
+/// Stream reads stop at a time.
+pub async fn read_stream_until_time<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(2))
+        .await
+        .expect("append");
+    let recorded = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    let cut = recorded[1].recorded_at;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store
+        .append(&s, ExpectedVersion::Exact(2), &events(2))
+        .await
+        .expect("append");
+    let until = store
+        .read_stream(&s, &StreamRead::all().until(cut))
+        .await
+        .expect("read");
+    assert_eq!(
+        until.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let before_all = store
+        .read_stream(
+            &s,
+            &StreamRead::all().until(recorded[0].recorded_at - chrono::Duration::seconds(60)),
+        )
+        .await
+        .expect("read");
+    assert!(before_all.is_empty());
+}
+
+/// A stream with no events reads as empty, at version 0.
+pub async fn read_missing_stream<S: EventStore>(store: S) {
+    let s = stream("order-none");
+    assert!(versions(&store, &s).await.is_empty());
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+    assert!(
+        store
+            .load_snapshot(&s, 1, None)
+            .await
+            .expect("snapshot")
+            .is_none()
+    );
+}
+
+/// `read_all` returns every event once, in increasing position, in batches.
+pub async fn read_all_in_order_and_batches<S: EventStore>(store: S) {
+    for i in 0..5 {
+        for s in ["order-a", "payment-b", "order-c"] {
+            store
+                .append(&stream(s), ExpectedVersion::Any, &events(i % 3 + 1))
+                .await
+                .expect("append");
+        }
+    }
+    let everything = read_everything(&store, 1000).await;
+    let batched = read_everything(&store, 4).await;
+    assert_eq!(everything.len(), 27);
+    assert_eq!(everything, batched);
+    assert!(everything.windows(2).all(|w| w[0].position < w[1].position));
+    let ids: BTreeSet<Uuid> = everything.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 27);
+    let mut per_stream: HashMap<&str, Vec<u64>> = HashMap::new();
+    for e in &everything {
+        per_stream
+            .entry(e.stream_id.as_str())
+            .or_default()
+            .push(e.stream_version);
+    }
+    for v in per_stream.values() {
+        assert_eq!(
+            *v,
+            (1..=v.len() as u64).collect::<Vec<_>>(),
+            "ordered per stream"
+        );
+    }
+    let last = everything.last().expect("events").position;
+    assert_eq!(store.head_position().await.expect("head"), last);
+    assert!(
+        store
+            .read_all(&ReadAll::after(last))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let middle = everything[14].position;
+    let rest = store.read_all(&ReadAll::after(middle)).await.expect("read");
+    assert_eq!(rest, everything[15..]);
+}
+
+/// `read_all` filters by category and event type.
+pub async fn read_all_filters<S: EventStore>(store: S) {
+    store
+        .append(
+            &stream("order-1"),
+            ExpectedVersion::Any,
+            &[event("OrderPlaced", 1), event("OrderShipped", 2)],
+        )
+        .await
+        .expect("append");
+    store
+        .append(
+            &stream("payment-1"),
+            ExpectedVersion::Any,
+            &[event("PaymentTaken", 3)],
+        )
+        .await
+        .expect("append");
+    store
+        .append(
+            &stream("order_line-1"),
+            ExpectedVersion::Any,
+            &[event("OrderPlaced", 4)],
+        )
+        .await
+        .expect("append");
+    let types = |read: ReadAll| {
+        let store = store.clone();
+        async move {
+            store
+                .read_all(&read)
+                .await
+                .expect("read")
+                .iter()
+                .map(|e| (e.stream_id.to_string(), e.event_type.clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |s: &str, t: &str| (s.to_owned(), t.to_owned());
+    assert_eq!(
+        types(ReadAll::after(0).categories(["order"])).await,
+        [
+            pair("order-1", "OrderPlaced"),
+            pair("order-1", "OrderShipped")
+        ]
+    );
+    assert_eq!(
+        types(ReadAll::after(0).event_types(["OrderPlaced", "PaymentTaken"])).await,
+        [
+            pair("order-1", "OrderPlaced"),
+            pair("payment-1", "PaymentTaken"),
+            pair("order_line-1", "OrderPlaced")
+        ]
+    );
+    assert_eq!(
+        types(
+            ReadAll::after(0)
+                .categories(["order", "order_line"])
+                .event_types(["OrderPlaced"])
+        )
+        .await,
+        [
+            pair("order-1", "OrderPlaced"),
+            pair("order_line-1", "OrderPlaced")
+        ]
+    );
+    assert_eq!(
+        types(ReadAll::after(0).event_types(["OrderPlaced"]).limit(1)).await,
+        [pair("order-1", "OrderPlaced")]
+    );
+    assert!(
+        types(ReadAll::after(0).categories(["nothing"]))
+            .await
+            .is_empty()
+    );
+}
+
+/// The head position follows appends; events are found by id.
+pub async fn head_position_and_event_by_id<S: EventStore>(store: S) {
+    assert_eq!(store.head_position().await.expect("head"), 0);
+    let batch = events(2);
+    let r = store
+        .append(&stream("order-1"), ExpectedVersion::Any, &batch)
+        .await
+        .expect("append");
+    assert_eq!(store.head_position().await.expect("head"), r.last_position);
+    let found = store
+        .event_by_id(batch[1].event_id)
+        .await
+        .expect("lookup")
+        .expect("stored");
+    assert_eq!(found.stream_version, 2);
+    assert_eq!(found.position, r.last_position);
+    assert!(
+        store
+            .event_by_id(Uuid::now_v7())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+/// Snapshots are keyed by stream and state schema version, and loaded at or before a version.
+pub async fn snapshots<S: EventStore>(store: S) {
+    let s = stream("counter-1");
+    let snap = |version: u64, schema_version: u32, value: u64| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version,
+        state: Payload::encode(&json!({ "value": value })).expect("json"),
+        taken_at: Utc::now(),
+    };
+    for v in [5, 10, 15] {
+        store.save_snapshot(&snap(v, 1, v)).await.expect("save");
+    }
+    store.save_snapshot(&snap(20, 2, 20)).await.expect("save");
+    let latest = store
+        .load_snapshot(&s, 1, None)
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert_eq!((latest.version, latest.schema_version), (15, 1));
+    assert_eq!(latest.state, snap(15, 1, 15).state);
+    let at_12 = store
+        .load_snapshot(&s, 1, Some(12))
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert_eq!(at_12.version, 10);
+    assert!(
+        store
+            .load_snapshot(&s, 1, Some(4))
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .load_snapshot(&s, 2, None)
+            .await
+            .expect("load")
+            .expect("v2")
+            .version,
+        20
+    );
+    assert!(
+        store
+            .load_snapshot(&s, 3, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    store
+        .save_snapshot(&snap(15, 1, 99))
+        .await
+        .expect("replace");
+    let replaced = store
+        .load_snapshot(&s, 1, None)
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert_eq!(replaced.state, snap(15, 1, 99).state);
+    assert!(
+        store
+            .load_snapshot(&stream("counter-2"), 1, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+}
+
+/// Writers on one stream: exactly one winner per version, no gaps, no duplicates.
+pub async fn concurrent_writers_one_stream<S: EventStore>(store: S) {
+    const WRITERS: usize = 32;
+    const APPENDS_EACH: usize = 5;
+    let s = stream("order-race");
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut won = Vec::new();
+            let mut conflicts = 0u32;
+            while won.len() < APPENDS_EACH {
+                let current = store.stream_version(&s).await.expect("version");
+                let batch = [event("Raced", writer as u64), event("Raced", writer as u64)];
+                match store
+                    .append(&s, ExpectedVersion::Exact(current), &batch)
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.first_version, current + 1);
+                        won.push(r.first_version);
+                    }
+                    Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                        assert!(
+                            actual != current,
+                            "a conflict must report a different version"
+                        );
+                        conflicts += 1;
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            (won, conflicts)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (won, _) = t.await.expect("writer task");
+        winners.extend(won);
+    }
+    winners.sort_unstable();
+    let expected: Vec<u64> = (0..(WRITERS * APPENDS_EACH) as u64)
+        .map(|i| i * 2 + 1)
+        .collect();
+    assert_eq!(winners, expected, "exactly one winner per version");
+    let total = (WRITERS * APPENDS_EACH * 2) as u64;
+    assert_eq!(versions(&store, &s).await, (1..=total).collect::<Vec<_>>());
+    let all = read_everything(&store, 97).await;
+    assert_eq!(all.len() as u64, total);
+    // Each batch is contiguous: both events of one append come from the same writer.
+    let recorded = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    for pair in recorded.chunks(2) {
+        assert_eq!(
+            pair[0].payload, pair[1].payload,
+            "batches are not interleaved"
+        );
+    }
+}
+
+/// Many writers creating the same stream: exactly one wins.
+pub async fn concurrent_no_stream_race<S: EventStore>(store: S) {
+    const WRITERS: usize = 32;
+    let s = stream("order-new");
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .append(
+                    &s,
+                    ExpectedVersion::NoStream,
+                    &[event("Created", writer as u64)],
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(r) => {
+                assert_eq!(r.version, 1);
+                ok += 1;
+            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, 1),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one creator wins");
+    assert_eq!(versions(&store, &s).await, [1]);
+}
+
+/// Writers on distinct streams: every event gets a distinct, increasing position.
+pub async fn concurrent_writers_many_streams<S: EventStore>(store: S) {
+    const WRITERS: u64 = 32;
+    const APPENDS_EACH: u64 = 10;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = stream(&format!("order-{writer}"));
+            for i in 0..APPENDS_EACH {
+                store
+                    .append(&s, ExpectedVersion::Exact(i), &[event("Placed", i)])
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let all = read_everything(&store, 50).await;
+    assert_eq!(all.len() as u64, WRITERS * APPENDS_EACH);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let mut per_stream: HashMap<&str, u64> = HashMap::new();
+    for e in &all {
+        let seen = per_stream.entry(e.stream_id.as_str()).or_default();
+        *seen += 1;
+        assert_eq!(e.stream_version, *seen, "ordered per stream");
+    }
+}
+
+type CounterRepo<S> = Repository<Counter, S>;
+
+/// The repository executes a command, appends its events and loads the new state.
+pub async fn repository_execute_and_load<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    let correlation = Uuid::now_v7();
+    let meta = Metadata::new()
+        .actor("alice")
+        .tenant("acme")
+        .correlation_id(correlation);
+    let done = repo
+        .execute("c-1", Increment { by: 2 }, meta)
+        .await
+        .expect("execute");
+    assert_eq!(done.version, 1);
+    assert_eq!(done.events, [Incremented { by: 2 }.into()]);
+    assert!(!done.duplicate);
+    repo.execute("c-1", Increment { by: 3 }, Metadata::new())
+        .await
+        .expect("execute");
+    let loaded = repo.load("c-1").await.expect("load");
+    assert_eq!((loaded.state.value, loaded.version), (5, 2));
+    let recorded = store
+        .read_stream(&stream("counter-c-1"), &StreamRead::all())
+        .await
+        .expect("read");
+    let m = &recorded[0].metadata;
+    assert_eq!(m.actor.as_deref(), Some("alice"));
+    assert_eq!(m.tenant.as_deref(), Some("acme"));
+    assert_eq!(m.correlation_id, Some(correlation));
+    assert!(m.causation_id.is_some());
+    assert_eq!(m.causation_id, m.command_id, "causation is the command");
+    let fresh = repo.load("c-2").await.expect("load");
+    assert_eq!((fresh.state, fresh.version), (Counter::default(), 0));
+}
+
+/// Rejections and validation failures are typed and append nothing.
+pub async fn repository_rejects_and_validates<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    repo.execute("c-1", Increment { by: u64::MAX }, Metadata::new())
+        .await
+        .expect("execute");
+    let rejected = repo
+        .execute("c-1", Increment { by: 1 }, Metadata::new())
+        .await
+        .expect_err("overflow is rejected");
+    assert!(matches!(rejected, Error::Rejected(CounterError::Overflow)));
+    let invalid = repo
+        .execute("c-1", Increment { by: 0 }, Metadata::new())
+        .await
+        .expect_err("invalid");
+    match invalid {
+        Error::InvalidCommand { command, message } => {
+            assert_eq!(command, "Increment");
+            assert!(message.contains("`by`"), "{message}");
+        }
+        other => panic!("expected InvalidCommand, got {other:?}"),
+    }
+    let bad_id = repo
+        .execute("", Increment { by: 1 }, Metadata::new())
+        .await
+        .expect_err("empty id");
+    assert!(matches!(bad_id, Error::StreamId(_)), "{bad_id:?}");
+    assert_eq!(
+        store
+            .stream_version(&stream("counter-c-1"))
+            .await
+            .expect("version"),
+        1
+    );
+}
+
+/// A repeated command id returns the original outcome and appends nothing.
+pub async fn repository_command_idempotency<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let first = repo
+        .execute(
+            "c-1",
+            Increment { by: 4 },
+            Metadata::new().command_id(command_id),
+        )
+        .await
+        .expect("execute");
+    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+        .await
+        .expect("execute");
+    let again = repo
+        .execute(
+            "c-1",
+            Increment { by: 4 },
+            Metadata::new().command_id(command_id),
+        )
+        .await
+        .expect("repeat");
+    assert!(again.duplicate);
+    assert_eq!(again.events, first.events);
+    assert_eq!(again.version, first.version);
+    assert_eq!(again.position, first.position);
+    let loaded = repo.load("c-1").await.expect("load");
+    assert_eq!((loaded.state.value, loaded.version), (5, 2));
+
+    // The same command id raced by many tasks is applied once.
+    let raced = Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            repo.execute(
+                "c-1",
+                Increment { by: 10 },
+                Metadata::new().command_id(raced),
+            )
+            .await
+            .map(|e| (e.version, e.duplicate))
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        let (version, duplicate) = t.await.expect("task").expect("execute");
+        assert_eq!(version, 3);
+        fresh += usize::from(!duplicate);
+    }
+    assert_eq!(
+        fresh, 1,
+        "one execution appends, the others see its outcome"
+    );
+    assert_eq!(repo.load("c-1").await.expect("load").state.value, 15);
+}
+
+/// Concurrent commands on one aggregate all succeed through conflict retries, and none is
+/// lost; without retries, losers get a typed conflict.
+pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
+    const TASKS: u64 = 8;
+    let repo = CounterRepo::new(store.clone()).with_conflict_retries(1000);
+    let mut tasks = Vec::new();
+    for i in 1..=TASKS {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            repo.execute("c-1", Increment { by: i }, Metadata::new())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("execute with retries");
+    }
+    let loaded = repo.load("c-1").await.expect("load");
+    assert_eq!(loaded.state.value, TASKS * (TASKS + 1) / 2);
+    assert_eq!(loaded.version, TASKS);
+
+    let strict = CounterRepo::new(store.clone()).with_conflict_retries(0);
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (strict, barrier) = (strict.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            strict
+                .execute("c-2", Increment { by: 1 }, Metadata::new())
+                .await
+        }));
+    }
+    let mut ok = 0u64;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(Error::Conflict {
+                attempts,
+                expected,
+                actual,
+                ..
+            }) => {
+                assert_eq!(attempts, 1);
+                assert!(actual > expected);
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(ok >= 1);
+    assert_eq!(repo.load("c-2").await.expect("load").version, ok);
+}
+
+/// Loading from a snapshot plus the tail gives the same state as a full replay; a snapshot
+/// of another state version, or one that does not decode, falls back to replay.
+pub async fn repository_snapshot_equals_replay<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    for i in 1..=13 {
+        repo.execute("c-1", Increment { by: i }, Metadata::new())
+            .await
+            .expect("execute");
+    }
+    let s = stream("counter-c-1");
+    let snap = store
+        .load_snapshot(&s, 1, None)
+        .await
+        .expect("load")
+        .expect("snapshots every 5 events");
+    assert_eq!(snap.version, 10);
+    let loaded = repo.load("c-1").await.expect("load");
+    let expected = Counter {
+        value: (1..=13).sum(),
+        increments: 13,
+    };
+    assert_eq!(loaded.state, expected);
+    assert_eq!(loaded.version, 13);
+
+    // A corrupt snapshot is ignored, not trusted.
+    store
+        .save_snapshot(&Snapshot {
+            stream_id: s.clone(),
+            version: 12,
+            schema_version: 1,
+            state: Payload::encode(&json!({"unexpected": true})).expect("json"),
+            taken_at: Utc::now(),
+        })
+        .await
+        .expect("save");
+    assert_eq!(repo.load("c-1").await.expect("load").state, expected);
+}
+
+/// State as of a version or a time.
+pub async fn repository_temporal_loads<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    for i in 1..=7 {
+        repo.execute("c-1", Increment { by: i }, Metadata::new())
+            .await
+            .expect("execute");
+    }
+    let at3 = repo.load_as_of("c-1", Version(3)).await.expect("load");
+    assert_eq!((at3.state.value, at3.version), (6, 3));
+    let at6 = repo.load_as_of("c-1", Version(6)).await.expect("load");
+    assert_eq!(
+        (at6.state.value, at6.version),
+        (21, 6),
+        "snapshot at 5 plus one event"
+    );
+    let at99 = repo.load_as_of("c-1", Version(99)).await.expect("load");
+    assert_eq!(at99.version, 7);
+    let at0 = repo
+        .load_as_of("c-1", AsOf::Version(0))
+        .await
+        .expect("load");
+    assert_eq!((at0.state.value, at0.version), (0, 0));
+
+    let recorded = store
+        .read_stream(&stream("counter-c-1"), &StreamRead::all())
+        .await
+        .expect("read");
+    let t4 = recorded[3].recorded_at;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    repo.execute("c-1", Increment { by: 100 }, Metadata::new())
+        .await
+        .expect("execute");
+    let at_time = repo.load_as_of("c-1", t4).await.expect("load");
+    assert!(at_time.version >= 4 && at_time.version <= 7);
+    let expected: u64 = (1..=at_time.version).sum();
+    assert_eq!(at_time.state.value, expected);
+    let now = repo.load_as_of("c-1", Utc::now()).await.expect("load");
+    assert_eq!(now.version, 8);
+}
+
+/// An unknown stored type or version is an error naming it, with stream and position.
+pub async fn repository_decode_error_names_the_event<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+        .await
+        .expect("execute");
+    let s = stream("counter-c-1");
+    let r = store
+        .append(&s, ExpectedVersion::Exact(1), &[event("Exploded", 1)])
+        .await
+        .expect("append");
+    match repo.load("c-1").await {
+        Err(Error::Decode {
+            stream,
+            stream_version,
+            position,
+            source: DecodeError::UnknownType { event_type },
+        }) => {
+            assert_eq!(stream, s);
+            assert_eq!(stream_version, 2);
+            assert_eq!(position, r.last_position);
+            assert_eq!(event_type, "Exploded");
+        }
+        other => panic!("expected an unknown-type decode error, got {other:?}"),
+    }
+
+    let mut v9 = event("Incremented", 1);
+    v9.schema_version = 9;
+    store
+        .append(&stream("counter-c-2"), ExpectedVersion::NoStream, &[v9])
+        .await
+        .expect("append");
+    let err = repo.load("c-2").await.expect_err("unknown version");
+    let message = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Decode {
+                source: DecodeError::UnknownVersion { version: 9, .. },
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("Incremented") && message.contains("counter-c-2"),
+        "{message}"
+    );
+
+    let mut garbage = event("Incremented", 1);
+    garbage.payload = Payload::encode(&json!({"by": "many"})).expect("json");
+    store
+        .append(
+            &stream("counter-c-3"),
+            ExpectedVersion::NoStream,
+            &[garbage],
+        )
+        .await
+        .expect("append");
+    assert!(matches!(
+        repo.load("c-3").await,
+        Err(Error::Decode {
+            source: DecodeError::Payload { .. },
+            ..
+        })
+    ));
+}
