@@ -325,4 +325,8 @@ impl EventStore for MemoryStore {
             .next_back()
             .map(|(_, s)| s.clone()))
     }
+
+    fn head_hint(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.watch_head())
+    }
 }

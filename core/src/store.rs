@@ -238,4 +238,11 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// A wake-up hint for subscribers: a receiver that changes when new events may be
+    /// readable (its value is a head position, possibly stale). Only a hint: subscribers
+    /// still poll, since a hint may be lost. `None` when the store has no notifications.
+    fn head_hint(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
