@@ -120,6 +120,7 @@ impl MemoryStore {
                 first_version: current + 1,
                 first_position: 0,
                 last_position: 0,
+                replayed: false,
             });
         }
         let now = Utc::now();
@@ -155,6 +156,7 @@ impl MemoryStore {
             first_version: current + 1,
             first_position,
             last_position,
+            replayed: false,
         })
     }
 }
@@ -217,6 +219,7 @@ pub fn check_retry(
         first_version: first.stream_version,
         first_position: first.position,
         last_position: last.position,
+        replayed: true,
     }))
 }
 

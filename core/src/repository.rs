@@ -238,42 +238,41 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
 
         let mut attempts = 0u32;
-        while attempts < self.conflict_retries {
+        let mut command = Some(command);
+        while let Some(next) = command.take() {
             attempts += 1;
-            match self
-                .attempt(&stream, command.clone(), command_id, &event_meta)
+            let last_try = attempts > self.conflict_retries;
+            let this_try = if last_try {
+                next
+            } else {
+                let copy = next.clone();
+                command = Some(next);
+                copy
+            };
+            let failure = match self
+                .attempt(&stream, this_try, command_id, &event_meta)
                 .await?
             {
                 Attempt::Done(executed) => return Ok(executed),
-                Attempt::Conflict { .. } => {
-                    if explicit_id {
-                        if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
-                            return Ok(done);
-                        }
-                    }
-                }
-            }
-        }
-        attempts += 1;
-        match self
-            .attempt(&stream, command, command_id, &event_meta)
-            .await?
-        {
-            Attempt::Done(executed) => Ok(executed),
-            Attempt::Conflict { expected, actual } => {
-                if explicit_id {
-                    if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
-                        return Ok(done);
-                    }
-                }
-                Err(Error::Conflict {
-                    stream,
+                Attempt::Conflict { expected, actual } => Error::Conflict {
+                    stream: stream.clone(),
                     attempts,
                     expected,
                     actual,
-                })
+                },
+                Attempt::Duplicate(e) => e.into(),
+            };
+            // A concurrent execution of the same command may have won the race.
+            if explicit_id {
+                if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+                    return Ok(done);
+                }
+            }
+            if last_try || matches!(failure, Error::Store(_)) {
+                return Err(failure);
             }
         }
+        unreachable!("the last try always returns")
     }
 
     /// Loads, decides and appends once.
@@ -301,19 +300,22 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             Ok(result) => {
                 let position = result.last_position;
                 let version = result.version;
-                self.maybe_snapshot(stream, loaded, &events, version).await;
+                if !result.replayed {
+                    self.maybe_snapshot(stream, loaded, &events, version).await;
+                }
                 Ok(Attempt::Done(Executed {
                     stream_id: stream.clone(),
                     events,
                     version,
                     position,
-                    duplicate: false,
+                    duplicate: result.replayed,
                 }))
             }
             Err(StoreError::WrongExpectedVersion { actual, .. }) => Ok(Attempt::Conflict {
                 expected: loaded.version,
                 actual,
             }),
+            Err(e @ StoreError::DuplicateEventId { .. }) => Ok(Attempt::Duplicate(e)),
             Err(e) => Err(e.into()),
         }
     }
@@ -405,7 +407,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
 enum Attempt<A: Aggregate> {
     Done(Executed<A>),
-    Conflict { expected: u64, actual: u64 },
+    Conflict {
+        expected: u64,
+        actual: u64,
+    },
+    /// The derived event ids are stored with other content: the same command id was
+    /// executed concurrently on another state, or reused for another command.
+    Duplicate(StoreError),
 }
 
 fn encode_all<A: Aggregate>(

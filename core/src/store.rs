@@ -21,6 +21,9 @@ pub struct AppendResult {
     pub first_position: u64,
     /// The global position of the last appended event (0 when nothing was appended).
     pub last_position: u64,
+    /// Whether these events were already stored by an earlier append with the same event
+    /// ids and content, so this call stored nothing (an idempotent retry).
+    pub replayed: bool,
 }
 
 /// Which events of one stream to read, oldest first.
