@@ -3,6 +3,7 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 
 mod aggregate;
+mod codegen;
 mod error;
 mod event;
 mod memory;
@@ -41,6 +42,7 @@ pub mod prelude {
 /// Re-exports for generated code. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::codegen::*;
     pub use chrono;
     pub use serde;
     pub use serde_json;

@@ -1,21 +1,53 @@
-//! Attribute macros for `factum`. Use them through the `factum` crate.
+//! Attribute macros for [`factum`](https://docs.rs/factum): `#[event]`, `#[command]` and
+//! `#[aggregate]`. Use them through the `factum` crate, which re-exports them and documents
+//! them with examples.
+//!
+//! Each entry point only converts token streams; the parsing, checks and code generation are
+//! plain functions (`expand_*`) so that they can be unit-tested and snapshotted.
+
+mod aggregate;
+mod command;
+mod common;
+mod event;
 
 use proc_macro::TokenStream;
 
-/// Declares an event type.
+/// Declares an event type: a past-tense fact with a stored name and schema version.
+///
+/// See the `factum` crate's documentation of `event` for the keys and an example.
 #[proc_macro_attribute]
-pub fn event(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(args, item, event::expand_event, &[])
 }
 
-/// Declares a versioned command type.
+/// Declares a versioned command type (`PlaceOrderV1`: name `PlaceOrder`, version 1).
+///
+/// See the `factum` crate's documentation of `command` for the keys and an example.
 #[proc_macro_attribute]
-pub fn command(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(args, item, command::expand_command, &["id"])
 }
 
-/// Declares an aggregate.
+/// Declares an aggregate: on its state struct, and on the `impl` block of its handlers.
+///
+/// See the `factum` crate's documentation of `aggregate` for the keys and an example.
 #[proc_macro_attribute]
-pub fn aggregate(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(
+        args,
+        item,
+        aggregate::expand_aggregate,
+        &["handle", "apply"],
+    )
+}
+
+type Expand =
+    fn(proc_macro2::TokenStream, proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream>;
+
+fn run(args: TokenStream, item: TokenStream, expand: Expand, helpers: &[&str]) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    match expand(args.into(), item.clone()) {
+        Ok(out) => out.into(),
+        Err(error) => common::fallback(item, &error, helpers).into(),
+    }
 }

@@ -1,0 +1,423 @@
+//! Support for the code that `#[event]`, `#[command]` and `#[aggregate]` generate.
+//!
+//! Reached through `factum::__private`; not a public API.
+
+#![allow(
+    missing_docs,
+    reason = "support items for generated code, hidden from the docs"
+)]
+
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use std::string::String;
+pub use std::vec;
+pub use std::vec::Vec;
+
+use crate::aggregate::SnapshotPolicy;
+use crate::error::DecodeError;
+use crate::event::{Decoded, Payload};
+
+/// One stored `(name, schema version)` pair.
+pub type HistoryEntry = (&'static str, u32);
+
+/// A JSON-level upcaster: turns the payload of one schema version into the next one's.
+pub type JsonStep = fn(serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// Every `#[event]` type, current or old: its stored name and version, and how to read the
+/// stored history that leads to it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event type",
+    label = "not declared with `#[event]`",
+    note = "add `#[event]` to the declaration of `{Self}`"
+)]
+pub trait EventSchema: DeserializeOwned + Sized + 'static {
+    /// The stored type name.
+    const NAME: &'static str;
+    /// The schema version.
+    const VERSION: u32;
+    /// Every `(name, version)` this type decodes, its own first, then older ones.
+    const HISTORY: &'static [HistoryEntry];
+
+    /// Decodes a stored payload of `(name, version)` into this type, upcasting older versions;
+    /// `None` when `(name, version)` is not in this type's history.
+    fn decode_history(
+        name: &str,
+        version: u32,
+        payload: &Payload,
+    ) -> Option<Result<Decoded<Self>, DecodeError>>;
+}
+
+/// An old event version that is read by upcasting it to `T` (`#[event(upcast_to = T)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is named as the `previous` version of `{T}` but does not upcast to it",
+    label = "no `upcast_to = {T}` on this type",
+    note = "add `upcast_to = {T}` to the `#[event]` attribute of `{Self}`"
+)]
+pub trait UpcastTo<T>: EventSchema {
+    /// Turns this old event into one or several events of the next version.
+    fn upcast(self) -> Decoded<T>;
+}
+
+/// `Self` names `P` as its previous version (`#[event(previous = P)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not name `{P}` as its `previous` version, so `{P}` would never be read",
+    label = "`{P}` upcasts to this type",
+    note = "add `previous = {P}` to the `#[event]` attribute of `{Self}`"
+)]
+pub trait Follows<P> {}
+
+/// What an `upcast_with` function may return: one event, several, or a [`Decoded`].
+pub trait IntoDecoded<T> {
+    fn into_decoded(self) -> Decoded<T>;
+}
+
+impl<T> IntoDecoded<T> for T {
+    fn into_decoded(self) -> Decoded<T> {
+        Decoded::One(self)
+    }
+}
+
+impl<T> IntoDecoded<T> for Vec<T> {
+    fn into_decoded(self) -> Decoded<T> {
+        Decoded::Many(self)
+    }
+}
+
+impl<T> IntoDecoded<T> for Decoded<T> {
+    fn into_decoded(self) -> Decoded<T> {
+        self
+    }
+}
+
+/// Deserializes a payload stored at `(name, version)` into `T`.
+pub fn decode_payload<T: DeserializeOwned>(
+    name: &str,
+    version: u32,
+    payload: &Payload,
+) -> Result<Decoded<T>, DecodeError> {
+    payload
+        .decode()
+        .map(Decoded::One)
+        .map_err(|source| DecodeError::payload(name, version, source))
+}
+
+/// Upcasts what the previous version decoded into the next version.
+pub fn upcast<P: UpcastTo<T>, T>(
+    decoded: Option<Result<Decoded<P>, DecodeError>>,
+) -> Option<Result<Decoded<T>, DecodeError>> {
+    Some(decoded?.map(|decoded| match decoded {
+        Decoded::One(old) => old.upcast(),
+        Decoded::Many(olds) => {
+            let mut out = Vec::with_capacity(olds.len());
+            for old in olds {
+                out.extend(old.upcast());
+            }
+            Decoded::Many(out)
+        }
+    }))
+}
+
+/// Adapts a JSON upcaster's error to a message.
+pub fn json_result<E: Display>(
+    result: Result<serde_json::Value, E>,
+) -> Result<serde_json::Value, String> {
+    result.map_err(|e| e.to_string())
+}
+
+/// Reads a payload stored at `version` through JSON upcasters into `T`, whose version is
+/// `current`; `steps[i]` turns version `first + i` into `first + i + 1`, and the last step
+/// reaches `current`. `None` when `version` is not in `first..current`.
+pub fn decode_json<T: DeserializeOwned>(
+    name: &str,
+    version: u32,
+    first: u32,
+    steps: &[JsonStep],
+    payload: &Payload,
+) -> Option<Result<Decoded<T>, DecodeError>> {
+    let skip = usize::try_from(version.checked_sub(first)?).ok()?;
+    if skip >= steps.len() {
+        return None;
+    }
+    Some(run_json_steps(name, version, &steps[skip..], payload))
+}
+
+fn run_json_steps<T: DeserializeOwned>(
+    name: &str,
+    version: u32,
+    steps: &[JsonStep],
+    payload: &Payload,
+) -> Result<Decoded<T>, DecodeError> {
+    let mut value = payload
+        .to_value()
+        .map_err(|source| DecodeError::payload(name, version, source))?;
+    let mut at = version;
+    for step in steps {
+        value = step(value).map_err(|message| DecodeError::Upcast {
+            event_type: name.to_owned(),
+            version: at,
+            message,
+        })?;
+        at += 1;
+    }
+    serde_json::from_value(value)
+        .map(Decoded::One)
+        .map_err(|source| DecodeError::payload(name, version, source))
+}
+
+/// `Event::decode_stored` of an `#[event]` type.
+pub fn decode_stored<T: EventSchema>(
+    version: u32,
+    payload: &Payload,
+) -> Result<Decoded<T>, DecodeError> {
+    T::decode_history(T::NAME, version, payload).unwrap_or_else(|| {
+        Err(DecodeError::UnknownVersion {
+            event_type: T::NAME.to_owned(),
+            version,
+        })
+    })
+}
+
+/// The error for a stored event that no type of a set decodes.
+pub fn unknown_event(known: &[&str], event_type: &str, version: u32) -> DecodeError {
+    if known.contains(&event_type) {
+        DecodeError::UnknownVersion {
+            event_type: event_type.to_owned(),
+            version,
+        }
+    } else {
+        DecodeError::UnknownType {
+            event_type: event_type.to_owned(),
+        }
+    }
+}
+
+/// Whether two strings are equal, in a constant.
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `previous` may precede `next` in an upcast chain: a lower version, and exactly one
+/// lower under the same name (no gap).
+pub const fn follows(previous: HistoryEntry, next: HistoryEntry) -> bool {
+    if str_eq(previous.0, next.0) {
+        previous.1.checked_add(1).is_some() && previous.1 + 1 == next.1
+    } else {
+        previous.1 < next.1
+    }
+}
+
+/// The history of a type: its own entry, its JSON-upcast versions (`json`, newest first),
+/// then its predecessor's history.
+pub const fn history<const N: usize>(
+    own: HistoryEntry,
+    json: &[u32],
+    previous: &'static [HistoryEntry],
+) -> [HistoryEntry; N] {
+    let mut out = [own; N];
+    let mut i = 0;
+    while i < json.len() {
+        out[1 + i] = (own.0, json[i]);
+        i += 1;
+    }
+    let mut j = 0;
+    while j < previous.len() {
+        out[1 + json.len() + j] = previous[j];
+        j += 1;
+    }
+    out
+}
+
+/// Whether no `(name, version)` appears twice across the histories of a set.
+pub const fn distinct_entries(histories: &[&[HistoryEntry]]) -> bool {
+    let mut h = 0;
+    while h < histories.len() {
+        let mut i = 0;
+        while i < histories[h].len() {
+            let (name, version) = histories[h][i];
+            let mut k = h;
+            let mut j = i + 1;
+            loop {
+                while j < histories[k].len() {
+                    let (n, v) = histories[k][j];
+                    if v == version && str_eq(n, name) {
+                        return false;
+                    }
+                    j += 1;
+                }
+                k += 1;
+                if k >= histories.len() {
+                    break;
+                }
+                j = 0;
+            }
+            i += 1;
+        }
+        h += 1;
+    }
+    true
+}
+
+const fn seen_before(histories: &[&[HistoryEntry]], h: usize, i: usize) -> bool {
+    let name = histories[h][i].0;
+    let mut k = 0;
+    while k <= h {
+        let end = if k == h { i } else { histories[k].len() };
+        let mut j = 0;
+        while j < end {
+            if str_eq(histories[k][j].0, name) {
+                return true;
+            }
+            j += 1;
+        }
+        k += 1;
+    }
+    false
+}
+
+/// How many distinct names the histories hold.
+pub const fn distinct_names_len(histories: &[&[HistoryEntry]]) -> usize {
+    let mut count = 0;
+    let mut h = 0;
+    while h < histories.len() {
+        let mut i = 0;
+        while i < histories[h].len() {
+            if !seen_before(histories, h, i) {
+                count += 1;
+            }
+            i += 1;
+        }
+        h += 1;
+    }
+    count
+}
+
+/// The distinct names the histories hold, in order of first appearance.
+pub const fn distinct_names<const N: usize>(
+    histories: &[&'static [HistoryEntry]],
+) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut count = 0;
+    let mut h = 0;
+    while h < histories.len() {
+        let mut i = 0;
+        while i < histories[h].len() {
+            if !seen_before(histories, h, i) && count < N {
+                out[count] = histories[h][i].0;
+                count += 1;
+            }
+            i += 1;
+        }
+        h += 1;
+    }
+    out
+}
+
+/// Every command type of an aggregate is cloned when a command is decided again after losing
+/// an append race.
+#[diagnostic::on_unimplemented(
+    message = "command `{Self}` must implement `Clone`",
+    label = "handled here, so the generated command enum clones it",
+    note = "a command that lost an append race is decided again on the new state, so commands are `Clone`: add `#[derive(Clone)]` to `{Self}`"
+)]
+pub trait CommandClone {
+    fn clone_command(&self) -> Self;
+}
+
+impl<T: Clone> CommandClone for T {
+    fn clone_command(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// A snapshotted state is stored as JSON.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has `snapshot_every` but does not implement `Serialize` and `Deserialize`",
+    label = "snapshots store this state as JSON",
+    note = "add `#[derive(Serialize, Deserialize)]` to `{Self}`, or remove `snapshot_every`"
+)]
+pub trait SnapshotState: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> SnapshotState for T {}
+
+/// Serializes a snapshotted state.
+pub fn encode_state<T: SnapshotState>(state: &T) -> Option<Result<Payload, serde_json::Error>> {
+    Some(Payload::encode(state))
+}
+
+/// Deserializes a snapshotted state.
+pub fn decode_state<T: SnapshotState>(state: &Payload) -> Option<Result<T, serde_json::Error>> {
+    Some(state.decode())
+}
+
+/// What `#[aggregate(...)]` on the state struct declares; the `Aggregate` impl generated from
+/// the `#[aggregate] impl` block reads it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[aggregate(category = \"...\")]` attribute",
+    label = "`#[aggregate]` on this impl block needs the attribute on the struct too",
+    note = "add `#[aggregate(category = \"...\")]` to the declaration of `{Self}`"
+)]
+pub trait AggregateConfig: Sized {
+    const CATEGORY: &'static str;
+    const STATE_VERSION: u32;
+    const SNAPSHOT: SnapshotPolicy;
+
+    fn encode_state(&self) -> Option<Result<Payload, serde_json::Error>>;
+
+    fn decode_state(state: &Payload) -> Option<Result<Self, serde_json::Error>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[HistoryEntry] = &[("A", 2), ("A", 1)];
+    const B: &[HistoryEntry] = &[("B", 1), ("A0", 1)];
+
+    #[test]
+    fn chain_rules() {
+        assert!(follows(("A", 1), ("A", 2)));
+        assert!(!follows(("A", 1), ("A", 3)));
+        assert!(!follows(("A", 2), ("A", 2)));
+        assert!(follows(("Old", 1), ("New", 3)));
+        assert!(!follows(("Old", 3), ("New", 3)));
+        assert!(!follows(("A", u32::MAX), ("A", 1)));
+    }
+
+    #[test]
+    fn names_and_duplicates() {
+        const LEN: usize = distinct_names_len(&[A, B]);
+        const NAMES: [&str; LEN] = distinct_names(&[A, B]);
+        assert_eq!(NAMES, ["A", "B", "A0"]);
+        assert!(distinct_entries(&[A, B]));
+        assert!(!distinct_entries(&[A, &[("B", 1), ("A", 1)]]));
+        assert!(!distinct_entries(&[&[("A", 1), ("A", 1)]]));
+        const H: [HistoryEntry; 4] = history(("C", 3), &[2, 1], &[("Z", 0)]);
+        assert_eq!(H, [("C", 3), ("C", 2), ("C", 1), ("Z", 0)]);
+    }
+
+    #[test]
+    fn unknown_names_and_versions() {
+        assert!(matches!(
+            unknown_event(&["A"], "A", 9),
+            DecodeError::UnknownVersion { version: 9, .. }
+        ));
+        assert!(matches!(
+            unknown_event(&["A"], "B", 1),
+            DecodeError::UnknownType { .. }
+        ));
+    }
+}

@@ -1,0 +1,83 @@
+//! Rules across the `#[event]` arguments.
+
+use super::ATTR;
+use super::parse::Input;
+use crate::common::{self, Errors};
+
+/// The longest stored type name the stores accept.
+const MAX_NAME_LEN: usize = 255;
+
+pub(super) fn check(input: &Input) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    let args = &input.args;
+    common::no_generics(&mut errors, &input.item.generics, ATTR);
+    if let Some(name) = &args.name {
+        let value = name.value();
+        if value.is_empty() || value.len() > MAX_NAME_LEN {
+            errors.spanned(
+                name,
+                format_args!("an event name has 1 to {MAX_NAME_LEN} bytes"),
+            );
+        }
+    }
+    if let (Some(with), None) = (&args.upcast_with, &args.upcast_to) {
+        errors.spanned(
+            with,
+            "`upcast_with` needs `upcast_to = <next version's type>`",
+        );
+    }
+    let ident = &input.item.ident;
+    for path in [&args.previous, &args.upcast_to].into_iter().flatten() {
+        if path.is_ident(ident) {
+            errors.spanned(
+                path,
+                format_args!("`{ident}` cannot precede or follow itself in an upcast chain"),
+            );
+        }
+    }
+    if let (Some(previous), Some(first)) = (&args.previous, args.upcast_json.first()) {
+        errors.spanned(
+            previous,
+            "`previous` and `upcast_json` cannot be combined: read older versions either through a typed previous version or through JSON upcasters",
+        );
+        errors.spanned(&first.with, "`upcast_json` declared here");
+    }
+    check_json_steps(&mut errors, input);
+    errors.finish()
+}
+
+/// JSON upcasters must read distinct versions below this one, with no gap up to it.
+fn check_json_steps(errors: &mut Errors, input: &Input) {
+    let version = input.version();
+    let mut seen = Vec::new();
+    for step in &input.args.upcast_json {
+        if step.from >= version {
+            errors.spanned(
+                &step.from_lit,
+                format_args!(
+                    "`upcast_json` reads versions older than this event's version {version}"
+                ),
+            );
+        } else if seen.contains(&step.from) {
+            errors.spanned(
+                &step.from_lit,
+                format_args!("duplicate `upcast_json` from version {}", step.from),
+            );
+        } else {
+            seen.push(step.from);
+        }
+    }
+    if let Some(lowest) = seen.iter().min() {
+        for missing in *lowest..version {
+            if !seen.contains(&missing) {
+                errors.spanned(
+                    &input.item.ident,
+                    format_args!(
+                        "gap in the upcast chain of `{}`: no `upcast_json` from version {missing}",
+                        input.item.ident
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The `#[event]` IR: the struct and its parsed arguments.
+
+use proc_macro2::TokenStream;
+
+use super::ATTR;
+use crate::common::{self, Errors, key};
+
+/// One JSON-level upcaster: `upcast_json(from = 1, with = path)`.
+pub(super) struct JsonStep {
+    /// The version it reads.
+    pub(super) from: u32,
+    /// The `from` literal, for errors.
+    pub(super) from_lit: syn::LitInt,
+    /// `fn(serde_json::Value) -> Result<serde_json::Value, E>`.
+    pub(super) with: syn::Path,
+}
+
+/// The arguments of `#[event(...)]`.
+#[derive(Default)]
+pub(super) struct Args {
+    pub(super) name: Option<syn::LitStr>,
+    pub(super) version: Option<(u32, syn::LitInt)>,
+    pub(super) upcast_to: Option<syn::Path>,
+    pub(super) upcast_with: Option<syn::Path>,
+    pub(super) previous: Option<syn::Path>,
+    pub(super) upcast_json: Vec<JsonStep>,
+}
+
+/// An `#[event]` struct.
+pub(super) struct Input {
+    pub(super) args: Args,
+    pub(super) item: syn::ItemStruct,
+}
+
+impl Input {
+    /// The stored name.
+    pub(super) fn name(&self) -> String {
+        self.args
+            .name
+            .as_ref()
+            .map_or_else(|| self.item.ident.to_string(), syn::LitStr::value)
+    }
+
+    /// The schema version.
+    pub(super) fn version(&self) -> u32 {
+        self.args.version.as_ref().map_or(1, |(v, _)| *v)
+    }
+}
+
+const KEYS: &[&str] = &[
+    key::NAME,
+    key::VERSION,
+    key::UPCAST_TO,
+    key::UPCAST_WITH,
+    key::PREVIOUS,
+    key::UPCAST_JSON,
+];
+
+pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> {
+    let mut errors = Errors::default();
+    let item = match syn::parse2::<syn::Item>(item)? {
+        syn::Item::Struct(s) => Some(s),
+        other => {
+            errors.push(common::wrong_item(&other, ATTR, "a struct"));
+            None
+        }
+    };
+    let mut parsed = Args::default();
+    let result = common::parse_args(args, |meta| {
+        if meta.path.is_ident(key::NAME) {
+            let v = common::lit_str(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut parsed.name, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::VERSION) {
+            let v = common::lit_positive(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut parsed.version, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::UPCAST_TO) {
+            let v = common::path(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut parsed.upcast_to, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::UPCAST_WITH) {
+            let v = common::path(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut parsed.upcast_with, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::PREVIOUS) {
+            let v = common::path(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut parsed.previous, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::UPCAST_JSON) {
+            if let Some(step) = json_step(&mut errors, &meta)? {
+                parsed.upcast_json.push(step);
+            }
+        } else {
+            common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        errors.push(e);
+    }
+    let item = errors.into_result(item)?;
+    // `item` is `Some` when no error was recorded.
+    item.map(|item| Input { args: parsed, item })
+        .ok_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "expected a struct"))
+}
+
+/// Parses `upcast_json(from = N, with = path)`.
+fn json_step(
+    errors: &mut Errors,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<Option<JsonStep>> {
+    const ATTR_JSON: &str = "event(upcast_json";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.spanned(
+            &meta.path,
+            "expected `upcast_json(from = <version>, with = <function>)`",
+        );
+        return common::skip_value(meta).map(|()| None);
+    }
+    let mut from = None;
+    let mut with = None;
+    let outer = meta.path.clone();
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident(key::FROM) {
+            let v = common::lit_positive(errors, &inner, ATTR_JSON)?;
+            common::set(errors, &mut from, v, &inner, ATTR_JSON);
+        } else if inner.path.is_ident(key::WITH) {
+            let v = common::path(errors, &inner, ATTR_JSON)?;
+            common::set(errors, &mut with, v, &inner, ATTR_JSON);
+        } else {
+            common::unknown_key(
+                errors,
+                &inner,
+                "event(upcast_json(..))",
+                &[key::FROM, key::WITH],
+            )?;
+        }
+        Ok(())
+    })?;
+    match (from, with) {
+        (Some((from, from_lit)), Some(with)) => Ok(Some(JsonStep {
+            from,
+            from_lit,
+            with,
+        })),
+        (None, _) => {
+            errors.spanned(&outer, "`upcast_json` needs `from = <version>`");
+            Ok(None)
+        }
+        (_, None) => {
+            errors.spanned(&outer, "`upcast_json` needs `with = <function>`");
+            Ok(None)
+        }
+    }
+}
