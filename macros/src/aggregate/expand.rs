@@ -119,8 +119,8 @@ fn expand_events(checked: &Checked) -> TokenStream {
         #(
             #[automatically_derived]
             impl ::core::convert::From<#types> for #name {
-                fn from(event: #types) -> Self {
-                    Self::#variants(event)
+                fn from(__event: #types) -> Self {
+                    Self::#variants(__event)
                 }
             }
         )*
@@ -215,8 +215,8 @@ fn expand_commands(checked: &Checked) -> TokenStream {
         #(
             #[automatically_derived]
             impl ::core::convert::From<#types> for #name {
-                fn from(command: #types) -> Self {
-                    Self::#variants(command)
+                fn from(__command: #types) -> Self {
+                    Self::#variants(__command)
                 }
             }
         )*
