@@ -1,1 +1,44 @@
-//! PostgreSQL event store for `factum`.
+//! PostgreSQL event store for `factum`, on `tokio-postgres` and `deadpool-postgres`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use factum::{EventStore, ReadAll};
+//! use factum_postgres::{PgConfig, PgStore};
+//!
+//! let store = PgStore::connect_with(
+//!     "postgresql://app@localhost/app",
+//!     PgConfig::default().schema("events")?,
+//! )
+//! .await?;
+//! store.migrate().await?;
+//! let batch = store.read_all(&ReadAll::after(0)).await?;
+//! # let _ = batch;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - Appends are one round trip: a PL/pgSQL function checks the expected version, reserves
+//!   global positions and inserts every event, all-or-nothing.
+//! - A reader following global positions never skips or reorders a committed event: reads
+//!   are bounded by the oldest running transaction (`docs/adr/02-postgres-ordering.md`).
+//! - The events table is append-only at the database level.
+//! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
+//!   connection, with polling as the guarantee.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used)]
+
+mod config;
+mod error;
+mod migrate;
+mod notify;
+mod rows;
+mod sql;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
+pub use error::PgError;
+pub use migrate::MIGRATIONS;
+pub use store::PgStore;

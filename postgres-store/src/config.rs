@@ -1,0 +1,169 @@
+//! Store configuration and schema names.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::PgError;
+
+/// Longest schema name PostgreSQL keeps, in bytes.
+pub const MAX_SCHEMA_NAME_LEN: usize = 63;
+
+/// A validated schema name: 1 to 63 bytes of ASCII letters, digits and `_`, not starting
+/// with a digit nor with `pg_`. Always quoted in SQL, so its case is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SchemaName(String);
+
+impl SchemaName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, PgError> {
+        let invalid = |reason: &'static str| PgError::InvalidSchemaName {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if name.len() > MAX_SCHEMA_NAME_LEN {
+            return Err(invalid("it is longer than 63 bytes"));
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid("only ASCII letters, digits and `_` are allowed"));
+        }
+        if name.as_bytes()[0].is_ascii_digit() {
+            return Err(invalid("it starts with a digit"));
+        }
+        if name.to_ascii_lowercase().starts_with("pg_") {
+            return Err(invalid("names starting with `pg_` are reserved"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name quoted for SQL: `"name"`.
+    pub fn quoted(&self) -> String {
+        // Validation leaves no `"` to escape.
+        format!("\"{}\"", self.0)
+    }
+
+    /// A stable 32-bit key derived from the name (FNV-1a), for advisory locks.
+    pub(crate) fn lock_key(&self) -> i32 {
+        i32::from_ne_bytes(fnv1a32(self.0.as_bytes()).to_ne_bytes())
+    }
+
+    /// The `NOTIFY` channel of this schema (an identifier shorter than 63 bytes).
+    pub(crate) fn channel(&self) -> String {
+        format!("factum_{:08x}", fnv1a32(self.0.as_bytes()))
+    }
+}
+
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Default for SchemaName {
+    fn default() -> Self {
+        Self("factum".to_owned())
+    }
+}
+
+/// How [`PgStore`](crate::PgStore) connects and where it keeps its tables.
+///
+/// ```
+/// use factum_postgres::PgConfig;
+/// let config = PgConfig::default().schema("billing_events")?.pool_size(32);
+/// assert_eq!(config.schema.as_str(), "billing_events");
+/// assert!(PgConfig::default().schema("no-dashes").is_err());
+/// # Ok::<(), factum_postgres::PgError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PgConfig {
+    /// The schema holding the store's tables (default `factum`).
+    pub schema: SchemaName,
+    /// Most pooled connections (default 16).
+    pub pool_size: usize,
+    /// How often the head watcher polls, whatever notifications say (default 1 s).
+    pub poll_interval: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self {
+            schema: SchemaName::default(),
+            pool_size: 16,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PgConfig {
+    /// Sets the schema, validating the name.
+    pub fn schema(mut self, name: &str) -> Result<Self, PgError> {
+        self.schema = SchemaName::new(name)?;
+        Ok(self)
+    }
+
+    /// Sets the pool size (at least 1).
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Sets the head watcher's polling interval.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_validated() {
+        for good in ["factum", "Events_2", "_x", &"a".repeat(63)] {
+            assert_eq!(SchemaName::new(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "x;drop",
+            "pg_catalog",
+            "PG_x",
+            "é",
+            &"a".repeat(64),
+        ] {
+            let err = SchemaName::new(bad).unwrap_err();
+            assert!(matches!(err, PgError::InvalidSchemaName { .. }), "{bad}");
+        }
+        assert_eq!(SchemaName::new("Ab").unwrap().quoted(), "\"Ab\"");
+    }
+
+    #[test]
+    fn channel_fits_an_identifier() {
+        let name = SchemaName::new(&"z".repeat(63)).unwrap();
+        assert!(name.channel().len() < 63);
+        assert_ne!(
+            SchemaName::new("a").unwrap().channel(),
+            SchemaName::new("b").unwrap().channel()
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Errors of setting up the store. Store operations report [`factum::StoreError`].
+
+use factum::StoreError;
+
+/// What connecting to or migrating the store reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The schema name is not a valid identifier.
+    #[error("invalid schema name `{name}`: {reason}")]
+    InvalidSchemaName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The connection URL cannot be parsed.
+    #[error("invalid connection URL: {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    /// The pool cannot be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    /// A migration failed.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// The migration's version.
+        version: i32,
+        /// The migration's name.
+        name: &'static str,
+        /// What the database reported.
+        source: tokio_postgres::Error,
+    },
+    /// The database reports a migration this build does not know: a newer version of the
+    /// store migrated it.
+    #[error("schema `{schema}` has migration {version}, newer than this build knows")]
+    UnknownMigration {
+        /// The schema.
+        schema: String,
+        /// The unknown version.
+        version: i32,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Wraps a backend error.
+pub(crate) fn backend<E>(error: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Backend(Box::new(error))
+}

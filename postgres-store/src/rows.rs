@@ -1,0 +1,108 @@
+//! Turning rows into events without trusting them.
+
+use chrono::{DateTime, Utc};
+use factum::{Metadata, Payload, RecordedEvent, Snapshot, StoreError, StreamId};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, Type};
+use uuid::Uuid;
+
+/// A `jsonb` or `json` value kept as text, to be validated once into a [`Payload`].
+pub(crate) struct RawJson<'a>(pub(crate) &'a str);
+
+impl<'a> FromSql<'a> for RawJson<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = if *ty == Type::JSONB {
+            match raw.split_first() {
+                Some((1, rest)) => rest,
+                _ => return Err("unsupported jsonb binary format version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(RawJson(std::str::from_utf8(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+}
+
+fn corrupt(location: impl Into<String>, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        location: location.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Decodes an event row of the columns `position, event_id, stream_id, stream_version,
+/// event_type, schema_version, payload, metadata, recorded_at`.
+pub(crate) fn event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    // The position first: it names the row in every later error.
+    let position: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupt("an event row without a position", e))?;
+    let stream: Result<String, _> = row.try_get(2);
+    let version: Result<i64, _> = row.try_get(3);
+    let location = match (&stream, &version) {
+        (Ok(s), Ok(v)) => format!("stream `{s}` version {v} (position {position})"),
+        (Ok(s), Err(_)) => format!("stream `{s}` (position {position})"),
+        _ => format!("position {position}"),
+    };
+    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    let position = u64::try_from(position).map_err(|e| fail("position", &e))?;
+    let stream_id = StreamId::parse(&stream.map_err(|e| fail("stream id", &e))?)
+        .map_err(|e| fail("stream id", &e))?;
+    let stream_version = u64::try_from(version.map_err(|e| fail("stream version", &e))?)
+        .map_err(|e| fail("stream version", &e))?;
+    if stream_version == 0 {
+        return Err(fail("stream version", &"versions start at 1"));
+    }
+    let event_id: Uuid = row.try_get(1).map_err(|e| fail("event id", &e))?;
+    let event_type: String = row.try_get(4).map_err(|e| fail("event type", &e))?;
+    let schema_version: i32 = row.try_get(5).map_err(|e| fail("schema version", &e))?;
+    let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
+    let payload: RawJson<'_> = row.try_get(6).map_err(|e| fail("payload", &e))?;
+    let payload = Payload::from_json(payload.0.to_owned()).map_err(|e| fail("payload", &e))?;
+    let metadata: RawJson<'_> = row.try_get(7).map_err(|e| fail("metadata", &e))?;
+    let metadata: Metadata = serde_json::from_str(metadata.0).map_err(|e| fail("metadata", &e))?;
+    let recorded_at: DateTime<Utc> = row.try_get(8).map_err(|e| fail("recorded at", &e))?;
+    Ok(RecordedEvent {
+        event_id,
+        stream_id,
+        stream_version,
+        position,
+        event_type,
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+    })
+}
+
+/// Decodes a snapshot row of the columns `stream_id, schema_version, version, state,
+/// taken_at`.
+pub(crate) fn snapshot(row: &Row) -> Result<Snapshot, StoreError> {
+    let stream: String = row.try_get(0).map_err(|e| corrupt("a snapshot row", e))?;
+    let version: i64 = row
+        .try_get(2)
+        .map_err(|e| corrupt(format!("snapshot of stream `{stream}`"), e))?;
+    let location = format!("snapshot of stream `{stream}` at version {version}");
+    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    let stream_id = StreamId::parse(&stream).map_err(|e| fail("stream id", &e))?;
+    let version = u64::try_from(version).map_err(|e| fail("version", &e))?;
+    let schema_version: i32 = row.try_get(1).map_err(|e| fail("schema version", &e))?;
+    let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
+    let state: RawJson<'_> = row.try_get(3).map_err(|e| fail("state", &e))?;
+    let state = Payload::from_json(state.0.to_owned()).map_err(|e| fail("state", &e))?;
+    let taken_at: DateTime<Utc> = row.try_get(4).map_err(|e| fail("taken at", &e))?;
+    Ok(Snapshot {
+        stream_id,
+        version,
+        schema_version,
+        state,
+        taken_at,
+    })
+}

@@ -1,0 +1,487 @@
+//! The PostgreSQL store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use factum::{
+    AppendResult, EventStore, ExpectedVersion, NewEvent, ReadAll, RecordedEvent, Snapshot,
+    StoreError, StreamId, StreamRead, check_retry, validate_batch,
+};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use crate::config::PgConfig;
+use crate::error::{PgError, backend};
+use crate::notify::{ListenerConfig, Notifier};
+use crate::rows;
+use crate::sql::Statements;
+
+/// How many times an append is retried after a serialization failure or deadlock that was
+/// not a version conflict.
+const TRANSIENT_RETRIES: u32 = 5;
+
+/// The event store on PostgreSQL. Cloning shares the pool.
+///
+/// Connect with [`PgStore::connect_with`], then create or upgrade the tables with
+/// [`PgStore::migrate`] (safe to run from several processes at once).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    config: PgConfig,
+    sql: Statements,
+    listener: ListenerConfig,
+    notifier: Notifier,
+}
+
+/// What the append function reported.
+enum Outcome {
+    Appended(AppendResult),
+    Conflict(u64),
+    IdsStored,
+}
+
+impl PgStore {
+    /// Connects to `url` with the default configuration (schema `factum`).
+    pub async fn connect(url: &str) -> Result<Self, PgError> {
+        Self::connect_with(url, PgConfig::default()).await
+    }
+
+    /// Connects to `url` (a `postgresql://` URL or a `key=value` string) with `config`.
+    ///
+    /// Connections are opened lazily; this fails only on a malformed URL.
+    pub async fn connect_with(url: &str, config: PgConfig) -> Result<Self, PgError> {
+        let pg_config: tokio_postgres::Config = url.parse().map_err(PgError::InvalidUrl)?;
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(config.pool_size).build()?;
+        let sql = Statements::new(&config.schema);
+        let mut listener_config = pg_config;
+        listener_config.application_name("factum-head-listener");
+        let listener = ListenerConfig {
+            pg_config: listener_config,
+            channel: config.schema.channel(),
+            head_sql: sql.head_position.clone(),
+            poll_interval: config.poll_interval,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                sql,
+                listener,
+                notifier: Notifier::new(),
+            }),
+        })
+    }
+
+    /// Creates the schema and tables, or applies the migrations they lack. Concurrent calls,
+    /// from this or other processes, wait for each other.
+    pub async fn migrate(&self) -> Result<(), PgError> {
+        crate::migrate::migrate(&self.inner.pool, &self.inner.config.schema, &self.inner.sql).await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.config
+    }
+
+    /// The connection pool, for queries beside the store (for example read models updated
+    /// in the same database).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// A receiver of the readable head position: the highest position a reader can read
+    /// without skipping a commit, as [`EventStore::head_position`] reports it.
+    ///
+    /// It is updated on `NOTIFY` from any process appending to this schema, received on a
+    /// dedicated connection outside the pool that reconnects when dropped, and by polling
+    /// every [`PgConfig::poll_interval`], so a lost notification only delays it. The
+    /// listener starts on the first call, inside a Tokio runtime, and stops when the last
+    /// clone of the store is dropped.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.notifier.watch(&self.inner.listener)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.inner.pool.get().await.map_err(backend)
+    }
+
+    async fn call_append(
+        &self,
+        client: &Object,
+        stream: &StreamId,
+        expected: i64,
+        events: &[NewEvent],
+        metadata: &[String],
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events
+            .iter()
+            .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+            .collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let statement = client.prepare_cached(&self.inner.sql.append).await?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &stream.as_str(),
+                    &expected,
+                    &ids,
+                    &types,
+                    &versions,
+                    &payloads,
+                    &metadata,
+                ],
+            )
+            .await?;
+        let status: i32 = row.try_get(0)?;
+        let version: i64 = row.try_get(1)?;
+        let first_position: i64 = row.try_get(2)?;
+        let version = u64::try_from(version).unwrap_or(0);
+        let first_position = u64::try_from(first_position).unwrap_or(0);
+        let n = events.len() as u64;
+        Ok(match status {
+            0 if n == 0 => Outcome::Appended(AppendResult {
+                version,
+                first_version: version + 1,
+                first_position: 0,
+                last_position: 0,
+                replayed: false,
+            }),
+            0 => Outcome::Appended(AppendResult {
+                version,
+                first_version: version + 1 - n,
+                first_position,
+                last_position: first_position + n - 1,
+                replayed: false,
+            }),
+            1 => Outcome::Conflict(version),
+            _ => Outcome::IdsStored,
+        })
+    }
+
+    /// Whether `events` were already stored: the original result of a retry, a
+    /// [`StoreError::DuplicateEventId`], or `None` when no id is stored.
+    async fn earlier_append(
+        &self,
+        client: &Object,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let statement = client
+            .prepare_cached(&self.inner.sql.events_by_ids)
+            .await
+            .map_err(backend)?;
+        let rows = client.query(&statement, &[&ids]).await.map_err(backend)?;
+        let stored = rows
+            .iter()
+            .map(|row| rows::event(row).map(|e| (e.event_id, e)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let in_order: Vec<Option<&RecordedEvent>> =
+            events.iter().map(|e| stored.get(&e.event_id)).collect();
+        check_retry(stream, events, &in_order)
+    }
+
+    async fn version_of(&self, client: &Object, stream: &StreamId) -> Result<u64, StoreError> {
+        let statement = client
+            .prepare_cached(&self.inner.sql.stream_version)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(&statement, &[&stream.as_str()])
+            .await
+            .map_err(backend)?;
+        match row {
+            None => Ok(0),
+            Some(row) => {
+                let version: i64 = row.try_get(0).map_err(backend)?;
+                u64::try_from(version).map_err(|_| StoreError::Corrupt {
+                    location: format!("stream `{stream}`"),
+                    message: format!("negative stream version {version}"),
+                })
+            }
+        }
+    }
+
+    async fn query_events(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client.query(&statement, params).await.map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+}
+
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        validate_batch(stream, events)?;
+        if let Some(event) = events
+            .iter()
+            .find(|e| i32::try_from(e.schema_version).is_err())
+        {
+            return Err(StoreError::Backend(
+                format!(
+                    "schema version {} of `{}` is larger than the store keeps ({})",
+                    event.schema_version,
+                    event.event_type,
+                    i32::MAX
+                )
+                .into(),
+            ));
+        }
+        let metadata = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.metadata))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|source| StoreError::Encode {
+                what: "event metadata",
+                source,
+            })?;
+        let expected_code = match expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::StreamExists => -2,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => clamp(v),
+        };
+        let conflict = |actual| StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected,
+            actual,
+        };
+
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let client = self.client().await?;
+            let outcome = self
+                .call_append(&client, stream, expected_code, events, &metadata)
+                .await;
+            match outcome {
+                Ok(Outcome::Appended(result)) => {
+                    if result.last_position > 0 {
+                        self.inner.notifier.appended(
+                            result.last_position,
+                            &self.inner.pool,
+                            &self.inner.listener.channel,
+                            &self.inner.sql.notify,
+                        );
+                    }
+                    return Ok(result);
+                }
+                Ok(Outcome::Conflict(actual)) => {
+                    // A concurrent copy of this very append may have won: that is a retry.
+                    if !events.is_empty() {
+                        if let Some(result) = self.earlier_append(&client, stream, events).await? {
+                            return Ok(result);
+                        }
+                    }
+                    return Err(conflict(actual));
+                }
+                Ok(Outcome::IdsStored) => {
+                    if let Some(result) = self.earlier_append(&client, stream, events).await? {
+                        return Ok(result);
+                    }
+                }
+                Err(error) => {
+                    let code = error.code().cloned();
+                    match code {
+                        Some(code) if code == SqlState::UNIQUE_VIOLATION => {
+                            // An id committed by a concurrent append: a retry or a reuse.
+                            if let Some(result) =
+                                self.earlier_append(&client, stream, events).await?
+                            {
+                                return Ok(result);
+                            }
+                            let actual = self.version_of(&client, stream).await?;
+                            if !expected.matches(actual) {
+                                return Err(conflict(actual));
+                            }
+                        }
+                        Some(code)
+                            if code == SqlState::T_R_SERIALIZATION_FAILURE
+                                || code == SqlState::T_R_DEADLOCK_DETECTED =>
+                        {
+                            let actual = self.version_of(&client, stream).await?;
+                            if !expected.matches(actual) {
+                                return Err(conflict(actual));
+                            }
+                        }
+                        _ => {
+                            // Leave nothing behind: a connection that failed mid-append is
+                            // closed rather than returned to the pool.
+                            drop(Object::take(client));
+                            return Err(backend(error));
+                        }
+                    }
+                    if attempts > TRANSIENT_RETRIES {
+                        return Err(backend(error));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = clamp(read.from.max(1));
+        let to = read.to.map_or(i64::MAX, clamp);
+        if to < from || read.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let limit = read.limit.map(|l| clamp(l as u64));
+        self.query_events(
+            &self.inner.sql.read_stream,
+            &[&stream.as_str(), &from, &to, &read.until, &limit],
+        )
+        .await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        self.version_of(&client, stream).await
+    }
+
+    async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        if read.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = clamp(read.after);
+        let limit = clamp(read.limit as u64);
+        let sql = &self.inner.sql;
+        match (read.categories.is_empty(), read.event_types.is_empty()) {
+            (true, true) => self.query_events(&sql.read_all, &[&after, &limit]).await,
+            (false, true) => {
+                self.query_events(
+                    &sql.read_all_categories,
+                    &[&after, &limit, &read.categories],
+                )
+                .await
+            }
+            (true, false) => {
+                self.query_events(&sql.read_all_types, &[&after, &limit, &read.event_types])
+                    .await
+            }
+            (false, false) => {
+                self.query_events(
+                    &sql.read_all_categories_types,
+                    &[&after, &limit, &read.categories, &read.event_types],
+                )
+                .await
+            }
+        }
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.head_position)
+            .await
+            .map_err(backend)?;
+        let row = client.query_one(&statement, &[]).await.map_err(backend)?;
+        let head: i64 = row.try_get(0).map_err(backend)?;
+        u64::try_from(head).map_err(|_| StoreError::Corrupt {
+            location: format!("position {head}"),
+            message: "negative position".to_owned(),
+        })
+    }
+
+    async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(self
+            .query_events(&self.inner.sql.event_by_id, &[&event_id])
+            .await?
+            .pop())
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let schema_version = i32::try_from(snapshot.schema_version).map_err(|_| {
+            StoreError::Backend(
+                format!(
+                    "snapshot schema version {} is larger than the store keeps ({})",
+                    snapshot.schema_version,
+                    i32::MAX
+                )
+                .into(),
+            )
+        })?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.save_snapshot)
+            .await
+            .map_err(backend)?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &snapshot.stream_id.as_str(),
+                    &schema_version,
+                    &clamp(snapshot.version),
+                    &snapshot.state.as_str(),
+                    &snapshot.taken_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Ok(schema_version) = i32::try_from(schema_version) else {
+            return Ok(None);
+        };
+        let max_version = max_version.map_or(i64::MAX, clamp);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.load_snapshot)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[&stream.as_str(), &schema_version, &max_version],
+            )
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(rows::snapshot).transpose()
+    }
+
+    fn head_hint(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.watch_head())
+    }
+}

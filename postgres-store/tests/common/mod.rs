@@ -1,0 +1,49 @@
+//! Helpers shared by the Postgres tests.
+
+#![allow(dead_code, unreachable_pub, reason = "each test file uses a part")]
+
+use factum::{Metadata, NewEvent, Payload, StreamId};
+use factum_postgres::PgStore;
+use factum_postgres::testing::{TestDatabase, fresh_store};
+use uuid::Uuid;
+
+pub async fn store() -> PgStore {
+    fresh_store().await.expect("test database")
+}
+
+pub async fn url() -> String {
+    TestDatabase::get().await.expect("test database")
+}
+
+/// A raw connection to the test database, outside any store.
+pub async fn raw_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url().await, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+pub fn stream(id: &str) -> StreamId {
+    StreamId::new("order", id).expect("stream id")
+}
+
+pub fn event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "Happened".into(),
+        schema_version: 1,
+        payload: Payload::encode(&serde_json::json!({ "n": n })).expect("payload"),
+        metadata: Metadata::new().actor("tester"),
+    }
+}
+
+pub fn events(n: u64) -> Vec<NewEvent> {
+    (0..n).map(event).collect()
+}
+
+pub fn schema(store: &PgStore) -> String {
+    store.config().schema.quoted()
+}
