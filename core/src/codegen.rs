@@ -353,14 +353,19 @@ pub trait SnapshotState: Serialize + DeserializeOwned {}
 
 impl<T: Serialize + DeserializeOwned> SnapshotState for T {}
 
-/// Serializes a snapshotted state.
-pub fn encode_state<T: SnapshotState>(state: &T) -> Option<Result<Payload, serde_json::Error>> {
-    Some(Payload::encode(state))
+/// How a snapshotted state is stored.
+#[derive(Debug)]
+pub struct StateCodec<T> {
+    pub encode: fn(&T) -> Result<Payload, serde_json::Error>,
+    pub decode: fn(&Payload) -> Result<T, serde_json::Error>,
 }
 
-/// Deserializes a snapshotted state.
-pub fn decode_state<T: SnapshotState>(state: &Payload) -> Option<Result<T, serde_json::Error>> {
-    Some(state.decode())
+/// The JSON codec of a snapshotted state.
+pub const fn state_codec<T: SnapshotState>() -> StateCodec<T> {
+    StateCodec {
+        encode: Payload::encode::<T>,
+        decode: Payload::decode::<T>,
+    }
 }
 
 /// What `#[aggregate(...)]` on the state struct declares; the `Aggregate` impl generated from
@@ -374,10 +379,16 @@ pub trait AggregateConfig: Sized {
     const CATEGORY: &'static str;
     const STATE_VERSION: u32;
     const SNAPSHOT: SnapshotPolicy;
+    /// `Some` when the state is snapshotted.
+    const STATE_CODEC: Option<StateCodec<Self>>;
 
-    fn encode_state(&self) -> Option<Result<Payload, serde_json::Error>>;
+    fn encode_state(&self) -> Option<Result<Payload, serde_json::Error>> {
+        Self::STATE_CODEC.map(|codec| (codec.encode)(self))
+    }
 
-    fn decode_state(state: &Payload) -> Option<Result<Self, serde_json::Error>>;
+    fn decode_state(state: &Payload) -> Option<Result<Self, serde_json::Error>> {
+        Self::STATE_CODEC.map(|codec| (codec.decode)(state))
+    }
 }
 
 #[cfg(test)]

@@ -14,19 +14,16 @@ pub(super) fn expand_struct(input: &StructInput) -> TokenStream {
     let ident = &item.ident;
     let category = &input.category;
     let state_version = input.state_version.as_ref().map_or(1, |(v, _)| *v);
-    let (snapshot, encode, decode) = match &input.snapshot_every {
+    let (snapshot, codec) = match &input.snapshot_every {
         Some((every, lit)) => (
             quote!(::factum::SnapshotPolicy::Every(#every)),
-            quote_spanned!(lit.span()=> ::factum::__private::encode_state::<Self>(self)),
-            quote_spanned!(lit.span()=> ::factum::__private::decode_state::<Self>(__state)),
+            quote_spanned!(lit.span()=>
+                ::core::option::Option::Some(::factum::__private::state_codec::<Self>())
+            ),
         ),
         None => (
             quote!(::factum::SnapshotPolicy::Never),
             quote!(::core::option::Option::None),
-            quote!({
-                let _ = __state;
-                ::core::option::Option::None
-            }),
         ),
     };
     quote! {
@@ -37,22 +34,8 @@ pub(super) fn expand_struct(input: &StructInput) -> TokenStream {
             const CATEGORY: &'static str = #category;
             const STATE_VERSION: u32 = #state_version;
             const SNAPSHOT: ::factum::SnapshotPolicy = #snapshot;
-
-            fn encode_state(
-                &self,
-            ) -> ::core::option::Option<
-                ::core::result::Result<::factum::Payload, ::factum::__private::serde_json::Error>,
-            > {
-                #encode
-            }
-
-            fn decode_state(
-                __state: &::factum::Payload,
-            ) -> ::core::option::Option<
-                ::core::result::Result<Self, ::factum::__private::serde_json::Error>,
-            > {
-                #decode
-            }
+            const STATE_CODEC: ::core::option::Option<::factum::__private::StateCodec<Self>> =
+                #codec;
         }
     }
 }

@@ -67,6 +67,9 @@ fn check_json_steps(errors: &mut Errors, input: &Input) {
             seen.push(step.from);
         }
     }
+    if input.args.previous.is_some() {
+        return;
+    }
     if let Some(lowest) = seen.iter().min() {
         for missing in *lowest..version {
             if !seen.contains(&missing) {

@@ -1,0 +1,28 @@
+use factum::{aggregate, command, event};
+use serde::{Deserialize, Serialize};
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {}
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipped {}
+
+#[command]
+#[derive(Clone, Debug)]
+pub struct PlaceOrderV1 {}
+
+#[command]
+#[derive(Clone, Debug)]
+pub struct ShipOrderV1 {}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+pub struct OrderError;
+
+#[aggregate(snapshot_every = 10)]
+#[derive(Debug, Default)]
+pub struct Order {}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use factum::command;
+
+#[command]
+#[derive(Clone, Debug)]
+pub struct PlaceOrderV1 {
+    #[id]
+    pub order_id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use factum::command;
+
+#[command(naem = "PlaceOrder")]
+#[derive(Clone, Debug)]
+pub struct PlaceOrderV1 {}
+
+fn main() {}

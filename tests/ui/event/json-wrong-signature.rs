@@ -1,0 +1,12 @@
+use factum::event;
+use serde::{Deserialize, Serialize};
+
+#[event(version = 2, upcast_json(from = 1, with = up))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {}
+
+fn up(v: String) -> String {
+    v
+}
+
+fn main() {}
