@@ -4,27 +4,40 @@
 
 mod aggregate;
 mod codegen;
+mod coordination;
 mod error;
 mod event;
 mod memory;
 mod metadata;
+mod projection;
 mod repository;
 mod store;
 mod stream;
+mod subscription;
 pub mod test_kit;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use aggregate::{Aggregate, Command, CommandSet, SnapshotPolicy};
+pub use coordination::{
+    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
+    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent, partition_of,
+};
 pub use error::{BoxError, DecodeError, Error, StoreError, StreamIdError};
 pub use event::{Decoded, DecodedIter, Event, EventSet, NewEvent, Payload, RecordedEvent};
 pub use memory::{MAX_EVENT_TYPE_LEN, MemoryStore, check_retry, validate_batch};
 pub use metadata::Metadata;
+pub use projection::{
+    FailurePolicy, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
+    ProjectionError, ProjectionOptions, ProjectionRunner, RebuildProgress, RunnerOptions,
+    RunningProjections, WorkerState,
+};
 pub use repository::{AsOf, Executed, Loaded, Repository, derived_event_id};
 pub use store::{AppendResult, EventStore, ReadAll, Snapshot, StreamRead};
 pub use stream::{
     ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version, validate_category,
 };
+pub use subscription::{Batch, Shutdown, Subscription, SubscriptionOptions};
 
 #[cfg(feature = "macros")]
 pub use factum_macros::{aggregate, command, event};

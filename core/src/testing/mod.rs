@@ -10,9 +10,16 @@
 //!
 //! Each case is also a public `async fn(store)` in [`cases`], for stores that need a custom
 //! harness.
+//!
+//! The runtime suites work the same way: [`coordination`] (checkpoint, lease and dead-letter
+//! stores, with [`coordination_conformance_tests!`](crate::coordination_conformance_tests)),
+//! [`projections`] (the projection runtime over a set of stores, with
+//! [`projection_runtime_tests!`](crate::projection_runtime_tests)).
 
 pub mod cases;
+pub mod coordination;
 mod counter;
+pub mod projections;
 
 pub use counter::{Counter, CounterCommand, CounterError, CounterEvent, Increment, Incremented};
 
@@ -65,5 +72,29 @@ macro_rules! store_conformance_tests {
                 $crate::testing::cases::$case($make_store().await).await;
             }
         )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per checkpoint, lease and dead-letter store case. Takes
+/// three `async fn`s returning fresh, empty stores: checkpoints, leases, dead letters.
+#[macro_export]
+macro_rules! coordination_conformance_tests {
+    ($checkpoints:path, $leases:path, $dead_letters:path) => {
+        #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+        async fn coordination_checkpoint_fencing() {
+            $crate::testing::coordination::checkpoint_fencing($checkpoints().await).await;
+        }
+        #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+        async fn coordination_lease_exclusive() {
+            $crate::testing::coordination::lease_exclusive($leases().await).await;
+        }
+        #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+        async fn coordination_lease_expiry() {
+            $crate::testing::coordination::lease_expiry($leases().await).await;
+        }
+        #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+        async fn coordination_dead_letters() {
+            $crate::testing::coordination::dead_letters($dead_letters().await).await;
+        }
     };
 }

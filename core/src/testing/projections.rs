@@ -1,0 +1,834 @@
+//! Behaviour cases for the projection runtime, generic over the event store and the
+//! checkpoint, lease and dead-letter stores. Each takes fresh, empty stores and panics on a
+//! violation.
+//!
+//! The cases wait with bounded timeouts and never assert on how long something took, so they
+//! run in real time (a database) and in tokio's paused time (the in-memory stores) alike.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::cases::event;
+use crate::coordination::{
+    CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore, MemoryDeadLetterStore,
+    MemoryLeaseStore, ParkReason,
+};
+use crate::error::BoxError;
+use crate::event::RecordedEvent;
+use crate::memory::MemoryStore;
+use crate::projection::{
+    FailurePolicy, HealthProblem, Projection, ProjectionError, ProjectionOptions, ProjectionRunner,
+    RebuildProgress, RunnerOptions, RunningProjections, WorkerState,
+};
+use crate::store::EventStore;
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// The stores a projection runtime needs.
+#[derive(Clone, Debug)]
+pub struct RuntimeStores<S, C, L, D> {
+    /// The event store.
+    pub events: S,
+    /// Checkpoints.
+    pub checkpoints: C,
+    /// Leases.
+    pub leases: L,
+    /// Parked events.
+    pub dead_letters: D,
+}
+
+/// The in-memory runtime stores.
+pub type MemoryRuntimeStores =
+    RuntimeStores<MemoryStore, MemoryCheckpointStore, MemoryLeaseStore, MemoryDeadLetterStore>;
+
+impl MemoryRuntimeStores {
+    /// Fresh in-memory stores.
+    pub fn memory() -> Self {
+        Self {
+            events: MemoryStore::new(),
+            checkpoints: MemoryCheckpointStore::new(),
+            leases: MemoryLeaseStore::new(),
+            dead_letters: MemoryDeadLetterStore::new(),
+        }
+    }
+}
+
+/// The lease time to live the cases use.
+pub const TEST_LEASE_TTL: Duration = Duration::from_secs(2);
+
+impl<S, C, L, D> RuntimeStores<S, C, L, D>
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    /// A runner over these stores with worker id `worker`, short leases and quick retries.
+    pub fn runner(&self, worker: &str) -> ProjectionRunner<S, C, L, D> {
+        ProjectionRunner::new(self.events.clone())
+            .with_checkpoints(self.checkpoints.clone())
+            .with_leases(self.leases.clone())
+            .with_dead_letters(self.dead_letters.clone())
+            .options(
+                RunnerOptions::new()
+                    .worker_id(worker)
+                    .lease_ttl(TEST_LEASE_TTL)
+                    .lease_retry(Duration::from_millis(200)),
+            )
+    }
+}
+
+/// What a [`RecordingProjection`] has seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// The events applied to the read model (each once: the read model is idempotent), by
+    /// event id, with their positions.
+    pub applied: BTreeMap<Uuid, u64>,
+    /// The stream versions applied, per stream, in the order they were first applied.
+    pub per_stream: BTreeMap<String, Vec<u64>>,
+    /// How many times the handler succeeded, redeliveries included.
+    pub deliveries: u64,
+    /// How many times the read model was reset.
+    pub resets: u64,
+}
+
+#[derive(Debug, Default)]
+struct Behaviour {
+    failing: HashSet<Uuid>,
+    hang_at_delivery: Option<u64>,
+    hang_on: HashSet<Uuid>,
+}
+
+/// A projection for tests: an idempotent read model of the events of type `Tested`, with
+/// switches to make chosen events fail or hang.
+#[derive(Debug)]
+pub struct RecordingProjection {
+    name: String,
+    recording: Mutex<Recording>,
+    behaviour: Mutex<Behaviour>,
+    hung: watch::Sender<bool>,
+}
+
+impl RecordingProjection {
+    /// A projection named `name`.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            recording: Mutex::default(),
+            behaviour: Mutex::default(),
+            hung: watch::channel(false).0,
+        })
+    }
+
+    /// A copy of what it has seen.
+    pub fn recording(&self) -> Recording {
+        lock(&self.recording).clone()
+    }
+
+    /// Makes the handler fail on this event until [`heal`](Self::heal).
+    pub fn fail_on(&self, event_id: Uuid) {
+        lock(&self.behaviour).failing.insert(event_id);
+    }
+
+    /// Lets the handler succeed on this event again.
+    pub fn heal(&self, event_id: Uuid) {
+        lock(&self.behaviour).failing.remove(&event_id);
+    }
+
+    /// Makes the handler apply its `n`-th delivery and then never return, as a process that
+    /// dies before saving its checkpoint.
+    pub fn hang_at_delivery(&self, n: u64) {
+        lock(&self.behaviour).hang_at_delivery = Some(n);
+    }
+
+    /// Makes the handler never return on this event (before applying it).
+    pub fn hang_on(&self, event_id: Uuid) {
+        lock(&self.behaviour).hang_on.insert(event_id);
+    }
+
+    /// Waits until a handler hangs.
+    pub async fn hung(&self) {
+        let mut rx = self.hung.subscribe();
+        let _ = rx.wait_for(|h| *h).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Projection for RecordingProjection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["Tested".to_owned()]
+    }
+
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let (fail, hang_before) = {
+            let b = lock(&self.behaviour);
+            (
+                b.failing.contains(&event.event_id),
+                b.hang_on.contains(&event.event_id),
+            )
+        };
+        if hang_before {
+            self.hung.send_replace(true);
+            std::future::pending::<()>().await;
+        }
+        if fail {
+            return Err(format!("poisoned event at position {}", event.position).into());
+        }
+        let hang_after = {
+            let mut r = lock(&self.recording);
+            r.deliveries += 1;
+            if r.applied.insert(event.event_id, event.position).is_none() {
+                r.per_stream
+                    .entry(event.stream_id.to_string())
+                    .or_default()
+                    .push(event.stream_version);
+            }
+            lock(&self.behaviour).hang_at_delivery == Some(r.deliveries)
+        };
+        if hang_after {
+            self.hung.send_replace(true);
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        let mut r = lock(&self.recording);
+        r.applied.clear();
+        r.per_stream.clear();
+        r.resets += 1;
+        Ok(())
+    }
+}
+
+/// How long a case waits for an outcome before failing.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Waits until `check` returns true, failing the case after a generous bound.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
+async fn wait_for<S, C, L, D>(running: &RunningProjections<S, C, L, D>, name: &str, position: u64)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    tokio::time::timeout(PATIENCE, running.wait_for(name, position))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for `{name}` to reach {position}"))
+        .unwrap_or_else(|e| panic!("`{name}` stopped before reaching {position}: {e}"));
+}
+
+/// Appends one `Tested` event to `stream`; returns its id and position.
+pub async fn append_tested<S: EventStore>(store: &S, stream: &str, n: u64) -> (Uuid, u64) {
+    append_typed(store, stream, "Tested", n).await
+}
+
+async fn append_typed<S: EventStore>(
+    store: &S,
+    stream: &str,
+    event_type: &str,
+    n: u64,
+) -> (Uuid, u64) {
+    let e = event(event_type, n);
+    let id = e.event_id;
+    let r = store
+        .append(
+            &StreamId::parse(stream).expect("stream"),
+            ExpectedVersion::Any,
+            &[e],
+        )
+        .await
+        .expect("append");
+    (id, r.last_position)
+}
+
+fn quick_options() -> ProjectionOptions {
+    ProjectionOptions::new()
+        .batch_size(4)
+        .poll_interval(Duration::from_millis(50))
+        .failure(
+            FailurePolicy::park_after(3)
+                .backoff(Duration::from_millis(10), Duration::from_millis(40)),
+        )
+}
+
+#[track_caller]
+fn assert_ordered(recording: &Recording) {
+    for (stream, versions) in &recording.per_stream {
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "events of `{stream}` applied out of order: {versions:?}"
+        );
+    }
+}
+
+/// Every matching event is delivered, in order per stream, unrelated types never; a restart
+/// resumes from the saved checkpoint without redelivering.
+pub async fn projection_delivers_and_resumes<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..25u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 3), i)
+            .await
+            .1;
+        if i % 5 == 0 {
+            head = append_typed(&stores.events, "order-x", "Other", i).await.1;
+        }
+    }
+    let projection = RecordingProjection::new("resumes");
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    wait_for(&running, "resumes", head).await;
+    let seen = projection.recording();
+    assert_eq!(seen.applied.len(), 25, "every `Tested` event, nothing else");
+    assert_eq!(seen.deliveries, 25, "no redelivery without a crash");
+    assert_ordered(&seen);
+    assert_eq!(seen.per_stream["order-0"], (1..=9).collect::<Vec<u64>>());
+    running.shutdown().await.expect("clean shutdown");
+    assert!(
+        stores
+            .leases
+            .holder("resumes", 0)
+            .await
+            .expect("holder")
+            .is_none(),
+        "a clean shutdown releases the lease"
+    );
+    assert_eq!(
+        stores.checkpoints.load("resumes", 0).await.expect("load"),
+        head
+    );
+
+    for i in 0..10u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 3), 100 + i)
+            .await
+            .1;
+    }
+    let running = stores
+        .runner("b")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    wait_for(&running, "resumes", head).await;
+    let seen = projection.recording();
+    assert_eq!(seen.applied.len(), 35);
+    assert_eq!(
+        seen.deliveries, 35,
+        "the restart resumed from the checkpoint"
+    );
+    assert_ordered(&seen);
+    let status = running.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].lag_events, 0);
+    assert_eq!(status[0].checkpoint, head);
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// A crash between handling events and saving the checkpoint redelivers the events of the
+/// unfinished batch; an idempotent read model still counts every event once.
+pub async fn projection_crash_mid_batch<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..20u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 4), i)
+            .await
+            .1;
+    }
+    let projection = RecordingProjection::new("crashes");
+    projection.hang_at_delivery(15);
+    let options = quick_options().batch_size(10);
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), options.clone())
+        .start();
+    tokio::time::timeout(PATIENCE, projection.hung())
+        .await
+        .expect("the handler reaches the crash point");
+    drop(running); // the process dies: no checkpoint save, no lease release
+    assert_eq!(
+        stores.checkpoints.load("crashes", 0).await.expect("load"),
+        10,
+        "only the first batch was checkpointed"
+    );
+    assert_eq!(projection.recording().deliveries, 15);
+
+    lock(&projection.behaviour).hang_at_delivery = None;
+    let running = stores
+        .runner("b")
+        .register(Arc::clone(&projection), options)
+        .start();
+    wait_for(&running, "crashes", head).await;
+    let seen = projection.recording();
+    assert_eq!(
+        seen.applied.len(),
+        20,
+        "the read model equals the event count"
+    );
+    assert_eq!(
+        seen.deliveries, 25,
+        "events 11 to 15 were delivered again: at-least-once"
+    );
+    assert_ordered(&seen);
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// Two workers on one projection: one is active, the other takes over when the active one
+/// dies and its lease expires.
+pub async fn projection_one_active_worker_and_failover<S, C, L, D>(
+    stores: RuntimeStores<S, C, L, D>,
+) where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..12u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 3), i)
+            .await
+            .1;
+    }
+    let first = RecordingProjection::new("failover");
+    let second = RecordingProjection::new("failover");
+    let a = stores
+        .runner("a")
+        .register(Arc::clone(&first), quick_options())
+        .start();
+    wait_for(&a, "failover", head).await;
+    let b = stores
+        .runner("b")
+        .register(Arc::clone(&second), quick_options())
+        .start();
+    for i in 0..6u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 3), 50 + i)
+            .await
+            .1;
+    }
+    wait_for(&a, "failover", head).await;
+    let holder = stores.leases.holder("failover", 0).await.expect("holder");
+    assert_eq!(holder.map(|l| l.holder), Some("a".to_owned()));
+    assert_eq!(first.recording().applied.len(), 18);
+    assert_eq!(
+        second.recording().deliveries,
+        0,
+        "the standby handles nothing while the active worker holds the lease"
+    );
+    assert!(
+        b.status()
+            .iter()
+            .all(|p| p.state == WorkerState::WaitingForLease)
+    );
+
+    drop(a); // the active process dies without releasing its lease
+    for i in 0..6u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 3), 80 + i)
+            .await
+            .1;
+    }
+    wait_for(&b, "failover", head).await;
+    let holder = stores.leases.holder("failover", 0).await.expect("holder");
+    assert_eq!(holder.map(|l| l.holder), Some("b".to_owned()));
+    let taken_over = second.recording();
+    assert_eq!(
+        taken_over.applied.len(),
+        6,
+        "the standby resumed from the dead worker's checkpoint"
+    );
+    assert_ordered(&taken_over);
+    b.shutdown().await.expect("clean shutdown");
+}
+
+/// A partitioned projection: every event handled once, each stream by one partition, in
+/// order, with a checkpoint per partition.
+pub async fn projection_partitions<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..60u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 10), i)
+            .await
+            .1;
+    }
+    let projection = RecordingProjection::new("partitioned");
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options().partitions(4))
+        .start();
+    wait_for(&running, "partitioned", head).await;
+    let seen = projection.recording();
+    assert_eq!(seen.applied.len(), 60);
+    assert_eq!(
+        seen.deliveries, 60,
+        "each event handled by exactly one partition"
+    );
+    assert_ordered(&seen);
+    assert_eq!(running.status().len(), 4);
+    for partition in 0..4 {
+        assert_eq!(
+            stores
+                .checkpoints
+                .load("partitioned", partition)
+                .await
+                .expect("load"),
+            head,
+            "partition {partition} scanned up to the head"
+        );
+        let lease = stores
+            .leases
+            .holder("partitioned", partition)
+            .await
+            .expect("holder");
+        assert_eq!(lease.map(|l| l.holder), Some("a".to_owned()));
+    }
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// A poison event is parked after its retries; other streams flow; later events of its
+/// stream wait behind it, across a restart; after a fix, a replay handles them in order and
+/// unblocks the stream.
+pub async fn projection_poison_event_parked_and_replayed<S, C, L, D>(
+    stores: RuntimeStores<S, C, L, D>,
+) where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let projection = RecordingProjection::new("poison");
+    let store = &stores.events;
+    append_tested(store, "order-a", 1).await;
+    append_tested(store, "order-b", 1).await;
+    let (poison, poison_position) = append_tested(store, "order-a", 2).await;
+    append_tested(store, "order-b", 2).await;
+    append_tested(store, "order-a", 3).await;
+    let (_, head) = append_tested(store, "order-b", 3).await;
+    projection.fail_on(poison);
+
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    wait_for(&running, "poison", head).await;
+    let seen = projection.recording();
+    assert_eq!(seen.per_stream["order-b"], [1, 2, 3], "other streams flow");
+    assert_eq!(seen.per_stream["order-a"], [1], "the poisoned stream waits");
+    let parked = running.parked("poison").await.expect("parked");
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0].event_id, poison);
+    assert!(matches!(
+        &parked[0].reason,
+        ParkReason::Failed { attempts: 3, error } if error.contains("poisoned")
+    ));
+    assert_eq!(
+        parked[1].reason,
+        ParkReason::Waiting {
+            behind: poison_position
+        }
+    );
+    assert!(
+        running.health(Duration::from_secs(1)).is_healthy(),
+        "parked events do not stall the projection"
+    );
+    running.shutdown().await.expect("clean shutdown");
+
+    // The block survives a restart.
+    append_tested(store, "order-a", 4).await;
+    let (_, head) = append_tested(store, "order-b", 4).await;
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    wait_for(&running, "poison", head).await;
+    assert_eq!(running.parked("poison").await.expect("parked").len(), 3);
+    assert_eq!(projection.recording().per_stream["order-a"], [1]);
+
+    // Replaying before the fix parks it again, still blocking its stream.
+    assert_eq!(
+        running.replay_parked("poison", None).await.expect("replay"),
+        3
+    );
+    eventually("the failed replay", || async {
+        let parked = running.parked("poison").await.expect("parked");
+        parked.iter().all(|p| !p.replay_requested)
+            && matches!(parked[0].reason, ParkReason::Failed { attempts: 6, .. })
+    })
+    .await;
+    assert_eq!(projection.recording().per_stream["order-a"], [1]);
+
+    projection.heal(poison);
+    let stream_a = StreamId::parse("order-a").expect("stream");
+    running
+        .replay_parked("poison", Some(&stream_a))
+        .await
+        .expect("replay");
+    eventually("the replay", || async {
+        running.parked("poison").await.expect("parked").is_empty()
+    })
+    .await;
+    assert_eq!(projection.recording().per_stream["order-a"], [1, 2, 3, 4]);
+    let (_, head) = append_tested(store, "order-a", 5).await;
+    wait_for(&running, "poison", head).await;
+    assert_eq!(
+        projection.recording().per_stream["order-a"],
+        [1, 2, 3, 4, 5],
+        "the stream is unblocked"
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// With the `Stop` policy a failing event stops its partition, which the health check
+/// reports; after a fix, a restart resumes from that event.
+pub async fn projection_stop_policy<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let projection = RecordingProjection::new("stops");
+    append_tested(&stores.events, "order-a", 1).await;
+    let (poison, poison_position) = append_tested(&stores.events, "order-b", 1).await;
+    let (_, head) = append_tested(&stores.events, "order-a", 2).await;
+    projection.fail_on(poison);
+    let options = quick_options().failure(
+        FailurePolicy::stop_after(2).backoff(Duration::from_millis(10), Duration::from_millis(10)),
+    );
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), options.clone())
+        .start();
+    eventually("the partition to stop", || async {
+        running
+            .status()
+            .iter()
+            .any(|p| p.state == WorkerState::Stopped)
+    })
+    .await;
+    let health = running.health(Duration::from_secs(60));
+    assert!(matches!(
+        &health.problems[..],
+        [HealthProblem::Stopped { name, .. }] if name == "stops"
+    ));
+    match running.shutdown().await {
+        Err(ProjectionError::HandlerFailed {
+            position, attempts, ..
+        }) => {
+            assert_eq!((position, attempts), (poison_position, 2));
+        }
+        other => panic!("expected HandlerFailed, got {other:?}"),
+    }
+    assert!(
+        stores.checkpoints.load("stops", 0).await.expect("load") < poison_position,
+        "the checkpoint stays before the failed event"
+    );
+    assert!(
+        stores
+            .dead_letters
+            .list("stops")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    projection.heal(poison);
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), options)
+        .start();
+    wait_for(&running, "stops", head).await;
+    let seen = projection.recording();
+    assert_eq!(seen.applied.len(), 3);
+    assert!(seen.applied.contains_key(&poison));
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// A handler that never returns makes the partition stalled in the health check, with its
+/// lag visible in the status.
+pub async fn projection_stall_detected<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let projection = RecordingProjection::new("stalls");
+    let (_, first) = append_tested(&stores.events, "order-a", 1).await;
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    wait_for(&running, "stalls", first).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        running.health(Duration::from_secs(1)).is_healthy(),
+        "a caught-up, idle projection is healthy"
+    );
+    let (stuck, _) = append_tested(&stores.events, "order-a", 2).await;
+    projection.hang_on(stuck);
+    append_tested(&stores.events, "order-a", 3).await;
+    tokio::time::timeout(PATIENCE, projection.hung())
+        .await
+        .expect("the handler hangs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let health = running.health(Duration::from_secs(2));
+    assert!(
+        matches!(
+            &health.problems[..],
+            [HealthProblem::Stalled { name, position, head, .. }]
+                if name == "stalls" && *position == first && *head > first
+        ),
+        "{health:?}"
+    );
+    let status = &health.partitions[0];
+    assert_eq!(status.lag_events, 2);
+    assert!(status.lag_time >= Duration::from_secs(3));
+    drop(running);
+}
+
+/// A rebuild resets the read model and the checkpoint, replays everything while appends
+/// continue, reports progress, and ends equal to the live read model.
+pub async fn projection_rebuild_while_appending<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..30u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 5), i)
+            .await
+            .1;
+    }
+    let projection = RecordingProjection::new("rebuilt");
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options().partitions(2))
+        .start();
+    wait_for(&running, "rebuilt", head).await;
+    let before = projection.recording();
+    assert_eq!(before.applied.len(), 30);
+
+    let writer = {
+        let store = stores.events.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..20u64 {
+                last = append_tested(&store, &format!("order-{}", i % 5), 100 + i)
+                    .await
+                    .1;
+                tokio::task::yield_now().await;
+            }
+            last
+        })
+    };
+    let mut reports: Vec<RebuildProgress> = Vec::new();
+    let target = tokio::time::timeout(
+        PATIENCE,
+        running.rebuild("rebuilt", |p| reports.push(p.clone())),
+    )
+    .await
+    .expect("the rebuild finishes")
+    .expect("rebuild");
+    assert!(target >= head);
+    assert_eq!(projection.recording().resets, 1);
+    assert!(!reports.is_empty());
+    assert!(
+        reports.windows(2).all(|w| w[0].position <= w[1].position),
+        "progress only moves forward"
+    );
+    let last = reports.last().expect("a report");
+    assert_eq!((last.position, last.target), (target, target));
+
+    let head = writer.await.expect("writer");
+    wait_for(&running, "rebuilt", head).await;
+    let after = projection.recording();
+    assert_eq!(after.applied.len(), 50, "the rebuilt model has every event");
+    assert_ordered(&after);
+    for (id, position) in &before.applied {
+        assert_eq!(after.applied.get(id), Some(position));
+    }
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// Expands to one `#[tokio::test]` per projection case, each on stores returned by the
+/// given `async fn() -> RuntimeStores<..>`, on a current-thread runtime. With
+/// `, start_paused` after the path, tokio's clock is paused and auto-advances (for stores
+/// that keep time on tokio's clock, as the in-memory ones do).
+#[macro_export]
+macro_rules! projection_runtime_tests {
+    ($make:path) => {
+        $crate::projection_runtime_tests!(@cases $make; real);
+    };
+    ($make:path, start_paused) => {
+        $crate::projection_runtime_tests!(@cases $make; paused);
+    };
+    (@cases $make:path; $clock:ident) => {
+        $crate::projection_runtime_tests!(@each $make; $clock;
+            projection_delivers_and_resumes,
+            projection_crash_mid_batch,
+            projection_one_active_worker_and_failover,
+            projection_partitions,
+            projection_poison_event_parked_and_replayed,
+            projection_stop_policy,
+            projection_stall_detected,
+            projection_rebuild_while_appending,
+        );
+    };
+    (@each $make:path; real; $($case:ident),* $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+            async fn $case() {
+                $crate::testing::projections::$case($make().await).await;
+            }
+        )*
+    };
+    (@each $make:path; paused; $($case:ident),* $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(start_paused = true, crate = "::factum::__private::tokio")]
+            async fn $case() {
+                $crate::testing::projections::$case($make().await).await;
+            }
+        )*
+    };
+}
