@@ -51,3 +51,26 @@ fn run(args: TokenStream, item: TokenStream, expand: Expand, helpers: &[&str]) -
         Err(error) => common::fallback(item, &error, helpers).into(),
     }
 }
+
+#[cfg(test)]
+mod test_support {
+    use proc_macro2::TokenStream;
+
+    /// Formats an expansion for a snapshot.
+    pub(crate) fn pretty(tokens: TokenStream) -> String {
+        let file: syn::File = syn::parse2(tokens).expect("the expansion parses as a file");
+        prettyplease::unparse(&file)
+    }
+
+    /// The message of an expansion that must fail.
+    pub(crate) fn error(result: syn::Result<TokenStream>) -> String {
+        match result {
+            Ok(tokens) => panic!("expected an error, got {tokens}"),
+            Err(e) => e
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}

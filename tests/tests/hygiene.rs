@@ -52,7 +52,13 @@ const event: u8 = 0;
 const command: u8 = 0;
 
 #[event(name = "Opened", version = 2, previous = OpenedV1)]
-#[derive(::std::clone::Clone, ::std::fmt::Debug, ::std::cmp::PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+#[derive(
+    ::std::clone::Clone,
+    ::std::fmt::Debug,
+    ::std::cmp::PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+)]
 pub struct Opened {
     pub owner: ::std::string::String,
 }
@@ -70,7 +76,13 @@ impl ::std::convert::From<OpenedV1> for Opened {
 }
 
 #[event(version = 2, upcast_json(from = 1, with = renamed))]
-#[derive(::std::clone::Clone, ::std::fmt::Debug, ::std::cmp::PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+#[derive(
+    ::std::clone::Clone,
+    ::std::fmt::Debug,
+    ::std::cmp::PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+)]
 pub struct Renamed {
     pub to: ::std::string::String,
 }
@@ -131,12 +143,11 @@ impl Thing {
     }
 
     #[handle]
-    fn rename(
-        &self,
-        cmd: RenameV1,
-    ) -> ::std::result::Result<(Renamed, Opened), Refused> {
+    fn rename(&self, cmd: RenameV1) -> ::std::result::Result<(Renamed, Opened), Refused> {
         ::std::result::Result::Ok((
-            Renamed { to: ::std::clone::Clone::clone(&cmd.to) },
+            Renamed {
+                to: ::std::clone::Clone::clone(&cmd.to),
+            },
             Opened { owner: cmd.to },
         ))
     }
@@ -166,9 +177,12 @@ impl Thing {
 fn generated_code_works_with_shadowed_names() {
     use ::factum::{Aggregate, EventSet};
     let thing = <Thing as ::std::default::Default>::default();
-    let events = ::std::result::Result::unwrap(thing.handle(<ThingCommand as ::std::convert::From<OpenV1>>::from(OpenV1 {
-        id: ::std::string::ToString::to_string("x"),
-    })));
+    let events =
+        ::std::result::Result::unwrap(thing.handle(<ThingCommand as ::std::convert::From<
+            OpenV1,
+        >>::from(OpenV1 {
+            id: ::std::string::ToString::to_string("x"),
+        })));
     ::std::assert_eq!(events.len(), 1);
     ::std::assert_eq!(ThingEvent::EVENT_TYPES, ["Opened", "Renamed"]);
     ::std::assert_eq!(Thing::STATE_VERSION, 2);

@@ -3,7 +3,7 @@
 
 use factum::prelude::*;
 use factum::{
-    Decoded, DecodeError, ExpectedVersion, MemoryStore, Metadata, NewEvent, Payload, Repository,
+    DecodeError, Decoded, ExpectedVersion, MemoryStore, Metadata, NewEvent, Payload, Repository,
     StreamId,
 };
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,10 @@ pub struct LinesAddedV1 {
 }
 
 fn split_lines(old: LinesAddedV1) -> Vec<LineAdded> {
-    old.lines.into_iter().map(|line| LineAdded { line }).collect()
+    old.lines
+        .into_iter()
+        .map(|line| LineAdded { line })
+        .collect()
 }
 // ANCHOR_END: split
 
@@ -263,7 +266,11 @@ impl Order {
     }
 
     fn require_placed(&self) -> Result<(), OrderError> {
-        if self.placed { Ok(()) } else { Err(OrderError::NotPlaced) }
+        if self.placed {
+            Ok(())
+        } else {
+            Err(OrderError::NotPlaced)
+        }
     }
 
     #[apply]
@@ -324,7 +331,10 @@ async fn seed(store: &MemoryStore, id: &str, events: &[(&str, u32, serde_json::V
             metadata: Metadata::new(),
         })
         .collect();
-    store.append(&stream, ExpectedVersion::Any, &new).await.unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, &new)
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -355,7 +365,11 @@ async fn stored_v1_and_v2_payloads_load_as_the_current_type() {
     seed(
         &store,
         "o-1",
-        &[("OrderPlaced", 1, json!({"order_id": "o-1", "customer_id": "c-1"}))],
+        &[(
+            "OrderPlaced",
+            1,
+            json!({"order_id": "o-1", "customer_id": "c-1"}),
+        )],
     )
     .await;
     seed(
@@ -372,9 +386,15 @@ async fn stored_v1_and_v2_payloads_load_as_the_current_type() {
 
     let o1 = orders.load("o-1").await.unwrap().state;
     assert!(o1.placed);
-    assert_eq!((o1.customer_id.as_str(), o1.currency.as_str()), ("c-1", "EUR"));
+    assert_eq!(
+        (o1.customer_id.as_str(), o1.currency.as_str()),
+        ("c-1", "EUR")
+    );
     let o2 = orders.load("o-2").await.unwrap().state;
-    assert_eq!((o2.customer_id.as_str(), o2.currency.as_str()), ("c-2", "USD"));
+    assert_eq!(
+        (o2.customer_id.as_str(), o2.currency.as_str()),
+        ("c-2", "USD")
+    );
 }
 // ANCHOR_END: decode_v1
 
@@ -384,7 +404,10 @@ fn each_version_of_the_chain_decodes_to_the_current_type() {
     let decoded = OrderPlaced::decode_stored(1, &v1).unwrap();
     assert_eq!(decoded, Decoded::One(placed()));
     let v3 = Payload::encode(&placed()).unwrap();
-    assert_eq!(OrderPlaced::decode_stored(3, &v3).unwrap(), Decoded::One(placed()));
+    assert_eq!(
+        OrderPlaced::decode_stored(3, &v3).unwrap(),
+        Decoded::One(placed())
+    );
     assert!(matches!(
         OrderPlaced::decode_stored(4, &v3),
         Err(DecodeError::UnknownVersion { version: 4, .. })
@@ -402,7 +425,11 @@ async fn a_renamed_event_is_split_into_several() {
         &store,
         "o-1",
         &[
-            ("OrderPlaced", 1, json!({"order_id": "o-1", "customer_id": "c-1"})),
+            (
+                "OrderPlaced",
+                1,
+                json!({"order_id": "o-1", "customer_id": "c-1"}),
+            ),
             (
                 "LinesAdded",
                 1,
@@ -415,7 +442,10 @@ async fn a_renamed_event_is_split_into_several() {
     let orders = Repository::<Order, _>::new(store);
     let loaded = orders.load("o-1").await.unwrap();
     assert_eq!(loaded.version, 3);
-    assert_eq!(loaded.state.lines, [line("a", 1), line("b", 2), line("c", 3)]);
+    assert_eq!(
+        loaded.state.lines,
+        [line("a", 1), line("b", 2), line("c", 3)]
+    );
 
     let payload = Payload::encode(&json!({"lines": []})).unwrap();
     assert_eq!(
@@ -501,7 +531,9 @@ async fn unknown_stored_types_and_versions_are_errors_naming_them() {
         }
     ));
     assert!(
-        error.to_string().contains("unknown version 9 of event type `OrderPlaced`"),
+        error
+            .to_string()
+            .contains("unknown version 9 of event type `OrderPlaced`"),
         "{error}"
     );
 }
@@ -515,7 +547,10 @@ fn every_return_shape_dispatches() {
             order_id: "o-1".into(),
             lines: vec![line("a", 1), line("b", 2)],
         })
-        .then_events([LineAdded { line: line("a", 1) }, LineAdded { line: line("b", 2) }]);
+        .then_events([
+            LineAdded { line: line("a", 1) },
+            LineAdded { line: line("b", 2) },
+        ]);
 
     let state = Order::given(history.clone())
         .when(CheckoutOrder("o-1".into(), 990))

@@ -24,10 +24,12 @@ pub(super) fn check(mut input: ImplInput) -> syn::Result<Checked> {
     let command_enum = format_ident!("{}Command", input.ident);
 
     for handler in &mut input.handlers {
-        if let Emits::Many(inner) = &handler.emits {
-            if inner.path.is_ident(&event_enum) {
-                handler.emits = Emits::Set;
+        match &handler.emits {
+            Emits::Many(inner) if inner.path.is_ident(&event_enum) => handler.emits = Emits::Set,
+            Emits::One(inner) if inner.path.is_ident(&event_enum) => {
+                handler.emits = Emits::SetOne;
             }
+            _ => {}
         }
     }
 

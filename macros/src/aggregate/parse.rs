@@ -43,6 +43,8 @@ pub(super) enum Emits {
     Tuple(Vec<syn::TypePath>),
     /// Any events of the aggregate: `Result<Vec<OrderEvent>, E>`.
     Set,
+    /// One event of the aggregate: `Result<OrderEvent, E>`.
+    SetOne,
 }
 
 impl Emits {
@@ -51,7 +53,7 @@ impl Emits {
         match self {
             Emits::One(t) | Emits::Maybe(t) | Emits::Many(t) => vec![t],
             Emits::Tuple(ts) => ts.iter().collect(),
-            Emits::Set => Vec::new(),
+            Emits::Set | Emits::SetOne => Vec::new(),
         }
     }
 }
@@ -419,6 +421,7 @@ fn handler_return(errors: &mut Errors, sig: &syn::Signature) -> Option<(Emits, s
                         return None;
                     }
                 },
+                None if is_event_set(p) => Emits::SetOne,
                 None => Emits::One(p.clone()),
             },
             None => {
