@@ -153,14 +153,12 @@ fn run_json_steps<T: DeserializeOwned>(
     let mut value = payload
         .to_value()
         .map_err(|source| DecodeError::payload(name, version, source))?;
-    let mut at = version;
-    for step in steps {
+    for (at, step) in (version..).zip(steps) {
         value = step(value).map_err(|message| DecodeError::Upcast {
             event_type: name.to_owned(),
             version: at,
             message,
         })?;
-        at += 1;
     }
     serde_json::from_value(value)
         .map(Decoded::One)

@@ -18,7 +18,7 @@ pub(crate) fn expand_aggregate(args: TokenStream, item: TokenStream) -> syn::Res
     match parse::parse(args, item)? {
         parse::Input::Struct(input) => Ok(expand::expand_struct(&input)),
         parse::Input::Impl(input) => {
-            let checked = check::check(input)?;
+            let checked = check::check(*input)?;
             Ok(expand::expand_impl(&checked))
         }
     }

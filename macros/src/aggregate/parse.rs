@@ -27,8 +27,8 @@ pub(super) struct ImplInput {
 }
 
 pub(super) enum Input {
-    Struct(StructInput),
-    Impl(ImplInput),
+    Struct(Box<StructInput>),
+    Impl(Box<ImplInput>),
 }
 
 /// What a command handler returns on success.
@@ -77,8 +77,8 @@ const IMPL_KEYS: &[&str] = &[key::ERROR, key::VIS];
 
 pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> {
     match syn::parse2::<syn::Item>(item)? {
-        syn::Item::Struct(s) => parse_struct(args, s).map(Input::Struct),
-        syn::Item::Impl(i) => parse_impl(args, i).map(Input::Impl),
+        syn::Item::Struct(s) => parse_struct(args, s).map(|s| Input::Struct(Box::new(s))),
+        syn::Item::Impl(i) => parse_impl(args, i).map(|i| Input::Impl(Box::new(i))),
         other => Err(common::wrong_item(
             &other,
             ATTR,
