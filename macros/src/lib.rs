@@ -12,25 +12,19 @@ mod event;
 
 use proc_macro::TokenStream;
 
-/// Declares an event type: a past-tense fact with a stored name and schema version.
-///
-/// See the `factum` crate's documentation of `event` for the keys and an example.
+#[doc = include_str!("../doc/event.md")]
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
     run(args, item, event::expand_event, &[])
 }
 
-/// Declares a versioned command type (`PlaceOrderV1`: name `PlaceOrder`, version 1).
-///
-/// See the `factum` crate's documentation of `command` for the keys and an example.
+#[doc = include_str!("../doc/command.md")]
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
     run(args, item, command::expand_command, &["id"])
 }
 
-/// Declares an aggregate: on its state struct, and on the `impl` block of its handlers.
-///
-/// See the `factum` crate's documentation of `aggregate` for the keys and an example.
+#[doc = include_str!("../doc/aggregate.md")]
 #[proc_macro_attribute]
 pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
     run(
