@@ -164,6 +164,22 @@ pub struct ShipOrderV1 {
     pub order_id: String,
 }
 
+/// Checks that the order is placed; records nothing.
+#[command]
+#[derive(Clone, Debug)]
+pub struct ConfirmOrderV1 {
+    #[id]
+    pub order_id: String,
+}
+
+/// Ships again, if shipped already.
+#[command]
+#[derive(Clone, Debug)]
+pub struct ReshipOrderV1 {
+    #[id]
+    pub order_id: String,
+}
+
 /// Cancels: ships nothing, may emit several kinds of events.
 #[command]
 #[derive(Clone, Debug)]
@@ -263,6 +279,24 @@ impl Order {
             }
             .into(),
         ])
+    }
+
+    /// No event.
+    #[handle]
+    fn confirm(&self, _: ConfirmOrderV1) -> Result<(), OrderError> {
+        self.require_placed()
+    }
+
+    /// One event of any type of the aggregate, or none.
+    #[handle]
+    fn reship(&self, _: ReshipOrderV1) -> Result<Option<OrderEvent>, OrderError> {
+        self.require_placed()?;
+        Ok(self.shipped.then(|| {
+            OrderShipped {
+                carrier: "courier".into(),
+            }
+            .into()
+        }))
     }
 
     fn require_placed(&self) -> Result<(), OrderError> {
@@ -586,6 +620,17 @@ fn every_return_shape_dispatches() {
         .then_events([OrderCancelled {
             reason: "changed my mind".into(),
         }]);
+
+    Order::given(history.clone())
+        .when(ConfirmOrderV1 {
+            order_id: "o-1".into(),
+        })
+        .then_no_events();
+    Order::given(history.clone())
+        .when(ReshipOrderV1 {
+            order_id: "o-1".into(),
+        })
+        .then_no_events();
 
     Order::given_no_history()
         .when(ShipOrderV1 {

@@ -86,6 +86,9 @@ pub(super) fn check(mut input: ImplInput) -> syn::Result<Checked> {
             let Some(name) = common::last_ident(event) else {
                 continue;
             };
+            if event.path.is_ident(&event_enum) {
+                continue;
+            }
             if !applied.contains_key(&name.to_string()) {
                 errors.spanned(
                     event,

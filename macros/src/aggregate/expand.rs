@@ -271,6 +271,10 @@ fn collect_events(handler: &Handler, event_enum: &syn::Ident) -> TokenStream {
         }
         Emits::Set => quote!(__events),
         Emits::SetOne => quote!(::factum::__private::vec![__events]),
+        Emits::Nothing => quote! {{
+            let () = __events;
+            ::factum::__private::Vec::new()
+        }},
     }
 }
 

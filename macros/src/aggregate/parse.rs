@@ -45,6 +45,8 @@ pub(super) enum Emits {
     Set,
     /// One event of the aggregate: `Result<OrderEvent, E>`.
     SetOne,
+    /// No event: `Result<(), E>`, a command accepted that changes nothing.
+    Nothing,
 }
 
 impl Emits {
@@ -53,7 +55,7 @@ impl Emits {
         match self {
             Emits::One(t) | Emits::Maybe(t) | Emits::Many(t) => vec![t],
             Emits::Tuple(ts) => ts.iter().collect(),
-            Emits::Set | Emits::SetOne => Vec::new(),
+            Emits::Set | Emits::SetOne | Emits::Nothing => Vec::new(),
         }
     }
 }
@@ -398,7 +400,8 @@ fn handler_return(errors: &mut Errors, sig: &syn::Signature) -> Option<(Emits, s
         return None;
     };
     let emits = match ok {
-        syn::Type::Tuple(t) if !t.elems.is_empty() => {
+        syn::Type::Tuple(t) if t.elems.is_empty() => Emits::Nothing,
+        syn::Type::Tuple(t) => {
             let mut types = Vec::new();
             for elem in &t.elems {
                 match type_path(elem) {
@@ -413,7 +416,6 @@ fn handler_return(errors: &mut Errors, sig: &syn::Signature) -> Option<(Emits, s
                 .or_else(|| single_generic(p, "Option").map(|(t, _)| (t, false)))
             {
                 Some((inner, is_vec)) => match type_path(inner) {
-                    Some(inner) if is_vec && is_event_set(inner) => Emits::Set,
                     Some(inner) if is_vec => Emits::Many(inner.clone()),
                     Some(inner) => Emits::Maybe(inner.clone()),
                     None => {
@@ -421,7 +423,6 @@ fn handler_return(errors: &mut Errors, sig: &syn::Signature) -> Option<(Emits, s
                         return None;
                     }
                 },
-                None if is_event_set(p) => Emits::SetOne,
                 None => Emits::One(p.clone()),
             },
             None => {
@@ -431,17 +432,6 @@ fn handler_return(errors: &mut Errors, sig: &syn::Signature) -> Option<(Emits, s
         },
     };
     Some((emits, err.clone()))
-}
-
-/// `Self::Event`, the generated set, in `Vec<Self::Event>`.
-fn is_event_set(p: &syn::TypePath) -> bool {
-    let segments: Vec<String> = p
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    segments == ["Self", "Event"]
 }
 
 /// `Name<A, B>` as `(A, B)`.

@@ -49,6 +49,10 @@ fn impl_with_every_return_shape() {
                 fn checkout(&self, _: CheckoutV1) -> Result<(OrderPaid, OrderShipped), OrderError> { todo!() }
                 #[handle]
                 fn cancel(&self, _: CancelOrderV1) -> Result<Vec<OrderEvent>, OrderError> { todo!() }
+                #[handle]
+                fn confirm(&self, _: ConfirmV1) -> Result<(), OrderError> { todo!() }
+                #[handle]
+                fn note(&self, _: NoteV1) -> Result<Option<OrderEvent>, OrderError> { todo!() }
                 fn helper(&self) -> bool { true }
                 #[apply]
                 fn placed(&mut self, _: &OrderPlaced) {}
@@ -72,7 +76,7 @@ fn impl_with_error_and_vis() {
                 #[handle]
                 fn deposit(&self, cmd: DepositV1) -> Result<Deposited, Infallible> { todo!() }
                 #[handle]
-                fn withdraw(&self, cmd: WithdrawV1) -> Result<Self::Event, AccountError> { todo!() }
+                fn withdraw(&self, cmd: WithdrawV1) -> Result<AccountEvent, AccountError> { todo!() }
                 #[apply]
                 fn deposited(&mut self, _: &Deposited) {}
             }
