@@ -55,10 +55,6 @@ impl Errors {
     pub(crate) fn finish(self) -> syn::Result<()> {
         self.error.map_or(Ok(()), Err)
     }
-
-    pub(crate) fn into_result<T>(self, value: T) -> syn::Result<T> {
-        self.finish().map(|()| value)
-    }
 }
 
 /// The key of `meta`, as written.

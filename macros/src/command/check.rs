@@ -13,9 +13,8 @@ pub(crate) fn version_suffix(ident: &str) -> Option<(&str, &str)> {
         .then_some((base, digits))
 }
 
-pub(super) fn check(input: &mut Input) -> syn::Result<()> {
-    let mut errors = Errors::default();
-    common::no_generics(&mut errors, &input.item.generics, ATTR);
+pub(super) fn check(errors: &mut Errors, input: &mut Input) {
+    common::no_generics(errors, &input.item.generics, ATTR);
     let ident = input.item.ident.to_string();
     let suffix = version_suffix(&ident);
     let suffix_version = match suffix {
@@ -51,7 +50,6 @@ pub(super) fn check(input: &mut Input) -> syn::Result<()> {
         (None, Some(s)) => s,
         (None, None) => 1,
     };
-    errors.finish()
 }
 
 #[cfg(test)]

@@ -6,14 +6,23 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
+
+use crate::common::Errors;
 
 /// The attribute's name, for messages.
 const ATTR: &str = "command";
 
 /// Expands `#[command(args)]` on `item`.
 pub(crate) fn expand_command(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let mut input = parse::parse(args, item)?;
-    check::check(&mut input)?;
-    Ok(expand::expand(&input))
+    let mut errors = Errors::default();
+    let mut input = parse::parse(&mut errors, args, item)?;
+    if let Some(input) = &mut input {
+        check::check(&mut errors, input);
+    }
+    errors.finish()?;
+    match input {
+        Some(input) => Ok(expand::expand(&input)),
+        None => Err(syn::Error::new(Span::call_site(), "expected a struct")),
+    }
 }

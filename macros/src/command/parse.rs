@@ -26,8 +26,13 @@ pub(super) struct Input {
 
 const KEYS: &[&str] = &[key::NAME, key::VERSION, key::VALIDATE];
 
-pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> {
-    let mut errors = Errors::default();
+/// Parses the item and the arguments, recording errors in `errors`; `None` when the item is
+/// not a struct.
+pub(super) fn parse(
+    errors: &mut Errors,
+    args: TokenStream,
+    item: TokenStream,
+) -> syn::Result<Option<Input>> {
     let mut item = match syn::parse2::<syn::Item>(item)? {
         syn::Item::Struct(s) => Some(s),
         other => {
@@ -38,32 +43,30 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
     let mut parsed = Args::default();
     let result = common::parse_args(args, |meta| {
         if meta.path.is_ident(key::NAME) {
-            let v = common::lit_str(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.name, v, &meta, ATTR);
+            let v = common::lit_str(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.name, v, &meta, ATTR);
         } else if meta.path.is_ident(key::VERSION) {
-            let v = common::lit_positive(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.version, v, &meta, ATTR);
+            let v = common::lit_positive(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.version, v, &meta, ATTR);
         } else if meta.path.is_ident(key::VALIDATE) {
-            let v = common::path(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.validate, v, &meta, ATTR);
+            let v = common::path(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.validate, v, &meta, ATTR);
         } else {
-            common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
+            common::unknown_key(errors, &meta, ATTR, KEYS)?;
         }
         Ok(())
     });
     if let Err(e) = result {
         errors.push(e);
     }
-    let id = item.as_mut().and_then(|item| id_field(&mut errors, item));
-    let item = errors.into_result(item)?;
-    item.map(|item| Input {
+    let id = item.as_mut().and_then(|item| id_field(errors, item));
+    Ok(item.map(|item| Input {
         args: parsed,
         item,
         id,
         name: String::new(),
         version: 1,
-    })
-    .ok_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "expected a struct"))
+    }))
 }
 
 /// Finds the field marked `#[id]` and removes the marker.

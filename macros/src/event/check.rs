@@ -7,10 +7,9 @@ use crate::common::{self, Errors};
 /// The longest stored type name the stores accept.
 const MAX_NAME_LEN: usize = 255;
 
-pub(super) fn check(input: &Input) -> syn::Result<()> {
-    let mut errors = Errors::default();
+pub(super) fn check(errors: &mut Errors, input: &Input) {
     let args = &input.args;
-    common::no_generics(&mut errors, &input.item.generics, ATTR);
+    common::no_generics(errors, &input.item.generics, ATTR);
     if let Some(name) = &args.name {
         let value = name.value();
         if value.is_empty() || value.len() > MAX_NAME_LEN {
@@ -42,8 +41,7 @@ pub(super) fn check(input: &Input) -> syn::Result<()> {
         );
         errors.spanned(&first.with, "`upcast_json` declared here");
     }
-    check_json_steps(&mut errors, input);
-    errors.finish()
+    check_json_steps(errors, input);
 }
 
 /// JSON upcasters must read distinct versions below this one, with no gap up to it.

@@ -56,8 +56,13 @@ const KEYS: &[&str] = &[
     key::UPCAST_JSON,
 ];
 
-pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> {
-    let mut errors = Errors::default();
+/// Parses the item and the arguments, recording errors in `errors`; `None` when the item is
+/// not a struct.
+pub(super) fn parse(
+    errors: &mut Errors,
+    args: TokenStream,
+    item: TokenStream,
+) -> syn::Result<Option<Input>> {
     let item = match syn::parse2::<syn::Item>(item)? {
         syn::Item::Struct(s) => Some(s),
         other => {
@@ -68,36 +73,33 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
     let mut parsed = Args::default();
     let result = common::parse_args(args, |meta| {
         if meta.path.is_ident(key::NAME) {
-            let v = common::lit_str(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.name, v, &meta, ATTR);
+            let v = common::lit_str(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.name, v, &meta, ATTR);
         } else if meta.path.is_ident(key::VERSION) {
-            let v = common::lit_positive(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.version, v, &meta, ATTR);
+            let v = common::lit_positive(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.version, v, &meta, ATTR);
         } else if meta.path.is_ident(key::UPCAST_TO) {
-            let v = common::path(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.upcast_to, v, &meta, ATTR);
+            let v = common::path(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.upcast_to, v, &meta, ATTR);
         } else if meta.path.is_ident(key::UPCAST_WITH) {
-            let v = common::path(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.upcast_with, v, &meta, ATTR);
+            let v = common::path(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.upcast_with, v, &meta, ATTR);
         } else if meta.path.is_ident(key::PREVIOUS) {
-            let v = common::path(&mut errors, &meta, ATTR)?;
-            common::set(&mut errors, &mut parsed.previous, v, &meta, ATTR);
+            let v = common::path(errors, &meta, ATTR)?;
+            common::set(errors, &mut parsed.previous, v, &meta, ATTR);
         } else if meta.path.is_ident(key::UPCAST_JSON) {
-            if let Some(step) = json_step(&mut errors, &meta)? {
+            if let Some(step) = json_step(errors, &meta)? {
                 parsed.upcast_json.push(step);
             }
         } else {
-            common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
+            common::unknown_key(errors, &meta, ATTR, KEYS)?;
         }
         Ok(())
     });
     if let Err(e) = result {
         errors.push(e);
     }
-    let item = errors.into_result(item)?;
-    // `item` is `Some` when no error was recorded.
-    item.map(|item| Input { args: parsed, item })
-        .ok_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "expected a struct"))
+    Ok(item.map(|item| Input { args: parsed, item }))
 }
 
 /// Parses `upcast_json(from = N, with = path)`.
