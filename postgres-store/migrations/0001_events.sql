@@ -2,16 +2,9 @@
 --
 -- `__SCHEMA__` is replaced by the validated, quoted schema name before this runs.
 
--- Global positions. Reserved under a short lock together with the transaction id, so
--- that position order is transaction-id order (see docs/adr/02-postgres-ordering.md).
-CREATE SEQUENCE __SCHEMA__.positions AS bigint START 1 CACHE 1;
-
--- One row per stream: its current version. Appends to one stream serialise on this row.
-CREATE TABLE __SCHEMA__.streams (
-    stream_id text PRIMARY KEY,
-    version bigint NOT NULL CHECK (version > 0)
-);
-
+-- Global positions are `transaction id * 65536 + index in the transaction`: position order
+-- is transaction-id order, so a reader bounded by the oldest running transaction can never
+-- be overtaken by a later commit (see docs/adr/02-postgres-ordering.md).
 CREATE TABLE __SCHEMA__.events (
     position bigint PRIMARY KEY,
     event_id uuid NOT NULL,
@@ -23,10 +16,8 @@ CREATE TABLE __SCHEMA__.events (
     payload jsonb NOT NULL,
     metadata jsonb NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    -- The writing transaction: readers only read events of transactions older than every
-    -- transaction still running, so a slow writer can never be overtaken.
-    transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
     CONSTRAINT events_event_id_key UNIQUE (event_id),
+    -- Also the index of stream reads and of the version check.
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
 );
 

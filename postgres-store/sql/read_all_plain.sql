@@ -4,6 +4,6 @@ SELECT position, event_id, stream_id, stream_version, event_type, schema_version
        payload, metadata, recorded_at
 FROM __SCHEMA__.events
 WHERE position > $1
-  AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+  AND position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536)
 ORDER BY position
 LIMIT $2

@@ -4,7 +4,7 @@ SELECT position, event_id, stream_id, stream_version, event_type, schema_version
        payload, metadata, recorded_at
 FROM __SCHEMA__.events
 WHERE position > $1
-  AND transaction_id < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+  AND position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536)
   AND event_type = ANY ($3)
 ORDER BY position
 LIMIT $2

@@ -1,1 +1,1 @@
-SELECT version FROM __SCHEMA__.streams WHERE stream_id = $1
+SELECT coalesce(max(stream_version), 0) FROM __SCHEMA__.events WHERE stream_id = $1

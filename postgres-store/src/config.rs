@@ -96,6 +96,9 @@ pub struct PgConfig {
     pub pool_size: usize,
     /// How often the head watcher polls, whatever notifications say (default 1 s).
     pub poll_interval: Duration,
+    /// How long `read_all` and `head_position` wait, at most, for appends still committing
+    /// when they started (default 250 ms); see [`PgStore`](crate::PgStore). Zero: never wait.
+    pub settle_timeout: Duration,
 }
 
 impl Default for PgConfig {
@@ -104,6 +107,7 @@ impl Default for PgConfig {
             schema: SchemaName::default(),
             pool_size: 16,
             poll_interval: Duration::from_secs(1),
+            settle_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -119,6 +123,13 @@ impl PgConfig {
     #[must_use]
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
+        self
+    }
+
+    /// Sets how long reads wait for appends still committing when they started.
+    #[must_use]
+    pub fn settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
         self
     }
 

@@ -41,4 +41,4 @@ pub mod testing;
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
-pub use store::PgStore;
+pub use store::{MAX_EVENTS_PER_APPEND, PgStore};

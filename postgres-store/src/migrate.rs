@@ -31,13 +31,7 @@ pub(crate) async fn migrate(
         .await
         .map_err(backend)?;
     let applied: Vec<i32> = tx
-        .query(
-            &format!(
-                "SELECT version FROM {}.schema_migrations ORDER BY version",
-                schema.quoted()
-            ),
-            &[],
-        )
+        .query(&statements.migrations_applied, &[])
         .await
         .map_err(backend)?
         .iter()
@@ -64,15 +58,9 @@ pub(crate) async fn migrate(
         tx.batch_execute(&render(sql, schema))
             .await
             .map_err(failed)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {}.schema_migrations (version, name) VALUES ($1, $2)",
-                schema.quoted()
-            ),
-            &[&version, &name],
-        )
-        .await
-        .map_err(failed)?;
+        tx.execute(&statements.migration_record, &[&version, &name])
+            .await
+            .map_err(failed)?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(())

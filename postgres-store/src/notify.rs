@@ -169,7 +169,7 @@ async fn session(
         .await?;
     let head_stmt = client.prepare(&config.head_sql).await?;
     loop {
-        let position: i64 = client.query_one(&head_stmt, &[]).await?.try_get(0)?;
+        let position: i64 = client.query_one(&head_stmt, &[]).await?.try_get("safe")?;
         publish(head, u64::try_from(position).unwrap_or(0));
         tokio::select! {
             woken = rx.recv() => {

@@ -2,17 +2,12 @@
 
 use crate::config::SchemaName;
 
-/// Advisory lock class of the position reservation in `append` (`FACU`).
-pub(crate) const APPEND_LOCK_CLASS: i32 = 0x4641_4355;
 /// Advisory lock class of migrations (`FACT`).
 pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x4641_4354;
 
 /// Fills the placeholders of a `.sql` file.
 pub(crate) fn render(template: &str, schema: &SchemaName) -> String {
-    template
-        .replace("__SCHEMA__", &schema.quoted())
-        .replace("__LOCK_CLASS__", &APPEND_LOCK_CLASS.to_string())
-        .replace("__LOCK_KEY__", &schema.lock_key().to_string())
+    template.replace("__SCHEMA__", &schema.quoted())
 }
 
 /// Every statement the store runs, rendered once per store.
@@ -32,6 +27,8 @@ pub(crate) struct Statements {
     pub(crate) load_snapshot: String,
     pub(crate) notify: String,
     pub(crate) migrations_table: String,
+    pub(crate) migrations_applied: String,
+    pub(crate) migration_record: String,
 }
 
 impl Statements {
@@ -52,6 +49,8 @@ impl Statements {
             load_snapshot: r(include_str!("../sql/load_snapshot.sql")),
             notify: r(include_str!("../sql/notify.sql")),
             migrations_table: r(include_str!("../sql/migrations_table.sql")),
+            migrations_applied: r(include_str!("../sql/migrations_applied.sql")),
+            migration_record: r(include_str!("../sql/migration_record.sql")),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The PostgreSQL store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::{
@@ -21,7 +23,7 @@ use crate::sql::Statements;
 
 /// How many times an append is retried after a serialization failure or deadlock that was
 /// not a version conflict.
-const TRANSIENT_RETRIES: u32 = 5;
+const TRANSIENT_RETRIES: u32 = 100;
 
 /// The event store on PostgreSQL. Cloning shares the pool.
 ///
@@ -45,7 +47,19 @@ struct Inner {
 enum Outcome {
     Appended(AppendResult),
     Conflict(u64),
-    IdsStored,
+}
+
+/// Most events one append can hold (positions are `transaction id * 65536 + index`).
+pub const MAX_EVENTS_PER_APPEND: usize = 65_536;
+
+/// How far the readable head stands, and how far the committed events go.
+struct Head {
+    /// The last committed position.
+    visible: u64,
+    /// The last position no running transaction can still commit below.
+    safe: u64,
+    /// The first position a running or future transaction can hold.
+    bound: u64,
 }
 
 impl PgStore {
@@ -171,8 +185,7 @@ impl PgStore {
                 last_position: first_position + n - 1,
                 replayed: false,
             }),
-            1 => Outcome::Conflict(version),
-            _ => Outcome::IdsStored,
+            _ => Outcome::Conflict(version),
         })
     }
 
@@ -205,18 +218,58 @@ impl PgStore {
             .await
             .map_err(backend)?;
         let row = client
-            .query_opt(&statement, &[&stream.as_str()])
+            .query_one(&statement, &[&stream.as_str()])
             .await
             .map_err(backend)?;
-        match row {
-            None => Ok(0),
-            Some(row) => {
-                let version: i64 = row.try_get(0).map_err(backend)?;
-                u64::try_from(version).map_err(|_| StoreError::Corrupt {
-                    location: format!("stream `{stream}`"),
-                    message: format!("negative stream version {version}"),
-                })
+        let version: i64 = row.try_get(0).map_err(backend)?;
+        u64::try_from(version).map_err(|_| StoreError::Corrupt {
+            location: format!("stream `{stream}`"),
+            message: format!("negative stream version {version}"),
+        })
+    }
+
+    async fn head(&self, client: &Object) -> Result<Head, StoreError> {
+        let statement = client
+            .prepare_cached(&self.inner.sql.head_position)
+            .await
+            .map_err(backend)?;
+        let row = client.query_one(&statement, &[]).await.map_err(backend)?;
+        let get = |column: &str| -> Result<u64, StoreError> {
+            let value: i64 = row.try_get(column).map_err(backend)?;
+            u64::try_from(value).map_err(|_| StoreError::Corrupt {
+                location: format!("position {value}"),
+                message: "negative position".to_owned(),
+            })
+        };
+        Ok(Head {
+            visible: get("visible")?,
+            safe: get("safe")?,
+            bound: get("bound")?,
+        })
+    }
+
+    /// Runs `read` until it has seen every event committed before the first attempt (or a
+    /// full batch), waiting at most the settle timeout for appends still committing, so
+    /// that a reader sees its own appends. A read that times out returns what is safe to
+    /// read: it never skips.
+    async fn settled<T, F, Fut>(&self, client: &Object, mut read: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Head) -> Fut,
+        Fut: Future<Output = Result<(T, bool), StoreError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.config.settle_timeout;
+        let mut target = None;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let head = self.head(client).await?;
+            let target = *target.get_or_insert(head.visible);
+            let settled = head.bound > target;
+            let (value, full) = read(head).await?;
+            if settled || full || tokio::time::Instant::now() >= deadline {
+                return Ok(value);
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -226,10 +279,18 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(backend)?;
-        let rows = client.query(&statement, params).await.map_err(backend)?;
-        rows.iter().map(rows::event).collect()
+        query_events(&client, sql, params).await
     }
+}
+
+async fn query_events(
+    client: &Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(backend)?;
+    let rows = client.query(&statement, params).await.map_err(backend)?;
+    rows.iter().map(rows::event).collect()
 }
 
 fn clamp(value: u64) -> i64 {
@@ -244,6 +305,15 @@ impl EventStore for PgStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate_batch(stream, events)?;
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(StoreError::Backend(
+                format!(
+                    "{} events in one append to `{stream}`: at most {MAX_EVENTS_PER_APPEND} fit",
+                    events.len()
+                )
+                .into(),
+            ));
+        }
         if let Some(event) = events
             .iter()
             .find(|e| i32::try_from(e.schema_version).is_err())
@@ -298,7 +368,8 @@ impl EventStore for PgStore {
                     return Ok(result);
                 }
                 Ok(Outcome::Conflict(actual)) => {
-                    // A concurrent copy of this very append may have won: that is a retry.
+                    // An append stored earlier with these ids is a retry, whatever the
+                    // version is now.
                     if !events.is_empty() {
                         if let Some(result) = self.earlier_append(&client, stream, events).await? {
                             return Ok(result);
@@ -306,41 +377,28 @@ impl EventStore for PgStore {
                     }
                     return Err(conflict(actual));
                 }
-                Ok(Outcome::IdsStored) => {
+                Err(error) => {
+                    let code = error.code().cloned();
+                    let transient = code.as_ref().is_some_and(|code| {
+                        *code == SqlState::UNIQUE_VIOLATION
+                            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                            || *code == SqlState::T_R_DEADLOCK_DETECTED
+                    });
+                    if !transient {
+                        // Leave nothing behind: a connection that failed mid-append is
+                        // closed rather than returned to the pool.
+                        drop(Object::take(client));
+                        return Err(backend(error));
+                    }
+                    // A concurrent append won: either these very events (a retry), an
+                    // event with one of these ids (a reused id), or the next version of
+                    // the stream (a conflict, or a lost race to retry for `Any`).
                     if let Some(result) = self.earlier_append(&client, stream, events).await? {
                         return Ok(result);
                     }
-                }
-                Err(error) => {
-                    let code = error.code().cloned();
-                    match code {
-                        Some(code) if code == SqlState::UNIQUE_VIOLATION => {
-                            // An id committed by a concurrent append: a retry or a reuse.
-                            if let Some(result) =
-                                self.earlier_append(&client, stream, events).await?
-                            {
-                                return Ok(result);
-                            }
-                            let actual = self.version_of(&client, stream).await?;
-                            if !expected.matches(actual) {
-                                return Err(conflict(actual));
-                            }
-                        }
-                        Some(code)
-                            if code == SqlState::T_R_SERIALIZATION_FAILURE
-                                || code == SqlState::T_R_DEADLOCK_DETECTED =>
-                        {
-                            let actual = self.version_of(&client, stream).await?;
-                            if !expected.matches(actual) {
-                                return Err(conflict(actual));
-                            }
-                        }
-                        _ => {
-                            // Leave nothing behind: a connection that failed mid-append is
-                            // closed rather than returned to the pool.
-                            drop(Object::take(client));
-                            return Err(backend(error));
-                        }
+                    let actual = self.version_of(&client, stream).await?;
+                    if !expected.matches(actual) {
+                        return Err(conflict(actual));
                     }
                     if attempts > TRANSIENT_RETRIES {
                         return Err(backend(error));
@@ -380,41 +438,46 @@ impl EventStore for PgStore {
         let after = clamp(read.after);
         let limit = clamp(read.limit as u64);
         let sql = &self.inner.sql;
-        match (read.categories.is_empty(), read.event_types.is_empty()) {
-            (true, true) => self.query_events(&sql.read_all, &[&after, &limit]).await,
-            (false, true) => {
-                self.query_events(
-                    &sql.read_all_categories,
-                    &[&after, &limit, &read.categories],
-                )
-                .await
-            }
-            (true, false) => {
-                self.query_events(&sql.read_all_types, &[&after, &limit, &read.event_types])
+        let client = self.client().await?;
+        let client = &client;
+        self.settled(client, |_| async move {
+            let events = match (read.categories.is_empty(), read.event_types.is_empty()) {
+                (true, true) => query_events(client, &sql.read_all, &[&after, &limit]).await,
+                (false, true) => {
+                    query_events(
+                        client,
+                        &sql.read_all_categories,
+                        &[&after, &limit, &read.categories],
+                    )
                     .await
-            }
-            (false, false) => {
-                self.query_events(
-                    &sql.read_all_categories_types,
-                    &[&after, &limit, &read.categories, &read.event_types],
-                )
-                .await
-            }
-        }
+                }
+                (true, false) => {
+                    query_events(
+                        client,
+                        &sql.read_all_types,
+                        &[&after, &limit, &read.event_types],
+                    )
+                    .await
+                }
+                (false, false) => {
+                    query_events(
+                        client,
+                        &sql.read_all_categories_types,
+                        &[&after, &limit, &read.categories, &read.event_types],
+                    )
+                    .await
+                }
+            }?;
+            let full = events.len() >= read.limit;
+            Ok((events, full))
+        })
+        .await
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.head_position)
+        self.settled(&client, |head| async move { Ok((head.safe, false)) })
             .await
-            .map_err(backend)?;
-        let row = client.query_one(&statement, &[]).await.map_err(backend)?;
-        let head: i64 = row.try_get(0).map_err(backend)?;
-        u64::try_from(head).map_err(|_| StoreError::Corrupt {
-            location: format!("position {head}"),
-            message: "negative position".to_owned(),
-        })
     }
 
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {

@@ -1,0 +1,1 @@
+INSERT INTO __SCHEMA__.schema_migrations (version, name) VALUES ($1, $2)

@@ -1,0 +1,1 @@
+SELECT version FROM __SCHEMA__.schema_migrations ORDER BY version

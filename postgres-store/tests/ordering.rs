@@ -1,0 +1,237 @@
+//! A reader following global positions never skips or reorders a committed event.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use factum::{EventStore, ExpectedVersion, ReadAll, RecordedEvent};
+use factum_postgres::PgStore;
+use uuid::Uuid;
+
+/// The tests of this file hold transactions open, which holds back every reader of the
+/// cluster: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Opens a transaction on a raw connection that calls the store's append function and
+/// stays open: it holds its positions until the caller commits or rolls back.
+async fn open_append(
+    store: &PgStore,
+    client: &tokio_postgres::Client,
+    stream: &str,
+) -> (u64, Uuid) {
+    let id = Uuid::now_v7();
+    client.batch_execute("BEGIN").await.unwrap();
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT status, version, first_position FROM {}.append($1, -1, $2, $3, $4, $5, $6)",
+                schema(store)
+            ),
+            &[
+                &stream,
+                &vec![id],
+                &vec!["Slow"],
+                &vec![1i32],
+                &vec![r#"{"slow":true}"#],
+                &vec!["{}"],
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0);
+    let position: i64 = row.get(2);
+    (u64::try_from(position).unwrap(), id)
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+async fn hard_case(commit: bool) {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let before = store
+        .append(&stream("early"), ExpectedVersion::Any, &events(2))
+        .await
+        .unwrap();
+    let slow = raw_client().await;
+    let (p, slow_id) = open_append(&store, &slow, "order-slow").await;
+    assert!(p > before.last_position);
+
+    // p + 1 commits while p is still open.
+    let fast = store
+        .append(&stream("fast"), ExpectedVersion::Any, &events(1))
+        .await
+        .unwrap();
+    assert!(fast.first_position > p);
+
+    // The reader must not pass p: it sees only what lies below it, however often it asks.
+    for _ in 0..3 {
+        let read = store.read_all(&ReadAll::after(0)).await.unwrap();
+        assert_eq!(
+            positions(&read),
+            [before.first_position, before.last_position]
+        );
+        assert_eq!(store.head_position().await.unwrap(), before.last_position);
+        let tail = store
+            .read_all(&ReadAll::after(before.last_position))
+            .await
+            .unwrap();
+        assert!(
+            tail.is_empty(),
+            "read past an open position: {:?}",
+            positions(&tail)
+        );
+    }
+    // The committed event is there by id and by stream: only the global order waits.
+    assert_eq!(
+        store
+            .read_stream(&stream("fast"), &factum::StreamRead::all())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    slow.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+        .await
+        .unwrap();
+
+    let tail = store
+        .read_all(&ReadAll::after(before.last_position))
+        .await
+        .unwrap();
+    if commit {
+        assert_eq!(positions(&tail), [p, fast.first_position]);
+        assert_eq!(tail[0].event_id, slow_id);
+    } else {
+        // The gap left by the rollback does not stall the reader.
+        assert_eq!(positions(&tail), [fast.first_position]);
+        assert!(store.event_by_id(slow_id).await.unwrap().is_none());
+    }
+    assert_eq!(store.head_position().await.unwrap(), fast.last_position);
+}
+
+#[tokio::test]
+async fn reader_waits_for_an_open_position_then_delivers_in_order() {
+    hard_case(true).await;
+}
+
+#[tokio::test]
+async fn reader_passes_a_rolled_back_position() {
+    hard_case(false).await;
+}
+
+#[tokio::test]
+async fn a_filtered_reader_waits_too() {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let slow = raw_client().await;
+    let (p, _) = open_append(&store, &slow, "order-slow").await;
+    store
+        .append(&stream("fast"), ExpectedVersion::Any, &events(1))
+        .await
+        .unwrap();
+    let filtered = ReadAll::after(0)
+        .categories(["order"])
+        .event_types(["Happened", "Slow"]);
+    assert!(store.read_all(&filtered).await.unwrap().is_empty());
+    slow.batch_execute("COMMIT").await.unwrap();
+    let read = store.read_all(&filtered).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].position, p);
+}
+
+/// 4 writers × 79 events, and 2 raw writers committing 13 and 14 of their 20 appends.
+const EXPECTED: usize = 4 * 79 + 13 + 14;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_reader_sees_every_commit_once_in_order() {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let n = 1 + (i % 3);
+                store
+                    .append(
+                        &stream(&format!("w{w}-{}", i % 5)),
+                        ExpectedVersion::Any,
+                        &events(n),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in 0..2 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let client = raw_client().await;
+            for i in 0..20u64 {
+                open_append(&store, &client, &format!("order-raw{w}")).await;
+                if i % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let end = if (i + w) % 3 == 0 {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
+                client.batch_execute(end).await.unwrap();
+            }
+        }));
+    }
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<RecordedEvent> = Vec::new();
+            let mut after = 0;
+            for _ in 0..20_000 {
+                let batch = store
+                    .read_all(&ReadAll::after(after).limit(7))
+                    .await
+                    .unwrap();
+                if let Some(last) = batch.last() {
+                    after = last.position;
+                }
+                seen.extend(batch);
+                if seen.len() >= EXPECTED {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut seen = reader.await.unwrap();
+    // Catch up with whatever the reader had not reached yet.
+    loop {
+        let after = seen.last().map_or(0, |e| e.position);
+        let batch = store.read_all(&ReadAll::after(after)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch);
+    }
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    let all = store
+        .read_all(&ReadAll::after(0).limit(100_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        positions(&seen),
+        positions(&all),
+        "the follower skipped or reordered"
+    );
+    let ids: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), seen.len());
+    assert_eq!(seen.len(), EXPECTED);
+}
