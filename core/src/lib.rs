@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod memory;
 mod metadata;
+mod process_manager;
 mod projection;
 mod repository;
 mod store;
@@ -27,6 +28,12 @@ pub use error::{BoxError, DecodeError, Error, StoreError, StreamIdError};
 pub use event::{Decoded, DecodedIter, Event, EventSet, NewEvent, Payload, RecordedEvent};
 pub use memory::{MAX_EVENT_TYPE_LEN, MemoryStore, check_retry, validate_batch};
 pub use metadata::Metadata;
+pub use process_manager::{
+    Clock, CommandDispatcher, Deadline, DispatchError, DispatchFn, Effects, InstanceStatus,
+    ManualClock, MemoryProcessStore, PendingCommand, ProcessError, ProcessInstance, ProcessManager,
+    ProcessManagerRunner, ProcessOptions, ProcessStore, Route, RunningProcessManagers, SystemClock,
+    dispatch_fn, process_command_id,
+};
 pub use projection::{
     FailurePolicy, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
     ProjectionError, ProjectionOptions, ProjectionRunner, RebuildProgress, RunnerOptions,

@@ -479,22 +479,22 @@ pub struct RebuildProgress {
     pub target: u64,
 }
 
-/// Status cells shared by the workers and the handle.
+/// Status cells shared by the workers and the handle (of projections and process managers).
 #[derive(Debug, Default)]
-struct Shared {
+pub(crate) struct Shared {
     statuses: Mutex<BTreeMap<(String, u32), StatusCell>>,
     changed: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
-struct StatusCell {
-    state: WorkerState,
-    checkpoint: u64,
-    position: u64,
-    head: u64,
+pub(crate) struct StatusCell {
+    pub(crate) state: WorkerState,
+    pub(crate) checkpoint: u64,
+    pub(crate) position: u64,
+    pub(crate) head: u64,
     last_progress: Instant,
     behind_since: Option<Instant>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl Shared {
@@ -505,7 +505,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn update(&self, name: &str, partition: u32, f: impl FnOnce(&mut StatusCell)) {
+    pub(crate) fn update(&self, name: &str, partition: u32, f: impl FnOnce(&mut StatusCell)) {
         let now = Instant::now();
         {
             let mut cells = self.cells();
@@ -536,7 +536,56 @@ impl Shared {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn snapshot(&self) -> Vec<PartitionStatus> {
+    pub(crate) fn health(&self, stalled_after: Duration) -> Health {
+        let partitions = self.snapshot();
+        let problems = partitions
+            .iter()
+            .filter_map(|p| match p.state {
+                WorkerState::Stopped => Some(HealthProblem::Stopped {
+                    name: p.name.clone(),
+                    partition: p.partition,
+                    error: p.error.clone().unwrap_or_default(),
+                }),
+                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
+                    Some(HealthProblem::Stalled {
+                        name: p.name.clone(),
+                        partition: p.partition,
+                        position: p.position,
+                        head: p.head,
+                        for_: p.since_progress,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        Health {
+            partitions,
+            problems,
+        }
+    }
+
+    /// Waits until every partition of `name` saved a checkpoint at or after `position`;
+    /// `Err(partition)` when one stops first.
+    pub(crate) async fn wait_for(&self, name: &str, position: u64) -> Result<(), u32> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let mut done = true;
+            for p in self.snapshot().iter().filter(|p| p.name == name) {
+                if matches!(p.state, WorkerState::Stopped | WorkerState::Finished) {
+                    return Err(p.partition);
+                }
+                done &= p.checkpoint >= position;
+            }
+            if done {
+                return Ok(());
+            }
+            // The sender lives in `self`.
+            let _ = changed.changed().await;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<PartitionStatus> {
         let now = Instant::now();
         self.cells()
             .iter()
@@ -815,31 +864,7 @@ where
     /// Checks every partition: one behind the head whose position has not moved for
     /// `stalled_after` is stalled; one stopped by its failure policy is reported too.
     pub fn health(&self, stalled_after: Duration) -> Health {
-        let partitions = self.status();
-        let problems = partitions
-            .iter()
-            .filter_map(|p| match p.state {
-                WorkerState::Stopped => Some(HealthProblem::Stopped {
-                    name: p.name.clone(),
-                    partition: p.partition,
-                    error: p.error.clone().unwrap_or_default(),
-                }),
-                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
-                    Some(HealthProblem::Stalled {
-                        name: p.name.clone(),
-                        partition: p.partition,
-                        position: p.position,
-                        head: p.head,
-                        for_: p.since_progress,
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        Health {
-            partitions,
-            problems,
-        }
+        self.shared.health(stalled_after)
     }
 
     /// Waits until every partition of `name` in this runner has saved a checkpoint at or
@@ -850,29 +875,13 @@ where
                 name: name.to_owned(),
             });
         }
-        let mut changed = self.shared.changed.subscribe();
-        loop {
-            changed.borrow_and_update();
-            let mut done = true;
-            for p in self.status().iter().filter(|p| p.name == name) {
-                if matches!(p.state, WorkerState::Stopped | WorkerState::Finished) {
-                    return Err(ProjectionError::NotRunning {
-                        name: name.to_owned(),
-                        partition: p.partition,
-                    });
-                }
-                done &= p.checkpoint >= position;
-            }
-            if done {
-                return Ok(());
-            }
-            if changed.changed().await.is_err() {
-                return Err(ProjectionError::NotRunning {
-                    name: name.to_owned(),
-                    partition: 0,
-                });
-            }
-        }
+        self.shared
+            .wait_for(name, position)
+            .await
+            .map_err(|partition| ProjectionError::NotRunning {
+                name: name.to_owned(),
+                partition,
+            })
     }
 
     /// The parked events of `name`, by position.

@@ -14,11 +14,15 @@
 //! The runtime suites work the same way: [`coordination`] (checkpoint, lease and dead-letter
 //! stores, with [`coordination_conformance_tests!`](crate::coordination_conformance_tests)),
 //! [`projections`] (the projection runtime over a set of stores, with
-//! [`projection_runtime_tests!`](crate::projection_runtime_tests)).
+//! [`projection_runtime_tests!`](crate::projection_runtime_tests)) and [`process_managers`]
+//! (with [`process_manager_tests!`](crate::process_manager_tests), and
+//! [`process_store_conformance`](process_managers::process_store_conformance) for
+//! [`ProcessStore`](crate::ProcessStore)s).
 
 pub mod cases;
 pub mod coordination;
 mod counter;
+pub mod process_managers;
 pub mod projections;
 
 pub use counter::{Counter, CounterCommand, CounterError, CounterEvent, Increment, Incremented};
