@@ -137,8 +137,9 @@ pub struct Thing {
 
 #[aggregate(error = Refused)]
 impl Thing {
+    /// Named like the trait's method: the inherent method is the one called.
     #[handle]
-    fn open(&self, cmd: OpenV1) -> ::std::result::Result<Opened, Refused> {
+    fn handle(&self, cmd: OpenV1) -> ::std::result::Result<Opened, Refused> {
         ::std::result::Result::Ok(Opened { owner: cmd.id })
     }
 
@@ -163,7 +164,7 @@ impl Thing {
     }
 
     #[apply]
-    fn opened(&mut self, e: &Opened) {
+    fn apply(&mut self, e: &Opened) {
         ::std::clone::Clone::clone_from(&mut self.owner, &e.owner);
     }
 
@@ -177,13 +178,24 @@ impl Thing {
 fn generated_code_works_with_shadowed_names() {
     use ::factum::{Aggregate, EventSet};
     let thing = <Thing as ::std::default::Default>::default();
-    let events =
-        ::std::result::Result::unwrap(thing.handle(<ThingCommand as ::std::convert::From<
-            OpenV1,
-        >>::from(OpenV1 {
+    let events = ::std::result::Result::unwrap(Aggregate::handle(
+        &thing,
+        <ThingCommand as ::std::convert::From<OpenV1>>::from(OpenV1 {
             id: ::std::string::ToString::to_string("x"),
-        })));
+        }),
+    ));
     ::std::assert_eq!(events.len(), 1);
     ::std::assert_eq!(ThingEvent::EVENT_TYPES, ["Opened", "Renamed"]);
     ::std::assert_eq!(Thing::STATE_VERSION, 2);
+}
+
+#[test]
+fn methods_named_like_the_trait_methods_are_dispatched() {
+    use ::factum::Aggregate;
+    let mut thing = <Thing as ::std::default::Default>::default();
+    let opened = <ThingEvent as ::std::convert::From<Opened>>::from(Opened {
+        owner: ::std::string::ToString::to_string("y"),
+    });
+    Aggregate::apply(&mut thing, &opened);
+    ::std::assert_eq!(thing.owner, "y");
 }

@@ -167,11 +167,15 @@ fn parse_impl(args: TokenStream, mut item: syn::ItemImpl) -> syn::Result<ImplInp
     let mut vis = None;
     let result = common::parse_args(args, |meta| {
         if meta.path.is_ident(key::ERROR) {
-            let v: syn::Type = meta.value()?.parse()?;
-            common::set(&mut errors, &mut error, Some(v), &meta, ATTR);
+            let v = not_a_string(&mut errors, &meta, "a type", "`error = OrderError`")?
+                .then(|| meta.input.parse::<syn::Type>())
+                .transpose()?;
+            common::set(&mut errors, &mut error, v, &meta, ATTR);
         } else if meta.path.is_ident(key::VIS) {
-            let v: syn::Visibility = meta.value()?.parse()?;
-            common::set(&mut errors, &mut vis, Some(v), &meta, ATTR);
+            let v = not_a_string(&mut errors, &meta, "a visibility", "`vis = pub(crate)`")?
+                .then(|| meta.input.parse::<syn::Visibility>())
+                .transpose()?;
+            common::set(&mut errors, &mut vis, v, &meta, ATTR);
         } else if STRUCT_KEYS.iter().any(|k| meta.path.is_ident(k)) {
             errors.spanned(
                 &meta.path,
@@ -253,6 +257,29 @@ fn parse_impl(args: TokenStream, mut item: syn::ItemImpl) -> syn::Result<ImplInp
     })
 }
 
+/// Consumes `=` and reports a string given where tokens are expected; `true` when the value
+/// is not a string and is left to parse.
+fn not_a_string(
+    errors: &mut Errors,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    expected: &str,
+    example: &str,
+) -> syn::Result<bool> {
+    let value = meta.value()?;
+    if value.peek(syn::LitStr) {
+        let lit: syn::LitStr = value.parse()?;
+        errors.spanned(
+            lit,
+            format_args!(
+                "expected {expected}, not a string, for `{}`: {example}",
+                common::key_of(meta)
+            ),
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Shared checks of a method's shape: a plain, synchronous, non-generic fn.
 fn plain_fn(errors: &mut Errors, sig: &syn::Signature, attr: &str) {
     if let Some(a) = &sig.asyncness {
@@ -315,19 +342,15 @@ fn single_arg<'a>(
     if let [arg] = args.as_slice() {
         return Some(&arg.ty);
     }
-    let span = if args.is_empty() {
-        sig.paren_token.span.join()
-    } else {
-        sig.inputs.span()
-    };
-    errors.at(
-        span,
-        format_args!(
-            "`#[{attr}]` method `{}` takes {what} as its only argument besides `self`, found {} arguments",
-            sig.ident,
-            args.len()
-        ),
+    let message = format!(
+        "`#[{attr}]` method `{}` takes {what} as its only argument besides `self`, found {} arguments",
+        sig.ident,
+        args.len()
     );
+    match args.get(1..) {
+        Some(extra) if !extra.is_empty() => errors.spanned(quote::quote!(#(#extra),*), message),
+        _ => errors.at(sig.paren_token.span.join(), message),
+    }
     None
 }
 
