@@ -235,7 +235,13 @@ fn expand_commands(checked: &Checked) -> TokenStream {
 
 /// Turns a handler's success value `__events` into `Vec<{Aggregate}Event>`.
 fn collect_events(handler: &Handler, event_enum: &syn::Ident) -> TokenStream {
-    let from = |value: TokenStream, ty: &syn::TypePath| quote_spanned!(ty.span()=> <#event_enum as ::core::convert::From<#ty>>::from(#value));
+    let from = |value: TokenStream, ty: &syn::TypePath| {
+        if ty.path.is_ident(event_enum) {
+            value
+        } else {
+            quote_spanned!(ty.span()=> <#event_enum as ::core::convert::From<#ty>>::from(#value))
+        }
+    };
     match &handler.emits {
         Emits::One(ty) => {
             let one = from(quote!(__events), ty);
