@@ -140,6 +140,28 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
         name: &str,
         partition: u32,
     ) -> impl Future<Output = Result<Option<Lease>, CoordinationError>> + Send;
+
+    /// Records that worker `member` runs `name`, for `ttl` (a heartbeat). Workers divide the
+    /// partitions of `name` among its live members.
+    fn join(
+        &self,
+        name: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), CoordinationError>> + Send;
+
+    /// The members of `name` whose last [`join`](Self::join) has not expired, sorted.
+    fn members(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<String>, CoordinationError>> + Send;
+
+    /// Removes `member` from `name` at once (on a clean shutdown).
+    fn leave(
+        &self,
+        name: &str,
+        member: &str,
+    ) -> impl Future<Output = Result<(), CoordinationError>> + Send;
 }
 
 /// Positions up to which a projection or process manager partition has handled events.
@@ -261,6 +283,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryLeaseStore {
     inner: Arc<Mutex<HashMap<(String, u32), MemoryLease>>>,
+    members: Arc<Mutex<HashMap<String, BTreeMap<String, tokio::time::Instant>>>>,
 }
 
 #[derive(Debug)]
@@ -331,6 +354,35 @@ impl LeaseStore for MemoryLeaseStore {
             if entry.fence == lease.fence {
                 entry.holder = None;
             }
+        }
+        Ok(())
+    }
+
+    async fn join(&self, name: &str, member: &str, ttl: Duration) -> Result<(), CoordinationError> {
+        let expires = tokio::time::Instant::now() + ttl;
+        lock(&self.members)
+            .entry(name.to_owned())
+            .or_default()
+            .insert(member.to_owned(), expires);
+        Ok(())
+    }
+
+    async fn members(&self, name: &str) -> Result<Vec<String>, CoordinationError> {
+        let now = tokio::time::Instant::now();
+        Ok(lock(&self.members)
+            .get(name)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, expires)| **expires > now)
+                    .map(|(member, _)| member.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn leave(&self, name: &str, member: &str) -> Result<(), CoordinationError> {
+        if let Some(m) = lock(&self.members).get_mut(name) {
+            m.remove(member);
         }
         Ok(())
     }
@@ -484,6 +536,98 @@ impl DeadLetterStore for MemoryDeadLetterStore {
     async fn clear(&self, name: &str) -> Result<(), CoordinationError> {
         lock(&self.inner).remove(name);
         Ok(())
+    }
+}
+
+/// Which partitions of one projection or process manager this worker should hold: the live
+/// members of its name, sorted, take the partitions in turn (partition `p` goes to member
+/// `p % members`). Kept current by [`membership`]; until a view exists, or when this worker
+/// is missing from it, every partition is worth trying (the lease decides).
+#[derive(Clone, Debug)]
+pub(crate) struct Assignment {
+    members: tokio::sync::watch::Receiver<Vec<String>>,
+    me: String,
+    partitions: u32,
+}
+
+impl Assignment {
+    pub(crate) fn new(
+        members: tokio::sync::watch::Receiver<Vec<String>>,
+        me: String,
+        partitions: u32,
+    ) -> Self {
+        Self {
+            members,
+            me,
+            partitions,
+        }
+    }
+
+    /// Whether this worker should hold `partition` in the current view.
+    pub(crate) fn owns(&self, partition: u32) -> bool {
+        let members = self.members.borrow();
+        let Some(rank) = members.iter().position(|m| *m == self.me) else {
+            return true;
+        };
+        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        usize::try_from(partition % count).is_ok_and(|r| r == rank)
+    }
+
+    /// Whether another worker should hold `partition` now.
+    pub(crate) fn yields(&self, partition: u32) -> bool {
+        partition < self.partitions && !self.owns(partition)
+    }
+
+    /// Completes when the view changes (never, once the membership task is gone).
+    pub(crate) async fn changed(&mut self) {
+        if self.members.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Completes when this worker should give `partition` up.
+    pub(crate) async fn lost(&mut self, partition: u32) {
+        while !self.yields(partition) {
+            self.changed().await;
+        }
+    }
+}
+
+/// Keeps `me` a member of `name` and publishes the live members, until `shutdown`; then
+/// leaves.
+pub(crate) async fn membership<L: LeaseStore>(
+    leases: L,
+    name: String,
+    me: String,
+    ttl: Duration,
+    view: tokio::sync::watch::Sender<Vec<String>>,
+    shutdown: crate::subscription::Shutdown,
+) {
+    loop {
+        let refreshed = match leases.join(&name, &me, ttl).await {
+            Ok(()) => leases.members(&name).await,
+            Err(e) => Err(e),
+        };
+        match refreshed {
+            Ok(members) => {
+                view.send_if_modified(|current| {
+                    let changed = *current != members;
+                    if changed {
+                        tracing::info!(name = %name, members = ?members, "members changed");
+                        *current = members;
+                    }
+                    changed
+                });
+            }
+            Err(error) => tracing::warn!(name = %name, %error, "could not refresh the members"),
+        }
+        tokio::select! {
+            () = shutdown.triggered() => break,
+            () = tokio::time::sleep(ttl / 3) => {}
+        }
+    }
+    if let Err(error) = leases.leave(&name, &me).await {
+        tracing::warn!(name = %name, %error, "could not leave the members");
     }
 }
 

@@ -40,8 +40,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::coordination::{
-    CheckpointStore, CoordinationError, Lease, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore,
-    partition_of,
+    Assignment, CheckpointStore, CoordinationError, Lease, LeaseStore, MemoryCheckpointStore,
+    MemoryLeaseStore, membership, partition_of,
 };
 use crate::error::{BoxError, StoreError};
 use crate::event::{Payload, RecordedEvent};
@@ -699,29 +699,43 @@ where
         let clock = Arc::clone(&self.clock);
         let worker_name = name.clone();
         let starter: Starter = Box::new(move |shutdown, shared| {
-            (0..options.partitions)
-                .map(|partition| {
-                    shared.update(&worker_name, partition, |_| {});
-                    let worker = PmWorker {
-                        store: store.clone(),
-                        processes: processes.clone(),
-                        checkpoints: checkpoints.clone(),
-                        leases: leases.clone(),
-                        manager: Arc::clone(&manager),
-                        dispatcher: Arc::clone(&dispatcher),
-                        name: worker_name.clone(),
-                        partition,
-                        options: options.clone(),
-                        subscription: subscription.clone(),
-                        runner: Arc::clone(&runner),
-                        clock: Arc::clone(&clock),
-                        shutdown: shutdown.clone(),
-                        shared: Arc::clone(shared),
-                        renew_at: Instant::now(),
-                    };
-                    Box::pin(worker.run()) as WorkerFuture
-                })
-                .collect()
+            let (view, members) = tokio::sync::watch::channel(Vec::new());
+            let membership = Box::pin(membership(
+                leases.clone(),
+                worker_name.clone(),
+                runner.worker_id.clone(),
+                runner.lease_ttl,
+                view,
+                shutdown.clone(),
+            ));
+            let assignment = Assignment::new(members, runner.worker_id.clone(), options.partitions);
+            let mut futures: Vec<WorkerFuture> = vec![Box::pin(async move {
+                membership.await;
+                Ok(())
+            })];
+            futures.extend((0..options.partitions).map(|partition| {
+                shared.update(&worker_name, partition, |_| {});
+                let worker = PmWorker {
+                    store: store.clone(),
+                    processes: processes.clone(),
+                    checkpoints: checkpoints.clone(),
+                    leases: leases.clone(),
+                    manager: Arc::clone(&manager),
+                    dispatcher: Arc::clone(&dispatcher),
+                    name: worker_name.clone(),
+                    partition,
+                    options: options.clone(),
+                    subscription: subscription.clone(),
+                    runner: Arc::clone(&runner),
+                    clock: Arc::clone(&clock),
+                    shutdown: shutdown.clone(),
+                    shared: Arc::clone(shared),
+                    assignment: assignment.clone(),
+                    renew_at: Instant::now(),
+                };
+                Box::pin(worker.run()) as WorkerFuture
+            }));
+            futures
         });
         self.starters.retain(|(n, _)| *n != name);
         self.starters.push((name, starter));
@@ -811,6 +825,8 @@ impl RunningProcessManagers {
 enum Exit {
     Shutdown,
     LeaseLost,
+    /// The members changed and another worker should hold the partition.
+    Handoff,
 }
 
 enum Failure {
@@ -839,6 +855,7 @@ struct PmWorker<S, P, C, L, M, X> {
     clock: Arc<dyn Clock>,
     shutdown: Shutdown,
     shared: Arc<Shared>,
+    assignment: Assignment,
     renew_at: Instant,
 }
 
@@ -879,6 +896,10 @@ where
                         return Ok(());
                     }
                     Ok(Exit::LeaseLost) => tracing::warn!(fence = lease.fence, "lease lost"),
+                    Ok(Exit::Handoff) => {
+                        tracing::info!(fence = lease.fence, "handing the partition over");
+                        self.release(&lease).await;
+                    }
                     Err(Failure::Transient(error)) => {
                         tracing::warn!(%error, "process partition interrupted; retrying");
                         tokio::select! {
@@ -918,6 +939,14 @@ where
         loop {
             if self.shutdown.is_triggered() {
                 return None;
+            }
+            if !self.assignment.owns(self.partition) {
+                tokio::select! {
+                    () = self.shutdown.triggered() => return None,
+                    () = self.assignment.changed() => {}
+                    () = tokio::time::sleep(self.runner.lease_retry) => {}
+                }
+                continue;
             }
             match self
                 .leases
@@ -996,6 +1025,7 @@ where
             let batch = tokio::select! {
                 biased;
                 () = self.shutdown.triggered() => return Ok(Exit::Shutdown),
+                () = self.assignment.lost(self.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(wake) => continue,
                 batch = subscription.next(&self.shutdown) => batch?,
             };

@@ -55,6 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -62,8 +63,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::coordination::{
-    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent, partition_of,
+    Assignment, CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore,
+    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent,
+    membership, partition_of,
 };
 use crate::error::{BoxError, StoreError};
 use crate::event::RecordedEvent;
@@ -754,6 +756,23 @@ where
         let mut tasks = JoinSet::new();
         let mut projections = HashMap::new();
         for registered in self.projections {
+            let (view, members) = watch::channel(Vec::new());
+            tasks.spawn(
+                membership(
+                    self.leases.clone(),
+                    registered.name.clone(),
+                    options.worker_id.clone(),
+                    options.lease_ttl,
+                    view,
+                    shutdown.clone(),
+                )
+                .map(Ok),
+            );
+            let assignment = Assignment::new(
+                members,
+                options.worker_id.clone(),
+                registered.options.partitions,
+            );
             let mut controls = Vec::new();
             for partition in 0..registered.options.partitions {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -773,6 +792,7 @@ where
                     shutdown: shutdown.clone(),
                     control: rx,
                     shared: Arc::clone(&shared),
+                    assignment: assignment.clone(),
                     renew_at: Instant::now(),
                     progress: None,
                 };
@@ -1060,6 +1080,8 @@ enum Control {
 enum Exit {
     Shutdown,
     LeaseLost,
+    /// The members changed and another worker should hold the partition.
+    Handoff,
 }
 
 /// A failure inside the lease loop.
@@ -1104,6 +1126,7 @@ struct Worker<S, C, L, D> {
     shutdown: Shutdown,
     control: mpsc::UnboundedReceiver<Control>,
     shared: Arc<Shared>,
+    assignment: Assignment,
     renew_at: Instant,
     progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
 }
@@ -1139,6 +1162,10 @@ where
                     }
                     Ok(Exit::LeaseLost) => {
                         tracing::warn!(fence = lease.fence, "lease lost");
+                    }
+                    Ok(Exit::Handoff) => {
+                        tracing::info!(fence = lease.fence, "handing the partition over");
+                        self.release(&lease).await;
                     }
                     Err(Failure::Transient(error)) => {
                         tracing::warn!(%error, "projection partition interrupted; retrying");
@@ -1184,6 +1211,21 @@ where
         loop {
             if self.shutdown.is_triggered() {
                 return None;
+            }
+            if !self.assignment.owns(self.partition) {
+                tokio::select! {
+                    () = self.shutdown.triggered() => return None,
+                    () = self.assignment.changed() => {}
+                    () = tokio::time::sleep(self.runner.lease_retry) => {}
+                    control = self.control.recv() => match control {
+                        Some(Control::Pause(reply)) => {
+                            let _ = reply.send(None);
+                        }
+                        Some(_) => {}
+                        None => return None,
+                    },
+                }
+                continue;
             }
             match self
                 .leases
@@ -1261,6 +1303,7 @@ where
                 biased;
                 () = self.shutdown.triggered() => return Ok(Exit::Shutdown),
                 control = self.control.recv() => Step::Control(control),
+                () = self.assignment.lost(self.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(self.renew_at) => continue,
                 batch = subscription.next(&self.shutdown) => Step::Batch(batch),
             };

@@ -225,3 +225,29 @@ pub async fn dead_letters<D: DeadLetterStore>(dead_letters: D) {
     assert!(dead_letters.list("p").await.expect("list").is_empty());
     assert_eq!(dead_letters.list("q").await.expect("list").len(), 1);
 }
+
+/// Members join with a time to live, are listed sorted while alive, and leave.
+pub async fn lease_membership<L: LeaseStore>(leases: L) {
+    let ttl = Duration::from_millis(300);
+    assert!(leases.members("p").await.expect("members").is_empty());
+    leases.join("p", "b", ttl).await.expect("join");
+    leases
+        .join("p", "a", Duration::from_secs(60))
+        .await
+        .expect("join");
+    leases
+        .join("q", "c", Duration::from_secs(60))
+        .await
+        .expect("join");
+    assert_eq!(leases.members("p").await.expect("members"), ["a", "b"]);
+    tokio::time::sleep(ttl * 3).await;
+    assert_eq!(
+        leases.members("p").await.expect("members"),
+        ["a"],
+        "a member that stops joining expires"
+    );
+    leases.join("p", "b", ttl).await.expect("join");
+    leases.leave("p", "a").await.expect("leave");
+    assert_eq!(leases.members("p").await.expect("members"), ["b"]);
+    assert_eq!(leases.members("q").await.expect("members"), ["c"]);
+}

@@ -97,6 +97,10 @@ macro_rules! coordination_conformance_tests {
             $crate::testing::coordination::lease_expiry($leases().await).await;
         }
         #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
+        async fn coordination_lease_membership() {
+            $crate::testing::coordination::lease_membership($leases().await).await;
+        }
+        #[$crate::__private::tokio::test(crate = "::factum::__private::tokio")]
         async fn coordination_dead_letters() {
             $crate::testing::coordination::dead_letters($dead_letters().await).await;
         }

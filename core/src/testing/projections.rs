@@ -5,7 +5,7 @@
 //! The cases wait with bounded timeouts and never assert on how long something took, so they
 //! run in real time (a database) and in tokio's paused time (the in-memory stores) alike.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +94,8 @@ pub struct Recording {
     pub deliveries: u64,
     /// How many times the read model was reset.
     pub resets: u64,
+    /// The stream of each applied event, by position.
+    pub streams: BTreeMap<u64, String>,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +191,8 @@ impl Projection for RecordingProjection {
             let mut r = lock(&self.recording);
             r.deliveries += 1;
             if r.applied.insert(event.event_id, event.position).is_none() {
+                r.streams
+                    .insert(event.position, event.stream_id.to_string());
                 r.per_stream
                     .entry(event.stream_id.to_string())
                     .or_default()
@@ -207,6 +211,7 @@ impl Projection for RecordingProjection {
         let mut r = lock(&self.recording);
         r.applied.clear();
         r.per_stream.clear();
+        r.streams.clear();
         r.resets += 1;
         Ok(())
     }
@@ -523,6 +528,81 @@ where
     running.shutdown().await.expect("clean shutdown");
 }
 
+/// A second worker joining takes over its share of the partitions, handed over after a
+/// saved checkpoint: nothing is handled twice, and each stream stays with one worker.
+pub async fn projection_partitions_balance_across_workers<S, C, L, D>(
+    stores: RuntimeStores<S, C, L, D>,
+) where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..40u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 8), i)
+            .await
+            .1;
+    }
+    let first = RecordingProjection::new("balanced");
+    let second = RecordingProjection::new("balanced");
+    let options = quick_options().partitions(4);
+    let a = stores
+        .runner("a")
+        .register(Arc::clone(&first), options.clone())
+        .start();
+    wait_for(&a, "balanced", head).await;
+    let b = stores
+        .runner("b")
+        .register(Arc::clone(&second), options)
+        .start();
+    eventually("the partitions to be shared", || async {
+        let mut held = BTreeMap::new();
+        for partition in 0..4 {
+            if let Some(lease) = stores
+                .leases
+                .holder("balanced", partition)
+                .await
+                .expect("holder")
+            {
+                *held.entry(lease.holder).or_insert(0) += 1;
+            }
+        }
+        held.get("a") == Some(&2) && held.get("b") == Some(&2)
+    })
+    .await;
+    let before = head;
+    for i in 0..40u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 8), 100 + i)
+            .await
+            .1;
+    }
+    eventually("every event to be handled", || async {
+        first.recording().applied.len() + second.recording().applied.len() >= 80
+    })
+    .await;
+    let (x, y) = (first.recording(), second.recording());
+    assert_eq!(x.deliveries + y.deliveries, 80, "nothing handled twice");
+    assert!(y.deliveries > 0, "the second worker took a share");
+    let later = |r: &Recording| -> BTreeSet<String> {
+        r.streams
+            .range(before + 1..)
+            .map(|(_, stream)| stream.clone())
+            .collect()
+    };
+    let (later_x, later_y) = (later(&x), later(&y));
+    assert!(!later_y.is_empty());
+    assert!(
+        later_x.is_disjoint(&later_y),
+        "after the handover each stream is handled by one worker: {later_x:?} / {later_y:?}"
+    );
+    assert_ordered(&x);
+    assert_ordered(&y);
+    assert!(head > before);
+    a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
+}
+
 /// A poison event is parked after its retries; other streams flow; later events of its
 /// stream wait behind it, across a restart; after a fix, a replay handles them in order and
 /// unblocks the stream.
@@ -809,6 +889,7 @@ macro_rules! projection_runtime_tests {
             projection_crash_mid_batch,
             projection_one_active_worker_and_failover,
             projection_partitions,
+            projection_partitions_balance_across_workers,
             projection_poison_event_parked_and_replayed,
             projection_stop_policy,
             projection_stall_detected,
