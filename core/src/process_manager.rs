@@ -748,6 +748,14 @@ where
         let shared = Arc::new(Shared::default());
         let mut tasks = JoinSet::new();
         let mut names = Vec::new();
+        #[cfg(feature = "metrics")]
+        tasks.spawn({
+            let ticker = Arc::clone(&shared).metrics_ticker(shutdown.clone());
+            async move {
+                ticker.await;
+                Ok(())
+            }
+        });
         for (name, starter) in self.starters {
             for worker in starter(&shutdown, &shared) {
                 tasks.spawn(worker);

@@ -538,6 +538,27 @@ impl Shared {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Sets the lag gauges of every partition from its current cell.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn refresh_metrics(&self) {
+        let now = Instant::now();
+        for ((name, partition), cell) in self.cells().iter() {
+            record_metrics(name, *partition, cell, now);
+        }
+    }
+
+    /// Refreshes the lag gauges every second (so the time behind grows while a partition is
+    /// stuck), until `shutdown`.
+    #[cfg(feature = "metrics")]
+    pub(crate) async fn metrics_ticker(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = shutdown.triggered() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => self.refresh_metrics(),
+            }
+        }
+    }
+
     pub(crate) fn health(&self, stalled_after: Duration) -> Health {
         let partitions = self.snapshot();
         let problems = partitions
@@ -755,6 +776,8 @@ where
         let options = Arc::new(self.options);
         let mut tasks = JoinSet::new();
         let mut projections = HashMap::new();
+        #[cfg(feature = "metrics")]
+        tasks.spawn(Arc::clone(&shared).metrics_ticker(shutdown.clone()).map(Ok));
         for registered in self.projections {
             let (view, members) = watch::channel(Vec::new());
             tasks.spawn(

@@ -25,3 +25,84 @@ mod coordination {
 
     factum::coordination_conformance_tests!(checkpoints, leases, dead_letters);
 }
+
+/// The lag gauges, read through a recorder installed for the test's thread.
+mod lag_metrics {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use factum::testing::projections::{MemoryRuntimeStores, RecordingProjection, append_tested};
+    use factum::{EventStore, ProjectionOptions};
+    use metrics::{
+        Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    type Values = Arc<Mutex<BTreeMap<String, f64>>>;
+
+    #[derive(Default)]
+    struct Capture(Values);
+
+    struct Cell(Values, String);
+
+    impl GaugeFn for Cell {
+        fn increment(&self, value: f64) {
+            *self.0.lock().unwrap().entry(self.1.clone()).or_default() += value;
+        }
+        fn decrement(&self, value: f64) {
+            *self.0.lock().unwrap().entry(self.1.clone()).or_default() -= value;
+        }
+        fn set(&self, value: f64) {
+            self.0.lock().unwrap().insert(self.1.clone(), value);
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Gauge::from_arc(Arc::new(Cell(Arc::clone(&self.0), name)))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lag_gauges_follow_a_stuck_partition() {
+        let capture = Capture::default();
+        let values = Arc::clone(&capture.0);
+        let _guard = metrics::set_default_local_recorder(&capture);
+        let stores = MemoryRuntimeStores::memory();
+        let projection = RecordingProjection::new("gauged");
+        let (_, first) = append_tested(&stores.events, "order-a", 1).await;
+        let running = stores
+            .runner("a")
+            .register(Arc::clone(&projection), ProjectionOptions::new())
+            .start();
+        running.wait_for("gauged", first).await.unwrap();
+        let events = "factum_projection_lag_events{projection=gauged,partition=0}";
+        let seconds = "factum_projection_lag_seconds{projection=gauged,partition=0}";
+        assert_eq!(values.lock().unwrap().get(events), Some(&0.0));
+
+        let (stuck, _) = append_tested(&stores.events, "order-a", 2).await;
+        projection.hang_on(stuck);
+        append_tested(&stores.events, "order-a", 3).await;
+        projection.hung().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(stores.events.head_position().await.unwrap(), 3);
+        assert_eq!(values.lock().unwrap().get(events), Some(&2.0));
+        let behind = values.lock().unwrap().get(seconds).copied().unwrap();
+        assert!(behind >= 4.0, "the time behind grows while stuck: {behind}");
+        drop(running);
+    }
+}
