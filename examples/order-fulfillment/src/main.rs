@@ -1,3 +1,160 @@
-//! The order-fulfillment example.
+//! `order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL]`
+//!
+//! Without a database URL (the flag or `DATABASE_URL`) it runs on the in-memory store;
+//! with one, on PostgreSQL, migrating the schema first.
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use factum::{EventStore, MemoryStore};
+use factum_postgres::PgStore;
+use order_fulfillment::{App, demo, http};
+
+const USAGE: &str = "usage: order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL]
+
+  demo    run the scripted scenario and print the read models (the default)
+  serve   start the HTTP API (default address 127.0.0.1:3000)
+
+  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory)";
+
+#[derive(Debug, PartialEq)]
+enum Mode {
+    Demo,
+    Serve { addr: String },
+}
+
+#[derive(Debug)]
+struct Args {
+    mode: Mode,
+    database_url: Option<String>,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut mode = None;
+    let mut addr = None;
+    let mut database_url = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "demo" | "serve" if mode.is_none() => mode = Some(arg),
+            "--addr" => addr = Some(args.next().ok_or("--addr needs a value")?),
+            "--database-url" => {
+                database_url = Some(args.next().ok_or("--database-url needs a value")?);
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => {
+                if let Some(v) = other.strip_prefix("--addr=") {
+                    addr = Some(v.to_owned());
+                } else if let Some(v) = other.strip_prefix("--database-url=") {
+                    database_url = Some(v.to_owned());
+                } else {
+                    return Err(format!("unexpected argument `{other}`"));
+                }
+            }
+        }
+    }
+    let mode = match mode.as_deref() {
+        Some("serve") => Mode::Serve {
+            addr: addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
+        },
+        _ if addr.is_some() => return Err("--addr only goes with `serve`".into()),
+        _ => Mode::Demo,
+    };
+    let database_url =
+        database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    Ok(Args { mode, database_url })
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("error: {message}\n");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    match args.database_url {
+        None => {
+            eprintln!("store: in memory");
+            run_on(MemoryStore::new(), args.mode).await
+        }
+        Some(url) => {
+            let store = PgStore::connect(&url).await?;
+            store.migrate().await?;
+            eprintln!("store: PostgreSQL (schema migrated)");
+            run_on(store, args.mode).await
+        }
+    }
+}
+
+async fn run_on<S: EventStore>(store: S, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
+    let app = App::start(store);
+    match mode {
+        Mode::Demo => {
+            app.settle().await?;
+            let printed = demo::run(&app).await?;
+            print!("{printed}");
+            app.shutdown().await?;
+        }
+        Mode::Serve { addr } => {
+            let app = Arc::new(app);
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            eprintln!("listening on http://{}", listener.local_addr()?);
+            axum::serve(listener, http::router(Arc::clone(&app)))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+            if let Ok(app) = Arc::try_unwrap(app) {
+                app.shutdown().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse(list.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn parses_modes_and_flags() {
+        assert_eq!(args(&[]).map(|a| a.mode), Ok(Mode::Demo));
+        assert_eq!(args(&["demo"]).map(|a| a.mode), Ok(Mode::Demo));
+        assert_eq!(
+            args(&["serve", "--addr", "0.0.0.0:8080"]).map(|a| a.mode),
+            Ok(Mode::Serve {
+                addr: "0.0.0.0:8080".into()
+            })
+        );
+        let a = args(&["--database-url=postgres://x/y", "demo"]).map(|a| a.database_url);
+        assert_eq!(a, Ok(Some("postgres://x/y".into())));
+        assert!(args(&["nonsense"]).is_err());
+        assert!(args(&["--addr", "x"]).is_err());
+        assert!(args(&["--database-url"]).is_err());
+    }
+}

@@ -1,0 +1,600 @@
+//! The application layer: repositories, the fulfillment process and the read models over one
+//! event store, and the use cases the demo and the HTTP API call.
+
+use std::fmt;
+use std::time::Duration;
+
+use factum::{
+    CommandDispatcher, DispatchError, EventStore, Executed, MemoryCheckpointStore,
+    MemoryDeadLetterStore, MemoryLeaseStore, MemoryProcessStore, Metadata, ProcessManagerRunner,
+    ProcessOptions, ProjectionOptions, ProjectionRunner, Repository, RunnerOptions,
+    RunningProcessManagers, RunningProjections, StreamId, StreamRead,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::Line;
+use crate::domain::inventory::{Inventory, InventoryError, ReceiveStockV1};
+use crate::domain::order::{CancelOrderV1, Order, OrderError, PlaceOrderV1, PlaceOrderV2};
+use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
+use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
+use crate::fulfillment::{FulfillmentCommand, ORDER_FULFILLMENT, OrderFulfillment};
+use crate::read_model::{
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, MemoryReadModels, ORDER_LIST,
+    OrderSummary, ReadModels,
+};
+
+/// Why a use case failed, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed or breaks a validation rule: fix it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The order (or other thing) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (an invariant, a concurrent change).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store or the runtime failed: try again later.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn from_factum<E: std::error::Error>(error: factum::Error<E>) -> Self {
+        match error {
+            factum::Error::Rejected(e) => AppError::Conflict(e.to_string()),
+            e @ (factum::Error::InvalidCommand { .. } | factum::Error::StreamId(_)) => {
+                AppError::BadRequest(e.to_string())
+            }
+            e @ factum::Error::Conflict { .. } => AppError::Conflict(e.to_string()),
+            e @ factum::Error::Store(factum::StoreError::DuplicateEventId { .. }) => {
+                AppError::Conflict(format!(
+                    "{e}: the idempotency key was already used for another request"
+                ))
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<factum::StoreError> for AppError {
+    fn from(error: factum::StoreError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+impl From<factum::ProjectionError> for AppError {
+    fn from(error: factum::ProjectionError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+impl From<factum::ProcessError> for AppError {
+    fn from(error: factum::ProcessError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+impl From<factum::BoxError> for AppError {
+    fn from(error: factum::BoxError) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+// ANCHOR: idempotency
+/// Namespace of the command ids derived from idempotency keys.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8c4e_21a7_5b3d_4f10_9e62_c7d1_0a4b_3f58);
+
+/// The command id of the request `operation` (such as `"pay"`) sent with the idempotency key
+/// `key`: the same pair always gives the same id, so the repository answers a retried request
+/// with the first one's outcome instead of executing it again.
+pub fn command_id_for(operation: &str, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("{operation}\n{key}").as_bytes(),
+    )
+}
+
+/// Metadata for a request: its command id comes from the idempotency key, when there is one.
+fn metadata(operation: &str, key: Option<&str>) -> Metadata {
+    let meta = Metadata::new().actor("order-fulfillment");
+    match key {
+        Some(key) => meta.command_id(command_id_for(operation, key)),
+        None => meta,
+    }
+}
+// ANCHOR_END: idempotency
+
+/// A new order, as clients send it. Without a currency it is a `PlaceOrderV1` (euros), with
+/// one a `PlaceOrderV2`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// The order's id; generated when missing.
+    #[serde(default)]
+    pub order_id: Option<String>,
+    /// Who places it.
+    pub customer_id: String,
+    /// What is ordered.
+    pub lines: Vec<Line>,
+    /// ISO 4217 code; euros when missing.
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// What an executed command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The stream written to, such as `order-o-1`.
+    pub stream: String,
+    /// The aggregate's id.
+    pub id: String,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The types of the events it recorded.
+    pub events: Vec<String>,
+    /// Whether this is the recorded outcome of an earlier request with the same idempotency
+    /// key, returned without executing anything.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    fn of<A: factum::Aggregate>(executed: &Executed<A>) -> Self {
+        use factum::EventSet as _;
+        Self {
+            stream: executed.stream_id.as_str().to_owned(),
+            id: executed.stream_id.id().to_owned(),
+            version: executed.version,
+            events: executed
+                .events
+                .iter()
+                .map(|e| e.event_type().to_owned())
+                .collect(),
+            replayed: executed.duplicate,
+        }
+    }
+}
+
+/// One stored event, as the history shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// Its version in the stream.
+    pub stream_version: u64,
+    /// Its global position.
+    pub position: u64,
+    /// The stored type name.
+    pub event_type: String,
+    /// The schema version it was written with.
+    pub schema_version: u32,
+    /// When it was recorded.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    /// The payload, as stored.
+    pub payload: serde_json::Value,
+}
+
+/// The stock of one SKU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StockLevel {
+    /// The SKU.
+    pub sku: String,
+    /// Units in the warehouse.
+    pub on_hand: u32,
+    /// Units reserved for orders.
+    pub reserved: u32,
+    /// Units free to reserve.
+    pub available: u32,
+}
+
+/// How the background workers run.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// How often caught-up projections and the process poll the store (store notifications
+    /// usually wake them sooner).
+    pub poll_interval: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+type Projections<S> =
+    RunningProjections<S, MemoryCheckpointStore, MemoryLeaseStore, MemoryDeadLetterStore>;
+
+// ANCHOR: app
+/// The application over the event store `S`: `factum::MemoryStore` or
+/// `factum_postgres::PgStore`.
+///
+/// Starting it starts the projections and the fulfillment process in the background; their
+/// checkpoints, and the read models, are in memory, so they are rebuilt from the store at
+/// each start. [`shutdown`](Self::shutdown) stops them gracefully; dropping the `App` aborts
+/// them, as a crash would.
+pub struct App<S: EventStore> {
+    store: S,
+    orders: Repository<Order, S>,
+    payments: Repository<Payment, S>,
+    inventory: Repository<Inventory, S>,
+    shipments: Repository<Shipment, S>,
+    read_models: MemoryReadModels,
+    projections: Projections<S>,
+    processes: RunningProcessManagers,
+}
+
+impl<S: EventStore> App<S> {
+    /// Starts the application on `store`, with default options.
+    pub fn start(store: S) -> Self {
+        Self::start_with(store, &AppOptions::default())
+    }
+
+    /// Starts the application on `store`. Must be called within a tokio runtime.
+    pub fn start_with(store: S, options: &AppOptions) -> Self {
+        let runner = RunnerOptions::new().lease_retry(Duration::from_millis(200));
+        let read_models = MemoryReadModels::new();
+        let (order_list, customer_stats, daily_sales) = read_models.projections();
+        let projection = ProjectionOptions::new().poll_interval(options.poll_interval);
+        let projections = ProjectionRunner::new(store.clone())
+            .options(runner.clone())
+            .register(order_list, projection.clone())
+            .register(customer_stats, projection.clone())
+            .register(daily_sales, projection)
+            .start();
+        let dispatcher = Dispatcher {
+            orders: Repository::new(store.clone()),
+            payments: Repository::new(store.clone()),
+            inventory: Repository::new(store.clone()),
+            shipments: Repository::new(store.clone()),
+        };
+        let processes = ProcessManagerRunner::new(
+            store.clone(),
+            MemoryProcessStore::new(),
+            MemoryCheckpointStore::new(),
+            MemoryLeaseStore::new(),
+        )
+        .options(runner)
+        .register(
+            OrderFulfillment,
+            dispatcher,
+            ProcessOptions::new().poll_interval(options.poll_interval),
+        )
+        .start();
+        Self {
+            orders: Repository::new(store.clone()),
+            payments: Repository::new(store.clone()),
+            inventory: Repository::new(store.clone()),
+            shipments: Repository::new(store.clone()),
+            store,
+            read_models,
+            projections,
+            processes,
+        }
+    }
+    // ANCHOR_END: app
+
+    /// Stops the background workers gracefully.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let projections = self.projections.shutdown().await;
+        let processes = self.processes.shutdown().await;
+        projections?;
+        processes?;
+        Ok(())
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The read models.
+    pub fn read_models(&self) -> &MemoryReadModels {
+        &self.read_models
+    }
+
+    // ANCHOR: place
+    /// Places an order, as `PlaceOrderV1` without a currency and `PlaceOrderV2` with one.
+    pub async fn place_order(
+        &self,
+        order: NewOrder,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let meta = metadata("place", idempotency_key);
+        let order_id = match order.order_id {
+            Some(id) => id,
+            // A retried request must name the same order: derive its id from the key.
+            None => {
+                let seed = meta.command_id.unwrap_or_else(Uuid::new_v4).simple();
+                format!("o-{}", &seed.to_string()[..16])
+            }
+        };
+        let executed = match order.currency {
+            None => {
+                let command = PlaceOrderV1 {
+                    order_id: order_id.clone(),
+                    customer_id: order.customer_id,
+                    lines: order.lines,
+                };
+                self.orders.execute(&order_id, command, meta).await
+            }
+            Some(currency) => {
+                let command = PlaceOrderV2 {
+                    order_id: order_id.clone(),
+                    customer_id: order.customer_id,
+                    lines: order.lines,
+                    currency,
+                };
+                self.orders.execute(&order_id, command, meta).await
+            }
+        };
+        executed
+            .map(|e| Outcome::of(&e))
+            .map_err(AppError::from_factum)
+    }
+    // ANCHOR_END: place
+
+    /// Loads an order that must exist.
+    async fn existing_order(&self, order_id: &str) -> Result<Order, AppError> {
+        let loaded = self
+            .orders
+            .load(order_id)
+            .await
+            .map_err(AppError::from_factum)?;
+        if loaded.state.is_placed() {
+            Ok(loaded.state)
+        } else {
+            Err(AppError::NotFound(format!("no order `{order_id}`")))
+        }
+    }
+
+    /// Captures the payment of an order, for its total.
+    pub async fn pay(
+        &self,
+        order_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let meta = metadata("pay", idempotency_key);
+        let order = self.existing_order(order_id).await?;
+        if order.is_cancelled() {
+            return Err(AppError::Conflict(OrderError::Cancelled.to_string()));
+        }
+        let command = CapturePaymentV1 {
+            order_id: order_id.to_owned(),
+            amount_cents: order.total_cents(),
+            currency: order.currency().to_owned(),
+        };
+        let executed = self
+            .payments
+            .execute(order_id, command, meta)
+            .await
+            .map_err(|e| match e {
+                factum::Error::Rejected(PaymentError::AlreadyCaptured) => {
+                    AppError::Conflict("the order is already paid".into())
+                }
+                other => AppError::from_factum(other),
+            })?;
+        Ok(Outcome::of(&executed))
+    }
+
+    /// Hands an order's shipment to a carrier. The shipment exists once the order is paid
+    /// and its stock reserved.
+    pub async fn ship(
+        &self,
+        order_id: &str,
+        carrier: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let meta = metadata("ship", idempotency_key);
+        self.existing_order(order_id).await?;
+        let command = DispatchShipmentV1 {
+            order_id: order_id.to_owned(),
+            carrier: carrier.to_owned(),
+        };
+        self.shipments
+            .execute(order_id, command, meta)
+            .await
+            .map(|e| Outcome::of(&e))
+            .map_err(|e| match e {
+                factum::Error::Rejected(ShipmentError::NotCreated) => {
+                    AppError::Conflict(ShipmentError::NotCreated.to_string())
+                }
+                other => AppError::from_factum(other),
+            })
+    }
+
+    /// Cancels an order; the fulfillment process then releases its stock and refunds it.
+    pub async fn cancel(
+        &self,
+        order_id: &str,
+        reason: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let meta = metadata("cancel", idempotency_key);
+        let command = CancelOrderV1 {
+            order_id: order_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.orders
+            .execute(order_id, command, meta)
+            .await
+            .map(|e| Outcome::of(&e))
+            .map_err(|e| match e {
+                factum::Error::Rejected(OrderError::NotPlaced) => {
+                    AppError::NotFound(format!("no order `{order_id}`"))
+                }
+                other => AppError::from_factum(other),
+            })
+    }
+
+    /// Adds received stock of `sku`.
+    pub async fn receive_stock(
+        &self,
+        sku: &str,
+        quantity: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let meta = metadata("receive", idempotency_key);
+        let command = ReceiveStockV1 {
+            sku: sku.to_owned(),
+            quantity,
+        };
+        self.inventory
+            .execute(sku, command, meta)
+            .await
+            .map(|e| Outcome::of(&e))
+            .map_err(AppError::from_factum::<InventoryError>)
+    }
+
+    /// The stock of `sku` (all zero for a SKU never received).
+    pub async fn stock(&self, sku: &str) -> Result<StockLevel, AppError> {
+        let loaded = self
+            .inventory
+            .load(sku)
+            .await
+            .map_err(AppError::from_factum)?;
+        Ok(StockLevel {
+            sku: sku.to_owned(),
+            on_hand: loaded.state.on_hand(),
+            reserved: loaded.state.reserved(),
+            available: loaded.state.available(),
+        })
+    }
+
+    /// The stored events of one order, oldest first.
+    pub async fn history(&self, order_id: &str) -> Result<Vec<HistoryEntry>, AppError> {
+        let stream =
+            StreamId::new("order", order_id).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let events = self.store.read_stream(&stream, &StreamRead::all()).await?;
+        if events.is_empty() {
+            return Err(AppError::NotFound(format!("no order `{order_id}`")));
+        }
+        events
+            .into_iter()
+            .map(|e| {
+                Ok(HistoryEntry {
+                    stream_version: e.stream_version,
+                    position: e.position,
+                    event_type: e.event_type,
+                    schema_version: e.schema_version,
+                    recorded_at: e.recorded_at,
+                    payload: e
+                        .payload
+                        .to_value()
+                        .map_err(|e| AppError::Internal(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The order list.
+    pub async fn orders(&self) -> Result<Vec<OrderSummary>, AppError> {
+        Ok(self.read_models.order_list().await?)
+    }
+
+    /// One order from the order list; from the order itself when the list has not caught up
+    /// with it yet.
+    pub async fn order(&self, order_id: &str) -> Result<OrderSummary, AppError> {
+        if let Some(row) = self.read_models.order(order_id).await? {
+            return Ok(row);
+        }
+        let order = self.existing_order(order_id).await?;
+        Ok(OrderSummary {
+            order_id: order_id.to_owned(),
+            customer_id: order.customer_id().to_owned(),
+            status: order.status().to_owned(),
+            total_cents: order.total_cents(),
+            currency: order.currency().to_owned(),
+            tracking: None,
+            cancel_reason: None,
+        })
+    }
+
+    /// Customer statistics.
+    pub async fn customers(&self) -> Result<Vec<CustomerStats>, AppError> {
+        Ok(self.read_models.customer_stats().await?)
+    }
+
+    /// Daily sales.
+    pub async fn daily_sales(&self) -> Result<Vec<DailySales>, AppError> {
+        Ok(self.read_models.daily_sales().await?)
+    }
+
+    /// Waits until the fulfillment process and every projection have handled every event
+    /// in the store, including those that the process's own commands appended.
+    pub async fn settle(&self) -> Result<(), AppError> {
+        loop {
+            let head = self.store.head_position().await?;
+            self.processes.wait_for(ORDER_FULFILLMENT, head).await?;
+            for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
+                self.projections.wait_for(name, head).await?;
+            }
+            if self.store.head_position().await? == head {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl<S: EventStore> fmt::Debug for App<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("projections", &self.projections.status())
+            .field("processes", &self.processes.status())
+            .finish_non_exhaustive()
+    }
+}
+
+// ANCHOR: dispatcher
+/// Executes the fulfillment process's commands on the aggregates. The metadata carries the
+/// command id the runtime derived, so a command dispatched again after a crash returns the
+/// first execution's outcome and appends nothing.
+#[derive(Clone, Debug)]
+struct Dispatcher<S> {
+    orders: Repository<Order, S>,
+    payments: Repository<Payment, S>,
+    inventory: Repository<Inventory, S>,
+    shipments: Repository<Shipment, S>,
+}
+
+impl<S: EventStore> CommandDispatcher<FulfillmentCommand> for Dispatcher<S> {
+    async fn dispatch(
+        &self,
+        command: &FulfillmentCommand,
+        metadata: &Metadata,
+    ) -> Result<(), DispatchError> {
+        let meta = metadata.clone();
+        match command.clone() {
+            FulfillmentCommand::ReserveStock(c) => {
+                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::ReleaseStock(c) => {
+                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::ShipStock(c) => {
+                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::MarkOrderPaid(c) => {
+                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::ShipOrder(c) => {
+                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::CancelOrder(c) => {
+                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::RefundPayment(c) => {
+                self.payments.execute(&c.order_id.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::CreateShipment(c) => {
+                self.shipments.execute(&c.order_id.clone(), c, meta).await?;
+            }
+            FulfillmentCommand::CancelShipment(c) => {
+                self.shipments.execute(&c.order_id.clone(), c, meta).await?;
+            }
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: dispatcher
