@@ -1,1 +1,628 @@
-fn main() {}
+//! Benchmarks: factum-postgres beside a raw-SQL baseline on the same schema, in the same run.
+//!
+//! `cargo bench -p factum-postgres` (uses `DATABASE_URL`, or a throwaway cluster).
+
+#![allow(missing_docs, clippy::unwrap_used, reason = "benchmark program")]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use factum::{
+    Aggregate, CommandSet, DecodeError, Decoded, Event, EventSet, EventStore, ExpectedVersion,
+    Metadata, NewEvent, Payload, ReadAll, Repository, Snapshot, SnapshotPolicy, StreamId,
+};
+use factum_postgres::testing::{TestDatabase, fresh_store_with};
+use factum_postgres::{PgConfig, PgStore};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+/// How long each timed append run lasts.
+const RUN: Duration = Duration::from_secs(2);
+/// Timed runs per case and side (the best is kept: the machine is shared).
+const ROUNDS: usize = 2;
+const AGGREGATE_EVENTS: u64 = 10_000;
+const SNAPSHOT_AT: u64 = 9_900;
+const READ_ALL_EVENTS: u64 = 105_000;
+
+// --- The aggregate -------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Incremented {
+    by: u64,
+}
+
+impl Event for Incremented {
+    const NAME: &'static str = "Incremented";
+    const VERSION: u32 = 1;
+}
+
+#[derive(Clone, Debug)]
+enum CounterEvent {
+    Incremented(Incremented),
+}
+
+impl EventSet for CounterEvent {
+    const EVENT_TYPES: &'static [&'static str] = &[Incremented::NAME];
+
+    fn event_type(&self) -> &'static str {
+        Incremented::NAME
+    }
+
+    fn schema_version(&self) -> u32 {
+        Incremented::VERSION
+    }
+
+    fn encode(&self) -> Result<Payload, serde_json::Error> {
+        match self {
+            CounterEvent::Incremented(e) => Payload::encode(e),
+        }
+    }
+
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Decoded<Self>, DecodeError> {
+        match event_type {
+            Incremented::NAME => {
+                Ok(Incremented::decode_stored(schema_version, payload)?
+                    .map(CounterEvent::Incremented))
+            }
+            _ => Err(DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Increment;
+
+impl CommandSet for Increment {
+    fn command_name(&self) -> &'static str {
+        "Increment"
+    }
+
+    fn command_version(&self) -> u32 {
+        1
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    value: u64,
+}
+
+impl Aggregate for Counter {
+    const CATEGORY: &'static str = "counter";
+    type Event = CounterEvent;
+    type Command = Increment;
+    type Error = Never;
+
+    fn handle(&self, _: Increment) -> Result<Vec<CounterEvent>, Never> {
+        Ok(vec![CounterEvent::Incremented(Incremented { by: 1 })])
+    }
+
+    fn apply(&mut self, event: &CounterEvent) {
+        match event {
+            CounterEvent::Incremented(e) => self.value += e.by,
+        }
+    }
+}
+
+/// The same counter, with snapshots.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SnapCounter {
+    value: u64,
+}
+
+impl Aggregate for SnapCounter {
+    const CATEGORY: &'static str = "counter";
+    const SNAPSHOT: SnapshotPolicy = SnapshotPolicy::Every(1000);
+    type Event = CounterEvent;
+    type Command = Increment;
+    type Error = Never;
+
+    fn handle(&self, _: Increment) -> Result<Vec<CounterEvent>, Never> {
+        Ok(vec![CounterEvent::Incremented(Incremented { by: 1 })])
+    }
+
+    fn apply(&mut self, event: &CounterEvent) {
+        match event {
+            CounterEvent::Incremented(e) => self.value += e.by,
+        }
+    }
+
+    fn encode_state(&self) -> Option<Result<Payload, serde_json::Error>> {
+        Some(Payload::encode(self))
+    }
+
+    fn decode_state(state: &Payload) -> Option<Result<Self, serde_json::Error>> {
+        Some(state.decode())
+    }
+}
+
+// --- Helpers ---------------------------------------------------------------------------
+
+fn new_event(by: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: Incremented::NAME.into(),
+        schema_version: 1,
+        payload: Payload::encode(&Incremented { by }).unwrap(),
+        metadata: Metadata::new().actor("bench"),
+    }
+}
+
+fn sql(template: &str, store: &PgStore) -> String {
+    template.replace("__SCHEMA__", &store.config().schema.quoted())
+}
+
+/// Runs `op` in `tasks` concurrent loops for [`RUN`]; returns operations per second.
+async fn throughput<F, Fut>(tasks: u64, op: F) -> f64
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (op, count) = (op.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while start.elapsed() < RUN {
+                    op(task, i).await;
+                    i += 1;
+                }
+                count.fetch_add(i, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs `op` `times` times; returns runs per second.
+async fn rate<F, Fut>(times: u32, mut op: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let start = Instant::now();
+    for _ in 0..times {
+        op().await;
+    }
+    f64::from(times) / start.elapsed().as_secs_f64()
+}
+
+fn report(case: &str, unit: &str, factum: f64, raw: f64, target: Option<f64>) {
+    let ratio = factum / raw;
+    let verdict = match target {
+        Some(t) if ratio >= t => format!("meets {t}x"),
+        Some(t) => format!("BELOW {t}x"),
+        None => String::new(),
+    };
+    println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.2}x  {verdict}");
+}
+
+fn best(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
+}
+
+// --- Cases -----------------------------------------------------------------------------
+
+async fn append_one(store: &PgStore, base: &PgStore, tasks: u64, round: usize) {
+    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
+    let mut raw_runs = Vec::new();
+    let mut factum_runs = Vec::new();
+    for r in 0..ROUNDS {
+        let insert = sql(include_str!("sql/baseline_insert.sql"), base);
+        let (pool, metadata) = (base.pool().clone(), metadata.clone());
+        raw_runs.push(
+            throughput(tasks, move |task, i| {
+                let (pool, insert, metadata) = (pool.clone(), insert.clone(), metadata.clone());
+                async move {
+                    let client = pool.get().await.unwrap();
+                    let statement = client.prepare_cached(&insert).await.unwrap();
+                    let event = new_event(1);
+                    let stream = format!("bench-{round}-{r}-{tasks}-{task}-{i}");
+                    client
+                        .execute(
+                            &statement,
+                            &[
+                                &event.event_id,
+                                &stream,
+                                &1i64,
+                                &event.event_type,
+                                &1i32,
+                                &event.payload.as_str(),
+                                &metadata,
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+            .await,
+        );
+        let store = store.clone();
+        factum_runs.push(
+            throughput(tasks, move |task, i| {
+                let store = store.clone();
+                async move {
+                    let stream =
+                        StreamId::new("bench", &format!("{round}-{r}-{tasks}-{task}-{i}")).unwrap();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, &[new_event(1)])
+                        .await
+                        .unwrap();
+                }
+            })
+            .await,
+        );
+    }
+    report(
+        &format!("append 1 event/command, {tasks} tasks"),
+        "appends/s",
+        best(&factum_runs),
+        best(&raw_runs),
+        Some(0.7),
+    );
+}
+
+async fn append_hundred(store: &PgStore, base: &PgStore) {
+    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
+    let mut raw_runs = Vec::new();
+    let mut factum_runs = Vec::new();
+    for r in 0..ROUNDS {
+        let insert = sql(include_str!("sql/baseline_insert_many.sql"), base);
+        let (pool, metadata) = (base.pool().clone(), metadata.clone());
+        raw_runs.push(
+            throughput(1, move |_, i| {
+                let (pool, insert, metadata) = (pool.clone(), insert.clone(), metadata.clone());
+                async move {
+                    let client = pool.get().await.unwrap();
+                    let statement = client.prepare_cached(&insert).await.unwrap();
+                    let events: Vec<NewEvent> = (0..100).map(new_event).collect();
+                    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+                    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+                    let versions: Vec<i32> = vec![1; 100];
+                    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+                    let metadata: Vec<&str> = vec![metadata.as_str(); 100];
+                    let stream = format!("batch-{r}-{i}");
+                    client
+                        .execute(
+                            &statement,
+                            &[&stream, &ids, &types, &versions, &payloads, &metadata],
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+            .await
+                * 100.0,
+        );
+        let store = store.clone();
+        factum_runs.push(
+            throughput(1, move |_, i| {
+                let store = store.clone();
+                async move {
+                    let stream = StreamId::new("batch", &format!("{r}-{i}")).unwrap();
+                    let events: Vec<NewEvent> = (0..100).map(new_event).collect();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, &events)
+                        .await
+                        .unwrap();
+                }
+            })
+            .await
+                * 100.0,
+        );
+    }
+    report(
+        "append 100 events/command, 1 task",
+        "events/s",
+        best(&factum_runs),
+        best(&raw_runs),
+        Some(0.7),
+    );
+}
+
+async fn seed(store: &PgStore) {
+    let big = StreamId::new("counter", "big").unwrap();
+    for chunk in 0..AGGREGATE_EVENTS / 100 {
+        let events: Vec<NewEvent> = (0..100).map(|_| new_event(1)).collect();
+        store
+            .append(&big, ExpectedVersion::Exact(chunk * 100), &events)
+            .await
+            .unwrap();
+    }
+    let state = Payload::encode(&SnapCounter { value: SNAPSHOT_AT }).unwrap();
+    store
+        .save_snapshot(&Snapshot {
+            stream_id: big,
+            version: SNAPSHOT_AT,
+            schema_version: SnapCounter::STATE_VERSION,
+            state,
+            taken_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let rest = (READ_ALL_EVENTS - AGGREGATE_EVENTS) / 1000;
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (t..rest).step_by(4) {
+                    let stream = StreamId::new("order", &format!("o{i}")).unwrap();
+                    let events: Vec<NewEvent> = (0..1000).map(new_event).collect();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, &events)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn load(store: &PgStore) {
+    let load_sql = sql(include_str!("sql/baseline_load.sql"), store);
+    let snapshot_sql = sql(include_str!("sql/baseline_snapshot.sql"), store);
+    let stream = "counter-big";
+
+    let raw_full = |from: i64| {
+        let (pool, load_sql) = (store.pool().clone(), load_sql.clone());
+        async move {
+            let client = pool.get().await.unwrap();
+            let statement = client.prepare_cached(&load_sql).await.unwrap();
+            let rows = client.query(&statement, &[&stream, &from]).await.unwrap();
+            let mut state = Counter::default();
+            let mut version = 0i64;
+            for row in &rows {
+                // What a hand-written loader needs: the version, and the type to decode by.
+                version = row.get(0);
+                let (event_type, schema_version): (&str, i32) = (row.get(1), row.get(2));
+                assert!(event_type == Incremented::NAME && schema_version == 1);
+                let Json(event): Json<Incremented> = row.get(3);
+                state.apply(&CounterEvent::Incremented(event));
+            }
+            (state, version)
+        }
+    };
+    let repo = Repository::<Counter, PgStore>::new(store.clone());
+    let snap_repo = Repository::<SnapCounter, PgStore>::new(store.clone());
+    let (mut raw, mut fac, mut raw_snap, mut fac_snap) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        raw.push(
+            rate(10, || async {
+                let (state, version) = raw_full(0).await;
+                assert_eq!(
+                    (state.value, version),
+                    (AGGREGATE_EVENTS, AGGREGATE_EVENTS as i64)
+                );
+            })
+            .await,
+        );
+        fac.push(
+            rate(10, || async {
+                assert_eq!(
+                    repo.load("big").await.unwrap().state.value,
+                    AGGREGATE_EVENTS
+                );
+            })
+            .await,
+        );
+        raw_snap.push(
+            rate(200, || async {
+                let client = store.pool().get().await.unwrap();
+                let statement = client.prepare_cached(&snapshot_sql).await.unwrap();
+                let row = client
+                    .query_one(&statement, &[&stream, &1i32])
+                    .await
+                    .unwrap();
+                let version: i64 = row.get(0);
+                let Json(mut state): Json<Counter> = row.get(1);
+                drop(client);
+                let (tail, _) = raw_full(version).await;
+                state.value += tail.value;
+                assert_eq!(state.value, AGGREGATE_EVENTS);
+            })
+            .await,
+        );
+        fac_snap.push(
+            rate(200, || async {
+                let loaded = snap_repo.load("big").await.unwrap();
+                assert_eq!(loaded.state.value, AGGREGATE_EVENTS);
+                assert_eq!(loaded.version, AGGREGATE_EVENTS);
+            })
+            .await,
+        );
+    }
+    report(
+        "load 10,000-event aggregate, no snapshot",
+        "loads/s",
+        best(&fac),
+        best(&raw),
+        Some(0.8),
+    );
+    report(
+        "load 10,000-event aggregate, snapshot + 100",
+        "loads/s",
+        best(&fac_snap),
+        best(&raw_snap),
+        Some(0.8),
+    );
+}
+
+#[allow(dead_code, reason = "decoded to measure decoding, not read")]
+struct RawEvent {
+    position: i64,
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: serde_json::Value,
+    metadata: Metadata,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn read_all(store: &PgStore) {
+    let read_sql = sql(include_str!("sql/baseline_read_all.sql"), store);
+    let (mut raw, mut fac) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let client = store.pool().get().await.unwrap();
+        let statement = client.prepare_cached(&read_sql).await.unwrap();
+        let (mut after, mut count) = (0i64, 0u64);
+        loop {
+            let rows = client.query(&statement, &[&after, &1000i64]).await.unwrap();
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let Json(metadata): Json<Metadata> = row.get(7);
+                let event = RawEvent {
+                    position: row.get(0),
+                    event_id: row.get(1),
+                    stream_id: row.get(2),
+                    stream_version: row.get(3),
+                    event_type: row.get(4),
+                    schema_version: row.get(5),
+                    payload: row.get(6),
+                    metadata,
+                    recorded_at: row.get(8),
+                };
+                after = event.position;
+                count += 1;
+            }
+        }
+        drop(client);
+        assert!(count >= READ_ALL_EVENTS);
+        raw.push(count as f64 / start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let (mut after, mut count) = (0u64, 0u64);
+        loop {
+            let batch = store
+                .read_all(&ReadAll::after(after).limit(1000))
+                .await
+                .unwrap();
+            let Some(last) = batch.last() else { break };
+            after = last.position;
+            count += batch.len() as u64;
+        }
+        assert!(count >= READ_ALL_EVENTS);
+        fac.push(count as f64 / start.elapsed().as_secs_f64());
+    }
+    report(
+        "read all from position 0 (105,000 events)",
+        "events/s",
+        best(&fac),
+        best(&raw),
+        None,
+    );
+    let target = if best(&fac) >= 200_000.0 {
+        "meets"
+    } else {
+        "BELOW"
+    };
+    println!("{:<44} read-all {target} the 200,000 events/s target", "");
+}
+
+async fn run() {
+    let url = TestDatabase::get()
+        .await
+        .expect("a database for the benchmarks");
+    let config = PgConfig::default().pool_size(40);
+    let store = fresh_store_with(config.clone()).await.unwrap();
+    let base = fresh_store_with(config.clone()).await.unwrap();
+    base.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&sql(include_str!("sql/baseline_setup.sql"), &base))
+        .await
+        .unwrap();
+
+    let client = store.pool().get().await.unwrap();
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "PostgreSQL {version} at {}",
+        if std::env::var_os("DATABASE_URL").is_some() {
+            "DATABASE_URL"
+        } else {
+            "a throwaway cluster"
+        }
+    );
+    for row in client
+        .query(include_str!("sql/settings.sql"), &[])
+        .await
+        .unwrap()
+    {
+        let (name, setting): (String, String) = (row.get(0), row.get(1));
+        println!("  {name} = {setting}");
+    }
+    drop(client);
+    let _ = url;
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:<9} {:>7}",
+        "case", "factum", "raw SQL", "unit", "ratio"
+    );
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
+    if wanted("append") {
+        for (round, tasks) in [1, 8, 32].into_iter().enumerate() {
+            append_one(&store, &base, tasks, round).await;
+        }
+        append_hundred(&store, &base).await;
+    }
+    if !wanted("load") && !wanted("read") {
+        return;
+    }
+
+    let reads = fresh_store_with(config).await.unwrap();
+    let start = Instant::now();
+    seed(&reads).await;
+    println!(
+        "{:<44} seeded {} events in {:.1} s",
+        "",
+        READ_ALL_EVENTS,
+        start.elapsed().as_secs_f64()
+    );
+    if wanted("load") {
+        load(&reads).await;
+    }
+    if wanted("read") {
+        read_all(&reads).await;
+    }
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}

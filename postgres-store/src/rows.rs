@@ -40,35 +40,63 @@ fn corrupt(location: impl Into<String>, message: impl std::fmt::Display) -> Stor
 /// Decodes an event row of the columns `position, event_id, stream_id, stream_version,
 /// event_type, schema_version, payload, metadata, recorded_at`.
 pub(crate) fn event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    decode(row, None)
+}
+
+/// Decodes an event row of `stream` without its stream id column: `position, event_id,
+/// stream_version, event_type, schema_version, payload, metadata, recorded_at`.
+pub(crate) fn stream_event(row: &Row, stream: &StreamId) -> Result<RecordedEvent, StoreError> {
+    decode(row, Some(stream))
+}
+
+fn decode(row: &Row, known_stream: Option<&StreamId>) -> Result<RecordedEvent, StoreError> {
+    // Column indexes after the stream id move down by one when it is not selected.
+    let at = |column: usize| {
+        if known_stream.is_some() {
+            column - 1
+        } else {
+            column
+        }
+    };
     // The position first: it names the row in every later error.
     let position: i64 = row
         .try_get(0)
         .map_err(|e| corrupt("an event row without a position", e))?;
-    let stream: Result<String, _> = row.try_get(2);
-    let version: Result<i64, _> = row.try_get(3);
-    let location = match (&stream, &version) {
+    let stream: Result<&str, _> = match known_stream {
+        Some(stream) => Ok(stream.as_str()),
+        None => row.try_get(2),
+    };
+    let version: Result<i64, _> = row.try_get(at(3));
+    let location = || match (&stream, &version) {
         (Ok(s), Ok(v)) => format!("stream `{s}` version {v} (position {position})"),
         (Ok(s), Err(_)) => format!("stream `{s}` (position {position})"),
         _ => format!("position {position}"),
     };
-    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(location(), format!("{what}: {e}"));
     let position = u64::try_from(position).map_err(|e| fail("position", &e))?;
-    let stream_id = StreamId::parse(&stream.map_err(|e| fail("stream id", &e))?)
-        .map_err(|e| fail("stream id", &e))?;
-    let stream_version = u64::try_from(version.map_err(|e| fail("stream version", &e))?)
+    let stream_id = match known_stream {
+        Some(stream) => stream.clone(),
+        None => StreamId::parse(stream.as_ref().map_err(|e| fail("stream id", e))?)
+            .map_err(|e| fail("stream id", &e))?,
+    };
+    let stream_version = u64::try_from(*version.as_ref().map_err(|e| fail("stream version", e))?)
         .map_err(|e| fail("stream version", &e))?;
     if stream_version == 0 {
         return Err(fail("stream version", &"versions start at 1"));
     }
     let event_id: Uuid = row.try_get(1).map_err(|e| fail("event id", &e))?;
-    let event_type: String = row.try_get(4).map_err(|e| fail("event type", &e))?;
-    let schema_version: i32 = row.try_get(5).map_err(|e| fail("schema version", &e))?;
+    let event_type: String = row.try_get(at(4)).map_err(|e| fail("event type", &e))?;
+    let schema_version: i32 = row.try_get(at(5)).map_err(|e| fail("schema version", &e))?;
     let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
-    let payload: RawJson<'_> = row.try_get(6).map_err(|e| fail("payload", &e))?;
+    let payload: RawJson<'_> = row.try_get(at(6)).map_err(|e| fail("payload", &e))?;
     let payload = Payload::from_json(payload.0.to_owned()).map_err(|e| fail("payload", &e))?;
-    let metadata: RawJson<'_> = row.try_get(7).map_err(|e| fail("metadata", &e))?;
-    let metadata: Metadata = serde_json::from_str(metadata.0).map_err(|e| fail("metadata", &e))?;
-    let recorded_at: DateTime<Utc> = row.try_get(8).map_err(|e| fail("recorded at", &e))?;
+    let metadata: RawJson<'_> = row.try_get(at(7)).map_err(|e| fail("metadata", &e))?;
+    let metadata: Metadata = if metadata.0 == "{}" {
+        Metadata::default()
+    } else {
+        serde_json::from_str(metadata.0).map_err(|e| fail("metadata", &e))?
+    };
+    let recorded_at: DateTime<Utc> = row.try_get(at(8)).map_err(|e| fail("recorded at", &e))?;
     Ok(RecordedEvent {
         event_id,
         stream_id,

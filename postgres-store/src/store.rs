@@ -10,6 +10,7 @@ use factum::{
     AppendResult, EventStore, ExpectedVersion, NewEvent, ReadAll, RecordedEvent, Snapshot,
     StoreError, StreamId, StreamRead, check_retry, validate_batch,
 };
+use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -289,8 +290,27 @@ async fn query_events(
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let statement = client.prepare_cached(sql).await.map_err(backend)?;
-    let rows = client.query(&statement, params).await.map_err(backend)?;
-    rows.iter().map(rows::event).collect()
+    stream_rows(client, &statement, params, rows::event).await
+}
+
+/// Runs `statement` and decodes each row as it arrives, while the server still sends the
+/// next ones.
+async fn stream_rows(
+    client: &Object,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    decode: impl Fn(&tokio_postgres::Row) -> Result<RecordedEvent, StoreError>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = client
+        .query_raw(statement, params.iter().copied())
+        .await
+        .map_err(backend)?;
+    let mut rows = std::pin::pin!(rows);
+    let mut events = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(backend)? {
+        events.push(decode(&row)?);
+    }
+    Ok(events)
 }
 
 fn clamp(value: u64) -> i64 {
@@ -419,9 +439,16 @@ impl EventStore for PgStore {
             return Ok(Vec::new());
         }
         let limit = read.limit.map(|l| clamp(l as u64));
-        self.query_events(
-            &self.inner.sql.read_stream,
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.read_stream)
+            .await
+            .map_err(backend)?;
+        stream_rows(
+            &client,
+            &statement,
             &[&stream.as_str(), &from, &to, &read.until, &limit],
+            |row| rows::stream_event(row, stream),
         )
         .await
     }

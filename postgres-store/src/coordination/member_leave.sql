@@ -1,0 +1,1 @@
+DELETE FROM __SCHEMA__.members WHERE name = $1 AND member = $2
