@@ -521,6 +521,15 @@ impl<S: EventStore> App<S> {
         Ok(self.read_models.daily_sales().await?)
     }
 
+    /// Rebuilds every read model from the first event, while the application keeps
+    /// running; returns once they have caught up with the events stored when it started.
+    pub async fn rebuild_read_models(&self) -> Result<(), AppError> {
+        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
+            self.projections.rebuild(name, |_| {}).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the fulfillment process and every projection have handled every event
     /// in the store, including those that the process's own commands appended.
     pub async fn settle(&self) -> Result<(), AppError> {

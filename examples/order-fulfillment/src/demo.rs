@@ -96,8 +96,8 @@ async fn report<S: EventStore>(app: &App<S>) -> Result<String, AppError> {
     let _ = writeln!(out, "== Orders");
     let _ = writeln!(
         out,
-        "{:<8} {:<8} {:<10} {:>10} {:<4} {}",
-        "order", "customer", "status", "total", "cur", "note"
+        "{:<8} {:<8} {:<10} {:>10} {:<4} note",
+        "order", "customer", "status", "total", "cur"
     );
     for o in app.orders().await? {
         let note = o

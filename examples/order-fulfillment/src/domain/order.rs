@@ -244,7 +244,7 @@ impl Order {
     #[handle]
     fn mark_paid(&self, command: MarkOrderPaidV1) -> Result<Option<OrderPaid>, OrderError> {
         self.require_open()?;
-        Ok((!self.paid).then(|| OrderPaid {
+        Ok((!self.paid).then_some(OrderPaid {
             order_id: command.order_id,
             amount_cents: command.amount_cents,
         }))

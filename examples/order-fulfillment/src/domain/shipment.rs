@@ -108,7 +108,7 @@ pub struct Shipment {
 impl Shipment {
     #[handle]
     fn create(&self, command: CreateShipmentV1) -> Result<Option<ShipmentCreated>, ShipmentError> {
-        Ok((!self.created).then(|| ShipmentCreated {
+        Ok((!self.created).then_some(ShipmentCreated {
             order_id: command.order_id,
             lines: command.lines,
         }))
@@ -146,7 +146,7 @@ impl Shipment {
             return Err(ShipmentError::AlreadyDispatched);
         }
         Ok(
-            (self.created && !self.cancelled).then(|| ShipmentCancelled {
+            (self.created && !self.cancelled).then_some(ShipmentCancelled {
                 order_id: command.order_id,
             }),
         )

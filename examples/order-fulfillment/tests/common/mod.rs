@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test file uses a part of the helpers"
+)]
+
+use factum::{EventStore, ReadAll, RecordedEvent};
+use factum_postgres::PgStore;
+
+/// A migrated PostgreSQL store in a schema of its own, on the throwaway test cluster (or
+/// `DATABASE_URL`). Panics when there is none: these tests are never skipped.
+pub async fn postgres() -> PgStore {
+    match factum_postgres::testing::fresh_store().await {
+        Ok(store) => store,
+        Err(e) => panic!("no PostgreSQL for the tests: {e}"),
+    }
+}
+
+/// Every event of the store, in global order.
+pub async fn all_events<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = store
+            .read_all(&ReadAll::after(after).limit(500))
+            .await
+            .expect("read_all");
+        let Some(last) = batch.last() else {
+            return events;
+        };
+        after = last.position;
+        events.extend(batch);
+    }
+}
+
+/// The `(stream, event type)` of every event of the store, sorted: equal for two stores
+/// when they hold the same events, whatever their order.
+pub async fn fingerprint<S: EventStore>(store: &S) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = all_events(store)
+        .await
+        .into_iter()
+        .map(|e| (e.stream_id.as_str().to_owned(), e.event_type))
+        .collect();
+    all.sort();
+    all
+}
+
+/// The event types of one stream, in order.
+pub async fn stream_types<S: EventStore>(store: &S, stream: &str) -> Vec<String> {
+    let stream = factum::StreamId::parse(stream).expect("stream name");
+    store
+        .read_stream(&stream, &factum::StreamRead::all())
+        .await
+        .expect("read_stream")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
