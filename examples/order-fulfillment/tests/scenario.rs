@@ -35,7 +35,10 @@ fn statuses(orders: &[OrderSummary]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn spent(customers: &[CustomerStats]) -> Vec<(&str, u64, Vec<(&str, u64)>)> {
+/// A customer's id, order count and spending per currency.
+type Spent<'a> = (&'a str, u64, Vec<(&'a str, u64)>);
+
+fn spent(customers: &[CustomerStats]) -> Vec<Spent<'_>> {
     customers
         .iter()
         .map(|c| {
