@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use factum::{EventStore, MemoryStore};
-use factum_postgres::PgStore;
+use factum_postgres::{PgConfig, PgStore};
 use order_fulfillment::{App, demo, http};
 
-const USAGE: &str = "usage: order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL]
+const USAGE: &str =
+    "usage: order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
 
   demo    run the scripted scenario and print the read models (the default)
   serve   start the HTTP API (default address 127.0.0.1:3000)
 
-  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory)";
+  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory)
+  --schema NAME        the PostgreSQL schema of the events (default: factum)";
 
 #[derive(Debug, PartialEq)]
 enum Mode {
@@ -27,12 +29,14 @@ enum Mode {
 struct Args {
     mode: Mode,
     database_url: Option<String>,
+    schema: Option<String>,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut mode = None;
     let mut addr = None;
     let mut database_url = None;
+    let mut schema = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -41,12 +45,15 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--database-url" => {
                 database_url = Some(args.next().ok_or("--database-url needs a value")?);
             }
+            "--schema" => schema = Some(args.next().ok_or("--schema needs a value")?),
             "-h" | "--help" => return Err(String::new()),
             other => {
                 if let Some(v) = other.strip_prefix("--addr=") {
                     addr = Some(v.to_owned());
                 } else if let Some(v) = other.strip_prefix("--database-url=") {
                     database_url = Some(v.to_owned());
+                } else if let Some(v) = other.strip_prefix("--schema=") {
+                    schema = Some(v.to_owned());
                 } else {
                     return Err(format!("unexpected argument `{other}`"));
                 }
@@ -62,7 +69,14 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     };
     let database_url =
         database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
-    Ok(Args { mode, database_url })
+    if schema.is_some() && database_url.is_none() {
+        return Err("--schema only goes with a database URL".into());
+    }
+    Ok(Args {
+        mode,
+        database_url,
+        schema,
+    })
 }
 
 fn main() -> ExitCode {
@@ -99,9 +113,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             run_on(MemoryStore::new(), args.mode).await
         }
         Some(url) => {
-            let store = PgStore::connect(&url).await?;
+            let mut config = PgConfig::default();
+            if let Some(schema) = &args.schema {
+                config = config.schema(schema)?;
+            }
+            let store = PgStore::connect_with(&url, config).await?;
             store.migrate().await?;
-            eprintln!("store: PostgreSQL (schema migrated)");
+            eprintln!(
+                "store: PostgreSQL, schema `{}` (migrated)",
+                store.config().schema.as_str()
+            );
             run_on(store, args.mode).await
         }
     }

@@ -1,0 +1,86 @@
+//! The command line, as README tells to run it: the demo in memory, and on PostgreSQL twice
+//! on the same schema.
+
+use std::process::{Command, Output};
+
+const ORDERS: [&str; 4] = [
+    "o-1001   alice    shipped         89.97 EUR  tracking DHL-o-1001",
+    "o-1002   bob      shipped        189.00 USD  tracking UPS-o-1002",
+    "o-1003   alice    cancelled       19.99 EUR  changed my mind",
+    "o-1004   carol    cancelled      427.99 EUR  out of stock: monitor (requested 2, available 1)",
+];
+
+fn run(args: &[&str]) -> String {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    assert!(
+        status.success(),
+        "{status}\n{stdout}\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    stdout
+}
+
+fn assert_read_models(printed: &str) {
+    for row in ORDERS {
+        assert!(printed.contains(row), "missing {row:?} in\n{printed}");
+    }
+    assert!(
+        printed.contains("alice    orders 2  spent 89.97 EUR"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("mouse     on hand 23  reserved  0  available 23"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("== Event stream order-o-1001"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn the_demo_runs_in_memory_by_default() {
+    assert_read_models(&run(&[]));
+    assert_read_models(&run(&["demo"]));
+}
+
+#[tokio::test]
+async fn the_demo_runs_on_postgres_and_again_on_the_same_schema() {
+    let url = match factum_postgres::testing::TestDatabase::get().await {
+        Ok(url) => url,
+        Err(e) => panic!("no PostgreSQL for the tests: {e}"),
+    };
+    let schema = format!("demo_{}", uuid::Uuid::new_v4().simple());
+    let args = ["--database-url", url.as_str(), "--schema", schema.as_str()];
+    let first = run(&args);
+    assert_read_models(&first);
+    assert!(!first.contains("ran on this store before"), "{first}");
+
+    let second = run(&args);
+    assert!(second.contains("ran on this store before"), "{second}");
+    assert_read_models(&second);
+}
+
+#[test]
+fn bad_arguments_print_the_usage() {
+    let output = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+        .arg("--nonsense")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unexpected argument `--nonsense`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("usage: order-fulfillment"), "{stderr}");
+}
