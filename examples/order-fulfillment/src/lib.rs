@@ -1,12 +1,21 @@
 //! The order-fulfillment example: four aggregates, a process manager that reserves stock,
 //! waits for payment and creates the shipment (or cancels and compensates), read models fed
 //! by projections, a demo and an HTTP API, on the in-memory store or PostgreSQL.
+//!
+//! - [`domain`]: the aggregates `Order`, `Payment`, `Inventory` and `Shipment`.
+//! - [`fulfillment`]: the `OrderFulfillment` process manager.
+//! - [`read_model`]: the order list, customer statistics and daily sales.
+//! - [`app`]: the [`App`], its use cases and idempotency keys.
+//! - [`http`] and [`demo`]: the two ways in.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used)]
 
 pub mod app;
+pub mod demo;
 pub mod domain;
 pub mod fulfillment;
+pub mod http;
 pub mod read_model;
 
 pub use app::{App, AppError, AppOptions, NewOrder, Outcome, command_id_for};
-pub mod demo;
-pub mod http;
