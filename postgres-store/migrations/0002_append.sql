@@ -32,8 +32,13 @@ DECLARE
 BEGIN
     first_position := 0;
 
-    SELECT coalesce(max(e.stream_version), 0) INTO v_current
-    FROM __SCHEMA__.events e WHERE e.stream_id = p_stream;
+    IF p_expected = 0 AND n > 0 THEN
+        -- A new stream: the unique index on (stream, version 1) is the check.
+        v_current := 0;
+    ELSE
+        SELECT coalesce(max(e.stream_version), 0) INTO v_current
+        FROM __SCHEMA__.events e WHERE e.stream_id = p_stream;
+    END IF;
     IF NOT (p_expected = -1
             OR (p_expected = -2 AND v_current > 0)
             OR (p_expected >= 0 AND v_current = p_expected)) THEN

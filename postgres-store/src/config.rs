@@ -96,6 +96,9 @@ pub struct PgConfig {
     pub pool_size: usize,
     /// How often the head watcher polls, whatever notifications say (default 1 s).
     pub poll_interval: Duration,
+    /// The shortest time between two `NOTIFY`s this store sends (default 5 ms): appends in
+    /// between are announced together, which keeps notifications cheap under load.
+    pub notify_interval: Duration,
     /// How long `read_all` and `head_position` wait, at most, for appends still committing
     /// when they started (default 250 ms); see [`PgStore`](crate::PgStore). Zero: never wait.
     pub settle_timeout: Duration,
@@ -108,6 +111,7 @@ impl Default for PgConfig {
             pool_size: 16,
             poll_interval: Duration::from_secs(1),
             settle_timeout: Duration::from_millis(250),
+            notify_interval: Duration::from_millis(5),
         }
     }
 }
@@ -130,6 +134,13 @@ impl PgConfig {
     #[must_use]
     pub fn settle_timeout(mut self, timeout: Duration) -> Self {
         self.settle_timeout = timeout;
+        self
+    }
+
+    /// Sets the shortest time between two `NOTIFY`s.
+    #[must_use]
+    pub fn notify_interval(mut self, interval: Duration) -> Self {
+        self.notify_interval = interval;
         self
     }
 

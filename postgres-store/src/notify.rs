@@ -20,6 +20,8 @@ pub(crate) struct ListenerConfig {
     pub(crate) channel: String,
     pub(crate) head_sql: String,
     pub(crate) poll_interval: Duration,
+    /// The shortest time between two reads of the head after wake-ups.
+    pub(crate) min_interval: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +56,14 @@ impl Notifier {
     /// Records a committed append and makes sure a `NOTIFY` follows. The `NOTIFY` is sent
     /// after the commit, outside the append's transaction, and coalesced: many appends
     /// in a burst cost one notification.
-    pub(crate) fn appended(&self, position: u64, pool: &Pool, channel: &str, notify_sql: &str) {
+    pub(crate) fn appended(
+        &self,
+        position: u64,
+        pool: &Pool,
+        channel: &str,
+        notify_sql: &str,
+        interval: Duration,
+    ) {
         self.appended.send_if_modified(|last| {
             let newer = position > *last;
             if newer {
@@ -87,6 +96,7 @@ impl Notifier {
                         tracing::debug!(%error, "could not send an append notification");
                     }
                 }
+                tokio::time::sleep(interval).await;
             }
         }));
     }
@@ -96,7 +106,12 @@ impl Notifier {
         let mut tasks = self.tasks();
         if tasks.listener.is_none() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                tasks.listener = Some(runtime.spawn(listen(config.clone(), self.head.clone())));
+                let local = self.appended.subscribe();
+                tasks.listener = Some(runtime.spawn(listen(
+                    config.clone(),
+                    self.head.clone(),
+                    local,
+                )));
             }
         }
         self.head.subscribe()
@@ -125,12 +140,18 @@ fn publish(head: &watch::Sender<u64>, position: u64) {
     });
 }
 
-/// Listens forever, reconnecting with backoff.
-async fn listen(config: ListenerConfig, head: Arc<watch::Sender<u64>>) {
+/// Listens forever, reconnecting with backoff. `local` wakes it on this process's own
+/// appends, without waiting for their notification.
+async fn listen(
+    config: ListenerConfig,
+    head: Arc<watch::Sender<u64>>,
+    mut local: watch::Receiver<u64>,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match session(&config, &head).await {
-            Ok(()) => backoff = Duration::from_millis(50),
+        match session(&config, &head, &mut local).await {
+            Ok(false) => return,
+            Ok(true) => backoff = Duration::from_millis(50),
             Err(error) => tracing::debug!(%error, "head listener disconnected"),
         }
         tokio::time::sleep(backoff).await;
@@ -138,12 +159,13 @@ async fn listen(config: ListenerConfig, head: Arc<watch::Sender<u64>>) {
     }
 }
 
-/// One listening connection: reads the head on start, after each burst of notifications
-/// and every poll interval. Returns when the connection ends.
+/// One listening connection: reads the head on start, after each burst of notifications or
+/// local appends, and every poll interval. Returns whether to reconnect.
 async fn session(
     config: &ListenerConfig,
     head: &watch::Sender<u64>,
-) -> Result<(), tokio_postgres::Error> {
+    local: &mut watch::Receiver<u64>,
+) -> Result<bool, tokio_postgres::Error> {
     let (client, mut connection) = config.pg_config.connect(NoTls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let driver = tokio::spawn(async move {
@@ -174,13 +196,22 @@ async fn session(
         tokio::select! {
             woken = rx.recv() => {
                 if woken.is_none() {
-                    return Ok(());
+                    // The connection ended: reconnect.
+                    return Ok(true);
                 }
-                // One read for a whole burst of notifications.
-                while rx.try_recv().is_ok() {}
             }
-            () = tokio::time::sleep(config.poll_interval) => {}
+            changed = local.changed() => {
+                if changed.is_err() {
+                    // The store is gone.
+                    return Ok(false);
+                }
+            }
+            () = tokio::time::sleep(config.poll_interval) => continue,
         }
+        // Let a burst of appends settle into one read.
+        tokio::time::sleep(config.min_interval).await;
+        while rx.try_recv().is_ok() {}
+        local.borrow_and_update();
     }
 }
 

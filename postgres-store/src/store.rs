@@ -90,6 +90,7 @@ impl PgStore {
             channel: config.schema.channel(),
             head_sql: sql.head_position.clone(),
             poll_interval: config.poll_interval,
+            min_interval: config.notify_interval,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -383,6 +384,7 @@ impl EventStore for PgStore {
                             &self.inner.pool,
                             &self.inner.listener.channel,
                             &self.inner.sql.notify,
+                            self.inner.config.notify_interval,
                         );
                     }
                     return Ok(result);
