@@ -187,6 +187,23 @@ pub struct StockLevel {
     pub available: u32,
 }
 
+/// The state of one partition of a projection or of the process manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerHealth {
+    /// The projection or process manager.
+    pub name: String,
+    /// The partition.
+    pub partition: u32,
+    /// What its worker does, such as `Running` or `Stopped`.
+    pub state: String,
+    /// Its saved checkpoint.
+    pub checkpoint: u64,
+    /// How many events it is behind the store's head.
+    pub lag_events: u64,
+    /// Why it stopped, if it did.
+    pub error: Option<String>,
+}
+
 /// How the background workers run.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
@@ -519,6 +536,28 @@ impl<S: EventStore> App<S> {
     /// Daily sales.
     pub async fn daily_sales(&self) -> Result<Vec<DailySales>, AppError> {
         Ok(self.read_models.daily_sales().await?)
+    }
+
+    /// The background workers: healthy unless one stopped, or made no progress for
+    /// `stalled_after` while behind.
+    pub fn health(&self, stalled_after: Duration) -> (bool, Vec<WorkerHealth>) {
+        let projections = self.projections.health(stalled_after);
+        let processes = self.processes.health(stalled_after);
+        let healthy = projections.is_healthy() && processes.is_healthy();
+        let workers = projections
+            .partitions
+            .iter()
+            .chain(&processes.partitions)
+            .map(|p| WorkerHealth {
+                name: p.name.clone(),
+                partition: p.partition,
+                state: format!("{:?}", p.state),
+                checkpoint: p.checkpoint,
+                lag_events: p.lag_events,
+                error: p.error.clone(),
+            })
+            .collect();
+        (healthy, workers)
     }
 
     /// Rebuilds every read model from the first event, while the application keeps

@@ -10,6 +10,7 @@
 //! | `GET /orders/{id}/history` | the order's stored events |
 //! | `GET /customers`, `GET /sales/daily` | customer statistics, daily sales |
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
+//! | `GET /health` | the projections' and the process's workers (503 when one stopped or stalled) |
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
 //! gets the first one's outcome, marked `"replayed": true` and with the header
@@ -69,6 +70,7 @@ pub fn router<S: EventStore>(app: Arc<App<S>>) -> Router {
         .route("/sales/daily", get(daily_sales::<S>))
         .route("/inventory/{sku}", get(stock::<S>))
         .route("/inventory/{sku}/receive", post(receive::<S>))
+        .route("/health", get(health::<S>))
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .with_state(app)
 }
@@ -250,4 +252,21 @@ async fn stock<S: EventStore>(
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.stock(&sku).await?).into_response())
+}
+
+/// How long a worker may be behind without progress before it counts as stalled.
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn health<S: EventStore>(State(app): Shared<S>) -> Response {
+    let (healthy, workers) = app.health(STALLED_AFTER);
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "healthy": healthy, "workers": workers })),
+    )
+        .into_response()
 }

@@ -133,6 +133,12 @@ async fn place_pay_ship() {
     assert_eq!(customers[0]["total_spent_cents"]["EUR"], 9998);
     let (_, sales) = api.get("/sales/daily").await;
     assert_eq!(sales[0]["net_cents"], 9998);
+    let (status, health) = api.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["healthy"], true);
+    let workers = health["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 4, "{health}");
+    assert!(workers.iter().all(|w| w["state"] == "Running"), "{health}");
     let (_, stock) = api.get("/inventory/keyboard").await;
     assert_eq!(
         stock,
