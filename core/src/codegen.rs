@@ -1,4 +1,5 @@
-//! Support for the code that `#[event]`, `#[command]` and `#[aggregate]` generate.
+//! Support for the code that `#[event]`, `#[command]`, `#[aggregate]`, `#[projection]` and
+//! `#[process_manager]` generate.
 //!
 //! Reached through `factum::__private`; not a public API.
 
@@ -17,8 +18,9 @@ pub use std::vec;
 pub use std::vec::Vec;
 
 use crate::aggregate::SnapshotPolicy;
-use crate::error::DecodeError;
-use crate::event::{Decoded, Payload};
+use crate::error::{BoxError, DecodeError};
+use crate::event::{Decoded, Payload, RecordedEvent};
+use crate::process_manager::{Effects, Route};
 
 /// One stored `(name, schema version)` pair.
 pub type HistoryEntry = (&'static str, u32);
@@ -387,6 +389,187 @@ pub trait AggregateConfig: Sized {
     fn decode_state(state: &Payload) -> Option<Result<Self, serde_json::Error>> {
         Self::STATE_CODEC.map(|codec| (codec.decode)(state))
     }
+}
+
+/// A stored event that a `#[projection]` or `#[process_manager]` handles but cannot decode.
+#[derive(Debug)]
+pub struct HandlerDecodeError {
+    /// The projection or process manager.
+    pub handler: String,
+    pub event_type: String,
+    pub version: u32,
+    pub stream: String,
+    pub position: u64,
+    pub source: DecodeError,
+}
+
+impl Display for HandlerDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` cannot decode `{}` version {} at position {} of stream `{}`: {}",
+            self.handler, self.event_type, self.version, self.position, self.stream, self.source
+        )
+    }
+}
+
+impl std::error::Error for HandlerDecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The error of a handled event that does not decode, naming its type, version, stream and
+/// position.
+pub fn decode_failed(handler: &str, event: &RecordedEvent, source: DecodeError) -> BoxError {
+    Box::new(HandlerDecodeError {
+        handler: handler.to_owned(),
+        event_type: event.event_type.clone(),
+        version: event.schema_version,
+        stream: event.stream_id.to_string(),
+        position: event.position,
+        source,
+    })
+}
+
+/// The error type of a `#[projection]` or `#[process_manager]` handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a handler",
+    label = "returned here",
+    note = "a handler's error converts into `factum::BoxError`: implement `std::error::Error + Send + Sync + 'static` for `{Self}` (e.g. with `thiserror`), or return a `String`"
+)]
+pub trait HandlerError {
+    fn into_box_error(self) -> BoxError;
+}
+
+impl<E: Into<BoxError>> HandlerError for E {
+    fn into_box_error(self) -> BoxError {
+        self.into()
+    }
+}
+
+/// The error a handler returned, boxed.
+pub fn handler_error<E: HandlerError>(error: E) -> BoxError {
+    error.into_box_error()
+}
+
+/// Every stored name in `histories`, each once, in order of first appearance: the event types
+/// a projection or process manager subscribes to, old versions' names included.
+pub fn event_type_names(histories: &[&[HistoryEntry]]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in histories.iter().flat_map(|h| h.iter()) {
+        if !names.iter().any(|n| n == name) {
+            names.push((*name).to_owned());
+        }
+    }
+    names
+}
+
+/// The type of a field named by `by = field` in a `#[process_manager]` routing attribute.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a correlation key",
+    label = "routed by this field",
+    note = "route by a field of type `String`, `&str`, `Box<str>`, `Arc<str>`, `Cow<str>` or `Uuid`"
+)]
+pub trait CorrelationKey {
+    fn correlation_key(&self) -> String;
+}
+
+impl CorrelationKey for str {
+    fn correlation_key(&self) -> String {
+        self.to_owned()
+    }
+}
+
+impl CorrelationKey for String {
+    fn correlation_key(&self) -> String {
+        self.clone()
+    }
+}
+
+impl CorrelationKey for Box<str> {
+    fn correlation_key(&self) -> String {
+        (**self).to_owned()
+    }
+}
+
+impl CorrelationKey for std::sync::Arc<str> {
+    fn correlation_key(&self) -> String {
+        (**self).to_owned()
+    }
+}
+
+impl CorrelationKey for std::borrow::Cow<'_, str> {
+    fn correlation_key(&self) -> String {
+        (**self).to_owned()
+    }
+}
+
+impl CorrelationKey for uuid::Uuid {
+    fn correlation_key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl<T: CorrelationKey + ?Sized> CorrelationKey for &T {
+    fn correlation_key(&self) -> String {
+        (**self).correlation_key()
+    }
+}
+
+/// The key under which a process manager routes an event it handles but cannot decode.
+///
+/// `route` cannot fail, so it sends such an event to a start of this key, whose `handle`
+/// decodes it again and returns the decode error: the partition stops at the event, as on any
+/// handler error, instead of skipping it.
+pub const UNDECODABLE_KEY: &str = "\u{0}factum:undecodable";
+
+/// The route of an event that `handler` handles but cannot decode; see [`UNDECODABLE_KEY`].
+pub fn undecodable_route(handler: &str, event: &RecordedEvent, error: &DecodeError) -> Route {
+    tracing::error!(
+        process = handler,
+        position = event.position,
+        stream = %event.stream_id,
+        event_type = %event.event_type,
+        version = event.schema_version,
+        %error,
+        "cannot decode an event to route it"
+    );
+    Route::Start(UNDECODABLE_KEY.to_owned())
+}
+
+/// Effects whose commands convert into the process manager's command type.
+pub fn effects_from<X, C: From<X>>(effects: Effects<X>) -> Effects<C> {
+    Effects {
+        commands: effects.commands.into_iter().map(C::from).collect(),
+        schedule: effects.schedule,
+        cancel: effects.cancel,
+        complete: effects.complete,
+    }
+}
+
+/// Commands, in order.
+pub fn effects_from_vec<X, C: From<X>>(commands: Vec<X>) -> Effects<C> {
+    Effects::from(commands.into_iter().map(C::from).collect::<Vec<C>>())
+}
+
+/// Zero or one command.
+pub fn effects_from_option<X, C: From<X>>(command: Option<X>) -> Effects<C> {
+    Effects::from(command.into_iter().map(C::from).collect::<Vec<C>>())
+}
+
+/// One command.
+pub fn effects_from_one<X, C: From<X>>(command: X) -> Effects<C> {
+    Effects::none().command(C::from(command))
+}
+
+/// Adds the effects of one handler call to those of the earlier calls for the same stored
+/// event (an upcast split into several events).
+pub fn merge_effects<C>(into: &mut Effects<C>, more: Effects<C>) {
+    into.commands.extend(more.commands);
+    into.schedule.extend(more.schedule);
+    into.cancel.extend(more.cancel);
+    into.complete |= more.complete;
 }
 
 #[cfg(test)]

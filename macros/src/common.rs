@@ -26,6 +26,8 @@ pub(crate) mod key {
     pub(crate) const VIS: &str = "vis";
     pub(crate) const HANDLE: &str = "handle";
     pub(crate) const APPLY: &str = "apply";
+    pub(crate) const CATEGORIES: &str = "categories";
+    pub(crate) const RESET: &str = "reset";
 }
 
 /// Collects every error so that all of them are reported at once.
@@ -193,6 +195,33 @@ pub(crate) fn path(
             );
             Ok(None)
         }
+    }
+}
+
+/// The rule of `factum::validate_category`: 1 to 64 ASCII letters, digits or `_`.
+pub(crate) fn check_category(errors: &mut Errors, category: &syn::LitStr) {
+    let value = category.value();
+    let valid = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        errors.spanned(
+            category,
+            format_args!(
+                "invalid category `{value}`: expected 1 to 64 ASCII letters, digits or `_`"
+            ),
+        );
+    }
+}
+
+/// Checks the name of a projection or process manager: the key of its checkpoints and leases.
+pub(crate) fn check_runtime_name(errors: &mut Errors, name: &syn::LitStr) {
+    if name.value().trim().is_empty() {
+        errors.spanned(
+            name,
+            "the name cannot be empty: it keys checkpoints and leases",
+        );
     }
 }
 

@@ -1,6 +1,6 @@
-//! Attribute macros for [`factum`](https://docs.rs/factum): `#[event]`, `#[command]` and
-//! `#[aggregate]`. Use them through the `factum` crate, which re-exports them and documents
-//! them with examples.
+//! Attribute macros for [`factum`](https://docs.rs/factum): `#[event]`, `#[command]`,
+//! `#[aggregate]`, `#[projection]` and `#[process_manager]`. Use them through the `factum`
+//! crate, which re-exports them and documents them with examples.
 //!
 //! Each entry point only converts token streams; the parsing, checks and code generation are
 //! plain functions (`expand_*`) so that they can be unit-tested and snapshotted.
@@ -9,6 +9,8 @@ mod aggregate;
 mod command;
 mod common;
 mod event;
+mod handler;
+mod projection;
 
 use proc_macro::TokenStream;
 
@@ -33,6 +35,12 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
         aggregate::expand_aggregate,
         &["handle", "apply"],
     )
+}
+
+#[doc = include_str!("../doc/projection.md")]
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(args, item, projection::expand_projection, &["reset"])
 }
 
 type Expand =

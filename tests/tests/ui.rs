@@ -7,4 +7,5 @@ fn ui() {
     t.compile_fail("ui/event/*.rs");
     t.compile_fail("ui/command/*.rs");
     t.compile_fail("ui/aggregate/*.rs");
+    t.compile_fail("ui/projection/*.rs");
 }

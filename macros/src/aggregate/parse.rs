@@ -123,7 +123,7 @@ fn parse_struct(args: TokenStream, item: syn::ItemStruct) -> syn::Result<StructI
         errors.push(e);
     }
     if let Some(c) = &category {
-        check_category(&mut errors, c);
+        common::check_category(&mut errors, c);
     } else {
         errors.at(
             proc_macro2::Span::call_site(),
@@ -142,23 +142,6 @@ fn parse_struct(args: TokenStream, item: syn::ItemStruct) -> syn::Result<StructI
         snapshot_every,
         state_version,
     })
-}
-
-/// The rule of `factum::validate_category`: 1 to 64 ASCII letters, digits or `_`.
-fn check_category(errors: &mut Errors, category: &syn::LitStr) {
-    let value = category.value();
-    let valid = (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !valid {
-        errors.spanned(
-            category,
-            format_args!(
-                "invalid category `{value}`: expected 1 to 64 ASCII letters, digits or `_`"
-            ),
-        );
-    }
 }
 
 fn parse_impl(args: TokenStream, mut item: syn::ItemImpl) -> syn::Result<ImplInput> {

@@ -1,0 +1,129 @@
+//! Code generation for `#[projection]`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::parse::{Handler, Input, Returns};
+
+pub(super) fn expand(input: &Input) -> TokenStream {
+    let item = &input.item;
+    let self_ty = &item.self_ty;
+    let name = &input.name;
+    let histories: Vec<TokenStream> = input
+        .handlers
+        .iter()
+        .map(|h| {
+            let ty = &h.event;
+            quote_spanned!(ty.span()=> <#ty as ::factum::__private::EventSchema>::HISTORY)
+        })
+        .collect();
+    let duplicate = format!(
+        "two event types handled by projection `{}` read the same stored name and version: handle each stored version through one type",
+        name.value()
+    );
+    let categories = (!input.categories.is_empty()).then(|| {
+        let categories = &input.categories;
+        quote! {
+            fn categories(&self) -> ::factum::__private::Vec<::factum::__private::String> {
+                ::factum::__private::vec![
+                    #(::factum::__private::String::from(#categories)),*
+                ]
+            }
+        }
+    });
+    let arms = input.handlers.iter().map(|h| dispatch(h, name));
+    let reset = input.reset.as_ref().map(|reset| {
+        let method = &reset.method;
+        let body = outcome(&reset.returns, quote!(Self::#method(self).await));
+        quote! {
+            async fn reset(
+                &self,
+            ) -> ::core::result::Result<(), ::factum::BoxError> {
+                #body
+                ::core::result::Result::Ok(())
+            }
+        }
+    });
+    quote! {
+        #item
+
+        const _: () = ::core::assert!(
+            ::factum::__private::distinct_entries(&[#(#histories),*]),
+            #duplicate,
+        );
+
+        #[automatically_derived]
+        impl ::factum::Projection for #self_ty {
+            fn name(&self) -> &str {
+                #name
+            }
+
+            fn event_types(&self) -> ::factum::__private::Vec<::factum::__private::String> {
+                ::factum::__private::event_type_names(&[#(#histories),*])
+            }
+
+            #categories
+
+            async fn handle(
+                &self,
+                __event: &::factum::RecordedEvent,
+            ) -> ::core::result::Result<(), ::factum::BoxError> {
+                #(#arms)*
+                ::core::result::Result::Ok(())
+            }
+
+            #reset
+        }
+    }
+}
+
+/// Runs a handler call, returning its error from the enclosing function.
+fn outcome(returns: &Returns, call: TokenStream) -> TokenStream {
+    match returns {
+        Returns::Unit => quote!(let () = #call;),
+        Returns::Result(span) => quote_spanned! {*span=>
+            if let ::core::result::Result::Err(__error) = #call {
+                return ::core::result::Result::Err(::factum::__private::handler_error(__error));
+            }
+        },
+    }
+}
+
+/// Decodes the event when its stored name and version are in the handler's type's history,
+/// then calls the handler once per decoded event (an upcast may split one into several).
+fn dispatch(handler: &Handler, name: &syn::LitStr) -> TokenStream {
+    let ty = &handler.event;
+    let method = &handler.method;
+    let recorded = handler
+        .recorded
+        .as_ref()
+        .map(|ty| quote_spanned!(ty.span()=> , __event));
+    let body = outcome(
+        &handler.returns,
+        quote!(Self::#method(self, &__decoded #recorded).await),
+    );
+    let decode = quote_spanned! {ty.span()=>
+        <#ty as ::factum::__private::EventSchema>::decode_history(
+            &__event.event_type,
+            __event.schema_version,
+            &__event.payload,
+        )
+    };
+    quote! {
+        if let ::core::option::Option::Some(__decoded) = #decode {
+            let __decoded = match __decoded {
+                ::core::result::Result::Ok(__decoded) => __decoded,
+                ::core::result::Result::Err(__error) => {
+                    return ::core::result::Result::Err(
+                        ::factum::__private::decode_failed(#name, __event, __error),
+                    );
+                }
+            };
+            for __decoded in __decoded {
+                #body
+            }
+            return ::core::result::Result::Ok(());
+        }
+    }
+}

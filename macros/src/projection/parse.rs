@@ -1,0 +1,251 @@
+//! The `#[projection]` IR: the arguments, the handlers and the reset method, keeping the
+//! original syn nodes for spans.
+
+use proc_macro2::{Span, TokenStream};
+
+use super::ATTR;
+use crate::common::{self, Errors, key};
+use crate::handler;
+
+/// `#[projection(...)]` on an `impl` block.
+pub(super) struct Input {
+    pub(super) item: syn::ItemImpl,
+    pub(super) name: syn::LitStr,
+    pub(super) categories: Vec<syn::LitStr>,
+    pub(super) handlers: Vec<Handler>,
+    pub(super) reset: Option<Reset>,
+}
+
+/// An event handler: `async fn(&self, &Event[, &RecordedEvent]) -> Result<(), E>` or `-> ()`.
+pub(super) struct Handler {
+    pub(super) method: syn::Ident,
+    pub(super) event: syn::TypePath,
+    /// The type of its `&RecordedEvent` argument, when it takes one.
+    pub(super) recorded: Option<syn::Type>,
+    pub(super) returns: Returns,
+}
+
+/// The `#[reset]` method: `async fn(&self) -> Result<(), E>` or `-> ()`.
+pub(super) struct Reset {
+    pub(super) method: syn::Ident,
+    pub(super) returns: Returns,
+}
+
+/// What a handler or the reset method returns.
+pub(super) enum Returns {
+    /// `()`: it cannot fail.
+    Unit,
+    /// `Result<(), E>` with `E: Into<BoxError>`; the span of the return type.
+    Result(Span),
+}
+
+const KEYS: &[&str] = &[key::NAME, key::CATEGORIES];
+
+/// What a handler is called in messages.
+const HANDLER: &str = "projection handler";
+
+pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> {
+    let mut item = match syn::parse2::<syn::Item>(item)? {
+        syn::Item::Impl(i) => i,
+        other => {
+            return Err(common::wrong_item(
+                &other,
+                ATTR,
+                "the `impl` block of a read model",
+            ));
+        }
+    };
+    let mut errors = Errors::default();
+    let mut name = None;
+    let mut name_given = false;
+    let mut categories: Option<Vec<syn::LitStr>> = None;
+    let result = common::parse_args(args, |meta| {
+        if meta.path.is_ident(key::NAME) {
+            name_given = true;
+            let v = common::lit_str(&mut errors, &meta, ATTR)?;
+            common::set(&mut errors, &mut name, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::CATEGORIES) {
+            let v = string_list(&mut errors, &meta)?;
+            common::set(&mut errors, &mut categories, v, &meta, ATTR);
+        } else {
+            common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        errors.push(e);
+    }
+    match &name {
+        Some(name) => common::check_runtime_name(&mut errors, name),
+        None if name_given => {}
+        None => errors.at(
+            Span::call_site(),
+            "missing `name`: it keys the projection's checkpoints and leases, e.g. `#[projection(name = \"order_list\")]`",
+        ),
+    }
+    for category in categories.iter().flatten() {
+        common::check_category(&mut errors, category);
+    }
+    let inherent = handler::check_impl(&mut errors, &item, ATTR);
+
+    let mut handlers = Vec::new();
+    let mut reset: Option<Reset> = None;
+    for member in item.items.iter_mut().filter(|_| inherent) {
+        let syn::ImplItem::Fn(f) = member else {
+            continue;
+        };
+        let mut is_reset = false;
+        f.attrs.retain(|attr| {
+            if common::is_helper(&mut errors, attr, key::RESET) {
+                is_reset = true;
+                false
+            } else {
+                true
+            }
+        });
+        if is_reset {
+            if let Some(r) = parse_reset(&mut errors, &f.sig) {
+                match &reset {
+                    Some(first) => errors.spanned(
+                        &f.sig.ident,
+                        format_args!(
+                            "duplicate `#[reset]` method: `{}` and `{}`",
+                            first.method, r.method
+                        ),
+                    ),
+                    None => reset = Some(r),
+                }
+            }
+        } else {
+            handlers.extend(parse_handler(&mut errors, &f.sig));
+        }
+    }
+    errors.finish()?;
+    let name = name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name`"))?;
+    Ok(Input {
+        item,
+        name,
+        categories: categories.unwrap_or_default(),
+        handlers,
+        reset,
+    })
+}
+
+/// Reads `key = ["a", "b"]`.
+fn string_list(
+    errors: &mut Errors,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<Option<Vec<syn::LitStr>>> {
+    let example = "expected a list of strings such as `categories = [\"order\", \"payment\"]`";
+    if !meta.input.peek(syn::Token![=]) {
+        errors.spanned(&meta.path, example);
+        return common::skip_value(meta).map(|()| None);
+    }
+    match meta.value()?.parse::<syn::Expr>()? {
+        syn::Expr::Array(array) => {
+            let mut out = Vec::new();
+            for elem in &array.elems {
+                match elem {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => out.push(s.clone()),
+                    other => errors.spanned(other, "expected a category name in a string"),
+                }
+            }
+            Ok(Some(out))
+        }
+        other => {
+            errors.spanned(other, example);
+            Ok(None)
+        }
+    }
+}
+
+/// `()` (or no return type) or `Result<(), E>`.
+fn returns(errors: &mut Errors, sig: &syn::Signature, what: &str) -> Option<Returns> {
+    let Some(ty) = handler::output(sig) else {
+        return Some(Returns::Unit);
+    };
+    if handler::is_unit(ty) {
+        return Some(Returns::Unit);
+    }
+    match handler::generic_pair(ty, "Result") {
+        Some((ok, _)) if handler::is_unit(ok) => {
+            Some(Returns::Result(syn::spanned::Spanned::span(ty)))
+        }
+        _ => {
+            errors.spanned(
+                ty,
+                format_args!(
+                    "{what} `{}` must return `()` or `Result<(), E>` where `E: Into<BoxError>`",
+                    sig.ident
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The checks every method of the block shares: async, not generic, `&self`.
+fn method_shape(errors: &mut Errors, sig: &syn::Signature, what: &str) -> bool {
+    let mut ok = true;
+    if sig.asyncness.is_none() {
+        errors.spanned(
+            sig.fn_token,
+            format_args!("{what} `{}` must be `async`", sig.ident),
+        );
+        ok = false;
+    }
+    handler::not_generic(errors, sig, what);
+    ok & handler::shared_self(errors, sig, what)
+}
+
+fn parse_handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handler> {
+    let shape_ok = method_shape(errors, sig, HANDLER);
+    let count_ok = handler::arg_count(errors, sig, 1, 2, |n| {
+        format!(
+            "{HANDLER} `{}` takes `&Event` and optionally `&RecordedEvent` after `&self`, found {n} arguments; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
+            sig.ident
+        )
+    });
+    let args = handler::typed_args(sig);
+    let event = if count_ok {
+        args.first()
+            .and_then(|arg| handler::event_ref(errors, sig, &arg.ty, HANDLER))
+    } else {
+        None
+    };
+    if let (true, Some(recorded)) = (count_ok, args.get(1)) {
+        handler::shared_ref(errors, sig, &recorded.ty, HANDLER, "&RecordedEvent");
+    }
+    let returns = returns(errors, sig, HANDLER);
+    match (shape_ok, event, returns) {
+        (true, Some(event), Some(returns)) => Some(Handler {
+            method: sig.ident.clone(),
+            event,
+            recorded: args.get(1).map(|arg| (*arg.ty).clone()),
+            returns,
+        }),
+        _ => None,
+    }
+}
+
+fn parse_reset(errors: &mut Errors, sig: &syn::Signature) -> Option<Reset> {
+    const WHAT: &str = "`#[reset]` method";
+    let shape_ok = method_shape(errors, sig, WHAT);
+    let count_ok = handler::arg_count(errors, sig, 0, 0, |n| {
+        format!(
+            "{WHAT} `{}` takes no argument besides `&self`, found {n}",
+            sig.ident
+        )
+    });
+    let returns = returns(errors, sig, WHAT);
+    match (shape_ok && count_ok, returns) {
+        (true, Some(returns)) => Some(Reset {
+            method: sig.ident.clone(),
+            returns,
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,96 @@
+use quote::quote;
+
+use super::expand_projection;
+use crate::test_support::{error, pretty};
+
+fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> String {
+    pretty(expand_projection(args, item).expect("expands"))
+}
+
+#[test]
+fn handlers() {
+    insta::assert_snapshot!(expand(
+        quote!(name = "order_list"),
+        quote! {
+            impl OrderList {
+                async fn placed(&self, event: &OrderPlaced) -> Result<(), sqlx::Error> { todo!() }
+                async fn shipped(&self, event: &events::OrderShipped, recorded: &RecordedEvent) {}
+                async fn paid(&self, event: &PaymentReceived) -> () {}
+            }
+        }
+    ));
+}
+
+#[test]
+fn categories_and_reset() {
+    insta::assert_snapshot!(expand(
+        quote!(name = "revenue", categories = ["order", "payment"]),
+        quote! {
+            impl Revenue {
+                async fn paid(&self, event: &PaymentReceived) -> Result<(), BoxError> { todo!() }
+                #[reset]
+                async fn clear(&self) -> Result<(), std::io::Error> { todo!() }
+            }
+        }
+    ));
+}
+
+#[test]
+fn infallible_reset() {
+    insta::assert_snapshot!(expand(
+        quote!(name = "count"),
+        quote! {
+            impl Count {
+                async fn placed(&self, _: &OrderPlaced) {}
+                #[reset]
+                async fn reset(&self) {}
+            }
+        }
+    ));
+}
+
+#[test]
+fn argument_errors_are_reported_at_once() {
+    let message = error(expand_projection(
+        quote!(nmae = "x", categories = "order", categories = ["bad-one"]),
+        quote! {
+            impl<T> Generic<T> {
+                async fn placed(&self, _: &OrderPlaced) {}
+            }
+        },
+    ));
+    insta::assert_snapshot!(message);
+}
+
+#[test]
+fn handler_errors_are_reported_at_once() {
+    let message = error(expand_projection(
+        quote!(name = "order_list"),
+        quote! {
+            impl OrderList {
+                fn not_async(&self, _: &OrderPlaced) {}
+                async fn by_value(&self, _: OrderShipped) {}
+                async fn mut_self(&mut self, _: &OrderPaid) {}
+                async fn too_many(&self, _: &OrderCancelled, _: &RecordedEvent, _: u32) {}
+                async fn returns_bool(&self, _: &OrderNoted) -> bool { true }
+                #[reset]
+                async fn reset(&self, all: bool) {}
+            }
+        },
+    ));
+    insta::assert_snapshot!(message);
+}
+
+#[test]
+fn not_on_a_struct() {
+    let message = error(expand_projection(
+        quote!(name = "x"),
+        quote!(
+            struct OrderList;
+        ),
+    ));
+    assert_eq!(
+        message,
+        "`#[projection]` goes on the `impl` block of a read model, not on a struct"
+    );
+}

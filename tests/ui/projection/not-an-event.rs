@@ -1,0 +1,23 @@
+use factum::{event, projection};
+use serde::{Deserialize, Serialize};
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {}
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipped {}
+
+#[derive(Debug, Default)]
+pub struct OrderList {}
+
+#[derive(Debug, Deserialize)]
+pub struct OrderCancelled {}
+
+#[projection(name = "order_list")]
+impl OrderList {
+    async fn cancelled(&self, _: &OrderCancelled) {}
+}
+
+fn main() {}
