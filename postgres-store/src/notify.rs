@@ -107,11 +107,8 @@ impl Notifier {
         if tasks.listener.is_none() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let local = self.appended.subscribe();
-                tasks.listener = Some(runtime.spawn(listen(
-                    config.clone(),
-                    self.head.clone(),
-                    local,
-                )));
+                tasks.listener =
+                    Some(runtime.spawn(listen(config.clone(), self.head.clone(), local)));
             }
         }
         self.head.subscribe()

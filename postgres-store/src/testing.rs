@@ -91,13 +91,21 @@ fn start() -> Result<String, TestDatabaseError> {
 }
 
 fn find_binaries() -> Option<PathBuf> {
+    find_binaries_in(
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+/// `initdb` and `pg_ctl` on `path`, or under the newest `<debian_root>/<version>/bin`.
+fn find_binaries_in(path: Option<&std::ffi::OsStr>, debian_root: &Path) -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d)) {
+    if let Some(path) = path {
+        if let Some(dir) = std::env::split_paths(path).find(|d| has_both(d)) {
             return Some(dir);
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(debian_root)
         .ok()?
         .filter_map(Result::ok)
         .filter_map(|entry| {
@@ -235,5 +243,35 @@ fn run(cmd: &mut Command) -> Result<(), String> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_package() {
+        let nowhere = std::env::temp_dir().join(format!("factum-none-{}", uuid::Uuid::new_v4()));
+        assert_eq!(find_binaries_in(None, &nowhere), None);
+        assert_eq!(find_binaries_in(Some(nowhere.as_os_str()), &nowhere), None);
+        let message = TestDatabaseError::BinariesNotFound.to_string();
+        assert!(message.contains("`postgresql`"), "{message}");
+        assert!(message.contains("DATABASE_URL"), "{message}");
+    }
+
+    #[test]
+    fn the_newest_debian_version_is_chosen() {
+        let root = std::env::temp_dir().join(format!("factum-bins-{}", uuid::Uuid::new_v4()));
+        for version in ["9", "15", "13"] {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("initdb"), "").unwrap();
+            std::fs::write(bin.join("pg_ctl"), "").unwrap();
+        }
+        std::fs::create_dir_all(root.join("17").join("bin")).unwrap();
+        let found = find_binaries_in(None, &root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found, Some(root.join("15").join("bin")));
     }
 }
