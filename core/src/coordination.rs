@@ -230,6 +230,32 @@ pub struct ParkedEvent {
     pub replay_requested: bool,
 }
 
+impl ParkedEvent {
+    /// An entry parked now, without a replay request (for stores that build one from their
+    /// rows; `parked_at` and `replay_requested` are public fields).
+    pub fn new(
+        name: impl Into<String>,
+        partition: u32,
+        position: u64,
+        event_id: Uuid,
+        stream_id: StreamId,
+        event_type: impl Into<String>,
+        reason: ParkReason,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            partition,
+            position,
+            event_id,
+            stream_id,
+            event_type: event_type.into(),
+            reason,
+            parked_at: Utc::now(),
+            replay_requested: false,
+        }
+    }
+}
+
 /// Parked events of projections, with replay requests.
 pub trait DeadLetterStore: Clone + Send + Sync + 'static {
     /// Stores `event`, replacing the entry with the same name and position.

@@ -414,8 +414,10 @@ pub struct PartitionStatus {
     pub position: u64,
     /// The store's head position last seen.
     pub head: u64,
-    /// How far behind the head it is: `head - position` (0 when caught up).
-    pub lag_events: u64,
+    /// How far behind the head it is, in positions: `head - position` (0 when caught up).
+    /// On a store with dense positions (the in-memory one) this is a count of events; on one
+    /// with gaps between positions (PostgreSQL) it is an upper bound.
+    pub lag_positions: u64,
     /// How long it has been behind the head (zero when caught up).
     pub lag_time: Duration,
     /// How long since the position last moved, or the partition last found itself caught up.
@@ -569,7 +571,9 @@ impl Shared {
                     partition: p.partition,
                     error: p.error.clone().unwrap_or_default(),
                 }),
-                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
+                WorkerState::Running
+                    if p.lag_positions > 0 && p.since_progress >= stalled_after =>
+                {
                     Some(HealthProblem::Stalled {
                         name: p.name.clone(),
                         partition: p.partition,
@@ -619,7 +623,7 @@ impl Shared {
                 checkpoint: c.checkpoint,
                 position: c.position,
                 head: c.head,
-                lag_events: c.head.saturating_sub(c.position),
+                lag_positions: c.head.saturating_sub(c.position),
                 lag_time: c.behind_since.map_or(Duration::ZERO, |t| now - t),
                 since_progress: now - c.last_progress,
                 error: c.error.clone(),
@@ -639,7 +643,7 @@ fn record_metrics(name: &str, partition: u32, cell: &StatusCell, now: Instant) {
         reason = "a gauge is a float; lags beyond 2^53 events lose precision harmlessly"
     )]
     let lag = cell.head.saturating_sub(cell.position) as f64;
-    metrics::gauge!("factum_projection_lag_events", &labels).set(lag);
+    metrics::gauge!("factum_projection_lag_positions", &labels).set(lag);
     let behind = cell.behind_since.map_or(0.0, |t| (now - t).as_secs_f64());
     metrics::gauge!("factum_projection_lag_seconds", &labels).set(behind);
 }
@@ -1517,17 +1521,15 @@ where
     }
 
     async fn park(&self, event: &RecordedEvent, reason: ParkReason) -> Result<(), Failure> {
-        let parked = ParkedEvent {
-            name: self.name.clone(),
-            partition: self.partition,
-            position: event.position,
-            event_id: event.event_id,
-            stream_id: event.stream_id.clone(),
-            event_type: event.event_type.clone(),
+        let parked = ParkedEvent::new(
+            self.name.clone(),
+            self.partition,
+            event.position,
+            event.event_id,
+            event.stream_id.clone(),
+            event.event_type.clone(),
             reason,
-            parked_at: Utc::now(),
-            replay_requested: false,
-        };
+        );
         self.dead_letters.park(&parked).await?;
         Ok(())
     }

@@ -215,14 +215,23 @@ impl LeaseStore for PgCoordination {
         Ok(())
     }
 
-    async fn holder(&self, name: &str, partition_: u32) -> Result<Option<Lease>, CoordinationError> {
+    async fn holder(
+        &self,
+        name: &str,
+        partition_: u32,
+    ) -> Result<Option<Lease>, CoordinationError> {
         let rows = self
             .query(&self.sql.lease_holder, &[&name, &partition(partition_)?])
             .await?;
         rows.first()
             .map(|row| {
                 let holder: String = row.try_get("holder").map_err(backend)?;
-                Ok(Lease::new(name, partition_, holder, unsigned(row, "fence")?))
+                Ok(Lease::new(
+                    name,
+                    partition_,
+                    holder,
+                    unsigned(row, "fence")?,
+                ))
             })
             .transpose()
     }
@@ -462,7 +471,9 @@ impl ProcessStore for PgCoordination {
         let rows = self
             .query(&self.sql.process_revision, &[&name, &instance.key])
             .await?;
-        let actual = rows.first().map_or(Ok(0), |row| unsigned(row, "revision"))?;
+        let actual = rows
+            .first()
+            .map_or(Ok(0), |row| unsigned(row, "revision"))?;
         Err(CoordinationError::InstanceConflict {
             name: name.to_owned(),
             key: instance.key.clone(),

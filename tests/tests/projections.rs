@@ -90,7 +90,7 @@ mod lag_metrics {
             .register(Arc::clone(&projection), ProjectionOptions::new())
             .start();
         running.wait_for("gauged", first).await.unwrap();
-        let events = "factum_projection_lag_events{projection=gauged,partition=0}";
+        let events = "factum_projection_lag_positions{projection=gauged,partition=0}";
         let seconds = "factum_projection_lag_seconds{projection=gauged,partition=0}";
         assert_eq!(values.lock().unwrap().get(events), Some(&0.0));
 

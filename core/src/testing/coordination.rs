@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::coordination::{
@@ -150,7 +150,8 @@ fn parked(
         stream_id: StreamId::parse(stream).expect("stream"),
         event_type: "Tested".to_owned(),
         reason,
-        parked_at: Utc::now(),
+        // Stores may keep microseconds only (PostgreSQL does).
+        parked_at: Utc::now().trunc_subsecs(6),
         replay_requested: false,
     }
 }

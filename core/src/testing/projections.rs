@@ -355,7 +355,7 @@ where
     assert_ordered(&seen);
     let status = running.status();
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0].lag_events, 0);
+    assert_eq!(status[0].lag_positions, 0);
     assert_eq!(status[0].checkpoint, head);
     running.shutdown().await.expect("clean shutdown");
 }
@@ -369,12 +369,12 @@ where
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
+    let mut positions = Vec::new();
     for i in 0..20u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 4), i)
-            .await
-            .1;
+        let (_, position) = append_tested(&stores.events, &format!("order-{}", i % 4), i).await;
+        positions.push(position);
     }
+    let head = positions[19];
     let projection = RecordingProjection::new("crashes");
     projection.hang_at_delivery(15);
     let options = quick_options().batch_size(10);
@@ -388,7 +388,7 @@ where
     drop(running); // the process dies: no checkpoint save, no lease release
     assert_eq!(
         stores.checkpoints.load("crashes", 0).await.expect("load"),
-        10,
+        positions[9],
         "only the first batch was checkpointed"
     );
     assert_eq!(projection.recording().deliveries, 15);
@@ -785,7 +785,7 @@ where
     );
     let (stuck, _) = append_tested(&stores.events, "order-a", 2).await;
     projection.hang_on(stuck);
-    append_tested(&stores.events, "order-a", 3).await;
+    let (_, head) = append_tested(&stores.events, "order-a", 3).await;
     tokio::time::timeout(PATIENCE, projection.hung())
         .await
         .expect("the handler hangs");
@@ -800,7 +800,8 @@ where
         "{health:?}"
     );
     let status = &health.partitions[0];
-    assert_eq!(status.lag_events, 2);
+    assert_eq!(status.head, head);
+    assert_eq!(status.lag_positions, head - first);
     assert!(status.lag_time >= Duration::from_secs(3));
     drop(running);
 }
