@@ -35,7 +35,7 @@ pub use process_manager::{
     dispatch_fn, process_command_id,
 };
 pub use projection::{
-    FailurePolicy, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
+    FailurePolicy, HandleContext, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
     ProjectionError, ProjectionOptions, ProjectionRunner, RebuildProgress, RunnerOptions,
     RunningProjections, WorkerState,
 };

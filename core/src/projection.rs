@@ -98,9 +98,44 @@ pub trait Projection: Send + Sync + 'static {
     /// [`FailurePolicy`].
     fn handle(&self, event: &RecordedEvent) -> impl Future<Output = Result<(), BoxError>> + Send;
 
+    /// Handles one event knowing the lease it is handled under. The runner calls this; by
+    /// default it calls [`handle`](Self::handle).
+    ///
+    /// A projection whose read model shares a database with the checkpoints overrides it to
+    /// save the checkpoint at `event.position` in the handler's transaction, with
+    /// `context.lease`'s fence (compare-and-set): then a crash neither loses nor repeats an
+    /// event. When that save finds the lease taken over, return the
+    /// [`CoordinationError::Fenced`] as the error (boxed): the runner then stops handling
+    /// the partition instead of retrying.
+    fn handle_in(
+        &self,
+        event: &RecordedEvent,
+        context: &HandleContext,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = context;
+        self.handle(event)
+    }
+
     /// Empties the read model, before a [rebuild](RunningProjections::rebuild).
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
+    }
+}
+
+/// What the runner tells [`Projection::handle_in`] besides the event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandleContext {
+    /// The lease the partition is held under (name, partition, fence).
+    pub lease: Lease,
+    /// Which attempt this is (1 for the first).
+    pub attempt: u32,
+}
+
+impl HandleContext {
+    /// A context (for tests of projections outside a runner).
+    pub fn new(lease: Lease, attempt: u32) -> Self {
+        Self { lease, attempt }
     }
 }
 
@@ -117,6 +152,13 @@ impl<P: Projection> Projection for Arc<P> {
     fn handle(&self, event: &RecordedEvent) -> impl Future<Output = Result<(), BoxError>> + Send {
         P::handle(self, event)
     }
+    fn handle_in(
+        &self,
+        event: &RecordedEvent,
+        context: &HandleContext,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        P::handle_in(self, event, context)
+    }
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         P::reset(self)
     }
@@ -124,13 +166,21 @@ impl<P: Projection> Projection for Arc<P> {
 
 /// [`Projection`] with boxed futures, so projections of different types run together.
 trait ErasedProjection: Send + Sync {
-    fn handle<'a>(&'a self, event: &'a RecordedEvent) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn handle<'a>(
+        &'a self,
+        event: &'a RecordedEvent,
+        context: &'a HandleContext,
+    ) -> BoxFuture<'a, Result<(), BoxError>>;
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>>;
 }
 
 impl<P: Projection> ErasedProjection for P {
-    fn handle<'a>(&'a self, event: &'a RecordedEvent) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(Projection::handle(self, event))
+    fn handle<'a>(
+        &'a self,
+        event: &'a RecordedEvent,
+        context: &'a HandleContext,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(Projection::handle_in(self, event, context))
     }
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(Projection::reset(self))
@@ -1091,6 +1141,20 @@ fn resume(
     }
 }
 
+/// Whether a handler's error is (or wraps) a lost lease.
+fn is_fenced(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<CoordinationError>()
+            .is_some_and(CoordinationError::is_fenced)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 enum Control {
     /// Pause at the next batch boundary; reply with the lease, or `None` when not holding it.
     Pause(oneshot::Sender<Option<Lease>>),
@@ -1442,8 +1506,17 @@ where
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.projection.handle(event).await {
+            let context = HandleContext::new(lease.clone(), attempt);
+            match self.projection.handle(event, &context).await {
                 Ok(()) => return Ok(Attempt::Handled),
+                Err(error) if is_fenced(&*error) => {
+                    tracing::warn!(
+                        position = event.position,
+                        %error,
+                        "the handler found the lease taken over"
+                    );
+                    return Ok(Attempt::Interrupted(Exit::LeaseLost));
+                }
                 Err(error) => {
                     tracing::warn!(
                         position = event.position,
@@ -1656,4 +1729,44 @@ enum Step {
 enum Paused {
     Resume(Option<u64>),
     Exit(Exit),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fenced() -> CoordinationError {
+        CoordinationError::Fenced {
+            name: "p".into(),
+            partition: 0,
+            fence: 1,
+            current: 2,
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the transaction failed")]
+    struct Wrapped(#[source] CoordinationError);
+
+    #[test]
+    fn lost_leases_are_recognised_in_handler_errors() {
+        let direct: BoxError = Box::new(fenced());
+        assert!(is_fenced(&*direct));
+        let wrapped: BoxError = Box::new(Wrapped(fenced()));
+        assert!(is_fenced(&*wrapped));
+        let other: BoxError = "boom".into();
+        assert!(!is_fenced(&*other));
+        let backend: BoxError = Box::new(CoordinationError::Backend("down".into()));
+        assert!(!is_fenced(&*backend));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let policy = FailurePolicy::stop_after(0)
+            .backoff(Duration::from_millis(10), Duration::from_millis(70));
+        assert_eq!(policy.max_attempts, 1);
+        let delays: Vec<_> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
+        assert_eq!(delays, [10, 20, 40, 70, 70]);
+        assert_eq!(policy.delay(u32::MAX), Duration::from_millis(70));
+    }
 }

@@ -22,8 +22,8 @@ use crate::error::BoxError;
 use crate::event::RecordedEvent;
 use crate::memory::MemoryStore;
 use crate::projection::{
-    FailurePolicy, HealthProblem, Projection, ProjectionError, ProjectionOptions, ProjectionRunner,
-    RebuildProgress, RunnerOptions, RunningProjections, WorkerState,
+    FailurePolicy, HandleContext, HealthProblem, Projection, ProjectionError, ProjectionOptions,
+    ProjectionRunner, RebuildProgress, RunnerOptions, RunningProjections, WorkerState,
 };
 use crate::store::EventStore;
 use crate::stream::{ExpectedVersion, StreamId};
@@ -409,6 +409,108 @@ where
         seen.deliveries, 25,
         "events 11 to 15 were delivered again: at-least-once"
     );
+    assert_ordered(&seen);
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// A [`RecordingProjection`] that saves the checkpoint itself after each event, with the
+/// lease's fence, as a transactional projection does in its transaction.
+#[derive(Debug)]
+pub struct CheckpointingProjection<C> {
+    inner: Arc<RecordingProjection>,
+    checkpoints: C,
+}
+
+impl<C: CheckpointStore> CheckpointingProjection<C> {
+    /// Wraps `inner`, saving checkpoints to `checkpoints`.
+    pub fn new(inner: Arc<RecordingProjection>, checkpoints: C) -> Self {
+        Self { inner, checkpoints }
+    }
+}
+
+impl<C: CheckpointStore> Projection for CheckpointingProjection<C> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.inner.event_types()
+    }
+
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.inner.handle(event).await
+    }
+
+    async fn handle_in(
+        &self,
+        event: &RecordedEvent,
+        context: &HandleContext,
+    ) -> Result<(), BoxError> {
+        let crash_here = {
+            let b = lock(&self.inner.behaviour);
+            let next = lock(&self.inner.recording).deliveries + 1;
+            b.hang_at_delivery == Some(next)
+        };
+        if crash_here {
+            // Apply and checkpoint together, then die before the runner's own save.
+            lock(&self.inner.behaviour).hang_at_delivery = None;
+            self.inner.handle(event).await?;
+            self.checkpoints
+                .save(&context.lease, event.position)
+                .await?;
+            self.inner.hung.send_replace(true);
+            std::future::pending::<()>().await;
+        }
+        self.inner.handle(event).await?;
+        self.checkpoints
+            .save(&context.lease, event.position)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A projection that saves its checkpoint with its read model (through
+/// [`Projection::handle_in`]) is effectively-once: a crash mid-batch repeats nothing.
+pub async fn projection_checkpoint_with_read_model<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let mut head = 0;
+    for i in 0..20u64 {
+        head = append_tested(&stores.events, &format!("order-{}", i % 4), i)
+            .await
+            .1;
+    }
+    let recording = RecordingProjection::new("atomic");
+    recording.hang_at_delivery(15);
+    let options = quick_options().batch_size(10);
+    let running = stores
+        .runner("a")
+        .register(
+            CheckpointingProjection::new(Arc::clone(&recording), stores.checkpoints.clone()),
+            options.clone(),
+        )
+        .start();
+    tokio::time::timeout(PATIENCE, recording.hung())
+        .await
+        .expect("the handler reaches the crash point");
+    drop(running);
+    assert_eq!(recording.recording().deliveries, 15);
+
+    let running = stores
+        .runner("b")
+        .register(
+            CheckpointingProjection::new(Arc::clone(&recording), stores.checkpoints.clone()),
+            options,
+        )
+        .start();
+    wait_for(&running, "atomic", head).await;
+    let seen = recording.recording();
+    assert_eq!(seen.applied.len(), 20);
+    assert_eq!(seen.deliveries, 20, "nothing was delivered twice");
     assert_ordered(&seen);
     running.shutdown().await.expect("clean shutdown");
 }
@@ -888,6 +990,7 @@ macro_rules! projection_runtime_tests {
         $crate::projection_runtime_tests!(@each $make; $clock;
             projection_delivers_and_resumes,
             projection_crash_mid_batch,
+            projection_checkpoint_with_read_model,
             projection_one_active_worker_and_failover,
             projection_partitions,
             projection_partitions_balance_across_workers,
