@@ -538,10 +538,31 @@ pub fn undecodable_route(handler: &str, event: &RecordedEvent, error: &DecodeErr
     Route::Start(UNDECODABLE_KEY.to_owned())
 }
 
+/// A command type a `#[process_manager]` handler returns, converted into the process
+/// manager's command type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not convert into the command type `{C}`",
+    label = "returned here",
+    note = "implement `From<{Self}>` for `{C}`, or return `{C}`"
+)]
+pub trait IntoCommand<C> {
+    fn into_command(self) -> C;
+}
+
+impl<X, C: From<X>> IntoCommand<C> for X {
+    fn into_command(self) -> C {
+        C::from(self)
+    }
+}
+
 /// Effects whose commands convert into the process manager's command type.
-pub fn effects_from<X, C: From<X>>(effects: Effects<X>) -> Effects<C> {
+pub fn effects_from<X: IntoCommand<C>, C>(effects: Effects<X>) -> Effects<C> {
     Effects {
-        commands: effects.commands.into_iter().map(C::from).collect(),
+        commands: effects
+            .commands
+            .into_iter()
+            .map(IntoCommand::into_command)
+            .collect(),
         schedule: effects.schedule,
         cancel: effects.cancel,
         complete: effects.complete,
@@ -549,18 +570,28 @@ pub fn effects_from<X, C: From<X>>(effects: Effects<X>) -> Effects<C> {
 }
 
 /// Commands, in order.
-pub fn effects_from_vec<X, C: From<X>>(commands: Vec<X>) -> Effects<C> {
-    Effects::from(commands.into_iter().map(C::from).collect::<Vec<C>>())
+pub fn effects_from_vec<X: IntoCommand<C>, C>(commands: Vec<X>) -> Effects<C> {
+    Effects::from(
+        commands
+            .into_iter()
+            .map(IntoCommand::into_command)
+            .collect::<Vec<C>>(),
+    )
 }
 
 /// Zero or one command.
-pub fn effects_from_option<X, C: From<X>>(command: Option<X>) -> Effects<C> {
-    Effects::from(command.into_iter().map(C::from).collect::<Vec<C>>())
+pub fn effects_from_option<X: IntoCommand<C>, C>(command: Option<X>) -> Effects<C> {
+    Effects::from(
+        command
+            .into_iter()
+            .map(IntoCommand::into_command)
+            .collect::<Vec<C>>(),
+    )
 }
 
 /// One command.
-pub fn effects_from_one<X, C: From<X>>(command: X) -> Effects<C> {
-    Effects::none().command(C::from(command))
+pub fn effects_from_one<X: IntoCommand<C>, C>(command: X) -> Effects<C> {
+    Effects::none().command(command.into_command())
 }
 
 /// Adds the effects of one handler call to those of the earlier calls for the same stored

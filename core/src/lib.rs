@@ -47,7 +47,7 @@ pub use stream::{
 pub use subscription::{Batch, Shutdown, Subscription, SubscriptionOptions};
 
 #[cfg(feature = "macros")]
-pub use factum_macros::{aggregate, command, event, projection};
+pub use factum_macros::{aggregate, command, event, process_manager, projection};
 
 /// The traits, for `use factum::prelude::*`.
 pub mod prelude {
@@ -56,7 +56,7 @@ pub mod prelude {
     pub use crate::store::EventStore;
     pub use crate::test_kit::AggregateTestExt;
     #[cfg(feature = "macros")]
-    pub use factum_macros::{aggregate, command, event, projection};
+    pub use factum_macros::{aggregate, command, event, process_manager, projection};
 }
 
 /// Re-exports for generated code. Not a public API: it changes without notice.

@@ -28,6 +28,15 @@ pub(crate) mod key {
     pub(crate) const APPLY: &str = "apply";
     pub(crate) const CATEGORIES: &str = "categories";
     pub(crate) const RESET: &str = "reset";
+    pub(crate) const STATE: &str = "state";
+    pub(crate) const COMMAND: &str = "command";
+    pub(crate) const START: &str = "start";
+    pub(crate) const ON: &str = "on";
+    pub(crate) const STOP: &str = "stop";
+    pub(crate) const BY: &str = "by";
+    pub(crate) const STRICT: &str = "strict";
+    pub(crate) const ON_REJECTED: &str = "on_rejected";
+    pub(crate) const ON_TIMEOUT: &str = "on_timeout";
 }
 
 /// Collects every error so that all of them are reported at once.
@@ -105,10 +114,11 @@ pub(crate) fn unknown_key(
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
+    let expected = if known.len() == 1 { "" } else { "one of " };
     errors.spanned(
         &meta.path,
         format_args!(
-            "unknown `#[{attr}]` key `{}`: expected one of {list}",
+            "unknown `#[{attr}]` key `{}`: expected {expected}{list}",
             key_of(meta)
         ),
     );

@@ -1,6 +1,8 @@
 //! Method shapes shared by `#[projection]` and `#[process_manager]`: receivers, arguments and
 //! return types of the handlers in their `impl` blocks.
 
+use syn::spanned::Spanned;
+
 use crate::common::{self, Errors};
 
 /// The impl block's checks common to both macros: an inherent, non-generic impl of a named
@@ -101,6 +103,15 @@ pub(crate) fn arg_count(
     false
 }
 
+/// `1 argument`, `2 arguments`.
+pub(crate) fn arguments(n: usize) -> String {
+    if n == 1 {
+        "1 argument".to_owned()
+    } else {
+        format!("{n} arguments")
+    }
+}
+
 /// The event type of an argument that must be `&Event`.
 pub(crate) fn event_ref(
     errors: &mut Errors,
@@ -189,4 +200,24 @@ pub(crate) fn output(sig: &syn::Signature) -> Option<&syn::Type> {
         syn::ReturnType::Type(_, ty) => Some(ty),
         syn::ReturnType::Default => None,
     }
+}
+
+/// `Name<A>` as `A`.
+pub(crate) fn single_generic<'a>(ty: &'a syn::Type, name: &str) -> Option<&'a syn::Type> {
+    let segment = type_path(ty)?.path.segments.last()?;
+    if segment.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(t)) if args.args.len() == 1 => Some(t),
+        _ => None,
+    }
+}
+
+/// The span of a method's return type, or of its name when it returns nothing.
+pub(crate) fn output_span(sig: &syn::Signature) -> proc_macro2::Span {
+    output(sig).map_or_else(|| sig.ident.span(), Spanned::span)
 }

@@ -10,6 +10,7 @@ mod command;
 mod common;
 mod event;
 mod handler;
+mod process_manager;
 mod projection;
 
 use proc_macro::TokenStream;
@@ -41,6 +42,17 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
     run(args, item, projection::expand_projection, &["reset"])
+}
+
+#[doc = include_str!("../doc/process_manager.md")]
+#[proc_macro_attribute]
+pub fn process_manager(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(
+        args,
+        item,
+        process_manager::expand_process_manager,
+        &["start", "on", "stop", "on_rejected", "on_timeout"],
+    )
 }
 
 type Expand =

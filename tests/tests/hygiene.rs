@@ -7,7 +7,7 @@
 
 extern crate std;
 
-use ::factum::{aggregate, command, event};
+use ::factum::{aggregate, command, event, process_manager, projection};
 
 mod shadowing {
     pub(crate) struct Result;
@@ -198,4 +198,88 @@ fn methods_named_like_the_trait_methods_are_dispatched() {
     });
     Aggregate::apply(&mut thing, &opened);
     ::std::assert_eq!(thing.owner, "y");
+}
+
+#[derive(::std::fmt::Debug, ::std::default::Default)]
+pub struct Owners {
+    seen: ::std::sync::Mutex<::std::vec::Vec<::std::string::String>>,
+}
+
+#[projection(name = "owners", categories = ["hygiene"])]
+impl Owners {
+    /// Named like the trait's method: the inherent method is the one called.
+    async fn handle(&self, e: &Opened) -> ::std::result::Result<(), Refused> {
+        let mut seen = ::std::result::Result::unwrap(self.seen.lock());
+        seen.push(::std::clone::Clone::clone(&e.owner));
+        ::std::result::Result::Ok(())
+    }
+
+    async fn name(&self, _: &Renamed, _: &::factum::RecordedEvent) {}
+
+    #[reset]
+    async fn reset(&self) {}
+}
+
+#[derive(
+    ::std::clone::Clone,
+    ::std::fmt::Debug,
+    ::std::cmp::PartialEq,
+    ::serde::Serialize,
+    ::serde::Deserialize,
+)]
+pub enum Step {
+    Rename(::std::string::String),
+}
+
+#[derive(::std::fmt::Debug, ::std::default::Default, ::serde::Serialize, ::serde::Deserialize)]
+pub struct Steps {
+    count: u32,
+}
+
+#[derive(::std::fmt::Debug)]
+pub struct Renaming;
+
+#[process_manager(name = "renaming")]
+impl Renaming {
+    #[start(by = owner, strict)]
+    fn handle(&self, state: &mut Steps, e: &Opened) -> ::std::vec::Vec<Step> {
+        state.count += 1;
+        ::std::vec![Step::Rename(::std::clone::Clone::clone(&e.owner))]
+    }
+
+    #[stop(by = to)]
+    fn route(
+        &self,
+        _: &mut Steps,
+        _: &Renamed,
+        _: &::factum::RecordedEvent,
+    ) -> ::std::result::Result<::std::option::Option<Step>, Refused> {
+        ::std::result::Result::Ok(::std::option::Option::None)
+    }
+
+    #[on_rejected]
+    fn on_rejected(&self, _: &mut Steps, _: &Step, _: &str) {}
+
+    #[on_timeout]
+    fn on_timeout(&self, _: &str, _: &mut Steps, _: &str) -> ::factum::Effects<Step> {
+        ::factum::Effects::none()
+    }
+}
+
+#[test]
+fn projections_and_process_managers_work_with_shadowed_names() {
+    use ::factum::{ProcessManager, Projection};
+    ::std::assert_eq!(
+        Projection::name(&<Owners as ::std::default::Default>::default()),
+        "owners"
+    );
+    ::std::assert_eq!(
+        Projection::event_types(&<Owners as ::std::default::Default>::default()),
+        ["Opened", "Renamed"]
+    );
+    ::std::assert_eq!(ProcessManager::name(&Renaming), "renaming");
+    ::std::assert_eq!(
+        ProcessManager::event_types(&Renaming),
+        ["Opened", "Renamed"]
+    );
 }

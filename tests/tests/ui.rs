@@ -8,4 +8,5 @@ fn ui() {
     t.compile_fail("ui/command/*.rs");
     t.compile_fail("ui/aggregate/*.rs");
     t.compile_fail("ui/projection/*.rs");
+    t.compile_fail("ui/process_manager/*.rs");
 }

@@ -27,7 +27,7 @@ pub(super) fn expand(input: &Input) -> TokenStream {
         quote! {
             fn categories(&self) -> ::factum::__private::Vec<::factum::__private::String> {
                 ::factum::__private::vec![
-                    #(::factum::__private::String::from(#categories)),*
+                    #(::core::convert::From::from(#categories)),*
                 ]
             }
         }

@@ -205,8 +205,9 @@ fn parse_handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handler> {
     let shape_ok = method_shape(errors, sig, HANDLER);
     let count_ok = handler::arg_count(errors, sig, 1, 2, |n| {
         format!(
-            "{HANDLER} `{}` takes `&Event` and optionally `&RecordedEvent` after `&self`, found {n} arguments; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
-            sig.ident
+            "{HANDLER} `{}` takes `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
+            sig.ident,
+            handler::arguments(n)
         )
     });
     let args = handler::typed_args(sig);
@@ -236,8 +237,9 @@ fn parse_reset(errors: &mut Errors, sig: &syn::Signature) -> Option<Reset> {
     let shape_ok = method_shape(errors, sig, WHAT);
     let count_ok = handler::arg_count(errors, sig, 0, 0, |n| {
         format!(
-            "{WHAT} `{}` takes no argument besides `&self`, found {n}",
-            sig.ident
+            "{WHAT} `{}` takes no argument besides `&self`, found {}",
+            sig.ident,
+            handler::arguments(n)
         )
     });
     let returns = returns(errors, sig, WHAT);

@@ -1,0 +1,46 @@
+use factum::{event, process_manager};
+use serde::{Deserialize, Serialize};
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub cents: u64,
+}
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FulfillmentCommand {
+    Ship { order_id: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Fulfillment {}
+
+#[derive(Debug)]
+pub struct OrderFulfillment;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShipV1 {
+    pub order_id: String,
+}
+
+#[process_manager(name = "order_fulfillment", command = FulfillmentCommand)]
+impl OrderFulfillment {
+    #[start(by = order_id)]
+    fn placed(&self, _: &mut Fulfillment, _: &OrderPlaced) -> Vec<FulfillmentCommand> {
+        Vec::new()
+    }
+
+    #[stop(by = order_id)]
+    fn shipped(&self, _: &mut Fulfillment, _: &OrderShipped) -> Option<ShipV1> {
+        None
+    }
+}
+
+fn main() {}
