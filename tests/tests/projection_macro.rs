@@ -251,9 +251,11 @@ async fn old_versions_are_delivered_upcast_and_split() {
         ],
     )
     .await;
+    // ANCHOR: register
     let running = ProjectionRunner::new(store.clone())
         .register(std::sync::Arc::clone(&list), options())
         .start();
+    // ANCHOR_END: register
     let line = NewEvent::from_event(
         &LineAdded {
             order_id: "o-1".into(),
