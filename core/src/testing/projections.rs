@@ -885,9 +885,19 @@ where
         running.health(Duration::from_secs(1)).is_healthy(),
         "a caught-up, idle projection is healthy"
     );
-    let (stuck, _) = append_tested(&stores.events, "order-a", 2).await;
-    projection.hang_on(stuck);
-    let (_, head) = append_tested(&stores.events, "order-a", 3).await;
+    // Both in one append, the handler told to hang before either is readable.
+    let stuck = event("Tested", 2);
+    projection.hang_on(stuck.event_id);
+    let head = stores
+        .events
+        .append(
+            &StreamId::parse("order-a").expect("stream"),
+            ExpectedVersion::Any,
+            &[stuck, event("Tested", 3)],
+        )
+        .await
+        .expect("append")
+        .last_position;
     tokio::time::timeout(PATIENCE, projection.hung())
         .await
         .expect("the handler hangs");

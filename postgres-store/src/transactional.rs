@@ -1,0 +1,165 @@
+//! Transactional projections: read models in the store's database, updated in the same
+//! transaction that moves the checkpoint, so a crash at any point neither loses nor repeats
+//! an event (effectively-once, where plain projections are at-least-once).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use factum::{BoxError, CoordinationError, HandleContext, Projection, RecordedEvent};
+use tokio_postgres::Transaction;
+
+use crate::PgStore;
+use crate::sql::render;
+
+/// A projection whose read model lives in the store's database. Its handler gets the
+/// transaction that will also save the checkpoint.
+///
+/// Run it wrapped in [`Transactional`], in a `factum::ProjectionRunner` whose checkpoints
+/// are the same database's ([`PgCoordination`](crate::PgCoordination)).
+pub trait PgProjection: Send + Sync + 'static {
+    /// The projection's name (the key of its checkpoints and leases).
+    fn name(&self) -> &str;
+
+    /// The stored event types it handles (all when empty).
+    fn event_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Only events of streams in these categories (all when empty).
+    fn categories(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Updates the read model for `event` inside `tx`. An error rolls the transaction back
+    /// and is retried per the projection's failure policy.
+    fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Empties the read model inside `tx`, before a rebuild.
+    fn reset(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = tx;
+        async { Ok(()) }
+    }
+}
+
+/// Runs a [`PgProjection`] as a `factum::Projection`: each event in one transaction that
+/// also saves the checkpoint at the event's position, with the lease's fence.
+#[derive(Debug)]
+pub struct Transactional<P> {
+    projection: P,
+    pool: Pool,
+    sql: Arc<Sql>,
+}
+
+#[derive(Debug)]
+struct Sql {
+    save: String,
+    fence: String,
+}
+
+impl<P: PgProjection> Transactional<P> {
+    /// Wraps `projection`, on `store`'s pool and schema (whose checkpoints table
+    /// [`PgCoordination`](crate::PgCoordination) uses).
+    pub fn new(store: &PgStore, projection: P) -> Self {
+        let schema = &store.config().schema;
+        Self {
+            projection,
+            pool: store.pool().clone(),
+            sql: Arc::new(Sql {
+                save: render(include_str!("coordination/checkpoint_save.sql"), schema),
+                fence: render(include_str!("coordination/checkpoint_load.sql"), schema),
+            }),
+        }
+    }
+
+    /// The wrapped projection.
+    pub fn inner(&self) -> &P {
+        &self.projection
+    }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(error: E) -> BoxError {
+    Box::new(error)
+}
+
+fn out_of_range(what: &str, value: u64) -> BoxError {
+    format!("{what} {value} does not fit the checkpoints table").into()
+}
+
+impl<P: PgProjection> Projection for Transactional<P> {
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.projection.event_types()
+    }
+
+    fn categories(&self) -> Vec<String> {
+        self.projection.categories()
+    }
+
+    /// Outside a runner (no lease): the handler in a transaction of its own, without a
+    /// checkpoint.
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        let mut client = self.pool.get().await.map_err(boxed)?;
+        let tx = client.transaction().await.map_err(boxed)?;
+        self.projection.handle(&tx, event).await?;
+        tx.commit().await.map_err(boxed)
+    }
+
+    async fn handle_in(
+        &self,
+        event: &RecordedEvent,
+        context: &HandleContext,
+    ) -> Result<(), BoxError> {
+        let lease = &context.lease;
+        let partition = i32::try_from(lease.partition)
+            .map_err(|_| out_of_range("partition", lease.partition.into()))?;
+        let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
+        let position =
+            i64::try_from(event.position).map_err(|_| out_of_range("position", event.position))?;
+        let mut client = self.pool.get().await.map_err(boxed)?;
+        let tx = client.transaction().await.map_err(boxed)?;
+        self.projection.handle(&tx, event).await?;
+        let saved = tx
+            .execute(
+                &self.sql.save,
+                &[&lease.name, &partition, &fence, &position],
+            )
+            .await
+            .map_err(boxed)?;
+        if saved != 1 {
+            let current = tx
+                .query_opt(&self.sql.fence, &[&lease.name, &partition])
+                .await
+                .map_err(boxed)?
+                .map(|row| row.try_get::<_, i64>("fence"))
+                .transpose()
+                .map_err(boxed)?
+                .map_or(0, |f| u64::try_from(f).unwrap_or(0));
+            // Dropping the transaction rolls the read model back.
+            return Err(Box::new(CoordinationError::Fenced {
+                name: lease.name.clone(),
+                partition: lease.partition,
+                fence: lease.fence,
+                current,
+            }));
+        }
+        tx.commit().await.map_err(boxed)
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        let mut client = self.pool.get().await.map_err(boxed)?;
+        let tx = client.transaction().await.map_err(boxed)?;
+        self.projection.reset(&tx).await?;
+        tx.commit().await.map_err(boxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! A transactional projection against PostgreSQL: a crash inside a batch repeats nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use factum::testing::projections::append_tested;
+use factum::{
+    BoxError, CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, ProjectionRunner,
+    RecordedEvent, RunnerOptions,
+};
+use tokio::sync::watch;
+use tokio_postgres::Transaction;
+
+use super::{PgProjection, Transactional};
+use crate::PgStore;
+use crate::coordination::PgCoordination;
+use crate::testing::fresh_store;
+
+/// Inserts each event id into a table whose primary key refuses a second delivery.
+struct Inserts {
+    table: String,
+    hang_at_delivery: Option<u64>,
+    deliveries: AtomicU64,
+    hung: watch::Sender<bool>,
+}
+
+struct Shared(Arc<Inserts>);
+
+impl PgProjection for Shared {
+    fn name(&self) -> &str {
+        "inserts"
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["Tested".to_owned()]
+    }
+
+    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+        let delivery = self.0.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
+        let position = i64::try_from(event.position)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (event_id, position) VALUES ($1, $2)",
+                self.0.table
+            ),
+            &[&event.event_id, &position],
+        )
+        .await?;
+        if self.0.hang_at_delivery == Some(delivery) {
+            // Dies inside the transaction: the insert is never committed.
+            self.0.hung.send_replace(true);
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+        tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
+            .await?;
+        Ok(())
+    }
+}
+
+async fn rows(store: &PgStore, table: &str) -> i64 {
+    let client = store.pool().get().await.expect("client");
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+fn runner(
+    store: &PgStore,
+    worker: &str,
+    inserts: &Arc<Inserts>,
+) -> factum::RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination> {
+    let coordination = PgCoordination::new(store);
+    ProjectionRunner::new(store.clone())
+        .with_checkpoints(coordination.clone())
+        .with_leases(coordination.clone())
+        .with_dead_letters(coordination)
+        .options(
+            RunnerOptions::new()
+                .worker_id(worker)
+                .lease_ttl(Duration::from_secs(2))
+                .lease_retry(Duration::from_millis(200)),
+        )
+        .register(
+            Transactional::new(store, Shared(Arc::clone(inserts))),
+            ProjectionOptions::new()
+                .batch_size(10)
+                .poll_interval(Duration::from_millis(50))
+                .failure(
+                    FailurePolicy::park_after(2)
+                        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+                ),
+        )
+        .start()
+}
+
+#[tokio::test]
+async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
+    let store = fresh_store().await.expect("test database");
+    let table = format!("{}.read_model", store.config().schema.quoted());
+    store
+        .pool()
+        .get()
+        .await
+        .expect("client")
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (event_id uuid PRIMARY KEY, position bigint NOT NULL)"
+        ))
+        .await
+        .expect("read model table");
+    let mut positions = Vec::new();
+    for i in 0..20u64 {
+        positions.push(
+            append_tested(&store, &format!("order-{}", i % 4), i)
+                .await
+                .1,
+        );
+    }
+    let head = positions[19];
+    let inserts = Arc::new(Inserts {
+        table: table.clone(),
+        hang_at_delivery: Some(16),
+        deliveries: AtomicU64::new(0),
+        hung: watch::channel(false).0,
+    });
+    let running = runner(&store, "a", &inserts);
+    let mut hung = inserts.hung.subscribe();
+    tokio::time::timeout(Duration::from_secs(60), hung.wait_for(|h| *h))
+        .await
+        .expect("the handler reaches the crash point")
+        .expect("hung");
+    drop(running);
+    let coordination = PgCoordination::new(&store);
+    assert_eq!(
+        coordination.load("inserts", 0).await.expect("load"),
+        positions[14],
+        "the checkpoint moved with each committed event, inside the batch"
+    );
+
+    let inserts = Arc::new(Inserts {
+        table: table.clone(),
+        hang_at_delivery: None,
+        deliveries: AtomicU64::new(0),
+        hung: watch::channel(false).0,
+    });
+    let running = runner(&store, "b", &inserts);
+    tokio::time::timeout(Duration::from_secs(60), running.wait_for("inserts", head))
+        .await
+        .expect("caught up")
+        .expect("running");
+    assert_eq!(
+        rows(&store, &table).await,
+        20,
+        "the read model equals the event count"
+    );
+    assert_eq!(
+        inserts.deliveries.load(Ordering::SeqCst),
+        5,
+        "only the events after the last commit were delivered again"
+    );
+    assert!(
+        coordination
+            .list("inserts")
+            .await
+            .expect("parked")
+            .is_empty(),
+        "no duplicate insert failed"
+    );
+
+    let target = tokio::time::timeout(Duration::from_secs(60), running.rebuild("inserts", |_| {}))
+        .await
+        .expect("rebuilt")
+        .expect("rebuild");
+    assert!(target >= head);
+    assert_eq!(
+        rows(&store, &table).await,
+        20,
+        "the rebuilt model equals the live one"
+    );
+    assert!(
+        coordination
+            .list("inserts")
+            .await
+            .expect("parked")
+            .is_empty()
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
