@@ -270,6 +270,24 @@ where
         dispatcher: CounterDispatcher<S>,
         clock: ManualClock,
     ) -> RunningProcessManagers {
+        self.start_flow_with(
+            worker,
+            dispatcher,
+            clock,
+            ProcessOptions::new()
+                .batch_size(3)
+                .poll_interval(Duration::from_millis(50)),
+        )
+    }
+
+    /// Like [`start_flow`](Self::start_flow), with `options`.
+    pub fn start_flow_with(
+        &self,
+        worker: &str,
+        dispatcher: CounterDispatcher<S>,
+        clock: ManualClock,
+        options: ProcessOptions,
+    ) -> RunningProcessManagers {
         ProcessManagerRunner::new(
             self.events.clone(),
             self.processes.clone(),
@@ -283,13 +301,7 @@ where
                 .lease_retry(Duration::from_millis(200)),
         )
         .clock(clock)
-        .register(
-            FlowProcess,
-            dispatcher,
-            ProcessOptions::new()
-                .batch_size(3)
-                .poll_interval(Duration::from_millis(50)),
-        )
+        .register(FlowProcess, dispatcher, options)
         .start()
     }
 
@@ -608,6 +620,53 @@ where
     running.shutdown().await.expect("clean shutdown");
 }
 
+/// With several partitions (by hash of the key), every instance gets its events and every
+/// command is dispatched once.
+pub async fn process_partitions<S, P, C, L>(stores: ProcessRuntimeStores<S, P, C, L>)
+where
+    S: EventStore,
+    P: ProcessStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+{
+    let store = &stores.events;
+    let mut head = 0;
+    for i in 0..9u64 {
+        flow(
+            store,
+            &format!("k{i}"),
+            "FlowStarted",
+            i + 1,
+            Metadata::new(),
+        )
+        .await;
+    }
+    for i in 0..9u64 {
+        head = flow(store, &format!("k{i}"), "FlowContinued", 1, Metadata::new())
+            .await
+            .1;
+    }
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let running = stores.start_flow_with(
+        "a",
+        CounterDispatcher::new(store.clone(), Arc::clone(&calls)),
+        ManualClock::new(Utc::now()),
+        ProcessOptions::new()
+            .partitions(3)
+            .batch_size(4)
+            .poll_interval(Duration::from_millis(50)),
+    );
+    wait_for(&running, head).await;
+    assert_eq!(running.status().len(), 3);
+    for i in 0..9u64 {
+        assert_eq!(stores.counter(&format!("k{i}")).await, i + 2);
+    }
+    let seen = calls_of(&calls);
+    assert_eq!(seen.len(), 18, "each command dispatched once");
+    assert!(seen.iter().all(|c| !c.duplicate));
+    running.shutdown().await.expect("clean shutdown");
+}
+
 /// A process store saves with compare-and-set on the revision and answers the due-deadline
 /// and outbox queries.
 pub async fn process_store_conformance<P: ProcessStore>(processes: P) {
@@ -697,6 +756,7 @@ macro_rules! process_manager_tests {
             process_crash_after_dispatch,
             process_compensates_rejection,
             process_timeout_after_restart,
+            process_partitions,
         );
     };
     ($make:path, start_paused) => {
@@ -705,6 +765,7 @@ macro_rules! process_manager_tests {
             process_crash_after_dispatch,
             process_compensates_rejection,
             process_timeout_after_restart,
+            process_partitions,
         );
     };
     (@each $make:path; real; $($case:ident),* $(,)?) => {
