@@ -169,22 +169,18 @@ pub(crate) fn shared_ref(
     }
 }
 
-/// `Name<A, B>` as `(A, B)`.
-pub(crate) fn generic_pair<'a>(
-    ty: &'a syn::Type,
-    name: &str,
-) -> Option<(&'a syn::Type, &'a syn::Type)> {
+/// The success type of `Result<T, E>`, or of an alias such as `io::Result<T>` or
+/// `anyhow::Result<T>`.
+pub(crate) fn result_ok(ty: &syn::Type) -> Option<&syn::Type> {
     let segment = type_path(ty)?.path.segments.last()?;
-    if segment.ident != name {
+    if segment.ident != "Result" {
         return None;
     }
     let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
         return None;
     };
-    match (args.args.len(), args.args.first(), args.args.last()) {
-        (2, Some(syn::GenericArgument::Type(a)), Some(syn::GenericArgument::Type(b))) => {
-            Some((a, b))
-        }
+    match (args.args.len(), args.args.first()) {
+        (1 | 2, Some(syn::GenericArgument::Type(ok))) => Some(ok),
         _ => None,
     }
 }

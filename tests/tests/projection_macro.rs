@@ -154,8 +154,9 @@ pub struct PlacedInOrders {
 
 #[projection(name = "placed_in_orders", categories = ["order"])]
 impl PlacedInOrders {
-    async fn placed(&self, _: &OrderPlaced) {
+    async fn placed(&self, _: &OrderPlaced) -> std::io::Result<()> {
         *self.count.lock().unwrap() += 1;
+        Ok(())
     }
 }
 

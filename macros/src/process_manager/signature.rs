@@ -201,8 +201,8 @@ fn returns(errors: &mut Errors, sig: &syn::Signature, what: &str) -> Option<Retu
             span,
         });
     };
-    let (ok, fallible) = match handler::generic_pair(ty, "Result") {
-        Some((ok, _)) => (ok, true),
+    let (ok, fallible) = match handler::result_ok(ty) {
+        Some(ok) => (ok, true),
         None => (ty, false),
     };
     let shape = if handler::is_unit(ok) {
@@ -213,7 +213,7 @@ fn returns(errors: &mut Errors, sig: &syn::Signature, what: &str) -> Option<Retu
         Some(Shape::Vec(c.clone()))
     } else if let Some(c) = handler::single_generic(ok, "Option") {
         Some(Shape::Option(c.clone()))
-    } else if handler::type_path(ok).is_some() && handler::generic_pair(ok, "Result").is_none() {
+    } else if handler::type_path(ok).is_some() && handler::result_ok(ok).is_none() {
         Some(Shape::One(ok.clone()))
     } else {
         None

@@ -36,6 +36,8 @@ fn fallible_handlers_and_hooks() {
             impl Payments {
                 #[start(by = payment_id)]
                 fn requested(&self, state: &mut PaymentState, event: &PaymentRequested) -> Result<Vec<PaymentCommand>, PaymentError> { todo!() }
+                #[on(by = payment_id)]
+                fn settled(&self, state: &mut PaymentState, event: &PaymentSettled) -> anyhow::Result<PaymentCommand> { todo!() }
                 #[on_rejected]
                 fn rejected(&self, state: &mut PaymentState, command: &PaymentCommand, error: &str) -> Result<Option<PaymentCommand>, PaymentError> { todo!() }
                 #[on_timeout]

@@ -170,10 +170,8 @@ fn returns(errors: &mut Errors, sig: &syn::Signature, what: &str) -> Option<Retu
     if handler::is_unit(ty) {
         return Some(Returns::Unit);
     }
-    match handler::generic_pair(ty, "Result") {
-        Some((ok, _)) if handler::is_unit(ok) => {
-            Some(Returns::Result(syn::spanned::Spanned::span(ty)))
-        }
+    match handler::result_ok(ty) {
+        Some(ok) if handler::is_unit(ok) => Some(Returns::Result(syn::spanned::Spanned::span(ty))),
         _ => {
             errors.spanned(
                 ty,

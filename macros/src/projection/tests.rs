@@ -16,6 +16,7 @@ fn handlers() {
                 async fn placed(&self, event: &OrderPlaced) -> Result<(), sqlx::Error> { todo!() }
                 async fn shipped(&self, event: &events::OrderShipped, recorded: &RecordedEvent) {}
                 async fn paid(&self, event: &PaymentReceived) -> () {}
+                async fn noted(&self, event: &OrderNoted) -> std::io::Result<()> { todo!() }
             }
         }
     ));
