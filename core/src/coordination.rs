@@ -165,6 +165,29 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 }
 
 /// Positions up to which a projection or process manager partition has handled events.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use factum::{CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore};
+///
+/// let (leases, checkpoints) = (MemoryLeaseStore::new(), MemoryCheckpointStore::new());
+/// let ttl = Duration::from_secs(30);
+/// let old = leases.acquire("order_list", 0, "worker-1", ttl).await?.expect("free");
+/// assert_eq!(checkpoints.claim(&old).await?, 0);
+/// checkpoints.save(&old, 42).await?;
+///
+/// // worker-1 stalls, its lease expires, worker-2 takes over and claims the checkpoint.
+/// leases.release(&old).await?;
+/// let new = leases.acquire("order_list", 0, "worker-2", ttl).await?.expect("free");
+/// assert_eq!(checkpoints.claim(&new).await?, 42);
+///
+/// // worker-1 wakes up: it can no longer move the checkpoint.
+/// assert!(checkpoints.save(&old, 50).await.is_err_and(|e| e.is_fenced()));
+/// assert_eq!(checkpoints.load("order_list", 0).await?, 42);
+/// # Ok::<(), factum::CoordinationError>(())
+/// # }).unwrap();
+/// ```
 pub trait CheckpointStore: Clone + Send + Sync + 'static {
     /// The saved position of `(name, partition)`, 0 when none was saved.
     fn load(

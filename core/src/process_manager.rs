@@ -166,6 +166,74 @@ impl<C> From<Vec<C>> for Effects<C> {
 ///
 /// Handlers are plain functions of the instance's state and the event, like an aggregate's;
 /// the runtime stores the state, dispatches the commands and fires the timeouts.
+///
+/// ```
+/// use factum::{BoxError, Effects, ProcessManager, RecordedEvent, Route};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Command {
+///     Reserve { order_id: String },
+///     Cancel { order_id: String },
+/// }
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct Fulfillment {
+///     reserved: bool,
+/// }
+///
+/// struct OrderFulfillment;
+///
+/// impl ProcessManager for OrderFulfillment {
+///     type State = Fulfillment;
+///     type Command = Command;
+///
+///     fn name(&self) -> &str {
+///         "order_fulfillment"
+///     }
+///
+///     fn event_types(&self) -> Vec<String> {
+///         vec!["OrderPlaced".into(), "OrderShipped".into()]
+///     }
+///
+///     fn route(&self, event: &RecordedEvent) -> Route {
+///         let order_id = event.stream_id.id().to_owned();
+///         match event.event_type.as_str() {
+///             "OrderPlaced" => Route::StartStrict(order_id),
+///             "OrderShipped" => Route::Stop(order_id),
+///             _ => Route::Ignore,
+///         }
+///     }
+///
+///     fn handle(
+///         &self,
+///         state: &mut Fulfillment,
+///         event: &RecordedEvent,
+///     ) -> Result<Effects<Command>, BoxError> {
+///         let order_id = event.stream_id.id().to_owned();
+///         Ok(match event.event_type.as_str() {
+///             "OrderPlaced" => {
+///                 state.reserved = true;
+///                 Effects::none()
+///                     .command(Command::Reserve { order_id })
+///                     .schedule("payment", event.recorded_at + chrono::Duration::days(1))
+///             }
+///             _ => Effects::none(),
+///         })
+///     }
+///
+///     fn on_timeout(
+///         &self,
+///         key: &str,
+///         _state: &mut Fulfillment,
+///         _name: &str,
+///     ) -> Result<Effects<Command>, BoxError> {
+///         Ok(Effects::none()
+///             .command(Command::Cancel { order_id: key.to_owned() })
+///             .complete())
+///     }
+/// }
+/// ```
 pub trait ProcessManager: Send + Sync + 'static {
     /// An instance's state, stored as JSON between events.
     type State: Serialize + DeserializeOwned + Default + Send + Sync;
