@@ -633,6 +633,63 @@ mod tests {
     }
 
     #[test]
+    fn subscribed_names_are_distinct_in_order() {
+        assert_eq!(
+            event_type_names(&[A, B, &[("C", 1), ("B", 1)]]),
+            ["A", "B", "A0", "C"]
+        );
+        assert!(event_type_names(&[]).is_empty());
+    }
+
+    #[test]
+    fn correlation_keys() {
+        assert_eq!("o-1".correlation_key(), "o-1");
+        assert_eq!(String::from("o-2").correlation_key(), "o-2");
+        assert_eq!((&&String::from("o-3")).correlation_key(), "o-3");
+        assert_eq!(std::sync::Arc::<str>::from("o-4").correlation_key(), "o-4");
+        let id = uuid::Uuid::nil();
+        assert_eq!(id.correlation_key(), id.to_string());
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Ship(u8);
+
+    #[derive(Debug, PartialEq)]
+    enum Cmd {
+        Ship(u8),
+    }
+
+    impl From<Ship> for Cmd {
+        fn from(s: Ship) -> Self {
+            Cmd::Ship(s.0)
+        }
+    }
+
+    #[test]
+    fn effects_convert_and_merge() {
+        let mut all: Effects<Cmd> = effects_from_vec(vec![Ship(1), Ship(2)]);
+        merge_effects(&mut all, effects_from_option(Some(Ship(3))));
+        merge_effects(&mut all, effects_from_option::<Ship, Cmd>(None));
+        merge_effects(
+            &mut all,
+            effects_from(Effects::none().command(Ship(4)).cancel("t").complete()),
+        );
+        merge_effects(&mut all, effects_from_one(Ship(5)));
+        assert_eq!(
+            all.commands,
+            [
+                Cmd::Ship(1),
+                Cmd::Ship(2),
+                Cmd::Ship(3),
+                Cmd::Ship(4),
+                Cmd::Ship(5)
+            ]
+        );
+        assert_eq!(all.cancel, ["t"]);
+        assert!(all.complete);
+    }
+
+    #[test]
     fn unknown_names_and_versions() {
         assert!(matches!(
             unknown_event(&["A"], "A", 9),
