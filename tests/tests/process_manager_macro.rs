@@ -17,18 +17,18 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 // ANCHOR: events
-/// The first version: one unit of one item.
+/// The first version: one unit of one item, the order's id in a field named `id`.
 #[event(name = "OrderPlaced", version = 1, upcast_to = OrderPlaced)]
 #[derive(Debug, Deserialize)]
 pub struct OrderPlacedV1 {
-    pub order_id: String,
+    pub id: String,
     pub sku: String,
 }
 
 impl From<OrderPlacedV1> for OrderPlaced {
     fn from(v1: OrderPlacedV1) -> Self {
         Self {
-            order_id: v1.order_id,
+            order_id: v1.id,
             sku: v1.sku,
             quantity: 1,
         }
@@ -331,6 +331,8 @@ fn names_and_event_types() {
     );
 }
 
+/// The stored v1 `OrderPlaced` names the key `id`: it is routed by the upcast event's
+/// `order_id`.
 #[tokio::test]
 async fn start_continue_stop_with_an_old_version() {
     let h = start();
@@ -338,7 +340,7 @@ async fn start_continue_stop_with_an_old_version() {
         .append(
             "order",
             "o-1",
-            stored("OrderPlaced", 1, r#"{"order_id":"o-1","sku":"apple"}"#),
+            stored("OrderPlaced", 1, r#"{"id":"o-1","sku":"apple"}"#),
         )
         .await;
     h.append(
@@ -542,12 +544,7 @@ async fn routes_unhandled_undecodable_and_failing_events() {
     let effects = process.handle(&mut Fulfillment::default(), &other).unwrap();
     assert_eq!(effects, Effects::none());
 
-    let placed = record(stored(
-        "OrderPlaced",
-        1,
-        r#"{"order_id":"o-5","sku":"kiwi"}"#,
-    ))
-    .await;
+    let placed = record(stored("OrderPlaced", 1, r#"{"id":"o-5","sku":"kiwi"}"#)).await;
     assert_eq!(process.route(&placed), Route::StartStrict("o-5".into()));
     let delivered = record(typed(&ShipmentDelivered {
         order_id: "o-5".into(),
