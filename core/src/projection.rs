@@ -1022,6 +1022,13 @@ where
                 .ok_or_else(|| ProjectionError::UnknownProjection {
                     name: name.to_owned(),
                 })?;
+        // Resumes the paused partitions if this stops early (an error, or the caller dropping
+        // the future), so that no partition stays paused.
+        let mut guard = ResumeGuard {
+            controls: &running.controls,
+            paused: 0,
+            from: None,
+        };
         let mut leases = Vec::new();
         for (partition, control) in (0u32..).zip(&running.controls) {
             let (reply, replied) = oneshot::channel();
@@ -1031,9 +1038,11 @@ where
                 None
             };
             match paused {
-                Some(Some(lease)) => leases.push(lease),
+                Some(Some(lease)) => {
+                    leases.push(lease);
+                    guard.paused += 1;
+                }
                 other => {
-                    resume(&running.controls[..leases.len()], None, None);
                     return Err(if other.is_some() {
                         ProjectionError::NotOwned {
                             name: name.to_owned(),
@@ -1048,16 +1057,24 @@ where
                 }
             }
         }
-        let prepared = self.prepare_rebuild(name, running, &leases).await;
-        let target = match prepared {
-            Ok(target) => target,
-            Err(e) => {
-                resume(&running.controls, None, None);
-                return Err(e);
-            }
-        };
+        let target = self.store.head_position().await?;
+        self.dead_letters.clear(name).await?;
+        running
+            .projection
+            .reset()
+            .await
+            .map_err(|source| ProjectionError::Reset {
+                name: name.to_owned(),
+                source,
+            })?;
+        // The read model is empty now: from here on, partitions resume from the start.
+        guard.from = Some(0);
+        for lease in &leases {
+            self.checkpoints.save(lease, 0).await?;
+        }
         tracing::info!(projection = name, target, "rebuild started");
         let (tx, mut rx) = mpsc::unbounded_channel();
+        guard.paused = 0;
         resume(&running.controls, Some(0), Some(&tx));
         drop(tx);
         let mut positions = vec![0u64; running.controls.len()];
@@ -1095,28 +1112,6 @@ where
         Ok(target)
     }
 
-    async fn prepare_rebuild(
-        &self,
-        name: &str,
-        running: &RunningProjection,
-        leases: &[Lease],
-    ) -> Result<u64, ProjectionError> {
-        let target = self.store.head_position().await?;
-        self.dead_letters.clear(name).await?;
-        running
-            .projection
-            .reset()
-            .await
-            .map_err(|source| ProjectionError::Reset {
-                name: name.to_owned(),
-                source,
-            })?;
-        for lease in leases {
-            self.checkpoints.save(lease, 0).await?;
-        }
-        Ok(target)
-    }
-
     /// The lease store, for inspection.
     pub fn leases(&self) -> &L {
         &self.leases
@@ -1125,6 +1120,23 @@ where
     /// The checkpoint store, for inspection.
     pub fn checkpoints(&self) -> &C {
         &self.checkpoints
+    }
+}
+
+/// See [`RunningProjections::rebuild`].
+struct ResumeGuard<'a> {
+    controls: &'a [mpsc::UnboundedSender<Control>],
+    /// How many partitions (the first ones) are paused and not yet resumed.
+    paused: usize,
+    /// Where they resume: where they were, or from the start once the read model was reset.
+    from: Option<u64>,
+}
+
+impl Drop for ResumeGuard<'_> {
+    fn drop(&mut self) {
+        if self.paused > 0 {
+            resume(&self.controls[..self.paused], self.from, None);
+        }
     }
 }
 

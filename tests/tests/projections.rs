@@ -106,3 +106,70 @@ mod lag_metrics {
         drop(running);
     }
 }
+
+/// A rebuild abandoned by its caller leaves no partition paused.
+mod abandoned_rebuild {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use factum::testing::projections::append_tested;
+    use factum::{
+        BoxError, MemoryStore, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent,
+        WorkerState,
+    };
+
+    #[derive(Default)]
+    struct StuckReset(AtomicU64);
+
+    impl Projection for StuckReset {
+        fn name(&self) -> &str {
+            "stuck_reset"
+        }
+
+        async fn handle(&self, _event: &RecordedEvent) -> Result<(), BoxError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        async fn reset(&self) -> Result<(), BoxError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_resume_where_they_were() {
+        let store = MemoryStore::new();
+        let (_, first) = append_tested(&store, "order-a", 1).await;
+        let projection = Arc::new(StuckReset::default());
+        let running = ProjectionRunner::new(store.clone())
+            .register(
+                Arc::clone(&projection),
+                ProjectionOptions::new().partitions(2),
+            )
+            .start();
+        running.wait_for("stuck_reset", first).await.unwrap();
+        let abandoned = tokio::time::timeout(
+            Duration::from_secs(5),
+            running.rebuild("stuck_reset", |_| {}),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the reset never finishes");
+        let (_, head) = append_tested(&store, "order-a", 2).await;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            running.wait_for("stuck_reset", head),
+        )
+        .await
+        .expect("the partitions were resumed")
+        .unwrap();
+        assert!(
+            running
+                .status()
+                .iter()
+                .all(|p| p.state == WorkerState::Running)
+        );
+        assert_eq!(projection.0.load(Ordering::SeqCst), 2);
+        running.shutdown().await.unwrap();
+    }
+}
