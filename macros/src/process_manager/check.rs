@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::parse::{Input, RouteKind};
-use crate::common::{self, Errors};
+use crate::common::{self, Errors, key};
 
 /// An impl block whose handlers fit together.
 pub(super) struct Checked {
@@ -54,20 +54,14 @@ pub(super) fn check(input: Input) -> syn::Result<Checked> {
         .iter()
         .map(|h| (&h.method, &h.state))
         .chain(hooks.clone().map(|h| (&h.method, &h.state)));
-    let state = agree(&mut errors, input.state.as_ref(), states, "state", "state");
+    let state = agree(&mut errors, input.state.as_ref(), states, key::STATE);
 
     let commands = input
         .handlers
         .iter()
         .filter_map(|h| Some((&h.method, h.returns.shape.command()?)))
         .chain(hooks.filter_map(|h| Some((&h.method, h.returns.shape.command()?))));
-    let command = agree(
-        &mut errors,
-        input.command.as_ref(),
-        commands,
-        "command",
-        "command",
-    );
+    let command = agree(&mut errors, input.command.as_ref(), commands, key::COMMAND);
     if state.is_none() && input.state.is_none() && !input.handlers.is_empty() {
         errors.spanned(
             self_ty,
@@ -100,7 +94,6 @@ fn agree<'a>(
     given: Option<&syn::Type>,
     found: impl Iterator<Item = (&'a syn::Ident, &'a syn::Type)>,
     key: &str,
-    what: &str,
 ) -> Option<syn::Type> {
     if let Some(given) = given {
         return Some(given.clone());
@@ -113,7 +106,7 @@ fn agree<'a>(
                 errors.spanned(
                     ty,
                     format_args!(
-                        "handlers disagree on the {what} type: `{method}` uses `{}` but `{first_method}` uses `{}`; use one type or set `#[process_manager({key} = ...)]`",
+                        "handlers disagree on the {key} type: `{method}` uses `{}` but `{first_method}` uses `{}`; use one type or set `#[process_manager({key} = ...)]`",
                         common::display(ty),
                         common::display(first_ty),
                     ),
