@@ -235,3 +235,35 @@ async fn a_following_reader_sees_every_commit_once_in_order() {
     assert_eq!(ids.len(), seen.len());
     assert_eq!(seen.len(), EXPECTED);
 }
+
+#[tokio::test]
+async fn several_appends_in_one_transaction_get_consecutive_positions() {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let client = raw_client().await;
+    let (first, _) = open_append(&store, &client, "order-tx1").await;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT status, version, first_position FROM {}.append($1, 0, $2, $3, $4, $5, $6)",
+                schema(&store)
+            ),
+            &[
+                &"order-tx2",
+                &vec![Uuid::now_v7(), Uuid::now_v7()],
+                &vec!["A", "B"],
+                &vec![1i32, 1],
+                &vec!["{}", "{}"],
+                &vec!["{}", "{}"],
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 0);
+    assert_eq!(row.get::<_, i64>(2), i64::try_from(first).unwrap() + 1);
+    client.batch_execute("COMMIT").await.unwrap();
+    let read = store.read_all(&ReadAll::after(0)).await.unwrap();
+    assert_eq!(positions(&read), [first, first + 1, first + 2]);
+    assert_eq!(read[1].stream_version, 1);
+    assert_eq!(read[2].stream_version, 2);
+}
