@@ -965,7 +965,9 @@ where
     }
 
     /// Waits until every partition of `name` in this runner has saved a checkpoint at or
-    /// after `position`. Fails when a partition stops first.
+    /// after `position` (read-your-writes for a read model). Fails when a partition stops
+    /// first. A partition held by another process does not move here: bound the wait with a
+    /// timeout when several processes share the projection.
     pub async fn wait_for(&self, name: &str, position: u64) -> Result<(), ProjectionError> {
         if !self.projections.contains_key(name) {
             return Err(ProjectionError::UnknownProjection {
