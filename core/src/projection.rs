@@ -464,10 +464,10 @@ pub struct PartitionStatus {
     pub position: u64,
     /// The store's head position last seen.
     pub head: u64,
-    /// How far behind the head it is, in positions: `head - position` (0 when caught up).
-    /// On a store with dense positions (the in-memory one) this is a count of events; on one
-    /// with gaps between positions (PostgreSQL) it is an upper bound.
-    pub lag_positions: u64,
+    /// How far behind the head it is, measured in positions: `head - position` (0 when
+    /// caught up). On a store with dense positions (the in-memory one) this is the number of
+    /// events behind; on one with gaps between positions (PostgreSQL) it is an upper bound.
+    pub lag_events: u64,
     /// How long it has been behind the head (zero when caught up).
     pub lag_time: Duration,
     /// How long since the position last moved, or the partition last found itself caught up.
@@ -621,9 +621,7 @@ impl Shared {
                     partition: p.partition,
                     error: p.error.clone().unwrap_or_default(),
                 }),
-                WorkerState::Running
-                    if p.lag_positions > 0 && p.since_progress >= stalled_after =>
-                {
+                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
                     Some(HealthProblem::Stalled {
                         name: p.name.clone(),
                         partition: p.partition,
@@ -673,7 +671,7 @@ impl Shared {
                 checkpoint: c.checkpoint,
                 position: c.position,
                 head: c.head,
-                lag_positions: c.head.saturating_sub(c.position),
+                lag_events: c.head.saturating_sub(c.position),
                 lag_time: c.behind_since.map_or(Duration::ZERO, |t| now - t),
                 since_progress: now - c.last_progress,
                 error: c.error.clone(),

@@ -355,7 +355,7 @@ where
     assert_ordered(&seen);
     let status = running.status();
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0].lag_positions, 0);
+    assert_eq!(status[0].lag_events, 0);
     assert_eq!(status[0].checkpoint, head);
     running.shutdown().await.expect("clean shutdown");
 }
@@ -913,7 +913,7 @@ where
     );
     let status = &health.partitions[0];
     assert_eq!(status.head, head);
-    assert_eq!(status.lag_positions, head - first);
+    assert_eq!(status.lag_events, head - first);
     assert!(status.lag_time >= Duration::from_secs(3));
     drop(running);
 }
