@@ -14,6 +14,7 @@ pub(crate) fn render(template: &str, schema: &SchemaName) -> String {
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) append: String,
+    pub(crate) append_one: String,
     pub(crate) events_by_ids: String,
     pub(crate) event_by_id: String,
     pub(crate) read_stream: String,
@@ -36,6 +37,7 @@ impl Statements {
         let r = |t: &str| render(t, schema);
         Self {
             append: r(include_str!("../sql/append.sql")),
+            append_one: r(include_str!("../sql/append_one.sql")),
             events_by_ids: r(include_str!("../sql/events_by_ids.sql")),
             event_by_id: r(include_str!("../sql/event_by_id.sql")),
             read_stream: r(include_str!("../sql/read_stream.sql")),

@@ -144,28 +144,44 @@ impl PgStore {
         events: &[NewEvent],
         metadata: &[String],
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events
-            .iter()
-            .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
-            .collect();
-        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-        let statement = client.prepare_cached(&self.inner.sql.append).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &stream.as_str(),
-                    &expected,
-                    &ids,
-                    &types,
-                    &versions,
-                    &payloads,
-                    &metadata,
-                ],
-            )
-            .await?;
+        let schema_version = |e: &NewEvent| i32::try_from(e.schema_version).unwrap_or(i32::MAX);
+        let row = if let ([event], [metadata]) = (events, metadata) {
+            let statement = client.prepare_cached(&self.inner.sql.append_one).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &stream.as_str(),
+                        &expected,
+                        &event.event_id,
+                        &event.event_type,
+                        &schema_version(event),
+                        &event.payload.as_str(),
+                        metadata,
+                    ],
+                )
+                .await?
+        } else {
+            let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            let versions: Vec<i32> = events.iter().map(schema_version).collect();
+            let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+            let statement = client.prepare_cached(&self.inner.sql.append).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &stream.as_str(),
+                        &expected,
+                        &ids,
+                        &types,
+                        &versions,
+                        &payloads,
+                        &metadata,
+                    ],
+                )
+                .await?
+        };
         let status: i32 = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
         let first_position: i64 = row.try_get(2)?;
