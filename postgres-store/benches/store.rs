@@ -222,7 +222,7 @@ fn report(case: &str, unit: &str, factum_runs: &[f64], raw_runs: &[f64], target:
         Some(t) => format!("BELOW {t}x"),
         None => String::new(),
     };
-    println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.2}x  {verdict}");
+    println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
 }
 
 fn median(values: &[f64]) -> f64 {
