@@ -30,6 +30,14 @@ const TRANSIENT_RETRIES: u32 = 100;
 ///
 /// Connect with [`PgStore::connect_with`], then create or upgrade the tables with
 /// [`PgStore::migrate`] (safe to run from several processes at once).
+///
+/// Global positions follow the writing transactions' ids, and [`EventStore::read_all`] and
+/// [`EventStore::head_position`] only go as far as the oldest transaction still running in
+/// the cluster, so a reader following positions never skips or reorders a committed event
+/// (`docs/adr/02-postgres-ordering.md`). Positions are therefore sparse. So that a caller
+/// reads its own appends, those two calls first wait, at most
+/// [`PgConfig::settle_timeout`], for the appends that were committing when they were called;
+/// after that they return what is safe to read, never more.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     inner: Arc<Inner>,
@@ -115,7 +123,8 @@ impl PgStore {
     }
 
     /// The connection pool, for queries beside the store (for example read models updated
-    /// in the same database).
+    /// in the same database). Connections go back to the pool as they are: leave no session
+    /// setting, advisory lock, `LISTEN` or open transaction behind.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }

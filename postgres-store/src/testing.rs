@@ -123,7 +123,14 @@ struct Cluster;
 impl Cluster {
     fn start(bin: &Path) -> Result<String, String> {
         let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let base = std::env::temp_dir().join(format!(
+        // The `postgres` user must reach the directory: as root, stay out of a private
+        // `TMPDIR`.
+        let tmp = if as_root {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let base = tmp.join(format!(
             "factum-pg-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
