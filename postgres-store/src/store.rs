@@ -287,14 +287,19 @@ impl PgStore {
         let deadline = tokio::time::Instant::now() + self.inner.config.settle_timeout;
         let mut target = None;
         let mut delay = Duration::from_millis(1);
+        let mut first = true;
         loop {
             let head = self.head(client).await?;
             let target = *target.get_or_insert(head.visible);
-            let settled = head.bound > target;
-            let (value, full) = read(head).await?;
-            if settled || full || tokio::time::Instant::now() >= deadline {
-                return Ok(value);
+            let last = head.bound > target || tokio::time::Instant::now() >= deadline;
+            // Read when settled, and once at first: a full batch needs no waiting.
+            if last || first {
+                let (value, full) = read(head).await?;
+                if last || full {
+                    return Ok(value);
+                }
             }
+            first = false;
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));
         }
