@@ -22,8 +22,9 @@ use crate::notify::{ListenerConfig, Notifier};
 use crate::rows;
 use crate::sql::Statements;
 
-/// How many times an append is retried after a serialization failure or deadlock that was
-/// not a version conflict.
+/// How many times an append is retried after losing a race that was not a version
+/// conflict: a unique violation when `ExpectedVersion::Any` (or `StreamExists`) still
+/// holds, a serialization failure or a deadlock. Each lost race means another append won.
 const TRANSIENT_RETRIES: u32 = 100;
 
 /// The event store on PostgreSQL. Cloning shares the pool.
