@@ -22,7 +22,7 @@ pub(crate) async fn migrate(
     let mut client = pool.get().await.map_err(backend)?;
     let tx = client.transaction().await.map_err(backend)?;
     tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
+        include_str!("../sql/migrate_lock.sql"),
         &[&MIGRATE_LOCK_CLASS, &schema.lock_key()],
     )
     .await
@@ -30,13 +30,14 @@ pub(crate) async fn migrate(
     tx.batch_execute(&statements.migrations_table)
         .await
         .map_err(backend)?;
-    let applied: Vec<i32> = tx
+    let applied = tx
         .query(&statements.migrations_applied, &[])
         .await
         .map_err(backend)?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| row.try_get::<_, i32>(0))
+        .collect::<Result<Vec<i32>, _>>()
+        .map_err(backend)?;
     if let Some(&unknown) = applied
         .iter()
         .find(|v| !MIGRATIONS.iter().any(|(known, _, _)| known == *v))
