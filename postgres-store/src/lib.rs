@@ -29,16 +29,20 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 
 mod config;
+mod coordination;
 mod error;
 mod migrate;
 mod notify;
 mod rows;
 mod sql;
 mod store;
+mod transactional;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
+pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use transactional::{PgProjection, Transactional};
