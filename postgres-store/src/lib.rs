@@ -36,9 +36,9 @@ mod notify;
 mod rows;
 mod sql;
 mod store;
-mod transactional;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transactional;
 
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
 pub use coordination::PgCoordination;
