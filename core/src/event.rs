@@ -12,40 +12,47 @@ use crate::error::DecodeError;
 use crate::metadata::Metadata;
 use crate::stream::StreamId;
 
-/// A JSON document, kept as validated text so that it is decoded once, straight into the
-/// target type.
+/// A JSON document, kept as text so that it is decoded once, straight into the target type.
+///
+/// Built from a serialized value ([`Payload::encode`]), from text that is checked
+/// ([`Payload::from_json`]), or from text a store trusts because its database already
+/// validated it ([`Payload::from_trusted_json`]). Text that turns out to be malformed only
+/// ever surfaces as a decoding error, never as a panic.
 #[derive(Clone)]
-pub struct Payload(Box<RawValue>);
+pub struct Payload(Box<str>);
 
 impl Payload {
     /// Serializes `value` to JSON.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(Self)
+        serde_json::to_string(value).map(|s| Self(s.into_boxed_str()))
     }
 
     /// Takes JSON text, checking that it is well-formed.
     pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(Self)
+        serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
+        Ok(Self(json.into_boxed_str()))
+    }
+
+    /// Takes JSON text without checking it: for stores reading a column whose database
+    /// already validated it (PostgreSQL `jsonb`). Malformed text is reported when the payload
+    /// is decoded.
+    pub fn from_trusted_json(json: String) -> Self {
+        Self(json.into_boxed_str())
     }
 
     /// Takes already-validated raw JSON.
     pub fn from_raw(raw: Box<RawValue>) -> Self {
-        Self(raw)
+        Self(Box::<str>::from(raw))
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The raw JSON value.
-    pub fn as_raw(&self) -> &RawValue {
         &self.0
     }
 
     /// Deserializes the payload into `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+        serde_json::from_str(&self.0)
     }
 
     /// Parses the payload into a generic JSON value (for JSON-level upcasters).
@@ -78,15 +85,17 @@ impl fmt::Display for Payload {
     }
 }
 
+/// Serialized as the JSON it holds, not as a string.
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Self)
+        Box::<RawValue>::deserialize(d).map(Self::from_raw)
     }
 }
 
@@ -281,6 +290,17 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(Payload::from_json("{nope".into()).is_err());
+    }
+
+    #[test]
+    fn payload_serializes_as_json_and_trusted_text_fails_late() {
+        let p = Payload::from_json(r#"{"a":[1,"x"]}"#.into()).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"a":[1,"x"]}"#);
+        let back: Payload = serde_json::from_str(r#" {"a": [1, "x"]} "#).unwrap();
+        assert_eq!(back, p);
+        let bad = Payload::from_trusted_json("{nope".into());
+        assert!(bad.decode::<serde_json::Value>().is_err());
+        assert!(serde_json::to_string(&bad).is_err());
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use projection::{
     RunningProjections, WorkerState,
 };
 pub use repository::{AsOf, Executed, Loaded, Repository, derived_event_id};
-pub use store::{AppendResult, EventStore, ReadAll, Snapshot, StreamRead};
+pub use store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
 pub use stream::{
     ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version, validate_category,
 };

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::event::{NewEvent, RecordedEvent};
-use crate::store::{AppendResult, EventStore, ReadAll, Snapshot, StreamRead};
+use crate::store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Longest event type name accepted, in bytes.
@@ -90,6 +90,28 @@ impl MemoryStore {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn scan_stream<T>(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+        map: impl Fn(&RecordedEvent) -> T,
+    ) -> Vec<T> {
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(stream.as_str()) else {
+            return Vec::new();
+        };
+        let start = usize::try_from(read.from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let limit = read.limit.unwrap_or(usize::MAX);
+        indexes
+            .iter()
+            .skip(start)
+            .map(|&i| &inner.events[i])
+            .take_while(|e| read.contains(e))
+            .take(limit)
+            .map(map)
+            .collect()
     }
 
     fn append_sync(
@@ -252,20 +274,21 @@ impl EventStore for MemoryStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let inner = self.lock();
-        let Some(indexes) = inner.streams.get(stream.as_str()) else {
-            return Ok(Vec::new());
-        };
-        let start = usize::try_from(read.from.saturating_sub(1)).unwrap_or(usize::MAX);
-        let limit = read.limit.unwrap_or(usize::MAX);
-        Ok(indexes
-            .iter()
-            .skip(start)
-            .map(|&i| &inner.events[i])
-            .take_while(|e| read.contains(e))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(self.scan_stream(stream, read, RecordedEvent::clone))
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<ReplayEvent>, StoreError> {
+        Ok(self.scan_stream(stream, read, |e| ReplayEvent {
+            stream_version: e.stream_version,
+            position: e.position,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            payload: e.payload.clone(),
+        }))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

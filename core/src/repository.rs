@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandSet};
 use crate::error::{Error, StoreError};
-use crate::event::{EventSet, NewEvent, RecordedEvent};
+use crate::event::{EventSet, NewEvent, Payload};
 use crate::metadata::Metadata;
-use crate::store::{EventStore, Snapshot, StreamRead};
+use crate::store::{EventStore, ReplayEvent, Snapshot, StreamRead};
 use crate::stream::{ExpectedVersion, StreamId, Version};
 
 /// Namespace of the deterministic event ids derived from command ids.
@@ -144,9 +144,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 };
                 let events = self
                     .store
-                    .read_stream(&stream, &StreamRead::all().until(t))
+                    .replay_stream(&stream, &StreamRead::all().until(t))
                     .await?;
-                apply_all(&mut loaded, &events)?;
+                apply_all(&stream, &mut loaded, &events)?;
                 Ok(loaded)
             }
         }
@@ -163,8 +163,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         if max_version.is_some_and(|max| max <= loaded.version) {
             return Ok(loaded);
         }
-        let events = self.store.read_stream(stream, &read).await?;
-        apply_all(&mut loaded, &events)?;
+        let events = self.store.replay_stream(stream, &read).await?;
+        apply_all(stream, &mut loaded, &events)?;
         Ok(loaded)
     }
 
@@ -353,7 +353,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             if expected_id != Some(recorded.event_id) {
                 break;
             }
-            events.extend(decode_one::<A>(recorded)?);
+            events.extend(decode_one::<A>(
+                &recorded.stream_id,
+                recorded.stream_version,
+                recorded.position,
+                &recorded.event_type,
+                recorded.schema_version,
+                &recorded.payload,
+            )?);
             version = recorded.stream_version;
             position = recorded.position;
         }
@@ -443,25 +450,39 @@ fn encode_all<A: Aggregate>(
 }
 
 fn decode_one<A: Aggregate>(
-    recorded: &RecordedEvent,
+    stream: &StreamId,
+    stream_version: u64,
+    position: u64,
+    event_type: &str,
+    schema_version: u32,
+    payload: &Payload,
 ) -> Result<crate::event::Decoded<A::Event>, Error<A::Error>> {
-    A::Event::decode_recorded(recorded).map_err(|source| Error::Decode {
-        stream: recorded.stream_id.clone(),
-        stream_version: recorded.stream_version,
-        position: recorded.position,
+    A::Event::decode(event_type, schema_version, payload).map_err(|source| Error::Decode {
+        stream: stream.clone(),
+        stream_version,
+        position,
         source,
     })
 }
 
 fn apply_all<A: Aggregate>(
+    stream: &StreamId,
     loaded: &mut Loaded<A>,
-    events: &[RecordedEvent],
+    events: &[ReplayEvent],
 ) -> Result<(), Error<A::Error>> {
-    for recorded in events {
-        for event in decode_one::<A>(recorded)? {
+    for e in events {
+        let decoded = decode_one::<A>(
+            stream,
+            e.stream_version,
+            e.position,
+            &e.event_type,
+            e.schema_version,
+            &e.payload,
+        )?;
+        for event in decoded {
             loaded.state.apply(&event);
         }
-        loaded.version = recorded.stream_version;
+        loaded.version = e.stream_version;
     }
     Ok(())
 }

@@ -164,6 +164,33 @@ impl ReadAll {
     }
 }
 
+/// What replaying an aggregate needs of a stored event: no id, metadata or time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayEvent {
+    /// Its version in the stream.
+    pub stream_version: u64,
+    /// Its global position (to name it in errors).
+    pub position: u64,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// The event's data.
+    pub payload: Payload,
+}
+
+impl From<RecordedEvent> for ReplayEvent {
+    fn from(e: RecordedEvent) -> Self {
+        Self {
+            stream_version: e.stream_version,
+            position: e.position,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            payload: e.payload,
+        }
+    }
+}
+
 /// A saved aggregate state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -205,6 +232,18 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         stream: &StreamId,
         read: &StreamRead,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Reads what replaying events of one stream needs, oldest first: the same events as
+    /// [`read_stream`](EventStore::read_stream), without ids, metadata and times. Stores
+    /// override it to read less; the default maps `read_stream`.
+    fn replay_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> impl Future<Output = Result<Vec<ReplayEvent>, StoreError>> + Send {
+        let events = self.read_stream(stream, read);
+        async move { Ok(events.await?.into_iter().map(ReplayEvent::from).collect()) }
+    }
 
     /// The stream's current version (0: no stream).
     fn stream_version(

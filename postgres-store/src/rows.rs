@@ -1,7 +1,7 @@
 //! Turning rows into events without trusting them.
 
 use chrono::{DateTime, Utc};
-use factum::{Metadata, Payload, RecordedEvent, Snapshot, StoreError, StreamId};
+use factum::{Metadata, Payload, RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Type};
 use uuid::Uuid;
@@ -89,7 +89,8 @@ fn decode(row: &Row, known_stream: Option<&StreamId>) -> Result<RecordedEvent, S
     let schema_version: i32 = row.try_get(at(5)).map_err(|e| fail("schema version", &e))?;
     let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
     let payload: RawJson<'_> = row.try_get(at(6)).map_err(|e| fail("payload", &e))?;
-    let payload = Payload::from_json(payload.0.to_owned()).map_err(|e| fail("payload", &e))?;
+    // `jsonb` holds only well-formed JSON: no second validation.
+    let payload = Payload::from_trusted_json(payload.0.to_owned());
     let metadata: RawJson<'_> = row.try_get(at(7)).map_err(|e| fail("metadata", &e))?;
     let metadata: Metadata = if metadata.0 == "{}" {
         Metadata::default()
@@ -110,6 +111,33 @@ fn decode(row: &Row, known_stream: Option<&StreamId>) -> Result<RecordedEvent, S
     })
 }
 
+/// Decodes a replay row of `stream`: `stream_version, position, event_type, schema_version,
+/// payload`.
+pub(crate) fn replay_event(row: &Row, stream: &StreamId) -> Result<ReplayEvent, StoreError> {
+    let version: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupt(format!("stream `{stream}`"), e))?;
+    let location = format!("stream `{stream}` version {version}");
+    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    let stream_version = u64::try_from(version).map_err(|e| fail("stream version", &e))?;
+    if stream_version == 0 {
+        return Err(fail("stream version", &"versions start at 1"));
+    }
+    let position: i64 = row.try_get(1).map_err(|e| fail("position", &e))?;
+    let position = u64::try_from(position).map_err(|e| fail("position", &e))?;
+    let event_type: String = row.try_get(2).map_err(|e| fail("event type", &e))?;
+    let schema_version: i32 = row.try_get(3).map_err(|e| fail("schema version", &e))?;
+    let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
+    let payload: RawJson<'_> = row.try_get(4).map_err(|e| fail("payload", &e))?;
+    Ok(ReplayEvent {
+        stream_version,
+        position,
+        event_type,
+        schema_version,
+        payload: Payload::from_trusted_json(payload.0.to_owned()),
+    })
+}
+
 /// Decodes a snapshot row of the columns `stream_id, schema_version, version, state,
 /// taken_at`.
 pub(crate) fn snapshot(row: &Row) -> Result<Snapshot, StoreError> {
@@ -124,7 +152,7 @@ pub(crate) fn snapshot(row: &Row) -> Result<Snapshot, StoreError> {
     let schema_version: i32 = row.try_get(1).map_err(|e| fail("schema version", &e))?;
     let schema_version = u32::try_from(schema_version).map_err(|e| fail("schema version", &e))?;
     let state: RawJson<'_> = row.try_get(3).map_err(|e| fail("state", &e))?;
-    let state = Payload::from_json(state.0.to_owned()).map_err(|e| fail("state", &e))?;
+    let state = Payload::from_trusted_json(state.0.to_owned());
     let taken_at: DateTime<Utc> = row.try_get(4).map_err(|e| fail("taken at", &e))?;
     Ok(Snapshot {
         stream_id,

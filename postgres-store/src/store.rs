@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, ReadAll, RecordedEvent, Snapshot,
-    StoreError, StreamId, StreamRead, check_retry, validate_batch,
+    AppendResult, EventStore, ExpectedVersion, NewEvent, ReadAll, RecordedEvent, ReplayEvent,
+    Snapshot, StoreError, StreamId, StreamRead, check_retry, validate_batch,
 };
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
@@ -327,12 +327,12 @@ async fn query_events(
 
 /// Runs `statement` and decodes each row as it arrives, while the server still sends the
 /// next ones.
-async fn stream_rows(
+async fn stream_rows<T>(
     client: &Object,
     statement: &tokio_postgres::Statement,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    decode: impl Fn(&tokio_postgres::Row) -> Result<RecordedEvent, StoreError>,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+    decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let rows = client
         .query_raw(statement, params.iter().copied())
         .await
@@ -343,6 +343,34 @@ async fn stream_rows(
         events.push(decode(&row)?);
     }
     Ok(events)
+}
+
+impl PgStore {
+    /// Runs a stream read (`read_stream.sql` or `replay_stream.sql`, which take the same
+    /// parameters) and decodes its rows as they arrive.
+    async fn scan_stream<T>(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+        sql: &str,
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let from = clamp(read.from.max(1));
+        let to = read.to.map_or(i64::MAX, clamp);
+        if to < from || read.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let limit = read.limit.map(|l| clamp(l as u64));
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        stream_rows(
+            &client,
+            &statement,
+            &[&stream.as_str(), &from, &to, &read.until, &limit],
+            decode,
+        )
+        .await
+    }
 }
 
 fn clamp(value: u64) -> i64 {
@@ -466,23 +494,20 @@ impl EventStore for PgStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = clamp(read.from.max(1));
-        let to = read.to.map_or(i64::MAX, clamp);
-        if to < from || read.limit == Some(0) {
-            return Ok(Vec::new());
-        }
-        let limit = read.limit.map(|l| clamp(l as u64));
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.read_stream)
-            .await
-            .map_err(backend)?;
-        stream_rows(
-            &client,
-            &statement,
-            &[&stream.as_str(), &from, &to, &read.until, &limit],
-            |row| rows::stream_event(row, stream),
-        )
+        self.scan_stream(stream, read, &self.inner.sql.read_stream, |row| {
+            rows::stream_event(row, stream)
+        })
+        .await
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<ReplayEvent>, StoreError> {
+        self.scan_stream(stream, read, &self.inner.sql.replay_stream, |row| {
+            rows::replay_event(row, stream)
+        })
         .await
     }
 

@@ -434,6 +434,49 @@ pub async fn read_stream_ranges<S: EventStore>(store: S) {
     assert_eq!(payloads, [9, 10]);
 }
 
+/// The replay read returns the same events as the full read, for every kind of bound.
+pub async fn replay_stream_matches_read_stream<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(6))
+        .await
+        .expect("append");
+    store
+        .append(&stream("order-2"), ExpectedVersion::NoStream, &events(2))
+        .await
+        .expect("append");
+    let cut = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read")[3]
+        .recorded_at;
+    for read in [
+        StreamRead::all(),
+        StreamRead::from_version(3),
+        StreamRead::from_version(2).to_version(4),
+        StreamRead::all().limit(2),
+        StreamRead::all().until(cut),
+        StreamRead::from_version(9),
+    ] {
+        let full: Vec<crate::ReplayEvent> = store
+            .read_stream(&s, &read)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let replay = store.replay_stream(&s, &read).await.expect("replay");
+        assert_eq!(replay, full, "{read:?}");
+    }
+    assert!(
+        store
+            .replay_stream(&stream("order-none"), &StreamRead::all())
+            .await
+            .expect("replay")
+            .is_empty()
+    );
+}
+
 /// Stream reads stop at a time.
 pub async fn read_stream_until_time<S: EventStore>(store: S) {
     let s = stream("order-1");

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             invalid_event_type,
             envelope_round_trip,
             read_stream_ranges,
+            replay_stream_matches_read_stream,
             read_stream_until_time,
             read_missing_stream,
             read_all_in_order_and_batches,
