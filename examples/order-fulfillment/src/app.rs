@@ -5,14 +5,13 @@ use std::fmt;
 use std::time::Duration;
 
 use factum::{
-    CommandDispatcher, DispatchError, EventStore, Executed, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, MemoryProcessStore, Metadata, ProcessManagerRunner,
-    ProcessOptions, ProjectionOptions, ProjectionRunner, Repository, RunnerOptions,
-    RunningProcessManagers, RunningProjections, StreamId, StreamRead,
+    CommandDispatcher, DispatchError, EventStore, Executed, Metadata, ProcessOptions,
+    ProjectionOptions, Repository, RunnerOptions, RunningProcessManagers, StreamId, StreamRead,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backend::{Backend, Projections};
 use crate::domain::Line;
 use crate::domain::inventory::{Inventory, InventoryError, ReceiveStockV1};
 use crate::domain::order::{CancelOrderV1, Order, OrderError, PlaceOrderV1, PlaceOrderV2};
@@ -20,8 +19,7 @@ use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
 use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
 use crate::fulfillment::{FulfillmentCommand, ORDER_FULFILLMENT, OrderFulfillment};
 use crate::read_model::{
-    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, MemoryReadModels, ORDER_LIST,
-    OrderSummary, ReadModels,
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary, ReadModels,
 };
 
 /// Why a use case failed, by what the caller can do about it.
@@ -210,76 +208,72 @@ pub struct AppOptions {
     /// How often caught-up projections and the process poll the store (store notifications
     /// usually wake them sooner).
     pub poll_interval: Duration,
+    /// How long a worker's lease on a partition lasts without renewal: after a crash, a new
+    /// process takes over the partitions of the dead one once their leases expire (on
+    /// PostgreSQL; in memory every start has leases of its own).
+    pub lease_ttl: Duration,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
 
-type Projections<S> =
-    RunningProjections<S, MemoryCheckpointStore, MemoryLeaseStore, MemoryDeadLetterStore>;
-
 // ANCHOR: app
 /// The application over the event store `S`: `factum::MemoryStore` or
-/// `factum_postgres::PgStore`.
+/// `factum_postgres::PgStore` (see [`Backend`]).
 ///
-/// Starting it starts the projections and the fulfillment process in the background; their
-/// checkpoints, and the read models, are in memory, so they are rebuilt from the store at
-/// each start. [`shutdown`](Self::shutdown) stops them gracefully; dropping the `App` aborts
-/// them, as a crash would.
-pub struct App<S: EventStore> {
+/// Starting it starts the projections and the fulfillment process in the background. In
+/// memory their checkpoints and the read models are rebuilt from the store at each start; on
+/// PostgreSQL they are tables in the store's schema, and a restart resumes from the
+/// checkpoints. [`shutdown`](Self::shutdown) stops them gracefully; dropping the `App`
+/// aborts them, as a crash would.
+pub struct App<S: Backend> {
     store: S,
     orders: Repository<Order, S>,
     payments: Repository<Payment, S>,
     inventory: Repository<Inventory, S>,
     shipments: Repository<Shipment, S>,
-    read_models: MemoryReadModels,
+    read_models: S::ReadModels,
     projections: Projections<S>,
     processes: RunningProcessManagers,
 }
 
-impl<S: EventStore> App<S> {
+impl<S: Backend> App<S> {
     /// Starts the application on `store`, with default options.
-    pub fn start(store: S) -> Self {
-        Self::start_with(store, &AppOptions::default())
+    pub async fn start(store: S) -> Result<Self, AppError> {
+        Self::start_with(store, &AppOptions::default()).await
     }
 
-    /// Starts the application on `store`. Must be called within a tokio runtime.
-    pub fn start_with(store: S, options: &AppOptions) -> Self {
-        let runner = RunnerOptions::new().lease_retry(Duration::from_millis(200));
-        let read_models = MemoryReadModels::new();
-        let (order_list, customer_stats, daily_sales) = read_models.projections();
+    /// Starts the application on `store`: prepares the read models (their tables, on
+    /// PostgreSQL), then starts the workers. Must be called within a tokio runtime.
+    pub async fn start_with(store: S, options: &AppOptions) -> Result<Self, AppError> {
+        store.prepare().await?;
+        let runner = RunnerOptions::new()
+            .lease_ttl(options.lease_ttl)
+            .lease_retry(Duration::from_millis(200));
         let projection = ProjectionOptions::new().poll_interval(options.poll_interval);
-        let projections = ProjectionRunner::new(store.clone())
-            .options(runner.clone())
-            .register(order_list, projection.clone())
-            .register(customer_stats, projection.clone())
-            .register(daily_sales, projection)
-            .start();
+        let (read_models, projections) = store.start_projections(runner.clone(), &projection);
         let dispatcher = Dispatcher {
             orders: Repository::new(store.clone()),
             payments: Repository::new(store.clone()),
             inventory: Repository::new(store.clone()),
             shipments: Repository::new(store.clone()),
         };
-        let processes = ProcessManagerRunner::new(
-            store.clone(),
-            MemoryProcessStore::new(),
-            MemoryCheckpointStore::new(),
-            MemoryLeaseStore::new(),
-        )
-        .options(runner)
-        .register(
-            OrderFulfillment,
-            dispatcher,
-            ProcessOptions::new().poll_interval(options.poll_interval),
-        )
-        .start();
-        Self {
+        let processes = store
+            .process_runner()
+            .options(runner)
+            .register(
+                OrderFulfillment,
+                dispatcher,
+                ProcessOptions::new().poll_interval(options.poll_interval),
+            )
+            .start();
+        Ok(Self {
             orders: Repository::new(store.clone()),
             payments: Repository::new(store.clone()),
             inventory: Repository::new(store.clone()),
@@ -288,7 +282,7 @@ impl<S: EventStore> App<S> {
             read_models,
             projections,
             processes,
-        }
+        })
     }
     // ANCHOR_END: app
 
@@ -307,7 +301,7 @@ impl<S: EventStore> App<S> {
     }
 
     /// The read models.
-    pub fn read_models(&self) -> &MemoryReadModels {
+    pub fn read_models(&self) -> &S::ReadModels {
         &self.read_models
     }
 
@@ -585,7 +579,7 @@ impl<S: EventStore> App<S> {
     }
 }
 
-impl<S: EventStore> fmt::Debug for App<S> {
+impl<S: Backend> fmt::Debug for App<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
             .field("projections", &self.projections.status())

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use factum::EventStore;
+use crate::backend::Backend;
 
 use crate::app::{App, AppError, NewOrder};
 use crate::domain::Line;
@@ -42,7 +42,7 @@ fn signed_money(cents: i64) -> String {
 ///
 /// Each step waits for the fulfillment process and the projections to settle, so the output
 /// is the same on every run and every store (positions aside).
-pub async fn run<S: EventStore>(app: &App<S>) -> Result<String, AppError> {
+pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
     if app.history("o-1001").await.is_ok() {
         // A database the demo ran on before: show what it holds.
         app.settle().await?;
@@ -99,7 +99,7 @@ pub async fn run<S: EventStore>(app: &App<S>) -> Result<String, AppError> {
 }
 // ANCHOR_END: scenario
 
-async fn report<S: EventStore>(app: &App<S>) -> Result<String, AppError> {
+async fn report<S: Backend>(app: &App<S>) -> Result<String, AppError> {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "== Orders");

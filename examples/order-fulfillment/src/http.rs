@@ -20,13 +20,13 @@
 
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use factum::EventStore;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -58,7 +58,7 @@ impl IntoResponse for AppError {
 
 // ANCHOR: router
 /// The API's routes over `app`.
-pub fn router<S: EventStore>(app: Arc<App<S>>) -> Router {
+pub fn router<S: Backend>(app: Arc<App<S>>) -> Router {
     Router::new()
         .route("/orders", post(place::<S>).get(list_orders::<S>))
         .route("/orders/{id}", get(get_order::<S>))
@@ -120,7 +120,7 @@ fn outcome(status: StatusCode, outcome: Outcome) -> Response {
     response
 }
 
-async fn place<S: EventStore>(
+async fn place<S: Backend>(
     State(app): Shared<S>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -136,7 +136,7 @@ async fn place<S: EventStore>(
     Ok(outcome(status, done))
 }
 
-async fn pay<S: EventStore>(
+async fn pay<S: Backend>(
     State(app): Shared<S>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -161,7 +161,7 @@ impl Default for Ship {
     }
 }
 
-async fn ship<S: EventStore>(
+async fn ship<S: Backend>(
     State(app): Shared<S>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -188,7 +188,7 @@ impl Default for Cancel {
     }
 }
 
-async fn cancel<S: EventStore>(
+async fn cancel<S: Backend>(
     State(app): Shared<S>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -207,7 +207,7 @@ struct Receive {
     quantity: u32,
 }
 
-async fn receive<S: EventStore>(
+async fn receive<S: Backend>(
     State(app): Shared<S>,
     Path(sku): Path<String>,
     headers: HeaderMap,
@@ -221,33 +221,33 @@ async fn receive<S: EventStore>(
     Ok(outcome(StatusCode::OK, done))
 }
 
-async fn list_orders<S: EventStore>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn list_orders<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
     Ok(axum::Json(app.orders().await?).into_response())
 }
 
-async fn get_order<S: EventStore>(
+async fn get_order<S: Backend>(
     State(app): Shared<S>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.order(&id).await?).into_response())
 }
 
-async fn history<S: EventStore>(
+async fn history<S: Backend>(
     State(app): Shared<S>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.history(&id).await?).into_response())
 }
 
-async fn customers<S: EventStore>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn customers<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
     Ok(axum::Json(app.customers().await?).into_response())
 }
 
-async fn daily_sales<S: EventStore>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn daily_sales<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
     Ok(axum::Json(app.daily_sales().await?).into_response())
 }
 
-async fn stock<S: EventStore>(
+async fn stock<S: Backend>(
     State(app): Shared<S>,
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
@@ -257,7 +257,7 @@ async fn stock<S: EventStore>(
 /// How long a worker may be behind without progress before it counts as stalled.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn health<S: EventStore>(State(app): Shared<S>) -> Response {
+async fn health<S: Backend>(State(app): Shared<S>) -> Response {
     let (healthy, workers) = app.health(STALLED_AFTER);
     let status = if healthy {
         StatusCode::OK

@@ -4,7 +4,9 @@
 //!
 //! - [`domain`]: the aggregates `Order`, `Payment`, `Inventory` and `Shipment`.
 //! - [`fulfillment`]: the `OrderFulfillment` process manager.
-//! - [`read_model`]: the order list, customer statistics and daily sales.
+//! - [`read_model`]: the order list, customer statistics and daily sales, in memory.
+//! - [`pg_read_model`]: the same read models in PostgreSQL tables.
+//! - [`backend`]: what runs where, on the in-memory store and on PostgreSQL.
 //! - [`app`]: the [`App`], its use cases and idempotency keys.
 //! - [`http`] and [`demo`]: the two ways in.
 
@@ -12,10 +14,13 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 
 pub mod app;
+pub mod backend;
 pub mod demo;
 pub mod domain;
 pub mod fulfillment;
 pub mod http;
+pub mod pg_read_model;
 pub mod read_model;
 
 pub use app::{App, AppError, AppOptions, NewOrder, Outcome, command_id_for};
+pub use backend::Backend;

@@ -6,9 +6,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use factum::{EventStore, MemoryStore};
+use factum::MemoryStore;
 use factum_postgres::{PgConfig, PgStore};
-use order_fulfillment::{App, demo, http};
+use order_fulfillment::{App, Backend, demo, http};
 
 const USAGE: &str =
     "usage: order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
@@ -128,8 +128,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn run_on<S: EventStore>(store: S, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
-    let app = App::start(store);
+async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
+    let app = App::start(store).await?;
     match mode {
         Mode::Demo => {
             app.settle().await?;

@@ -460,7 +460,7 @@ async fn stored_v1_order_placed_events_are_read_as_v2_in_euros() {
 async fn read_models_show_upcast_orders_in_euros() {
     let store = MemoryStore::new();
     seed_fixtures(&store).await;
-    let app = App::start(store);
+    let app = App::start(store).await.unwrap();
     app.settle().await.unwrap();
     let order = app.order("o-0042").await.unwrap();
     assert_eq!(

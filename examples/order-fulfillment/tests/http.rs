@@ -22,7 +22,7 @@ struct Api {
 
 impl Api {
     async fn new() -> Self {
-        let app = Arc::new(App::start(MemoryStore::new()));
+        let app = Arc::new(App::start(MemoryStore::new()).await.unwrap());
         let router = http::router(Arc::clone(&app));
         let api = Self { app, router };
         let (status, _) = api

@@ -3,13 +3,28 @@
 
 mod common;
 
-use factum::{EventStore, MemoryStore};
+use std::time::Duration;
+
+use factum::{CheckpointStore, MemoryStore};
+use factum_postgres::{PgCoordination, PgStore};
 use order_fulfillment::app::NewOrder;
 use order_fulfillment::domain::Line;
-use order_fulfillment::read_model::{CustomerStats, DailySales, OrderSummary};
-use order_fulfillment::{App, AppError, demo};
+use order_fulfillment::read_model::{
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary,
+};
+use order_fulfillment::{App, AppError, AppOptions, Backend, demo};
 
-use common::{all_events, fingerprint, postgres, stream_types};
+use common::{all_events, fingerprint, postgres, read_model_tables, stream_types};
+
+/// Starts the application with short leases: a restart after a crash takes over the dead
+/// process's partitions (on PostgreSQL) within seconds.
+async fn start<S: Backend>(store: S) -> App<S> {
+    let options = AppOptions {
+        lease_ttl: Duration::from_secs(2),
+        ..AppOptions::default()
+    };
+    App::start_with(store, &options).await.unwrap()
+}
 
 fn line(sku: &str, quantity: u32, unit_price_cents: u64) -> Line {
     Line {
@@ -58,14 +73,15 @@ fn sales(days: &[DailySales]) -> Vec<(&str, u64, u64, i64)> {
         .collect()
 }
 
-async fn stock<S: EventStore>(app: &App<S>, sku: &str) -> (u32, u32, u32) {
+async fn stock<S: Backend>(app: &App<S>, sku: &str) -> (u32, u32, u32) {
     let s = app.stock(sku).await.unwrap();
     (s.on_hand, s.reserved, s.available)
 }
 
-/// Runs the demo on `store` and checks every read model it prints.
-async fn the_demo_scenario<S: EventStore>(store: S) {
-    let app = App::start(store);
+/// Runs the demo on `store` and checks every read model it prints; returns the application
+/// still running.
+async fn the_demo_scenario<S: Backend>(store: S) -> App<S> {
+    let app = start(store).await;
     let printed = demo::run(&app).await.unwrap();
 
     let orders = app.orders().await.unwrap();
@@ -114,24 +130,60 @@ async fn the_demo_scenario<S: EventStore>(store: S) {
     assert_eq!(app.orders().await.unwrap(), orders);
     assert_eq!(app.customers().await.unwrap(), customers);
     assert_eq!(app.daily_sales().await.unwrap(), daily);
-    app.shutdown().await.unwrap();
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_scenario_in_memory() {
-    the_demo_scenario(MemoryStore::new()).await;
+    let app = the_demo_scenario(MemoryStore::new()).await;
+    app.shutdown().await.unwrap();
 }
 
+/// Checkpoints of the projections and the process, as saved in the store's database.
+async fn checkpoints(store: &PgStore) -> Vec<u64> {
+    let coordination = PgCoordination::new(store);
+    let mut saved = Vec::new();
+    for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES, "order_fulfillment"] {
+        saved.push(coordination.load(name, 0).await.unwrap());
+    }
+    saved
+}
+
+// ANCHOR: pg_rebuild
+/// On PostgreSQL the read models are tables in the store's schema, each row written in the
+/// transaction that moved its projection's checkpoint; rebuilt from the first event, the
+/// tables come out row for row the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_scenario_on_postgres() {
-    the_demo_scenario(postgres().await).await;
+    let store = postgres().await;
+    let app = the_demo_scenario(store.clone()).await;
+    let head = factum::EventStore::head_position(&store).await.unwrap();
+    assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
+
+    let tables = read_model_tables(&store).await;
+    let count = |table: &str| tables.iter().filter(|(t, _)| t == table).count();
+    assert_eq!(count("order_list"), 4);
+    assert_eq!(count("customer_stats"), 3);
+    assert_eq!(count("customer_orders"), 4);
+    assert_eq!(count("daily_sales"), 2);
+
+    app.rebuild_read_models().await.unwrap();
+    assert_eq!(read_model_tables(&store).await, tables);
+    app.shutdown().await.unwrap();
+
+    // A restart resumes from the checkpoints: nothing is applied twice.
+    let again = start(store.clone()).await;
+    again.settle().await.unwrap();
+    assert_eq!(read_model_tables(&store).await, tables);
+    again.shutdown().await.unwrap();
 }
+// ANCHOR_END: pg_rebuild
 
 // ANCHOR: compensation
 /// An order whose second line cannot be reserved is cancelled, and the first line's stock
 /// is released; a payment that raced the cancellation is refunded.
-async fn a_failed_reservation_is_compensated<S: EventStore>(store: S) {
-    let app = App::start(store);
+async fn a_failed_reservation_is_compensated<S: Backend>(store: S) {
+    let app = start(store).await;
     app.receive_stock("keyboard", 5, None).await.unwrap();
     app.receive_stock("monitor", 1, None).await.unwrap();
     let order = new_order(
@@ -186,8 +238,8 @@ async fn a_failed_reservation_is_compensated_on_postgres() {
 /// The flow of several orders, with the application dropped (as a crash: its workers are
 /// aborted wherever they are) twice in the middle and started again on the same store.
 /// Everything completes, and every effect happens exactly once.
-async fn a_crash_and_restart_loses_nothing<S: EventStore>(store: S) {
-    let first = App::start(store.clone());
+async fn a_crash_and_restart_loses_nothing<S: Backend>(store: S) {
+    let first = start(store.clone()).await;
     first.receive_stock("keyboard", 10, None).await.unwrap();
     first.receive_stock("monitor", 1, None).await.unwrap();
     for (id, lines) in [
@@ -209,11 +261,11 @@ async fn a_crash_and_restart_loses_nothing<S: EventStore>(store: S) {
     first.pay("o-1", None).await.unwrap();
     drop(first);
 
-    let second = App::start(store.clone());
+    let second = start(store.clone()).await;
     second.pay("o-2", None).await.unwrap();
     drop(second);
 
-    let third = App::start(store.clone());
+    let third = start(store.clone()).await;
     third.settle().await.unwrap();
     third.ship("o-1", "dhl", None).await.unwrap();
     third.ship("o-2", "ups", None).await.unwrap();
@@ -252,14 +304,25 @@ async fn a_crash_and_restart_loses_nothing<S: EventStore>(store: S) {
     );
     assert_eq!(stock(&third, "keyboard").await, (7, 0, 7));
     assert_eq!(stock(&third, "monitor").await, (0, 0, 0));
+    // Each event counted once in the read models, whichever process applied it.
+    let orders = third.orders().await.unwrap();
+    assert_eq!(
+        spent(&third.customers().await.unwrap()),
+        [("alice", 3, vec![("EUR", 4_999 * 2 + 4_999 + 18_900)])]
+    );
+    let daily = third.daily_sales().await.unwrap();
+    assert_eq!(sales(&daily), [("EUR", 2, 0, 4_999 * 3 + 18_900)]);
     third.shutdown().await.unwrap();
 
-    // Another start on the same store finds nothing left to do.
+    // Another start on the same store finds nothing left to do, and its read models (rebuilt
+    // in memory, resumed from their checkpoints on PostgreSQL) are the same.
     let before = fingerprint(&store).await;
-    let fourth = App::start(store.clone());
+    let fourth = start(store.clone()).await;
     fourth.settle().await.unwrap();
     assert_eq!(fingerprint(&store).await, before);
     assert_eq!(all_events(&store).await.len(), before.len());
+    assert_eq!(fourth.orders().await.unwrap(), orders);
+    assert_eq!(fourth.daily_sales().await.unwrap(), daily);
     fourth.shutdown().await.unwrap();
 }
 
@@ -270,5 +333,8 @@ async fn a_crash_and_restart_loses_nothing_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_and_restart_loses_nothing_on_postgres() {
-    a_crash_and_restart_loses_nothing(postgres().await).await;
+    let store = postgres().await;
+    a_crash_and_restart_loses_nothing(store.clone()).await;
+    let head = factum::EventStore::head_position(&store).await.unwrap();
+    assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
 }

@@ -58,3 +58,25 @@ pub async fn stream_types<S: EventStore>(store: &S, stream: &str) -> Vec<String>
         .map(|e| e.event_type)
         .collect()
 }
+
+/// Every row of the example's read model tables in `store`'s schema, as `(table, row as
+/// JSON)`, sorted: equal when the tables hold the same rows.
+pub async fn read_model_tables(store: &PgStore) -> Vec<(String, String)> {
+    let schema = store.config().schema.quoted();
+    let client = store.pool().get().await.expect("a connection");
+    let mut rows = Vec::new();
+    for table in [
+        "order_list",
+        "customer_stats",
+        "customer_spent",
+        "customer_orders",
+        "daily_sales",
+    ] {
+        let sql = format!("SELECT to_jsonb(t)::text FROM {schema}.{table} AS t");
+        for row in client.query(&sql, &[]).await.expect("the table") {
+            rows.push((table.to_owned(), row.get::<_, String>(0)));
+        }
+    }
+    rows.sort();
+    rows
+}

@@ -1,0 +1,1 @@
+DELETE FROM __SCHEMA__.order_list
