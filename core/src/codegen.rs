@@ -20,7 +20,7 @@ pub use std::vec::Vec;
 use crate::aggregate::SnapshotPolicy;
 use crate::error::{BoxError, DecodeError};
 use crate::event::{Decoded, Payload, RecordedEvent};
-use crate::process_manager::{Effects, Route};
+use crate::process_manager::Effects;
 
 /// One stored `(name, schema version)` pair.
 pub type HistoryEntry = (&'static str, u32);
@@ -515,27 +515,6 @@ impl<T: CorrelationKey + ?Sized> CorrelationKey for &T {
     fn correlation_key(&self) -> String {
         (**self).correlation_key()
     }
-}
-
-/// The key under which a process manager routes an event it handles but cannot decode.
-///
-/// `route` cannot fail, so it sends such an event to a start of this key, whose `handle`
-/// decodes it again and returns the decode error: the partition stops at the event, as on any
-/// handler error, instead of skipping it.
-pub const UNDECODABLE_KEY: &str = "\u{0}factum:undecodable";
-
-/// The route of an event that `handler` handles but cannot decode; see [`UNDECODABLE_KEY`].
-pub fn undecodable_route(handler: &str, event: &RecordedEvent, error: &DecodeError) -> Route {
-    tracing::error!(
-        process = handler,
-        position = event.position,
-        stream = %event.stream_id,
-        event_type = %event.event_type,
-        version = event.schema_version,
-        %error,
-        "cannot decode an event to route it"
-    );
-    Route::Start(UNDECODABLE_KEY.to_owned())
 }
 
 /// A command type a `#[process_manager]` handler returns, converted into the process

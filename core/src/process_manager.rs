@@ -196,13 +196,13 @@ impl<C> From<Vec<C>> for Effects<C> {
 ///         vec!["OrderPlaced".into(), "OrderShipped".into()]
 ///     }
 ///
-///     fn route(&self, event: &RecordedEvent) -> Route {
+///     fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
 ///         let order_id = event.stream_id.id().to_owned();
-///         match event.event_type.as_str() {
+///         Ok(match event.event_type.as_str() {
 ///             "OrderPlaced" => Route::StartStrict(order_id),
 ///             "OrderShipped" => Route::Stop(order_id),
 ///             _ => Route::Ignore,
-///         }
+///         })
 ///     }
 ///
 ///     fn handle(
@@ -248,7 +248,13 @@ pub trait ProcessManager: Send + Sync + 'static {
     fn event_types(&self) -> Vec<String>;
 
     /// Where `event` goes.
-    fn route(&self, event: &RecordedEvent) -> Route;
+    ///
+    /// An error (typically an event that does not decode, so its key cannot be read) stops
+    /// the process manager at this event, as a handler error does: every partition reads the
+    /// event and none can tell whether it owns it, so every partition stops there, its
+    /// checkpoint before the event, and resumes from it when restarted after a fix. Nothing
+    /// is skipped.
+    fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError>;
 
     /// Handles `event` in an instance. An error stops the partition at this event.
     fn handle(
@@ -638,6 +644,22 @@ pub enum ProcessError {
         /// The event's position (0 for a timeout or a rejection).
         position: u64,
         /// What the handler reported.
+        source: BoxError,
+    },
+    /// The event could not be routed (see [`ProcessManager::route`]).
+    #[error(
+        "process `{name}` cannot route the `{event_type}` event at position {position} of stream `{stream}`: {source}"
+    )]
+    Route {
+        /// The process manager.
+        name: String,
+        /// The event's position.
+        position: u64,
+        /// The event's stream.
+        stream: String,
+        /// The event's stored type.
+        event_type: String,
+        /// What `route` reported.
         source: BoxError,
     },
     /// A command could not be dispatched after every retry.
@@ -1175,7 +1197,15 @@ where
         lease: &Lease,
         event: &RecordedEvent,
     ) -> Result<Option<Exit>, Failure> {
-        let route = self.manager.route(event);
+        let route = self.manager.route(event).map_err(|source| {
+            Failure::Fatal(ProcessError::Route {
+                name: self.name.clone(),
+                position: event.position,
+                stream: event.stream_id.to_string(),
+                event_type: event.event_type.clone(),
+                source,
+            })
+        })?;
         let Some(key) = route.key() else {
             return Ok(None);
         };

@@ -10,8 +10,8 @@ use factum::testing::projections::eventually;
 use factum::{
     Clock, DispatchError, Effects, ExpectedVersion, InstanceStatus, ManualClock,
     MemoryCheckpointStore, MemoryLeaseStore, MemoryProcessStore, MemoryStore, Metadata, NewEvent,
-    Payload, ProcessManager, ProcessManagerRunner, ProcessOptions, ProcessStore, RecordedEvent,
-    Route, RunningProcessManagers, StreamId, SystemClock, dispatch_fn,
+    Payload, ProcessError, ProcessManager, ProcessManagerRunner, ProcessOptions, ProcessStore,
+    RecordedEvent, Route, RunningProcessManagers, StreamId, SystemClock, dispatch_fn,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -540,34 +540,39 @@ async fn routes_unhandled_undecodable_and_failing_events() {
         }
     };
     let other = record(stored("OrderNoted", 1, r#"{"order_id":"o-5"}"#)).await;
-    assert_eq!(process.route(&other), Route::Ignore);
+    assert_eq!(process.route(&other).unwrap(), Route::Ignore);
     let effects = process.handle(&mut Fulfillment::default(), &other).unwrap();
     assert_eq!(effects, Effects::none());
 
     let placed = record(stored("OrderPlaced", 1, r#"{"id":"o-5","sku":"kiwi"}"#)).await;
-    assert_eq!(process.route(&placed), Route::StartStrict("o-5".into()));
+    assert_eq!(
+        process.route(&placed).unwrap(),
+        Route::StartStrict("o-5".into())
+    );
     let delivered = record(typed(&ShipmentDelivered {
         order_id: "o-5".into(),
     }))
     .await;
-    assert_eq!(process.route(&delivered), Route::Stop("o-5".into()));
+    assert_eq!(
+        process.route(&delivered).unwrap(),
+        Route::Stop("o-5".into())
+    );
 
     let broken = record(stored("PaymentCharged", 1, r#"{"order_id":5}"#)).await;
-    let Route::Start(key) = process.route(&broken) else {
-        panic!("an undecodable event is routed to a start, so that `handle` reports it");
-    };
-    assert_eq!(key, factum::__private::UNDECODABLE_KEY);
+    let expected = format!(
+        "`order_fulfillment` cannot decode `PaymentCharged` version 1 at position {} of stream `order-o-5`: ",
+        broken.position
+    );
+    let error = process.route(&broken).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&expected),
+        "routing an undecodable event is an error: {error}"
+    );
     let error = process
         .handle(&mut Fulfillment::default(), &broken)
         .unwrap_err()
         .to_string();
-    assert!(
-        error.starts_with(&format!(
-            "`order_fulfillment` cannot decode `PaymentCharged` version 1 at position {} of stream `order-o-5`: ",
-            broken.position
-        )),
-        "{error}"
-    );
+    assert!(error.starts_with(&expected), "{error}");
 
     let free = record(typed(&PaymentCharged {
         order_id: "o-5".into(),
@@ -599,7 +604,12 @@ async fn an_undecodable_event_stops_the_partition() {
     .await
     .expect("settled in time");
     assert!(result.is_err(), "the partition stopped at the event");
-    let error = h.running.shutdown().await.unwrap_err().to_string();
+    let error = h.running.shutdown().await.unwrap_err();
+    assert!(
+        matches!(&error, ProcessError::Route { position, .. } if *position == broken.position),
+        "routing failed at the event: {error:?}"
+    );
+    let error = error.to_string();
     assert!(
         error.contains("cannot decode `PaymentCharged` version 1"),
         "{error}"

@@ -110,17 +110,17 @@ impl ProcessManager for FlowProcess {
             .to_vec()
     }
 
-    fn route(&self, event: &RecordedEvent) -> Route {
+    fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
         if event.stream_id.category() != "flow" {
-            return Route::Ignore;
+            return Ok(Route::Ignore);
         }
         let key = event.stream_id.id().to_owned();
-        match event.event_type.as_str() {
+        Ok(match event.event_type.as_str() {
             "FlowStarted" => Route::StartStrict(key),
             "FlowContinued" => Route::Continue(key),
             "FlowFinished" => Route::Stop(key),
             _ => Route::Ignore,
-        }
+        })
     }
 
     fn handle(

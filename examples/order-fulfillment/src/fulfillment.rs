@@ -189,15 +189,15 @@ impl ProcessManager for OrderFulfillment {
         .to_vec()
     }
 
-    fn route(&self, event: &RecordedEvent) -> Route {
+    fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
         let Ok(Key { order_id }) = event.payload.decode::<Key>() else {
-            return Route::Ignore;
+            return Ok(Route::Ignore);
         };
-        match event.event_type.as_str() {
+        Ok(match event.event_type.as_str() {
             "OrderPlaced" => Route::StartStrict(order_id),
             "ShipmentDispatched" => Route::Stop(order_id),
             _ => Route::Continue(order_id),
-        }
+        })
     }
 
     fn handle(

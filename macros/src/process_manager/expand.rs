@@ -78,9 +78,12 @@ pub(super) fn expand(checked: &Checked) -> TokenStream {
                 ::factum::__private::event_type_names(&[#(#histories),*])
             }
 
-            fn route(&self, __event: &::factum::RecordedEvent) -> ::factum::Route {
+            fn route(
+                &self,
+                __event: &::factum::RecordedEvent,
+            ) -> ::core::result::Result<::factum::Route, ::factum::BoxError> {
                 #(#routes)*
-                ::factum::Route::Ignore
+                ::core::result::Result::Ok(::factum::Route::Ignore)
             }
 
             fn handle(
@@ -110,7 +113,8 @@ fn decode(ty: &syn::TypePath) -> TokenStream {
 }
 
 /// Routes by the key field of the first decoded event (an upcast may split one stored event
-/// into several, which all go to that instance).
+/// into several, which all go to that instance); an event that does not decode is an error,
+/// which stops the process manager at it.
 fn route(handler: &Handler, name: &syn::LitStr) -> TokenStream {
     let decode = decode(&handler.event);
     let by = &handler.by;
@@ -130,13 +134,17 @@ fn route(handler: &Handler, name: &syn::LitStr) -> TokenStream {
                     match ::core::iter::Iterator::next(
                         &mut ::core::iter::IntoIterator::into_iter(__decoded),
                     ) {
-                        ::core::option::Option::Some(__first) => ::factum::Route::#variant(#key),
-                        ::core::option::Option::None => ::factum::Route::Ignore,
+                        ::core::option::Option::Some(__first) => {
+                            ::core::result::Result::Ok(::factum::Route::#variant(#key))
+                        }
+                        ::core::option::Option::None => {
+                            ::core::result::Result::Ok(::factum::Route::Ignore)
+                        }
                     }
                 }
-                ::core::result::Result::Err(__error) => {
-                    ::factum::__private::undecodable_route(#name, __event, &__error)
-                }
+                ::core::result::Result::Err(__error) => ::core::result::Result::Err(
+                    ::factum::__private::decode_failed(#name, __event, __error),
+                ),
             };
         }
     }
