@@ -510,6 +510,3 @@ impl ProcessStore for PgCoordination {
             .collect()
     }
 }
-
-#[cfg(test)]
-mod tests;
