@@ -113,20 +113,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             run_on(MemoryStore::new(), args.mode).await
         }
         Some(url) => {
-            let mut config = PgConfig::default();
-            if let Some(schema) = &args.schema {
-                config = config.schema(schema)?;
-            }
-            let store = PgStore::connect_with(&url, config).await?;
-            store.migrate().await?;
-            eprintln!(
-                "store: PostgreSQL, schema `{}` (migrated)",
-                store.config().schema.as_str()
-            );
+            let store = connect(&url, args.schema.as_deref()).await?;
             run_on(store, args.mode).await
         }
     }
 }
+
+// ANCHOR: connect
+/// Connects to PostgreSQL and creates or upgrades the store's tables in `schema` (default
+/// `factum`); the read model tables are created when the application starts.
+async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, factum_postgres::PgError> {
+    let mut config = PgConfig::default();
+    if let Some(schema) = schema {
+        config = config.schema(schema)?;
+    }
+    let store = PgStore::connect_with(url, config).await?;
+    store.migrate().await?;
+    eprintln!(
+        "store: PostgreSQL, schema `{}` (migrated)",
+        store.config().schema.as_str()
+    );
+    Ok(store)
+}
+// ANCHOR_END: connect
 
 async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
     let app = App::start(store).await?;
