@@ -5,8 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use factum::{
-    CommandDispatcher, DispatchError, EventStore, Executed, Metadata, ProcessOptions,
-    ProjectionOptions, Repository, RunnerOptions, RunningProcessManagers, StreamId, StreamRead,
+    CommandDispatcher, DispatchError, EventStore, Executed, FailurePolicy, Metadata, ParkedEvent,
+    ProcessOptions, ProjectionOptions, Repository, RunnerOptions, RunningProcessManagers, StreamId,
+    StreamRead,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -212,6 +213,10 @@ pub struct AppOptions {
     /// process takes over the partitions of the dead one once their leases expire (on
     /// PostgreSQL; in memory every start has leases of its own).
     pub lease_ttl: Duration,
+    /// What a read model's projection does with an event its handler keeps failing on: by
+    /// default, five attempts from 100 ms apart up to 2 s, then the event is parked as a dead
+    /// letter (see [`App::dead_letters`]) and the projection moves on.
+    pub failure: FailurePolicy,
 }
 
 impl Default for AppOptions {
@@ -219,6 +224,8 @@ impl Default for AppOptions {
         Self {
             poll_interval: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(10),
+            failure: FailurePolicy::park_after(5)
+                .backoff(Duration::from_millis(100), Duration::from_secs(2)),
         }
     }
 }
@@ -256,7 +263,9 @@ impl<S: Backend> App<S> {
         let runner = RunnerOptions::new()
             .lease_ttl(options.lease_ttl)
             .lease_retry(Duration::from_millis(200));
-        let projection = ProjectionOptions::new().poll_interval(options.poll_interval);
+        let projection = ProjectionOptions::new()
+            .poll_interval(options.poll_interval)
+            .failure(options.failure);
         let (read_models, projections) = store.start_projections(runner.clone(), &projection);
         let dispatcher = Dispatcher {
             orders: Repository::new(store.clone()),
@@ -562,6 +571,29 @@ impl<S: Backend> App<S> {
         }
         Ok(())
     }
+
+    // ANCHOR: dead_letters
+    /// The events the read models' projections parked after their handlers kept failing,
+    /// by projection and position.
+    pub async fn dead_letters(&self) -> Result<Vec<ParkedEvent>, AppError> {
+        let mut parked = Vec::new();
+        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
+            parked.extend(self.projections.parked(name).await?);
+        }
+        Ok(parked)
+    }
+
+    /// Asks for every parked event to be handled again (once the cause is fixed), in order
+    /// within each stream; returns how many were marked. One that fails again is parked
+    /// again.
+    pub async fn replay_dead_letters(&self) -> Result<usize, AppError> {
+        let mut marked = 0;
+        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
+            marked += self.projections.replay_parked(name, None).await?;
+        }
+        Ok(marked)
+    }
+    // ANCHOR_END: dead_letters
 
     /// Waits until the fulfillment process and every projection have handled every event
     /// in the store, including those that the process's own commands appended.

@@ -11,6 +11,7 @@
 //! | `GET /customers`, `GET /sales/daily` | customer statistics, daily sales |
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
 //! | `GET /health` | the projections' and the process's workers (503 when one stopped or stalled) |
+//! | `GET /dead-letters`, `POST /dead-letters/replay` | events the read models parked; handles them again |
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
 //! gets the first one's outcome, marked `"replayed": true` and with the header
@@ -71,6 +72,8 @@ pub fn router<S: Backend>(app: Arc<App<S>>) -> Router {
         .route("/inventory/{sku}", get(stock::<S>))
         .route("/inventory/{sku}/receive", post(receive::<S>))
         .route("/health", get(health::<S>))
+        .route("/dead-letters", get(dead_letters::<S>))
+        .route("/dead-letters/replay", post(replay_dead_letters::<S>))
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .with_state(app)
 }
@@ -252,6 +255,15 @@ async fn stock<S: Backend>(
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.stock(&sku).await?).into_response())
+}
+
+async fn dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+    Ok(axum::Json(app.dead_letters().await?).into_response())
+}
+
+async fn replay_dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+    let marked = app.replay_dead_letters().await?;
+    Ok(axum::Json(json!({ "replay_requested": marked })).into_response())
 }
 
 /// How long a worker may be behind without progress before it counts as stalled.

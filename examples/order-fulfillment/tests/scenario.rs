@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use factum::{CheckpointStore, MemoryStore};
+use factum::{CheckpointStore, FailurePolicy, MemoryStore, ParkReason};
 use factum_postgres::{PgCoordination, PgStore};
 use order_fulfillment::app::NewOrder;
 use order_fulfillment::domain::Line;
@@ -338,3 +338,91 @@ async fn a_crash_and_restart_loses_nothing_on_postgres() {
     let head = factum::EventStore::head_position(&store).await.unwrap();
     assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
 }
+
+/// Polls `check` until it returns `Some`, for at most a minute.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ANCHOR: pg_dead_letters
+/// The order list's table goes missing (a botched migration): the projection retries, parks
+/// the event as a dead letter, and moves on; the other read models and the process carry on.
+/// Once the table is back, a replay applies the parked events, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_parked_and_replayed_on_postgres() {
+    let store = postgres().await;
+    let options = AppOptions {
+        failure: FailurePolicy::park_after(2)
+            .backoff(Duration::from_millis(10), Duration::from_millis(50)),
+        ..AppOptions::default()
+    };
+    let app = App::start_with(store.clone(), &options).await.unwrap();
+    app.receive_stock("keyboard", 5, None).await.unwrap();
+    let schema = store.config().schema.quoted();
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.order_list RENAME TO order_list_away"
+        ))
+        .await
+        .unwrap();
+
+    let order = new_order("o-1", "alice", vec![line("keyboard", 1, 4_999)]);
+    app.place_order(order, None).await.unwrap();
+    app.pay("o-1", None).await.unwrap();
+    app.settle().await.unwrap();
+    let parked = app.dead_letters().await.unwrap();
+    let parked: Vec<_> = parked
+        .iter()
+        .map(|p| (p.name.as_str(), p.event_type.as_str(), &p.reason))
+        .collect();
+    assert!(
+        matches!(
+            parked.as_slice(),
+            [
+                (
+                    "order_list",
+                    "OrderPlaced",
+                    ParkReason::Failed { attempts: 2, .. }
+                ),
+                ("order_list", "OrderPaid", ParkReason::Waiting { .. }),
+            ]
+        ),
+        "{parked:?}"
+    );
+    // The rest went on: the customer's statistics and the fulfillment.
+    assert_eq!(
+        spent(&app.customers().await.unwrap()),
+        [("alice", 1, vec![("EUR", 4_999)])]
+    );
+    assert_eq!(
+        stream_types(&store, "shipment-o-1").await,
+        ["ShipmentCreated"]
+    );
+
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.order_list_away RENAME TO order_list"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(app.replay_dead_letters().await.unwrap(), 2);
+    eventually("the replay", || async {
+        app.dead_letters().await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(statuses(&app.orders().await.unwrap()), [("o-1", "paid")]);
+    app.shutdown().await.unwrap();
+}
+// ANCHOR_END: pg_dead_letters
