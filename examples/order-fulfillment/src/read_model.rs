@@ -1,8 +1,10 @@
 //! Read models, each fed by its own projection: the order list, customer statistics and
 //! daily sales.
 //!
-//! They are kept in memory behind [`ReadModels`], and rebuilt from the event store when the
-//! application starts (the projections' checkpoints are in memory too). Each projection
+//! Here they are kept in memory behind [`ReadModels`], for the application on the in-memory
+//! store, and rebuilt from the event store when it starts (the projections' checkpoints are in
+//! memory too). On PostgreSQL the same read models are tables
+//! ([`pg_read_model`](crate::pg_read_model)). Each projection
 //! remembers the position of the last event it applied and skips anything at or below it,
 //! so the at-least-once delivery of the runtime applies every event exactly once.
 
@@ -165,6 +167,7 @@ struct Applied<M> {
 #[derive(Debug)]
 pub struct MemoryProjection<M>(Arc<Mutex<Applied<M>>>);
 
+// ANCHOR: memory_projection
 impl<M: Model> Projection for MemoryProjection<M> {
     fn name(&self) -> &str {
         M::NAME
@@ -189,6 +192,7 @@ impl<M: Model> Projection for MemoryProjection<M> {
         Ok(())
     }
 }
+// ANCHOR_END: memory_projection
 
 // ANCHOR: order_list
 /// The order list: one denormalised row per order.
