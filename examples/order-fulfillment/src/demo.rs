@@ -48,7 +48,7 @@ pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
         app.settle().await?;
         let report = report(app).await?;
         return Ok(format!(
-            "(the demo ran on this store before; its read models, rebuilt from the stored events)\n\n{report}"
+            "(the demo ran on this store before: these are its read models as they stand)\n\n{report}"
         ));
     }
     for (sku, quantity) in [("keyboard", 10), ("mouse", 25), ("monitor", 2)] {

@@ -24,3 +24,8 @@ pub mod read_model;
 
 pub use app::{App, AppError, AppOptions, NewOrder, Outcome, command_id_for};
 pub use backend::Backend;
+
+/// The repository README's code, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
