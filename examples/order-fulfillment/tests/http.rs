@@ -1,5 +1,6 @@
-//! The HTTP API through `tower::ServiceExt::oneshot`, without a socket: place → pay → ship,
-//! errors as JSON with 400 / 404 / 409, and replays of an `Idempotency-Key`.
+//! The HTTP API through `tower::ServiceExt::oneshot`, without a socket: place → pay → ship
+//! (in memory and on PostgreSQL), errors as JSON with 400 / 404 / 409, and replays of an
+//! `Idempotency-Key`.
 
 mod common;
 
@@ -9,20 +10,26 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use factum::MemoryStore;
-use order_fulfillment::{App, http};
+use order_fulfillment::{App, Backend, http};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use common::stream_types;
 
-struct Api {
-    app: Arc<App<MemoryStore>>,
+struct Api<S: Backend> {
+    app: Arc<App<S>>,
     router: Router,
 }
 
-impl Api {
+impl Api<MemoryStore> {
     async fn new() -> Self {
-        let app = Arc::new(App::start(MemoryStore::new()).await.unwrap());
+        Self::on(MemoryStore::new()).await
+    }
+}
+
+impl<S: Backend> Api<S> {
+    async fn on(store: S) -> Self {
+        let app = Arc::new(App::start(store).await.unwrap());
         let router = http::router(Arc::clone(&app));
         let api = Self { app, router };
         let (status, _) = api
@@ -88,9 +95,9 @@ fn order(id: &str, quantity: u32) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn place_pay_ship() {
-    let api = Api::new().await;
+/// The flow the book shows with curl, on `store`.
+async fn place_pay_ship<S: Backend>(store: S) {
+    let api = Api::on(store).await;
     let (status, body) = api.post("/orders", order("o-1", 2)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["id"], "o-1");
@@ -144,6 +151,23 @@ async fn place_pay_ship() {
         stock,
         json!({"sku": "keyboard", "on_hand": 3, "reserved": 0, "available": 3})
     );
+    let (status, parked) = api.get("/dead-letters").await;
+    assert_eq!((status, parked), (StatusCode::OK, json!([])));
+    let (status, replay) = api.post("/dead-letters/replay", Value::Null).await;
+    assert_eq!(
+        (status, replay),
+        (StatusCode::OK, json!({"replay_requested": 0}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_pay_ship_in_memory() {
+    place_pay_ship(MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_pay_ship_on_postgres() {
+    place_pay_ship(common::postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
