@@ -337,6 +337,31 @@ async fn a_crash_and_restart_loses_nothing_on_postgres() {
     a_crash_and_restart_loses_nothing(store.clone()).await;
     let head = factum::EventStore::head_position(&store).await.unwrap();
     assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
+    // Workers aborted inside their transactions left nothing behind on the pooled
+    // connections.
+    assert_pool_is_clean(&store).await;
+}
+
+/// Holds every connection of the pool at once and checks that none carries an open
+/// transaction, an advisory lock, a `LISTEN` or a session setting.
+async fn assert_pool_is_clean(store: &PgStore) {
+    let size = store.pool().status().size;
+    let mut clients = Vec::new();
+    for _ in 0..size {
+        clients.push(store.pool().get().await.unwrap());
+    }
+    for client in &clients {
+        let row = client
+            .query_one(include_str!("leaks.sql"), &[])
+            .await
+            .unwrap();
+        let leaks: (i64, i64, i64, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(
+            leaks,
+            (0, 0, 0, true),
+            "advisory locks, LISTEN, settings, no transaction"
+        );
+    }
 }
 
 /// Polls `check` until it returns `Some`, for at most a minute.
