@@ -190,9 +190,14 @@ impl ProcessManager for OrderFulfillment {
     }
 
     fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
-        let Ok(Key { order_id }) = event.payload.decode::<Key>() else {
-            return Ok(Route::Ignore);
-        };
+        // Every version of every event read here names its order: one that does not is
+        // corrupt, and stops the process at it rather than being skipped.
+        let Key { order_id } = event.payload.decode::<Key>().map_err(|e| {
+            format!(
+                "`{}` v{} at position {} of `{}` names no order: {e}",
+                event.event_type, event.schema_version, event.position, event.stream_id
+            )
+        })?;
         Ok(match event.event_type.as_str() {
             "OrderPlaced" => Route::StartStrict(order_id),
             "ShipmentDispatched" => Route::Stop(order_id),

@@ -83,6 +83,12 @@ fn events_route_by_the_order_id() {
         process.route(&reserved("monitor", 2)).unwrap(),
         Route::Continue("o-1".into())
     );
+    // An event that names no order is an error, never silently ignored.
+    let mut corrupt = placed();
+    corrupt.payload = Payload::encode(&serde_json::json!({"customer_id": "carol"})).unwrap();
+    let error = process.route(&corrupt).unwrap_err().to_string();
+    assert!(error.contains("`OrderPlaced` v2"), "{error}");
+    assert!(error.contains("names no order"), "{error}");
 }
 
 #[test]
