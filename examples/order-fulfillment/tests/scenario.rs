@@ -416,11 +416,7 @@ async fn dead_letters_are_parked_and_replayed_on_postgres() {
         matches!(
             parked.as_slice(),
             [
-                (
-                    "order_list",
-                    "OrderPlaced",
-                    ParkReason::Failed { attempts: 2, .. }
-                ),
+                ("order_list", "OrderPlaced", ParkReason::Failed { .. }),
                 ("order_list", "OrderPaid", ParkReason::Waiting { .. }),
             ]
         ),
