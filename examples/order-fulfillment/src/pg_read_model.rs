@@ -20,7 +20,8 @@ use crate::domain::order::OrderEvent;
 use crate::domain::payment::PaymentEvent;
 use crate::domain::total_cents;
 use crate::read_model::{
-    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary, ReadModels,
+    CUSTOMER_STATS, CustomerStats, Customers, DAILY_SALES, DailySales, Model, ORDER_LIST,
+    OrderList, OrderSummary, ReadModels, Sales,
 };
 
 /// Every statement, with the schema filled in once.
@@ -61,6 +62,11 @@ impl Sql {
             query_daily_sales: r(include_str!("sql/query_daily_sales.sql")),
         }
     }
+}
+
+/// The event types of the in-memory model of the same read model: both read the same events.
+fn event_types<M: Model>() -> Vec<String> {
+    M::EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect()
 }
 
 /// Cents as a `bigint`.
@@ -214,9 +220,7 @@ impl PgProjection for PgOrderList {
     }
 
     fn event_types(&self) -> Vec<String> {
-        ["OrderPlaced", "OrderPaid", "OrderShipped", "OrderCancelled"]
-            .map(String::from)
-            .to_vec()
+        event_types::<OrderList>()
     }
 
     async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
@@ -275,9 +279,7 @@ impl PgProjection for PgCustomerStats {
     }
 
     fn event_types(&self) -> Vec<String> {
-        ["OrderPlaced", "PaymentCaptured", "PaymentRefunded"]
-            .map(String::from)
-            .to_vec()
+        event_types::<Customers>()
     }
 
     async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
@@ -322,9 +324,7 @@ impl PgProjection for PgDailySales {
     }
 
     fn event_types(&self) -> Vec<String> {
-        ["PaymentCaptured", "PaymentRefunded"]
-            .map(String::from)
-            .to_vec()
+        event_types::<Sales>()
     }
 
     async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
