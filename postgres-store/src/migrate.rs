@@ -10,7 +10,11 @@ use crate::sql::{MIGRATE_LOCK_CLASS, Statements, render};
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "events", include_str!("../migrations/0001_events.sql")),
     (2, "append", include_str!("../migrations/0002_append.sql")),
-    (3, "coordination", include_str!("../migrations/0003_coordination.sql")),
+    (
+        3,
+        "coordination",
+        include_str!("../migrations/0003_coordination.sql"),
+    ),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory
