@@ -116,6 +116,29 @@ pub trait Projection: Send + Sync + 'static {
         self.handle(event)
     }
 
+    /// Handles several events of one partition together, all or nothing, or declines.
+    ///
+    /// The runner offers each batch's events of the partition here first (two or more, in
+    /// position order, none of them behind a parked event), with the partition's lease.
+    ///
+    /// - `Ok(true)`: every event was handled. A projection whose read model shares a database
+    ///   with the checkpoints handles them in one transaction that also saves the checkpoint
+    ///   at the last event's position, with `context.lease`'s fence.
+    /// - `Ok(false)` (the default): not supported; the runner hands the events to
+    ///   [`handle_in`](Self::handle_in) one by one and does not offer batches again.
+    /// - An error must leave nothing applied (the transaction rolled back): the runner then
+    ///   hands the same events to `handle_in` one by one, where the failure policy retries and
+    ///   parks them individually. A [`CoordinationError::Fenced`] error means that the lease
+    ///   was lost, as for `handle_in`.
+    fn handle_batch_in(
+        &self,
+        events: &[&RecordedEvent],
+        context: &HandleContext,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        let _ = (events, context);
+        async { Ok(false) }
+    }
+
     /// Empties the read model, before a [rebuild](RunningProjections::rebuild).
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
@@ -159,6 +182,13 @@ impl<P: Projection> Projection for Arc<P> {
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         P::handle_in(self, event, context)
     }
+    fn handle_batch_in(
+        &self,
+        events: &[&RecordedEvent],
+        context: &HandleContext,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        P::handle_batch_in(self, events, context)
+    }
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         P::reset(self)
     }
@@ -171,6 +201,11 @@ trait ErasedProjection: Send + Sync {
         event: &'a RecordedEvent,
         context: &'a HandleContext,
     ) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn handle_batch<'a>(
+        &'a self,
+        events: &'a [&'a RecordedEvent],
+        context: &'a HandleContext,
+    ) -> BoxFuture<'a, Result<bool, BoxError>>;
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>>;
 }
 
@@ -181,6 +216,13 @@ impl<P: Projection> ErasedProjection for P {
         context: &'a HandleContext,
     ) -> BoxFuture<'a, Result<(), BoxError>> {
         Box::pin(Projection::handle_in(self, event, context))
+    }
+    fn handle_batch<'a>(
+        &'a self,
+        events: &'a [&'a RecordedEvent],
+        context: &'a HandleContext,
+    ) -> BoxFuture<'a, Result<bool, BoxError>> {
+        Box::pin(Projection::handle_batch_in(self, events, context))
     }
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(Projection::reset(self))
@@ -870,6 +912,7 @@ where
                     assignment: assignment.clone(),
                     renew_at: Instant::now(),
                     progress: None,
+                    batches: true,
                 };
                 tasks.spawn(worker.run());
             }
@@ -1232,6 +1275,8 @@ struct Worker<S, C, L, D> {
     assignment: Assignment,
     renew_at: Instant,
     progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
+    /// Whether batches are still offered to the projection (until it declines one).
+    batches: bool,
 }
 
 impl<S, C, L, D> Worker<S, C, L, D>
@@ -1492,6 +1537,41 @@ where
         blocked: &mut HashMap<StreamId, u64>,
     ) -> Result<Option<Exit>, Failure> {
         let partitions = self.options.partitions;
+        if self.batches {
+            let mine: Vec<&RecordedEvent> = events
+                .iter()
+                .filter(|e| partition_of(e.stream_id.as_str(), partitions) == self.partition)
+                .collect();
+            if mine.len() > 1 && !mine.iter().any(|e| blocked.contains_key(&e.stream_id)) {
+                if self.shutdown.is_triggered() {
+                    return Ok(Some(Exit::Shutdown));
+                }
+                if !self.renew_if_due(lease).await? {
+                    return Ok(Some(Exit::LeaseLost));
+                }
+                let context = HandleContext::new(lease.clone(), 1);
+                match self.projection.handle_batch(&mine, &context).await {
+                    Ok(true) => {
+                        if let Some(last) = events.last() {
+                            *position = last.position;
+                            let p = last.position;
+                            self.update(|c| c.position = p);
+                        }
+                        return Ok(None);
+                    }
+                    Ok(false) => self.batches = false,
+                    Err(error) if is_fenced(&*error) => {
+                        tracing::warn!(%error, "the batch handler found the lease taken over");
+                        return Ok(Some(Exit::LeaseLost));
+                    }
+                    Err(error) => tracing::warn!(
+                        events = mine.len(),
+                        %error,
+                        "batch handler failed; handling its events one by one"
+                    ),
+                }
+            }
+        }
         for event in events {
             if self.shutdown.is_triggered() {
                 return Ok(Some(Exit::Shutdown));

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use factum::{BoxError, CoordinationError, HandleContext, Projection, RecordedEvent};
+use factum::{BoxError, CoordinationError, HandleContext, Lease, Projection, RecordedEvent};
 use tokio_postgres::Transaction;
 
 use crate::PgStore;
@@ -39,6 +39,24 @@ pub trait PgProjection: Send + Sync + 'static {
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
+    /// Updates the read model for several events, in position order, inside `tx`: the events
+    /// of one batch, which [`Transactional`] handles in one transaction (or a single event
+    /// when it handles them one by one). By default, calls [`handle`](Self::handle) for each
+    /// event. Override it to prepare statements once per batch, or to write a batch in fewer
+    /// statements. An error rolls the whole transaction back.
+    fn handle_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&RecordedEvent],
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async move {
+            for event in events {
+                self.handle(tx, event).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Empties the read model inside `tx`, before a rebuild.
     fn reset(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = tx;
@@ -46,13 +64,23 @@ pub trait PgProjection: Send + Sync + 'static {
     }
 }
 
-/// Runs a [`PgProjection`] as a `factum::Projection`: each event in one transaction that
-/// also saves the checkpoint at the event's position, with the lease's fence.
+/// Runs a [`PgProjection`] as a `factum::Projection`: the events of a batch in one
+/// transaction that also saves the checkpoint at the last event's position, with the lease's
+/// fence.
+///
+/// When that transaction fails (a handler error, a lost connection), it is rolled back and
+/// the runner handles the batch's events one by one, each in a transaction of its own with
+/// its checkpoint, so the failure policy retries and parks single events. Either way a crash
+/// at any point neither loses nor repeats an event. One transaction per batch costs one
+/// commit (one `fsync`) per batch instead of one per event;
+/// [`per_event_transactions`](Self::per_event_transactions) turns it off (for example for
+/// handlers that lock rows other writers wait for).
 #[derive(Debug)]
 pub struct Transactional<P> {
     projection: P,
     pool: Pool,
     sql: Arc<Sql>,
+    batched: bool,
 }
 
 #[derive(Debug)]
@@ -73,12 +101,63 @@ impl<P: PgProjection> Transactional<P> {
                 save: render(include_str!("coordination/checkpoint_save.sql"), schema),
                 fence: render(include_str!("coordination/checkpoint_load.sql"), schema),
             }),
+            batched: true,
         }
+    }
+
+    /// Commits after every event instead of once per batch.
+    #[must_use]
+    pub fn per_event_transactions(mut self) -> Self {
+        self.batched = false;
+        self
     }
 
     /// The wrapped projection.
     pub fn inner(&self) -> &P {
         &self.projection
+    }
+
+    /// Handles `events` and saves the checkpoint at the last one's position with `lease`'s
+    /// fence, in one transaction.
+    async fn in_transaction(
+        &self,
+        events: &[&RecordedEvent],
+        lease: &Lease,
+    ) -> Result<(), BoxError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let partition = i32::try_from(lease.partition)
+            .map_err(|_| out_of_range("partition", lease.partition.into()))?;
+        let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
+        let position =
+            i64::try_from(last.position).map_err(|_| out_of_range("position", last.position))?;
+        let mut client = self.pool.get().await.map_err(boxed)?;
+        let tx = client.transaction().await.map_err(boxed)?;
+        self.projection.handle_batch(&tx, events).await?;
+        let save = tx.prepare_cached(&self.sql.save).await.map_err(boxed)?;
+        let saved = tx
+            .execute(&save, &[&lease.name, &partition, &fence, &position])
+            .await
+            .map_err(boxed)?;
+        if saved != 1 {
+            let current = tx
+                .query_opt(&self.sql.fence, &[&lease.name, &partition])
+                .await
+                .map_err(boxed)?
+                .map(|row| row.try_get::<_, i64>("fence"))
+                .transpose()
+                .map_err(boxed)?
+                .map_or(0, |f| u64::try_from(f).unwrap_or(0));
+            // Dropping the transaction rolls the read model back.
+            return Err(Box::new(CoordinationError::Fenced {
+                name: lease.name.clone(),
+                partition: lease.partition,
+                fence: lease.fence,
+                current,
+            }));
+        }
+        tx.commit().await.map_err(boxed)
     }
 }
 
@@ -117,40 +196,19 @@ impl<P: PgProjection> Projection for Transactional<P> {
         event: &RecordedEvent,
         context: &HandleContext,
     ) -> Result<(), BoxError> {
-        let lease = &context.lease;
-        let partition = i32::try_from(lease.partition)
-            .map_err(|_| out_of_range("partition", lease.partition.into()))?;
-        let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
-        let position =
-            i64::try_from(event.position).map_err(|_| out_of_range("position", event.position))?;
-        let mut client = self.pool.get().await.map_err(boxed)?;
-        let tx = client.transaction().await.map_err(boxed)?;
-        self.projection.handle(&tx, event).await?;
-        let saved = tx
-            .execute(
-                &self.sql.save,
-                &[&lease.name, &partition, &fence, &position],
-            )
-            .await
-            .map_err(boxed)?;
-        if saved != 1 {
-            let current = tx
-                .query_opt(&self.sql.fence, &[&lease.name, &partition])
-                .await
-                .map_err(boxed)?
-                .map(|row| row.try_get::<_, i64>("fence"))
-                .transpose()
-                .map_err(boxed)?
-                .map_or(0, |f| u64::try_from(f).unwrap_or(0));
-            // Dropping the transaction rolls the read model back.
-            return Err(Box::new(CoordinationError::Fenced {
-                name: lease.name.clone(),
-                partition: lease.partition,
-                fence: lease.fence,
-                current,
-            }));
+        self.in_transaction(&[event], &context.lease).await
+    }
+
+    async fn handle_batch_in(
+        &self,
+        events: &[&RecordedEvent],
+        context: &HandleContext,
+    ) -> Result<bool, BoxError> {
+        if !self.batched {
+            return Ok(false);
         }
-        tx.commit().await.map_err(boxed)
+        self.in_transaction(events, &context.lease).await?;
+        Ok(true)
     }
 
     async fn reset(&self) -> Result<(), BoxError> {

@@ -75,8 +75,15 @@ fn runner(
     store: &PgStore,
     worker: &str,
     inserts: &Arc<Inserts>,
+    batched: bool,
 ) -> factum::RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination> {
     let coordination = PgCoordination::new(store);
+    let projection = Transactional::new(store, Shared(Arc::clone(inserts)));
+    let projection = if batched {
+        projection
+    } else {
+        projection.per_event_transactions()
+    };
     ProjectionRunner::new(store.clone())
         .with_checkpoints(coordination.clone())
         .with_leases(coordination.clone())
@@ -88,7 +95,7 @@ fn runner(
                 .lease_retry(Duration::from_millis(200)),
         )
         .register(
-            Transactional::new(store, Shared(Arc::clone(inserts))),
+            projection,
             ProjectionOptions::new()
                 .batch_size(10)
                 .poll_interval(Duration::from_millis(50))
@@ -100,8 +107,21 @@ fn runner(
         .start()
 }
 
+/// One transaction per event: the crash loses the event being handled, the checkpoint moved
+/// with each commit inside the batch.
 #[tokio::test]
 async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
+    crash_inside_a_batch(false).await;
+}
+
+/// One transaction per batch: the crash loses the batch being handled, the checkpoint moved
+/// with each committed batch.
+#[tokio::test]
+async fn crash_inside_a_batch_transaction_repeats_nothing_and_rebuild_matches() {
+    crash_inside_a_batch(true).await;
+}
+
+async fn crash_inside_a_batch(batched: bool) {
     let store = fresh_store().await.expect("test database");
     let table = format!("{}.read_model", store.config().schema.quoted());
     store
@@ -129,7 +149,7 @@ async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
         deliveries: AtomicU64::new(0),
         hung: watch::channel(false).0,
     });
-    let running = runner(&store, "a", &inserts);
+    let running = runner(&store, "a", &inserts, batched);
     let mut hung = inserts.hung.subscribe();
     tokio::time::timeout(Duration::from_secs(60), hung.wait_for(|h| *h))
         .await
@@ -137,10 +157,12 @@ async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
         .expect("hung");
     drop(running);
     let coordination = PgCoordination::new(&store);
+    // The handler hangs at its 16th delivery, the 6th event of the second batch of 10.
+    let (committed, redelivered) = if batched { (10, 10) } else { (15, 5) };
     assert_eq!(
         coordination.load("inserts", 0).await.expect("load"),
-        positions[14],
-        "the checkpoint moved with each committed event, inside the batch"
+        positions[committed - 1],
+        "the checkpoint moved with each commit"
     );
 
     let inserts = Arc::new(Inserts {
@@ -149,7 +171,7 @@ async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
         deliveries: AtomicU64::new(0),
         hung: watch::channel(false).0,
     });
-    let running = runner(&store, "b", &inserts);
+    let running = runner(&store, "b", &inserts, batched);
     tokio::time::timeout(Duration::from_secs(60), running.wait_for("inserts", head))
         .await
         .expect("caught up")
@@ -161,7 +183,7 @@ async fn crash_inside_a_batch_repeats_nothing_and_rebuild_matches() {
     );
     assert_eq!(
         inserts.deliveries.load(Ordering::SeqCst),
-        5,
+        redelivered,
         "only the events after the last commit were delivered again"
     );
     assert!(
