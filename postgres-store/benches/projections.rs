@@ -1,0 +1,497 @@
+//! Projection catch-up over 1,000,000 events, beside raw-SQL baselines on the same schema, in
+//! the same run.
+//!
+//! `cargo bench -p factum-postgres --bench projections` (uses `DATABASE_URL`, or a throwaway
+//! cluster; `BENCH_EVENTS` changes the number of events).
+//!
+//! - **Transactional**: a `Transactional<PgProjection>` counting events per stream with an
+//!   upsert, one transaction per batch of 1,000 events with the checkpoint in it. Raw: a loop
+//!   of `SELECT … WHERE position > $1 ORDER BY position LIMIT 1000`, then the same upserts and
+//!   a checkpoint upsert in one transaction per batch.
+//!   The handler overrides `PgProjection::handle_batch` to prepare its statement once per
+//!   batch; the same read model with a plain `handle` running its SQL text per event is
+//!   measured over the first 100,000 events.
+//! - **No-op**: a projection whose handler does nothing; raw: the same loop of reads, with a
+//!   checkpoint saved after each batch.
+//! - **Per-event transactions** (what the transactional case cost before batch
+//!   transactions), over the first 20,000 events: `per_event_transactions()` against a raw
+//!   loop committing the upsert and the checkpoint once per event.
+
+#![allow(missing_docs, clippy::unwrap_used, reason = "benchmark program")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use factum::{
+    BoxError, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Projection,
+    ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
+};
+use factum_postgres::testing::{TestDatabase, fresh_store_with};
+use factum_postgres::{PgConfig, PgCoordination, PgProjection, PgStore, Transactional};
+use tokio_postgres::Transaction;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+const EVENTS_PER_APPEND: u64 = 1_000;
+const BATCH: usize = 1_000;
+const PER_EVENT_EVENTS: u64 = 20_000;
+const SIMPLE_EVENTS: u64 = 100_000;
+const NOOP_ROUNDS: usize = 3;
+
+fn sql(template: &str, store: &PgStore) -> String {
+    template.replace("__SCHEMA__", &store.config().schema.quoted())
+}
+
+fn upsert_sql(store: &PgStore, table: &str) -> String {
+    sql(include_str!("sql/count_upsert.sql"), store).replace("__COUNTS__", table)
+}
+
+/// Appends `total` events, 1,000 per append (one stream each), from two tasks.
+async fn seed(store: &PgStore, total: u64) {
+    let appends = total.div_ceil(EVENTS_PER_APPEND);
+    let tasks: Vec<_> = (0..2)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (t..appends).step_by(2) {
+                    let stream = StreamId::new("order", &format!("o{i}")).unwrap();
+                    let n = EVENTS_PER_APPEND.min(total - i * EVENTS_PER_APPEND);
+                    let events: Vec<NewEvent> = (0..n)
+                        .map(|by| NewEvent {
+                            event_id: Uuid::now_v7(),
+                            event_type: "Incremented".into(),
+                            schema_version: 1,
+                            payload: Payload::encode(&serde_json::json!({ "by": by })).unwrap(),
+                            metadata: Metadata::new().actor("bench"),
+                        })
+                        .collect();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, &events)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+// --- factum's side ---------------------------------------------------------------------
+
+/// A read model counting events per stream. `batch_aware`: it overrides
+/// `PgProjection::handle_batch` to prepare its statement once per batch; otherwise each
+/// event runs the SQL text (prepared by the server each time, as `Transaction::execute` with
+/// a string does).
+struct Counts {
+    name: String,
+    upsert: String,
+    batch_aware: bool,
+}
+
+impl PgProjection for Counts {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["Incremented".to_owned()]
+    }
+
+    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+        tx.execute(&self.upsert, &[&event.stream_id.as_str()])
+            .await?;
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&RecordedEvent],
+    ) -> Result<(), BoxError> {
+        if !self.batch_aware {
+            for event in events {
+                self.handle(tx, event).await?;
+            }
+            return Ok(());
+        }
+        let statement = tx.prepare(&self.upsert).await?;
+        for event in events {
+            tx.execute(&statement, &[&event.stream_id.as_str()]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A handler that does nothing (but count).
+struct NoOp {
+    name: String,
+    seen: AtomicU64,
+}
+
+impl Projection for NoOp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["Incremented".to_owned()]
+    }
+
+    async fn handle(&self, _event: &RecordedEvent) -> Result<(), BoxError> {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Runs `projection` from position 0 until it has checkpointed `until`; returns the seconds
+/// it took.
+async fn catch_up<P: Projection>(store: &PgStore, projection: P, until: u64) -> f64 {
+    let name = projection.name().to_owned();
+    let coordination = PgCoordination::new(store);
+    let start = Instant::now();
+    let running = ProjectionRunner::new(store.clone())
+        .with_checkpoints(coordination.clone())
+        .with_leases(coordination.clone())
+        .with_dead_letters(coordination)
+        .options(RunnerOptions::new().worker_id("bench"))
+        .register(
+            projection,
+            ProjectionOptions::new()
+                .batch_size(BATCH)
+                .poll_interval(Duration::from_millis(20)),
+        )
+        .start();
+    running.wait_for(&name, until).await.unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    running.shutdown().await.unwrap();
+    seconds
+}
+
+// --- raw SQL's side ------------------------------------------------------------------------
+
+#[allow(
+    dead_code,
+    reason = "decoded as a hand-written projector would, then dropped"
+)]
+struct RawEvent {
+    position: i64,
+    event_id: Uuid,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: serde_json::Value,
+    metadata: Metadata,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// No read model: save the checkpoint after each batch.
+    Nothing,
+    /// Upserts and the checkpoint in one transaction per batch.
+    PerBatch,
+    /// Upsert and checkpoint in one transaction per event.
+    PerEvent,
+}
+
+/// Reads every event up to `until` in batches and handles them as `commit` says; returns the
+/// seconds it took.
+async fn raw_catch_up(store: &PgStore, name: &str, until: u64, commit: Commit) -> f64 {
+    // On a worker thread of the runtime, as factum's partitions run (not on the thread that
+    // blocks on the main future, whose wake-ups cost more).
+    let (store, name) = (store.clone(), name.to_owned());
+    tokio::spawn(async move { raw_loop(&store, &name, until, commit).await })
+        .await
+        .unwrap()
+}
+
+async fn raw_loop(store: &PgStore, name: &str, until: u64, commit: Commit) -> f64 {
+    let read_sql = sql(include_str!("sql/baseline_read_all.sql"), store);
+    let upsert = upsert_sql(store, "counts_raw");
+    let checkpoint = sql(include_str!("sql/raw_checkpoint_save.sql"), store);
+    let until = i64::try_from(until).unwrap();
+    let start = Instant::now();
+    let mut client = store.pool().get().await.unwrap();
+    let read = client.prepare_cached(&read_sql).await.unwrap();
+    let mut after = 0i64;
+    while after < until {
+        let rows = client
+            .query(&read, &[&after, &i64::try_from(BATCH).unwrap()])
+            .await
+            .unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let position: i64 = row.get(0);
+            if position > until {
+                break;
+            }
+            let Json(metadata): Json<Metadata> = row.get(7);
+            events.push(RawEvent {
+                position,
+                event_id: row.get(1),
+                stream_id: row.get(2),
+                stream_version: row.get(3),
+                event_type: row.get(4),
+                schema_version: row.get(5),
+                payload: row.get(6),
+                metadata,
+                recorded_at: row.get(8),
+            });
+        }
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        match commit {
+            Commit::Nothing => {
+                let save = client.prepare_cached(&checkpoint).await.unwrap();
+                client.execute(&save, &[&name, &last]).await.unwrap();
+            }
+            Commit::PerBatch => {
+                let tx = client.transaction().await.unwrap();
+                let statement = tx.prepare(&upsert).await.unwrap();
+                for event in &events {
+                    tx.execute(&statement, &[&event.stream_id]).await.unwrap();
+                }
+                let save = tx.prepare_cached(&checkpoint).await.unwrap();
+                tx.execute(&save, &[&name, &last]).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            Commit::PerEvent => {
+                for event in &events {
+                    let tx = client.transaction().await.unwrap();
+                    let statement = tx.prepare_cached(&upsert).await.unwrap();
+                    tx.execute(&statement, &[&event.stream_id]).await.unwrap();
+                    let save = tx.prepare_cached(&checkpoint).await.unwrap();
+                    tx.execute(&save, &[&name, &event.position]).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }
+        }
+        after = last;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+// --- the run -------------------------------------------------------------------------------
+
+async fn counted(store: &PgStore, table: &str) -> u64 {
+    let client = store.pool().get().await.unwrap();
+    let total: i64 = client
+        .query_one(
+            &sql(
+                &format!("SELECT coalesce(sum(events), 0)::bigint FROM __SCHEMA__.{table}"),
+                store,
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    u64::try_from(total).unwrap()
+}
+
+/// The position of the `n`-th event.
+async fn position_of(store: &PgStore, n: u64) -> u64 {
+    let client = store.pool().get().await.unwrap();
+    let position: i64 = client
+        .query_one(
+            &sql(
+                "SELECT position FROM __SCHEMA__.events ORDER BY position OFFSET $1 LIMIT 1",
+                store,
+            ),
+            &[&i64::try_from(n - 1).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    u64::try_from(position).unwrap()
+}
+
+async fn truncate(store: &PgStore) {
+    store
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&sql(
+            "TRUNCATE __SCHEMA__.counts_factum, __SCHEMA__.counts_raw, __SCHEMA__.raw_checkpoint",
+            store,
+        ))
+        .await
+        .unwrap();
+}
+
+fn report(case: &str, events: u64, factum: &[f64], raw: &[f64]) {
+    let rate = |seconds: f64| events as f64 / seconds;
+    let mut ratios: Vec<f64> = factum
+        .iter()
+        .zip(raw)
+        .map(|(f, r)| rate(*f) / rate(*r))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    println!(
+        "{case:<48} {:>10.0} {:>10.0} events/s {:>6.3}x  ({} events, {} run(s) each, factum {:.1} s)",
+        rate(median(factum)),
+        rate(median(raw)),
+        median(&ratios),
+        events,
+        factum.len(),
+        median(factum),
+    );
+}
+
+async fn run() {
+    let total: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let _ = TestDatabase::get()
+        .await
+        .expect("a database for the benchmarks");
+    let store = fresh_store_with(PgConfig::default()).await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "PostgreSQL {version} at {}",
+        if std::env::var_os("DATABASE_URL").is_some() {
+            "DATABASE_URL"
+        } else {
+            "a throwaway cluster"
+        }
+    );
+    for row in client
+        .query(include_str!("sql/settings.sql"), &[])
+        .await
+        .unwrap()
+    {
+        let (name, setting): (String, String) = (row.get(0), row.get(1));
+        println!("  {name} = {setting}");
+    }
+    client
+        .batch_execute(&sql(include_str!("sql/projections_setup.sql"), &store))
+        .await
+        .unwrap();
+    drop(client);
+
+    let start = Instant::now();
+    seed(&store, total).await;
+    let head = store.head_position().await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&sql("VACUUM ANALYZE __SCHEMA__.events", &store))
+        .await
+        .unwrap();
+    drop(client);
+    let per_event_until = position_of(&store, PER_EVENT_EVENTS.min(total)).await;
+    println!(
+        "seeded {total} events ({} per append) in {:.1} s; batches of {BATCH}",
+        EVENTS_PER_APPEND,
+        start.elapsed().as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<48} {:>10} {:>10} {:<8} {:>7}",
+        "catch-up from position 0", "factum", "raw SQL", "unit", "ratio"
+    );
+
+    // No-op handler.
+    let (mut factum, mut raw) = (vec![], vec![]);
+    for round in 0..NOOP_ROUNDS {
+        let noop = Arc::new(NoOp {
+            name: format!("noop_{round}"),
+            seen: AtomicU64::new(0),
+        });
+        factum.push(catch_up(&store, Arc::clone(&noop), head).await);
+        assert_eq!(noop.seen.load(Ordering::Relaxed), total);
+        raw.push(raw_catch_up(&store, &format!("noop_{round}"), head, Commit::Nothing).await);
+    }
+    report("no-op handler", total, &factum, &raw);
+
+    // Transactional read model, one transaction per batch.
+    let counts = |name: &str, batch_aware| Counts {
+        name: name.to_owned(),
+        upsert: upsert_sql(&store, "counts_factum"),
+        batch_aware,
+    };
+    truncate(&store).await;
+    let r = raw_catch_up(&store, "counts_batched", head, Commit::PerBatch).await;
+    assert_eq!(counted(&store, "counts_raw").await, total);
+    let f = catch_up(
+        &store,
+        Transactional::new(&store, counts("counts_batched", true)),
+        head,
+    )
+    .await;
+    assert_eq!(counted(&store, "counts_factum").await, total);
+    report("transactional upsert, tx per batch", total, &[f], &[r]);
+
+    // The same with a handler that runs its SQL text per event, over fewer events.
+    let subset = SIMPLE_EVENTS.min(total);
+    let until = position_of(&store, subset).await;
+    truncate(&store).await;
+    let f = catch_up(
+        &store,
+        Transactional::new(&store, counts("counts_simple", false)),
+        until,
+    )
+    .await;
+    let r = raw_catch_up(&store, "counts_simple", until, Commit::PerBatch).await;
+    assert_eq!(counted(&store, "counts_raw").await, subset);
+    report(
+        "transactional upsert, tx per batch, SQL text",
+        subset,
+        &[f],
+        &[r],
+    );
+
+    // Transactional read model, one transaction per event (before batch transactions).
+    truncate(&store).await;
+    let f = catch_up(
+        &store,
+        Transactional::new(&store, counts("counts_per_event", true)).per_event_transactions(),
+        per_event_until,
+    )
+    .await;
+    let r = raw_catch_up(
+        &store,
+        "counts_per_event",
+        per_event_until,
+        Commit::PerEvent,
+    )
+    .await;
+    assert_eq!(
+        counted(&store, "counts_raw").await,
+        PER_EVENT_EVENTS.min(total)
+    );
+    report(
+        "transactional upsert, tx per event",
+        PER_EVENT_EVENTS.min(total),
+        &[f],
+        &[r],
+    );
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
