@@ -46,3 +46,10 @@ pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
 pub use transactional::{PgProjection, Transactional};
+
+/// Support for the code that `#[projection(name = "...", transactional)]` generates; not a
+/// public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio_postgres::Transaction;
+}

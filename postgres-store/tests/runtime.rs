@@ -348,3 +348,281 @@ async fn poison_event_parked_in_postgres_and_replayed() {
     );
     running.shutdown().await.expect("clean shutdown");
 }
+
+/// A `#[projection(..., transactional)]` read model: the macro generates the `PgProjection`,
+/// run through `Transactional`.
+mod transactional_macro {
+    use std::time::Duration;
+
+    use factum::{
+        BoxError, EventStore, ExpectedVersion, FailurePolicy, Metadata, NewEvent, ParkReason,
+        Payload, ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
+        event, projection,
+    };
+    use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
+    use serde::{Deserialize, Serialize};
+    use tokio_postgres::Transaction;
+    use uuid::Uuid;
+
+    use super::common::{raw_client, schema, store};
+
+    /// The first version, in euros.
+    #[event(name = "Deposited", version = 1, upcast_to = Deposited)]
+    #[derive(Debug, Deserialize)]
+    pub(crate) struct DepositedV1 {
+        pub(crate) account: String,
+        pub(crate) euros: i64,
+    }
+
+    impl From<DepositedV1> for Deposited {
+        fn from(v1: DepositedV1) -> Self {
+            Self {
+                account: v1.account,
+                cents: v1.euros * 100,
+            }
+        }
+    }
+
+    #[event(version = 2, previous = DepositedV1)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Deposited {
+        pub(crate) account: String,
+        pub(crate) cents: i64,
+    }
+
+    #[event]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Withdrawn {
+        pub(crate) account: String,
+        pub(crate) cents: i64,
+    }
+
+    /// Balances per account, in the store's database.
+    pub(crate) struct Balances {
+        upsert: String,
+        clear: String,
+    }
+
+    impl Balances {
+        fn new(store: &PgStore) -> Self {
+            let table = format!("{}.balances", schema(store));
+            Self {
+                upsert: format!(
+                    "INSERT INTO {table} (account, cents) VALUES ($1, $2) \
+                     ON CONFLICT (account) DO UPDATE SET cents = balances.cents + $2"
+                ),
+                clear: format!("DELETE FROM {table}"),
+            }
+        }
+    }
+
+    #[projection(name = "balances", categories = ["account"], transactional)]
+    impl Balances {
+        async fn deposited(
+            &self,
+            tx: &Transaction<'_>,
+            event: &Deposited,
+        ) -> Result<(), tokio_postgres::Error> {
+            tx.execute(&self.upsert, &[&event.account, &event.cents])
+                .await
+                .map(drop)
+        }
+
+        async fn withdrawn(
+            &self,
+            tx: &Transaction<'_>,
+            event: &Withdrawn,
+            recorded: &RecordedEvent,
+        ) -> Result<(), BoxError> {
+            if event.cents < 0 {
+                return Err(
+                    format!("negative withdrawal at position {}", recorded.position).into(),
+                );
+            }
+            tx.execute(&self.upsert, &[&event.account, &-event.cents])
+                .await?;
+            Ok(())
+        }
+
+        #[reset]
+        async fn clear(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+            tx.execute(&self.clear, &[]).await.map(drop)
+        }
+    }
+
+    fn stored(event_type: &str, version: u32, json: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: version,
+            payload: Payload::encode(&json).expect("payload"),
+            metadata: Metadata::new(),
+        }
+    }
+
+    async fn append(store: &PgStore, stream: &str, events: &[NewEvent]) -> u64 {
+        store
+            .append(
+                &StreamId::parse(stream).expect("stream"),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await
+            .expect("append")
+            .last_position
+    }
+
+    async fn balances(store: &PgStore) -> Vec<(String, i64)> {
+        raw_client()
+            .await
+            .query(
+                &format!(
+                    "SELECT account, cents FROM {}.balances ORDER BY account",
+                    schema(store)
+                ),
+                &[],
+            )
+            .await
+            .expect("balances")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// Upcast old versions, a handler with the recorded event, categories, a failing handler
+    /// parked, and a rebuild through the generated `reset`, on PostgreSQL.
+    #[tokio::test]
+    async fn generated_pg_projection_runs_transactionally() {
+        let store = store().await;
+        raw_client()
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE {}.balances (account text PRIMARY KEY, cents bigint NOT NULL)",
+                schema(&store)
+            ))
+            .await
+            .expect("read model table");
+        let balances_model = Balances::new(&store);
+        assert_eq!(balances_model.name(), "balances");
+        assert_eq!(balances_model.event_types(), ["Deposited", "Withdrawn"]);
+        assert_eq!(balances_model.categories(), ["account"]);
+
+        append(
+            &store,
+            "account-a",
+            &[
+                stored(
+                    "Deposited",
+                    1,
+                    serde_json::json!({"account": "a", "euros": 1}),
+                ),
+                stored(
+                    "Deposited",
+                    2,
+                    serde_json::json!({"account": "a", "cents": 250}),
+                ),
+                stored(
+                    "Withdrawn",
+                    1,
+                    serde_json::json!({"account": "a", "cents": 50}),
+                ),
+            ],
+        )
+        .await;
+        append(
+            &store,
+            "account-b",
+            &[stored(
+                "Deposited",
+                2,
+                serde_json::json!({"account": "b", "cents": 100}),
+            )],
+        )
+        .await;
+        let poison = append(
+            &store,
+            "account-b",
+            &[stored(
+                "Withdrawn",
+                1,
+                serde_json::json!({"account": "b", "cents": -5}),
+            )],
+        )
+        .await;
+        append(
+            &store,
+            "account-b",
+            &[stored(
+                "Deposited",
+                2,
+                serde_json::json!({"account": "b", "cents": 10}),
+            )],
+        )
+        .await;
+        let head = append(
+            &store,
+            "ledger-x",
+            &[stored(
+                "Deposited",
+                2,
+                serde_json::json!({"account": "x", "cents": 999}),
+            )],
+        )
+        .await;
+
+        let coordination = PgCoordination::new(&store);
+        let running = ProjectionRunner::new(store.clone())
+            .with_checkpoints(coordination.clone())
+            .with_leases(coordination.clone())
+            .with_dead_letters(coordination)
+            .options(
+                RunnerOptions::new()
+                    .worker_id("a")
+                    .lease_ttl(Duration::from_secs(2))
+                    .lease_retry(Duration::from_millis(200)),
+            )
+            .register(
+                Transactional::new(&store, balances_model),
+                ProjectionOptions::new()
+                    .poll_interval(Duration::from_millis(50))
+                    .failure(
+                        FailurePolicy::park_after(2)
+                            .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+                    ),
+            )
+            .start();
+        tokio::time::timeout(Duration::from_secs(120), running.wait_for("balances", head))
+            .await
+            .expect("caught up in time")
+            .expect("running");
+        let expected = [("a".to_owned(), 300), ("b".to_owned(), 100)];
+        assert_eq!(
+            balances(&store).await,
+            expected,
+            "the old version was upcast, the other category ignored, the poisoned stream waits"
+        );
+        let parked = running.parked("balances").await.expect("parked");
+        assert_eq!(parked.len(), 2);
+        assert_eq!(parked[0].position, poison);
+        assert!(
+            matches!(&parked[0].reason, ParkReason::Failed { error, .. }
+                if error.contains(&format!("negative withdrawal at position {poison}"))),
+            "{:?}",
+            parked[0].reason
+        );
+
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            running.rebuild("balances", |_| {}),
+        )
+        .await
+        .expect("rebuilt in time")
+        .expect("rebuild");
+        assert_eq!(
+            balances(&store).await,
+            expected,
+            "the generated reset emptied the read model before the replay"
+        );
+        running.shutdown().await.expect("clean shutdown");
+    }
+}

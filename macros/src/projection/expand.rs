@@ -33,12 +33,24 @@ pub(super) fn expand(input: &Input) -> TokenStream {
         }
     });
     let arms = input.handlers.iter().map(|h| dispatch(h, name));
+    // A transactional projection implements `factum_postgres::PgProjection`, whose methods
+    // also take the transaction; the only place generated code names `::factum_postgres`.
+    let (projection_trait, tx_param) = if input.transactional {
+        (
+            quote!(::factum_postgres::PgProjection),
+            quote!(__tx: &::factum_postgres::__private::Transaction<'_>,),
+        )
+    } else {
+        (quote!(::factum::Projection), TokenStream::new())
+    };
     let reset = input.reset.as_ref().map(|reset| {
         let method = &reset.method;
-        let body = outcome(&reset.returns, quote!(Self::#method(self).await));
+        let tx = tx_arg(reset.tx.as_ref());
+        let body = outcome(&reset.returns, quote!(Self::#method(self #tx).await));
         quote! {
             async fn reset(
                 &self,
+                #tx_param
             ) -> ::core::result::Result<(), ::factum::BoxError> {
                 #body
                 ::core::result::Result::Ok(())
@@ -54,7 +66,7 @@ pub(super) fn expand(input: &Input) -> TokenStream {
         );
 
         #[automatically_derived]
-        impl ::factum::Projection for #self_ty {
+        impl #projection_trait for #self_ty {
             fn name(&self) -> &str {
                 #name
             }
@@ -67,6 +79,7 @@ pub(super) fn expand(input: &Input) -> TokenStream {
 
             async fn handle(
                 &self,
+                #tx_param
                 __event: &::factum::RecordedEvent,
             ) -> ::core::result::Result<(), ::factum::BoxError> {
                 #(#arms)*
@@ -76,6 +89,12 @@ pub(super) fn expand(input: &Input) -> TokenStream {
             #reset
         }
     }
+}
+
+/// `, __tx` spanned on the method's transaction argument, when it has one (so that a wrong
+/// type is reported there).
+fn tx_arg(ty: Option<&syn::Type>) -> Option<TokenStream> {
+    ty.map(|ty| quote_spanned!(ty.span()=> , __tx))
 }
 
 /// Runs a handler call, returning its error from the enclosing function.
@@ -99,9 +118,10 @@ fn dispatch(handler: &Handler, name: &syn::LitStr) -> TokenStream {
         .recorded
         .as_ref()
         .map(|ty| quote_spanned!(ty.span()=> , __event));
+    let tx = tx_arg(handler.tx.as_ref());
     let body = outcome(
         &handler.returns,
-        quote!(Self::#method(self, &__decoded #recorded).await),
+        quote!(Self::#method(self #tx, &__decoded #recorded).await),
     );
     let decode = quote_spanned! {ty.span()=>
         <#ty as ::factum::__private::EventSchema>::decode_history(

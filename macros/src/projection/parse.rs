@@ -12,22 +12,30 @@ pub(super) struct Input {
     pub(super) item: syn::ItemImpl,
     pub(super) name: syn::LitStr,
     pub(super) categories: Vec<syn::LitStr>,
+    /// `transactional`: a `factum_postgres::PgProjection` whose methods take the transaction.
+    pub(super) transactional: bool,
     pub(super) handlers: Vec<Handler>,
     pub(super) reset: Option<Reset>,
 }
 
-/// An event handler: `async fn(&self, &Event[, &RecordedEvent]) -> Result<(), E>` or `-> ()`.
+/// An event handler: `async fn(&self, &Event[, &RecordedEvent]) -> Result<(), E>` or `-> ()`,
+/// with `&Transaction<'_>` first when the projection is transactional.
 pub(super) struct Handler {
     pub(super) method: syn::Ident,
+    /// The type of its transaction argument (transactional projections).
+    pub(super) tx: Option<syn::Type>,
     pub(super) event: syn::TypePath,
     /// The type of its `&RecordedEvent` argument, when it takes one.
     pub(super) recorded: Option<syn::Type>,
     pub(super) returns: Returns,
 }
 
-/// The `#[reset]` method: `async fn(&self) -> Result<(), E>` or `-> ()`.
+/// The `#[reset]` method: `async fn(&self) -> Result<(), E>` or `-> ()`, with
+/// `&Transaction<'_>` when the projection is transactional.
 pub(super) struct Reset {
     pub(super) method: syn::Ident,
+    /// The type of its transaction argument (transactional projections).
+    pub(super) tx: Option<syn::Type>,
     pub(super) returns: Returns,
 }
 
@@ -39,7 +47,7 @@ pub(super) enum Returns {
     Result(Span),
 }
 
-const KEYS: &[&str] = &[key::NAME, key::CATEGORIES];
+const KEYS: &[&str] = &[key::NAME, key::CATEGORIES, key::TRANSACTIONAL];
 
 /// What a handler is called in messages.
 const HANDLER: &str = "projection handler";
@@ -59,6 +67,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
     let mut name = None;
     let mut name_given = false;
     let mut categories: Option<Vec<syn::LitStr>> = None;
+    let mut transactional: Option<bool> = None;
     let result = common::parse_args(args, |meta| {
         if meta.path.is_ident(key::NAME) {
             name_given = true;
@@ -67,6 +76,17 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
         } else if meta.path.is_ident(key::CATEGORIES) {
             let v = string_list(&mut errors, &meta)?;
             common::set(&mut errors, &mut categories, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::TRANSACTIONAL) {
+            if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                errors.spanned(
+                    &meta.path,
+                    "`transactional` takes no value: write `#[projection(name = \"...\", transactional)]`",
+                );
+                common::skip_value(&meta)?;
+            }
+            // Checked as transactional either way, so the methods' errors make sense.
+            let v = Some(true);
+            common::set(&mut errors, &mut transactional, v, &meta, ATTR);
         } else {
             common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
         }
@@ -87,6 +107,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
         common::check_category(&mut errors, category);
     }
     let inherent = handler::check_impl(&mut errors, &item, ATTR);
+    let transactional = transactional.unwrap_or(false);
 
     let mut handlers = Vec::new();
     let mut reset: Option<Reset> = None;
@@ -104,7 +125,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
             }
         });
         if is_reset {
-            if let Some(r) = parse_reset(&mut errors, &f.sig) {
+            if let Some(r) = parse_reset(&mut errors, &f.sig, transactional) {
                 match &reset {
                     Some(first) => errors.spanned(
                         &f.sig.ident,
@@ -117,7 +138,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
                 }
             }
         } else {
-            handlers.extend(parse_handler(&mut errors, &f.sig));
+            handlers.extend(parse_handler(&mut errors, &f.sig, transactional));
         }
     }
     errors.finish()?;
@@ -126,6 +147,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
         item,
         name,
         categories: categories.unwrap_or_default(),
+        transactional,
         handlers,
         reset,
     })
@@ -199,51 +221,135 @@ fn method_shape(errors: &mut Errors, sig: &syn::Signature, what: &str) -> bool {
     ok & handler::shared_self(errors, sig, what)
 }
 
-fn parse_handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handler> {
+/// Whether a type reads as a transaction: `&Transaction<'_>` or a path ending in
+/// `Transaction`.
+fn is_transaction(ty: &syn::Type) -> bool {
+    let ty = match ty {
+        syn::Type::Reference(r) => &*r.elem,
+        other => other,
+    };
+    handler::type_path(ty)
+        .and_then(common::last_ident)
+        .is_some_and(|ident| ident == "Transaction")
+}
+
+/// The transaction argument of a transactional projection's method, which must be a shared
+/// reference.
+fn transaction_arg(
+    errors: &mut Errors,
+    sig: &syn::Signature,
+    ty: &syn::Type,
+    what: &str,
+) -> Option<syn::Type> {
+    match ty {
+        syn::Type::Reference(r) if r.mutability.is_none() => Some(ty.clone()),
+        _ => {
+            errors.spanned(
+                ty,
+                format_args!(
+                    "{what} `{}` of a `transactional` projection takes the transaction first, as `&Transaction<'_>`",
+                    sig.ident
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn parse_handler(
+    errors: &mut Errors,
+    sig: &syn::Signature,
+    transactional: bool,
+) -> Option<Handler> {
     let shape_ok = method_shape(errors, sig, HANDLER);
-    let count_ok = handler::arg_count(errors, sig, 1, 2, |n| {
-        format!(
-            "{HANDLER} `{}` takes `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
-            sig.ident,
-            handler::arguments(n)
-        )
-    });
     let args = handler::typed_args(sig);
-    let event = if count_ok {
+    if !transactional {
+        if let Some(first) = args.first().filter(|arg| is_transaction(&arg.ty)) {
+            errors.spanned(
+                &first.ty,
+                format_args!(
+                    "{HANDLER} `{}` takes a transaction: add `transactional` to the attribute, `#[projection(name = \"...\", transactional)]`, to generate a `factum_postgres::PgProjection`",
+                    sig.ident
+                ),
+            );
+            return None;
+        }
+    }
+    let skip = usize::from(transactional);
+    let count_ok = handler::arg_count(errors, sig, 1 + skip, 2 + skip, |n| {
+        if transactional {
+            format!(
+                "{HANDLER} `{}` of a `transactional` projection takes `&Transaction<'_>`, `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
+                sig.ident,
+                handler::arguments(n)
+            )
+        } else {
+            format!(
+                "{HANDLER} `{}` takes `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
+                sig.ident,
+                handler::arguments(n)
+            )
+        }
+    });
+    let tx = if count_ok && transactional {
         args.first()
+            .and_then(|arg| transaction_arg(errors, sig, &arg.ty, HANDLER))
+    } else {
+        None
+    };
+    let event = if count_ok {
+        args.get(skip)
             .and_then(|arg| handler::event_ref(errors, sig, &arg.ty, HANDLER))
     } else {
         None
     };
-    if let (true, Some(recorded)) = (count_ok, args.get(1)) {
+    if let (true, Some(recorded)) = (count_ok, args.get(1 + skip)) {
         handler::shared_ref(errors, sig, &recorded.ty, HANDLER, "&RecordedEvent");
     }
     let returns = returns(errors, sig, HANDLER);
     match (shape_ok, event, returns) {
-        (true, Some(event), Some(returns)) => Some(Handler {
+        (true, Some(event), Some(returns)) if tx.is_some() == transactional => Some(Handler {
             method: sig.ident.clone(),
+            tx,
             event,
-            recorded: args.get(1).map(|arg| (*arg.ty).clone()),
+            recorded: args.get(1 + skip).map(|arg| (*arg.ty).clone()),
             returns,
         }),
         _ => None,
     }
 }
 
-fn parse_reset(errors: &mut Errors, sig: &syn::Signature) -> Option<Reset> {
+fn parse_reset(errors: &mut Errors, sig: &syn::Signature, transactional: bool) -> Option<Reset> {
     const WHAT: &str = "`#[reset]` method";
     let shape_ok = method_shape(errors, sig, WHAT);
-    let count_ok = handler::arg_count(errors, sig, 0, 0, |n| {
-        format!(
-            "{WHAT} `{}` takes no argument besides `&self`, found {}",
-            sig.ident,
-            handler::arguments(n)
-        )
+    let count = usize::from(transactional);
+    let count_ok = handler::arg_count(errors, sig, count, count, |n| {
+        if transactional {
+            format!(
+                "{WHAT} `{}` of a `transactional` projection takes `&Transaction<'_>` after `&self`, found {}",
+                sig.ident,
+                handler::arguments(n)
+            )
+        } else {
+            format!(
+                "{WHAT} `{}` takes no argument besides `&self`, found {}",
+                sig.ident,
+                handler::arguments(n)
+            )
+        }
     });
+    let tx = if count_ok && transactional {
+        handler::typed_args(sig)
+            .first()
+            .and_then(|arg| transaction_arg(errors, sig, &arg.ty, WHAT))
+    } else {
+        None
+    };
     let returns = returns(errors, sig, WHAT);
     match (shape_ok && count_ok, returns) {
-        (true, Some(returns)) => Some(Reset {
+        (true, Some(returns)) if tx.is_some() == transactional => Some(Reset {
             method: sig.ident.clone(),
+            tx,
             returns,
         }),
         _ => None,

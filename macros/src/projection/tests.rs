@@ -51,6 +51,46 @@ fn infallible_reset() {
 }
 
 #[test]
+fn transactional() {
+    insta::assert_snapshot!(expand(
+        quote!(name = "order_list", categories = ["order"], transactional),
+        quote! {
+            impl OrderList {
+                async fn placed(&self, tx: &Transaction<'_>, event: &OrderPlaced) -> Result<(), tokio_postgres::Error> { todo!() }
+                async fn shipped(&self, tx: &tokio_postgres::Transaction<'_>, event: &OrderShipped, recorded: &RecordedEvent) {}
+                #[reset]
+                async fn clear(&self, tx: &Transaction<'_>) -> Result<(), BoxError> { todo!() }
+            }
+        }
+    ));
+}
+
+#[test]
+fn transactional_errors_are_reported_at_once() {
+    let message = error(expand_projection(
+        quote!(name = "order_list", transactional = true),
+        quote! {
+            impl OrderList {
+                async fn no_tx(&self, event: &OrderPlaced) {}
+                async fn tx_by_value(&self, tx: Transaction<'_>, event: &OrderShipped) {}
+                #[reset]
+                async fn clear(&self) {}
+            }
+        },
+    ));
+    insta::assert_snapshot!(message);
+    let message = error(expand_projection(
+        quote!(name = "order_list"),
+        quote! {
+            impl OrderList {
+                async fn placed(&self, tx: &tokio_postgres::Transaction<'_>, event: &OrderPlaced) {}
+            }
+        },
+    ));
+    insta::assert_snapshot!(message);
+}
+
+#[test]
 fn argument_errors_are_reported_at_once() {
     let message = error(expand_projection(
         quote!(nmae = "x", categories = "order", categories = ["bad-one"]),

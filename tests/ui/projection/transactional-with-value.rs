@@ -1,0 +1,18 @@
+use factum::{event, projection};
+use serde::{Deserialize, Serialize};
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {}
+
+pub struct Transaction<'a>(&'a ());
+
+#[derive(Debug, Default)]
+pub struct OrderList {}
+
+#[projection(name = "order_list", transactional = true)]
+impl OrderList {
+    async fn placed(&self, _: &Transaction<'_>, _: &OrderPlaced) {}
+}
+
+fn main() {}
