@@ -47,6 +47,14 @@ pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
 pub use transactional::{PgProjection, Transactional};
 
+/// The PostgreSQL client this store is built on: its types appear in this crate's API
+/// ([`PgProjection`] handlers get a [`tokio_postgres::Transaction`]), so use this re-export
+/// to stay on the same version.
+pub use tokio_postgres;
+
+/// The connection pool this store is built on ([`PgStore::pool`]).
+pub use deadpool_postgres;
+
 /// Support for the code that `#[projection(name = "...", transactional)]` generates; not a
 /// public API.
 #[doc(hidden)]

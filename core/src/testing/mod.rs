@@ -3,9 +3,14 @@
 //! Run it against a store with [`store_conformance_tests!`](crate::store_conformance_tests),
 //! giving an `async fn` that returns a fresh, empty store for each test:
 //!
-//! ```ignore
-//! async fn fresh_store() -> MyStore { MyStore::connect_to_a_new_schema().await }
+//! ```no_run
+//! // In a test file of the crate that implements the store:
+//! async fn fresh_store() -> factum::MemoryStore {
+//!     factum::MemoryStore::new()
+//! }
+//!
 //! factum::store_conformance_tests!(fresh_store);
+//! # fn main() {}
 //! ```
 //!
 //! Each case is also a public `async fn(store)` in [`cases`], for stores that need a custom
