@@ -15,17 +15,19 @@
 //! hold stock. Every command gets a deterministic id from the runtime, so an event delivered
 //! twice (after a crash) dispatches nothing twice.
 
-use factum::{BoxError, Effects, EventSet, ProcessManager, RecordedEvent, Route};
+use factum::{BoxError, Effects, ProcessManager, RecordedEvent, Route, process_manager};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Line;
 use crate::domain::inventory::{
-    InventoryEvent, ReleaseStockV1, ReservationRejected, ReserveStockV1, ShipStockV1, StockReserved,
+    ReleaseStockV1, ReservationRejected, ReserveStockV1, ShipStockV1, StockReserved,
 };
-use crate::domain::order::{CancelOrderV1, MarkOrderPaidV1, OrderEvent, OrderPlaced, ShipOrderV1};
-use crate::domain::payment::{PaymentCaptured, PaymentEvent, RefundPaymentV1};
+use crate::domain::order::{
+    CancelOrderV1, MarkOrderPaidV1, OrderCancelled, OrderPlaced, ShipOrderV1,
+};
+use crate::domain::payment::{PaymentCaptured, RefundPaymentV1};
 use crate::domain::shipment::{
-    CancelShipmentV1, CreateShipmentV1, ShipmentDispatched, ShipmentEvent, ShipmentLine,
+    CancelShipmentV1, CreateShipmentV1, ShipmentDispatched, ShipmentLine,
 };
 
 /// The process manager's name: the key of its instances and checkpoints.
@@ -83,6 +85,27 @@ impl FulfillmentState {
         })
     }
 
+    fn release(&self, sku: &str) -> FulfillmentCommand {
+        FulfillmentCommand::ReleaseStock(ReleaseStockV1 {
+            sku: sku.to_owned(),
+            order_id: self.order_id.clone(),
+        })
+    }
+
+    fn refund(&self) -> FulfillmentCommand {
+        FulfillmentCommand::RefundPayment(RefundPaymentV1 {
+            order_id: self.order_id.clone(),
+            reason: "order cancelled".into(),
+        })
+    }
+
+    fn cancel_order(&self, reason: String) -> FulfillmentCommand {
+        FulfillmentCommand::CancelOrder(CancelOrderV1 {
+            order_id: self.order_id.clone(),
+            reason,
+        })
+    }
+
     /// The shipment, once paid and reserved, asked for once.
     fn maybe_ship(&mut self, effects: Effects<FulfillmentCommand>) -> Effects<FulfillmentCommand> {
         if self.paid && self.all_reserved() && !self.cancelled && !self.shipment_requested {
@@ -105,66 +128,162 @@ impl FulfillmentState {
     }
 }
 
-/// The events the process reads, decoded from any of the aggregates.
-#[derive(Debug)]
-enum Input {
-    Placed(OrderPlaced),
-    Cancelled,
-    Reserved(StockReserved),
-    Rejected(ReservationRejected),
-    Captured(PaymentCaptured),
-    Dispatched(ShipmentDispatched),
-    Other,
-}
+// ANCHOR: process
+/// The process's decisions, one handler per event type it reads. `#[process_manager]`
+/// generates its `ProcessManager` impl: the stored event types to read (`OrderPlaced`'s first
+/// version included), the routing by each event's `order_id`, the decoding and the hooks.
+#[derive(Clone, Copy, Debug, Default)]
+struct Decisions;
 
-impl Input {
-    fn decode(event: &RecordedEvent) -> Result<Vec<Self>, BoxError> {
-        let inputs = match event.stream_id.category() {
-            "order" => OrderEvent::decode_recorded(event)?
-                .into_iter()
-                .map(|e| match e {
-                    OrderEvent::OrderPlaced(e) => Input::Placed(e),
-                    OrderEvent::OrderCancelled(_) => Input::Cancelled,
-                    _ => Input::Other,
-                })
-                .collect(),
-            "inventory" => InventoryEvent::decode_recorded(event)?
-                .into_iter()
-                .map(|e| match e {
-                    InventoryEvent::StockReserved(e) => Input::Reserved(e),
-                    InventoryEvent::ReservationRejected(e) => Input::Rejected(e),
-                    _ => Input::Other,
-                })
-                .collect(),
-            "payment" => PaymentEvent::decode_recorded(event)?
-                .into_iter()
-                .map(|e| match e {
-                    PaymentEvent::PaymentCaptured(e) => Input::Captured(e),
-                    PaymentEvent::PaymentRefunded(_) => Input::Other,
-                })
-                .collect(),
-            "shipment" => ShipmentEvent::decode_recorded(event)?
-                .into_iter()
-                .map(|e| match e {
-                    ShipmentEvent::ShipmentDispatched(e) => Input::Dispatched(e),
-                    _ => Input::Other,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok(inputs)
+#[process_manager(name = "order_fulfillment")]
+impl Decisions {
+    #[start(by = order_id, strict)]
+    fn placed(
+        &self,
+        state: &mut FulfillmentState,
+        placed: &OrderPlaced,
+    ) -> Option<FulfillmentCommand> {
+        state.order_id.clone_from(&placed.order_id);
+        state.lines.clone_from(&placed.lines);
+        state.reserve(0)
+    }
+
+    #[on(by = order_id)]
+    fn reserved(
+        &self,
+        state: &mut FulfillmentState,
+        reserved: &StockReserved,
+    ) -> Effects<FulfillmentCommand> {
+        if state.cancelled {
+            // Reserved while the order was being cancelled: give it back.
+            return Effects::none().command(state.release(&reserved.sku));
+        }
+        state.reserved += 1;
+        match state.reserve(state.reserved) {
+            Some(next) => Effects::none().command(next),
+            None => state.maybe_ship(Effects::none()),
+        }
+    }
+
+    #[on(by = order_id)]
+    fn rejected(
+        &self,
+        state: &mut FulfillmentState,
+        rejected: &ReservationRejected,
+    ) -> Option<FulfillmentCommand> {
+        if state.cancelled {
+            return None;
+        }
+        state.reservation_failed = true;
+        let reason = format!(
+            "out of stock: {} (requested {}, available {})",
+            rejected.sku, rejected.requested, rejected.available
+        );
+        Some(state.cancel_order(reason))
+    }
+
+    #[on(by = order_id)]
+    fn captured(
+        &self,
+        state: &mut FulfillmentState,
+        captured: &PaymentCaptured,
+    ) -> Effects<FulfillmentCommand> {
+        state.paid = true;
+        if state.cancelled {
+            return Effects::none().command(state.refund());
+        }
+        let paid = Effects::none().command(FulfillmentCommand::MarkOrderPaid(MarkOrderPaidV1 {
+            order_id: state.order_id.clone(),
+            amount_cents: captured.amount_cents,
+        }));
+        state.maybe_ship(paid)
+    }
+
+    /// Compensates, then keeps the instance a day, so that a payment captured in the meantime
+    /// is still refunded.
+    #[on(by = order_id)]
+    fn cancelled(
+        &self,
+        state: &mut FulfillmentState,
+        _: &OrderCancelled,
+        recorded: &RecordedEvent,
+    ) -> Effects<FulfillmentCommand> {
+        state.cancelled = true;
+        let mut effects = Effects::none();
+        for line in &state.lines[..state.reserved.min(state.lines.len())] {
+            effects = effects.command(state.release(&line.sku));
+        }
+        if state.paid {
+            effects = effects.command(state.refund());
+        }
+        if state.shipment_requested {
+            effects = effects.command(FulfillmentCommand::CancelShipment(CancelShipmentV1 {
+                order_id: state.order_id.clone(),
+            }));
+        }
+        effects.schedule(CLOSE, recorded.recorded_at + chrono::Duration::days(1))
+    }
+
+    #[stop(by = order_id)]
+    fn dispatched(
+        &self,
+        state: &mut FulfillmentState,
+        dispatched: &ShipmentDispatched,
+    ) -> Vec<FulfillmentCommand> {
+        let ship = FulfillmentCommand::ShipOrder(ShipOrderV1 {
+            order_id: state.order_id.clone(),
+            carrier: dispatched.carrier.clone(),
+            tracking: dispatched.tracking.clone(),
+        });
+        let take_out = state.lines.iter().map(|line| {
+            FulfillmentCommand::ShipStock(ShipStockV1 {
+                sku: line.sku.clone(),
+                order_id: state.order_id.clone(),
+            })
+        });
+        std::iter::once(ship).chain(take_out).collect()
+    }
+
+    #[on_rejected]
+    fn refused(
+        &self,
+        state: &mut FulfillmentState,
+        command: &FulfillmentCommand,
+        error: &str,
+    ) -> Option<FulfillmentCommand> {
+        tracing::info!(order_id = %state.order_id, ?command, error, "fulfillment command refused");
+        match command {
+            // Not expected (refusals are recorded as `ReservationRejected`), but if an
+            // inventory ever refuses outright, the order cannot be served either.
+            FulfillmentCommand::ReserveStock(_) if !state.cancelled => {
+                state.reservation_failed = true;
+                Some(state.cancel_order(format!("reservation failed: {error}")))
+            }
+            // Everything else is refused because the order moved on (cancelled, shipped)
+            // while the command was on its way; the events of that move compensate.
+            _ => None,
+        }
+    }
+
+    #[on_timeout]
+    fn timed_out(
+        &self,
+        _key: &str,
+        _: &mut FulfillmentState,
+        name: &str,
+    ) -> Effects<FulfillmentCommand> {
+        if name == CLOSE {
+            Effects::none().complete()
+        } else {
+            Effects::none()
+        }
     }
 }
+// ANCHOR_END: process
 
-/// Reads just the correlation key of an event: every event the process handles names its
-/// order.
-#[derive(Deserialize)]
-struct Key {
-    order_id: String,
-}
-
-// ANCHOR: process
-/// The order-fulfillment process manager.
+// ANCHOR: route
+/// The order-fulfillment process manager: `Decisions`, with the error of an event that names
+/// no order spelled out.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OrderFulfillment;
 
@@ -173,36 +292,27 @@ impl ProcessManager for OrderFulfillment {
     type Command = FulfillmentCommand;
 
     fn name(&self) -> &str {
-        ORDER_FULFILLMENT
+        Decisions.name()
     }
 
     fn event_types(&self) -> Vec<String> {
-        [
-            "OrderPlaced",
-            "OrderCancelled",
-            "StockReserved",
-            "ReservationRejected",
-            "PaymentCaptured",
-            "ShipmentDispatched",
-        ]
-        .map(String::from)
-        .to_vec()
+        Decisions.event_types()
     }
 
     fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
-        // Every version of every event read here names its order: one that does not is
-        // corrupt, and stops the process at it rather than being skipped.
-        let Key { order_id } = event.payload.decode::<Key>().map_err(|e| {
-            format!(
-                "`{}` v{} at position {} of `{}` names no order: {e}",
-                event.event_type, event.schema_version, event.position, event.stream_id
-            )
-        })?;
-        Ok(match event.event_type.as_str() {
-            "OrderPlaced" => Route::StartStrict(order_id),
-            "ShipmentDispatched" => Route::Stop(order_id),
-            _ => Route::Continue(order_id),
-        })
+        // An event that does not decode stops the process at it rather than being skipped.
+        // Every version of every event read here names its order: when that is what is
+        // missing, the error says so.
+        Decisions
+            .route(event)
+            .map_err(|error| match event.payload.decode::<Key>() {
+                Err(e) => format!(
+                    "`{}` v{} at position {} of `{}` names no order: {e}",
+                    event.event_type, event.schema_version, event.position, event.stream_id
+                )
+                .into(),
+                Ok(_) => error,
+            })
     }
 
     fn handle(
@@ -210,11 +320,7 @@ impl ProcessManager for OrderFulfillment {
         state: &mut FulfillmentState,
         event: &RecordedEvent,
     ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        let mut effects = Effects::none();
-        for input in Input::decode(event)? {
-            effects = merge(effects, decide(state, input, event));
-        }
-        Ok(effects)
+        Decisions.handle(state, event)
     }
 
     fn on_rejected(
@@ -223,143 +329,45 @@ impl ProcessManager for OrderFulfillment {
         command: &FulfillmentCommand,
         error: &str,
     ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        tracing::info!(order_id = %state.order_id, ?command, error, "fulfillment command refused");
-        Ok(match command {
-            // Not expected (refusals are recorded as `ReservationRejected`), but if an
-            // inventory ever refuses outright, the order cannot be served either.
-            FulfillmentCommand::ReserveStock(_) if !state.cancelled => {
-                state.reservation_failed = true;
-                Effects::none().command(cancel_order(state, format!("reservation failed: {error}")))
-            }
-            // Everything else is refused because the order moved on (cancelled, shipped)
-            // while the command was on its way; the events of that move compensate.
-            _ => Effects::none(),
-        })
+        Decisions.on_rejected(state, command, error)
     }
 
     fn on_timeout(
         &self,
-        _key: &str,
-        _state: &mut FulfillmentState,
+        key: &str,
+        state: &mut FulfillmentState,
         name: &str,
     ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        Ok(if name == CLOSE {
-            Effects::none().complete()
-        } else {
-            Effects::none()
-        })
+        Decisions.on_timeout(key, state, name)
     }
 }
-// ANCHOR_END: process
 
-fn cancel_order(state: &FulfillmentState, reason: String) -> FulfillmentCommand {
-    FulfillmentCommand::CancelOrder(CancelOrderV1 {
-        order_id: state.order_id.clone(),
-        reason,
-    })
+/// The correlation key alone, read when an event does not decode: every version of every
+/// event the process reads names its order.
+#[derive(Deserialize)]
+struct Key {
+    #[allow(dead_code, reason = "only whether it decodes matters")]
+    order_id: String,
 }
+// ANCHOR_END: route
 
-fn merge(
-    mut into: Effects<FulfillmentCommand>,
-    more: Effects<FulfillmentCommand>,
-) -> Effects<FulfillmentCommand> {
-    into.commands.extend(more.commands);
-    into.schedule.extend(more.schedule);
-    into.cancel.extend(more.cancel);
-    into.complete |= more.complete;
-    into
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-// ANCHOR: decide
-/// What one event means for one order.
-fn decide(
-    state: &mut FulfillmentState,
-    input: Input,
-    event: &RecordedEvent,
-) -> Effects<FulfillmentCommand> {
-    let none = Effects::none();
-    match input {
-        Input::Placed(placed) => {
-            state.order_id = placed.order_id;
-            state.lines = placed.lines;
-            state
-                .reserve(0)
-                .map_or(none, |c| Effects::none().command(c))
-        }
-        Input::Reserved(reserved) => {
-            if state.cancelled {
-                // Reserved while the order was being cancelled: give it back.
-                return none.command(FulfillmentCommand::ReleaseStock(ReleaseStockV1 {
-                    sku: reserved.sku,
-                    order_id: state.order_id.clone(),
-                }));
-            }
-            state.reserved += 1;
-            match state.reserve(state.reserved) {
-                Some(next) => none.command(next),
-                None => state.maybe_ship(none),
-            }
-        }
-        Input::Rejected(rejected) if !state.cancelled => {
-            state.reservation_failed = true;
-            let reason = format!(
-                "out of stock: {} (requested {}, available {})",
-                rejected.sku, rejected.requested, rejected.available
-            );
-            none.command(cancel_order(state, reason))
-        }
-        Input::Captured(captured) => {
-            state.paid = true;
-            if state.cancelled {
-                return none.command(refund(state));
-            }
-            let paid = none.command(FulfillmentCommand::MarkOrderPaid(MarkOrderPaidV1 {
-                order_id: state.order_id.clone(),
-                amount_cents: captured.amount_cents,
-            }));
-            state.maybe_ship(paid)
-        }
-        Input::Cancelled => {
-            state.cancelled = true;
-            let mut effects = none;
-            for line in &state.lines[..state.reserved.min(state.lines.len())] {
-                effects = effects.command(FulfillmentCommand::ReleaseStock(ReleaseStockV1 {
-                    sku: line.sku.clone(),
-                    order_id: state.order_id.clone(),
-                }));
-            }
-            if state.paid {
-                effects = effects.command(refund(state));
-            }
-            if state.shipment_requested {
-                effects = effects.command(FulfillmentCommand::CancelShipment(CancelShipmentV1 {
-                    order_id: state.order_id.clone(),
-                }));
-            }
-            effects.schedule(CLOSE, event.recorded_at + chrono::Duration::days(1))
-        }
-        Input::Dispatched(dispatched) => {
-            let mut effects = none.command(FulfillmentCommand::ShipOrder(ShipOrderV1 {
-                order_id: state.order_id.clone(),
-                carrier: dispatched.carrier,
-                tracking: dispatched.tracking,
-            }));
-            for line in &state.lines {
-                effects = effects.command(FulfillmentCommand::ShipStock(ShipStockV1 {
-                    sku: line.sku.clone(),
-                    order_id: state.order_id.clone(),
-                }));
-            }
-            effects
-        }
-        Input::Rejected(_) | Input::Other => none,
+    #[test]
+    fn it_reads_the_six_event_types_under_its_name() {
+        assert_eq!(OrderFulfillment.name(), ORDER_FULFILLMENT);
+        assert_eq!(
+            OrderFulfillment.event_types(),
+            [
+                "OrderPlaced",
+                "StockReserved",
+                "ReservationRejected",
+                "PaymentCaptured",
+                "OrderCancelled",
+                "ShipmentDispatched",
+            ]
+        );
     }
-}
-// ANCHOR_END: decide
-
-fn refund(state: &FulfillmentState) -> FulfillmentCommand {
-    FulfillmentCommand::RefundPayment(RefundPaymentV1 {
-        order_id: state.order_id.clone(),
-        reason: "order cancelled".into(),
-    })
 }
