@@ -15,7 +15,7 @@
 //! hold stock. Every command gets a deterministic id from the runtime, so an event delivered
 //! twice (after a crash) dispatches nothing twice.
 
-use factum::{BoxError, Effects, ProcessManager, RecordedEvent, Route, process_manager};
+use factum::{Effects, RecordedEvent, process_manager};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Line;
@@ -129,14 +129,16 @@ impl FulfillmentState {
 }
 
 // ANCHOR: process
-/// The process's decisions, one handler per event type it reads. `#[process_manager]`
-/// generates its `ProcessManager` impl: the stored event types to read (`OrderPlaced`'s first
-/// version included), the routing by each event's `order_id`, the decoding and the hooks.
+/// The order-fulfillment process manager: one handler per event type it reads.
+/// `#[process_manager]` generates its `ProcessManager` impl: the stored event types to read
+/// (`OrderPlaced`'s first version included), the routing by each event's `order_id`, the
+/// decoding and the hooks. An event that does not decode (one that names no order, say)
+/// stops the process at it, with an error naming its type, version, position and stream.
 #[derive(Clone, Copy, Debug, Default)]
-struct Decisions;
+pub struct OrderFulfillment;
 
 #[process_manager(name = "order_fulfillment")]
-impl Decisions {
+impl OrderFulfillment {
     #[start(by = order_id, strict)]
     fn placed(
         &self,
@@ -281,78 +283,10 @@ impl Decisions {
 }
 // ANCHOR_END: process
 
-// ANCHOR: route
-/// The order-fulfillment process manager: `Decisions`, with the error of an event that names
-/// no order spelled out.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OrderFulfillment;
-
-impl ProcessManager for OrderFulfillment {
-    type State = FulfillmentState;
-    type Command = FulfillmentCommand;
-
-    fn name(&self) -> &str {
-        Decisions.name()
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        Decisions.event_types()
-    }
-
-    fn route(&self, event: &RecordedEvent) -> Result<Route, BoxError> {
-        // An event that does not decode stops the process at it rather than being skipped.
-        // Every version of every event read here names its order: when that is what is
-        // missing, the error says so.
-        Decisions
-            .route(event)
-            .map_err(|error| match event.payload.decode::<Key>() {
-                Err(e) => format!(
-                    "`{}` v{} at position {} of `{}` names no order: {e}",
-                    event.event_type, event.schema_version, event.position, event.stream_id
-                )
-                .into(),
-                Ok(_) => error,
-            })
-    }
-
-    fn handle(
-        &self,
-        state: &mut FulfillmentState,
-        event: &RecordedEvent,
-    ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        Decisions.handle(state, event)
-    }
-
-    fn on_rejected(
-        &self,
-        state: &mut FulfillmentState,
-        command: &FulfillmentCommand,
-        error: &str,
-    ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        Decisions.on_rejected(state, command, error)
-    }
-
-    fn on_timeout(
-        &self,
-        key: &str,
-        state: &mut FulfillmentState,
-        name: &str,
-    ) -> Result<Effects<FulfillmentCommand>, BoxError> {
-        Decisions.on_timeout(key, state, name)
-    }
-}
-
-/// The correlation key alone, read when an event does not decode: every version of every
-/// event the process reads names its order.
-#[derive(Deserialize)]
-struct Key {
-    #[allow(dead_code, reason = "only whether it decodes matters")]
-    order_id: String,
-}
-// ANCHOR_END: route
-
 #[cfg(test)]
 mod tests {
+    use factum::ProcessManager;
+
     use super::*;
 
     #[test]

@@ -87,8 +87,13 @@ fn events_route_by_the_order_id() {
     let mut corrupt = placed();
     corrupt.payload = Payload::encode(&serde_json::json!({"customer_id": "carol"})).unwrap();
     let error = process.route(&corrupt).unwrap_err().to_string();
-    assert!(error.contains("`OrderPlaced` v2"), "{error}");
-    assert!(error.contains("names no order"), "{error}");
+    assert!(error.contains("`OrderPlaced` version 2"), "{error}");
+    assert!(error.contains("`order_id`"), "{error}");
+    assert!(
+        error.contains(&format!("position {}", corrupt.position)),
+        "{error}"
+    );
+    assert!(error.contains("order-o-1"), "{error}");
 }
 
 #[test]
