@@ -12,6 +12,7 @@ mod metadata;
 mod process_manager;
 mod projection;
 mod repository;
+mod runtime;
 mod store;
 mod stream;
 mod subscription;

@@ -46,9 +46,8 @@ use crate::coordination::{
 use crate::error::{BoxError, StoreError};
 use crate::event::{Payload, RecordedEvent};
 use crate::metadata::Metadata;
-use crate::projection::{
-    FailurePolicy, Health, PartitionStatus, RunnerOptions, Shared, WorkerState,
-};
+use crate::projection::{FailurePolicy, Health, PartitionStatus, RunnerOptions, WorkerState};
+use crate::runtime::status::Shared;
 use crate::store::EventStore;
 use crate::subscription::{Shutdown, Subscription, SubscriptionOptions};
 

@@ -1,0 +1,232 @@
+//! Registering projections and starting their workers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::coordination::{
+    Assignment, CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore,
+    MemoryDeadLetterStore, MemoryLeaseStore, membership,
+};
+use crate::projection::running::RunningProjections;
+use crate::projection::worker::{Control, Worker};
+use crate::projection::{ErasedProjection, Projection, ProjectionOptions, RunnerOptions};
+use crate::runtime::status::Shared;
+use crate::store::EventStore;
+use crate::subscription::{Shutdown, SubscriptionOptions};
+
+/// Registers projections and starts them together.
+///
+/// The checkpoint, lease and dead-letter stores default to in-memory ones (one process);
+/// give shared ones (PostgreSQL) to scale out across processes.
+#[derive(Debug)]
+pub struct ProjectionRunner<
+    S,
+    C = MemoryCheckpointStore,
+    L = MemoryLeaseStore,
+    D = MemoryDeadLetterStore,
+> {
+    store: S,
+    checkpoints: C,
+    leases: L,
+    dead_letters: D,
+    options: RunnerOptions,
+    projections: Vec<Registered>,
+}
+
+pub(super) struct Registered {
+    pub(super) name: String,
+    pub(super) projection: Arc<dyn ErasedProjection>,
+    pub(super) subscription: SubscriptionOptions,
+    pub(super) options: ProjectionOptions,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore> ProjectionRunner<S> {
+    /// A runner over `store` with in-memory checkpoints, leases and dead letters.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            checkpoints: MemoryCheckpointStore::new(),
+            leases: MemoryLeaseStore::new(),
+            dead_letters: MemoryDeadLetterStore::new(),
+            options: RunnerOptions::new(),
+            projections: Vec::new(),
+        }
+    }
+}
+
+impl<S, C, L, D> ProjectionRunner<S, C, L, D>
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    /// Uses `checkpoints` for the checkpoints.
+    pub fn with_checkpoints<C2: CheckpointStore>(
+        self,
+        checkpoints: C2,
+    ) -> ProjectionRunner<S, C2, L, D> {
+        ProjectionRunner {
+            store: self.store,
+            checkpoints,
+            leases: self.leases,
+            dead_letters: self.dead_letters,
+            options: self.options,
+            projections: self.projections,
+        }
+    }
+
+    /// Uses `leases` for the leases.
+    pub fn with_leases<L2: LeaseStore>(self, leases: L2) -> ProjectionRunner<S, C, L2, D> {
+        ProjectionRunner {
+            store: self.store,
+            checkpoints: self.checkpoints,
+            leases,
+            dead_letters: self.dead_letters,
+            options: self.options,
+            projections: self.projections,
+        }
+    }
+
+    /// Uses `dead_letters` for parked events.
+    pub fn with_dead_letters<D2: DeadLetterStore>(
+        self,
+        dead_letters: D2,
+    ) -> ProjectionRunner<S, C, L, D2> {
+        ProjectionRunner {
+            store: self.store,
+            checkpoints: self.checkpoints,
+            leases: self.leases,
+            dead_letters,
+            options: self.options,
+            projections: self.projections,
+        }
+    }
+
+    /// Sets the runner's options.
+    #[must_use]
+    pub fn options(mut self, options: RunnerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a projection. A second projection with the same name replaces the first.
+    #[must_use]
+    pub fn register<P: Projection>(mut self, projection: P, options: ProjectionOptions) -> Self {
+        let name = projection.name().to_owned();
+        let subscription = SubscriptionOptions::new()
+            .batch_size(options.batch_size)
+            .poll_interval(options.poll_interval)
+            .event_types(projection.event_types())
+            .categories(projection.categories());
+        self.projections.retain(|r| r.name != name);
+        self.projections.push(Registered {
+            name,
+            projection: Arc::new(projection),
+            subscription,
+            options,
+        });
+        self
+    }
+
+    /// Starts a worker for every partition of every registered projection, on the current
+    /// tokio runtime.
+    pub fn start(self) -> RunningProjections<S, C, L, D> {
+        let shutdown = Shutdown::new();
+        let shared = Arc::new(Shared::default());
+        let options = Arc::new(self.options);
+        let mut tasks = JoinSet::new();
+        let mut projections = HashMap::new();
+        #[cfg(feature = "metrics")]
+        tasks.spawn(Arc::clone(&shared).metrics_ticker(shutdown.clone()).map(Ok));
+        for registered in self.projections {
+            let (view, members) = watch::channel(Vec::new());
+            tasks.spawn(
+                membership(
+                    self.leases.clone(),
+                    registered.name.clone(),
+                    options.worker_id.clone(),
+                    options.lease_ttl,
+                    view,
+                    shutdown.clone(),
+                )
+                .map(Ok),
+            );
+            let assignment = Assignment::new(
+                members,
+                options.worker_id.clone(),
+                registered.options.partitions,
+            );
+            let mut controls = Vec::new();
+            for partition in 0..registered.options.partitions {
+                let (tx, rx) = mpsc::unbounded_channel();
+                controls.push(tx);
+                shared.update(&registered.name, partition, |_| {});
+                let worker = Worker {
+                    store: self.store.clone(),
+                    checkpoints: self.checkpoints.clone(),
+                    leases: self.leases.clone(),
+                    dead_letters: self.dead_letters.clone(),
+                    projection: Arc::clone(&registered.projection),
+                    name: registered.name.clone(),
+                    partition,
+                    options: registered.options.clone(),
+                    subscription: registered.subscription.clone(),
+                    runner: Arc::clone(&options),
+                    shutdown: shutdown.clone(),
+                    control: rx,
+                    shared: Arc::clone(&shared),
+                    assignment: assignment.clone(),
+                    renew_at: Instant::now(),
+                    progress: None,
+                    batches: true,
+                };
+                tasks.spawn(worker.run());
+            }
+            projections.insert(
+                registered.name.clone(),
+                RunningProjection {
+                    projection: registered.projection,
+                    controls,
+                },
+            );
+        }
+        RunningProjections {
+            store: self.store,
+            checkpoints: self.checkpoints,
+            dead_letters: self.dead_letters,
+            leases: self.leases,
+            shutdown,
+            shared,
+            tasks,
+            projections,
+        }
+    }
+}
+
+pub(super) struct RunningProjection {
+    pub(super) projection: Arc<dyn ErasedProjection>,
+    pub(super) controls: Vec<mpsc::UnboundedSender<Control>>,
+}
+
+impl std::fmt::Debug for RunningProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProjection")
+            .field("partitions", &self.controls.len())
+            .finish_non_exhaustive()
+    }
+}

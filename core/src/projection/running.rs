@@ -1,0 +1,263 @@
+//! The handle on running projections: status, waiting, parked events, rebuilds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::coordination::{CheckpointStore, DeadLetterStore, LeaseStore, ParkedEvent};
+use crate::projection::runner::RunningProjection;
+use crate::projection::worker::Control;
+use crate::projection::{Health, PartitionStatus, ProjectionError, RebuildProgress};
+use crate::runtime::status::Shared;
+use crate::store::EventStore;
+use crate::stream::StreamId;
+use crate::subscription::Shutdown;
+
+/// The running projections of a [`ProjectionRunner`](super::ProjectionRunner).
+///
+/// [`shutdown`](Self::shutdown) stops them gracefully (each partition saves its checkpoint
+/// and releases its lease). Dropping the handle aborts the workers where they are, as a crash
+/// would: their leases then expire, and the events after the last saved checkpoints are
+/// delivered again.
+#[derive(Debug)]
+pub struct RunningProjections<S, C, L, D> {
+    pub(super) store: S,
+    pub(super) checkpoints: C,
+    pub(super) leases: L,
+    pub(super) dead_letters: D,
+    pub(super) shutdown: Shutdown,
+    pub(super) shared: Arc<Shared>,
+    pub(super) tasks: JoinSet<Result<(), ProjectionError>>,
+    pub(super) projections: HashMap<String, RunningProjection>,
+}
+
+impl<S, C, L, D> RunningProjections<S, C, L, D>
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    /// Stops every worker gracefully and waits for them; returns the first error a worker
+    /// stopped with.
+    pub async fn shutdown(mut self) -> Result<(), ProjectionError> {
+        self.shutdown.trigger();
+        let mut first = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "projection worker panicked or was aborted");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The state of every partition.
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        self.shared.snapshot()
+    }
+
+    /// Checks every partition: one behind the head whose position has not moved for
+    /// `stalled_after` is stalled; one stopped by its failure policy is reported too.
+    pub fn health(&self, stalled_after: Duration) -> Health {
+        self.shared.health(stalled_after)
+    }
+
+    /// Waits until every partition of `name` in this runner has saved a checkpoint at or
+    /// after `position` (read-your-writes for a read model). Fails when a partition stops
+    /// first. A partition held by another process does not move here: bound the wait with a
+    /// timeout when several processes share the projection.
+    pub async fn wait_for(&self, name: &str, position: u64) -> Result<(), ProjectionError> {
+        if !self.projections.contains_key(name) {
+            return Err(ProjectionError::UnknownProjection {
+                name: name.to_owned(),
+            });
+        }
+        self.shared
+            .wait_for(name, position)
+            .await
+            .map_err(|partition| ProjectionError::NotRunning {
+                name: name.to_owned(),
+                partition,
+            })
+    }
+
+    /// The parked events of `name`, by position.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
+        Ok(self.dead_letters.list(name).await?)
+    }
+
+    /// Asks for the parked events of `name` (of one stream, or all) to be handled again, in
+    /// order, by the workers holding their partitions (in any process). An event that fails
+    /// again stays parked, with the events of its stream behind it. Returns how many were
+    /// marked.
+    pub async fn replay_parked(
+        &self,
+        name: &str,
+        stream: Option<&StreamId>,
+    ) -> Result<usize, ProjectionError> {
+        let marked = self.dead_letters.request_replay(name, stream).await?;
+        if let Some(running) = self.projections.get(name) {
+            for control in &running.controls {
+                let _ = control.send(Control::ReplayParked);
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Rebuilds `name`: pauses its partitions, clears its parked events, calls
+    /// [`Projection::reset`](super::Projection::reset), resets its checkpoints to 0 and replays every event, while
+    /// appends continue. `progress` is called after each batch, and the progress is logged as
+    /// `tracing` events; returns once every partition has reached the head position seen at
+    /// the start, and the projection carries on live.
+    ///
+    /// Every partition must be held by this runner (else [`ProjectionError::NotOwned`], and
+    /// nothing is changed).
+    pub async fn rebuild<F>(&self, name: &str, mut progress: F) -> Result<u64, ProjectionError>
+    where
+        F: FnMut(&RebuildProgress) + Send,
+    {
+        let running =
+            self.projections
+                .get(name)
+                .ok_or_else(|| ProjectionError::UnknownProjection {
+                    name: name.to_owned(),
+                })?;
+        // Resumes the paused partitions if this stops early (an error, or the caller dropping
+        // the future), so that no partition stays paused.
+        let mut guard = ResumeGuard {
+            controls: &running.controls,
+            paused: 0,
+            from: None,
+        };
+        let mut leases = Vec::new();
+        for (partition, control) in (0u32..).zip(&running.controls) {
+            let (reply, replied) = oneshot::channel();
+            let paused = if control.send(Control::Pause(reply)).is_ok() {
+                replied.await.ok()
+            } else {
+                None
+            };
+            match paused {
+                Some(Some(lease)) => {
+                    leases.push(lease);
+                    guard.paused += 1;
+                }
+                other => {
+                    return Err(if other.is_some() {
+                        ProjectionError::NotOwned {
+                            name: name.to_owned(),
+                            partition,
+                        }
+                    } else {
+                        ProjectionError::NotRunning {
+                            name: name.to_owned(),
+                            partition,
+                        }
+                    });
+                }
+            }
+        }
+        let target = self.store.head_position().await?;
+        self.dead_letters.clear(name).await?;
+        running
+            .projection
+            .reset()
+            .await
+            .map_err(|source| ProjectionError::Reset {
+                name: name.to_owned(),
+                source,
+            })?;
+        // The read model is empty now: from here on, partitions resume from the start.
+        guard.from = Some(0);
+        for lease in &leases {
+            self.checkpoints.save(lease, 0).await?;
+        }
+        tracing::info!(projection = name, target, "rebuild started");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        guard.paused = 0;
+        resume(&running.controls, Some(0), Some(&tx));
+        drop(tx);
+        let mut positions = vec![0u64; running.controls.len()];
+        loop {
+            let position = positions.iter().copied().min().unwrap_or(target);
+            let report = RebuildProgress {
+                name: name.to_owned(),
+                position: position.min(target),
+                target,
+            };
+            tracing::info!(
+                projection = name,
+                position = report.position,
+                target,
+                "rebuild progress"
+            );
+            progress(&report);
+            if position >= target {
+                break;
+            }
+            let Some((partition, position)) = rx.recv().await else {
+                return Err(ProjectionError::NotRunning {
+                    name: name.to_owned(),
+                    partition: 0,
+                });
+            };
+            if let Some(slot) = usize::try_from(partition)
+                .ok()
+                .and_then(|p| positions.get_mut(p))
+            {
+                *slot = position;
+            }
+        }
+        tracing::info!(projection = name, target, "rebuild done");
+        Ok(target)
+    }
+
+    /// The lease store, for inspection.
+    pub fn leases(&self) -> &L {
+        &self.leases
+    }
+
+    /// The checkpoint store, for inspection.
+    pub fn checkpoints(&self) -> &C {
+        &self.checkpoints
+    }
+}
+
+/// See [`RunningProjections::rebuild`].
+struct ResumeGuard<'a> {
+    controls: &'a [mpsc::UnboundedSender<Control>],
+    /// How many partitions (the first ones) are paused and not yet resumed.
+    paused: usize,
+    /// Where they resume: where they were, or from the start once the read model was reset.
+    from: Option<u64>,
+}
+
+impl Drop for ResumeGuard<'_> {
+    fn drop(&mut self) {
+        if self.paused > 0 {
+            resume(&self.controls[..self.paused], self.from, None);
+        }
+    }
+}
+
+fn resume(
+    controls: &[mpsc::UnboundedSender<Control>],
+    from: Option<u64>,
+    progress: Option<&mpsc::UnboundedSender<(u32, u64)>>,
+) {
+    for control in controls {
+        let _ = control.send(Control::Resume {
+            from,
+            progress: progress.cloned(),
+        });
+    }
+}

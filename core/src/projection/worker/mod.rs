@@ -1,0 +1,385 @@
+//! The worker of one partition: its lease loop and its batches.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::coordination::{
+    Assignment, CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore,
+};
+use crate::error::{BoxError, StoreError};
+use crate::projection::{
+    ErasedProjection, ProjectionError, ProjectionOptions, RunnerOptions, WorkerState,
+};
+use crate::runtime::status::{Shared, StatusCell};
+use crate::store::EventStore;
+use crate::subscription::{Shutdown, Subscription, SubscriptionOptions};
+
+mod control;
+mod delivery;
+
+/// Whether a handler's error is (or wraps) a lost lease.
+fn is_fenced(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<CoordinationError>()
+            .is_some_and(CoordinationError::is_fenced)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+pub(super) enum Control {
+    /// Pause at the next batch boundary; reply with the lease, or `None` when not holding it.
+    Pause(oneshot::Sender<Option<Lease>>),
+    /// Resume a paused worker, from a position (or where it was), reporting progress.
+    Resume {
+        from: Option<u64>,
+        progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
+    },
+    /// Look for replay requests now.
+    ReplayParked,
+}
+
+/// Why a worker left its lease loop.
+enum Exit {
+    Shutdown,
+    LeaseLost,
+    /// The members changed and another worker should hold the partition.
+    Handoff,
+}
+
+/// A failure inside the lease loop.
+enum Failure {
+    /// Retried after a pause (store unavailable, and so on).
+    Transient(ProjectionError),
+    /// Ends the worker (failure policy `Stop`).
+    Fatal(ProjectionError),
+}
+
+impl<E: Into<ProjectionError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Transient(e.into())
+    }
+}
+
+/// What became of one event.
+enum Delivery {
+    Handled,
+    Parked,
+    Interrupted(Exit),
+}
+
+/// The outcome of trying a handler per the failure policy.
+enum Attempt {
+    Handled,
+    Failed(BoxError, u32),
+    Interrupted(Exit),
+}
+
+pub(super) struct Worker<S, C, L, D> {
+    pub(super) store: S,
+    pub(super) checkpoints: C,
+    pub(super) leases: L,
+    pub(super) dead_letters: D,
+    pub(super) projection: Arc<dyn ErasedProjection>,
+    pub(super) name: String,
+    pub(super) partition: u32,
+    pub(super) options: ProjectionOptions,
+    pub(super) subscription: SubscriptionOptions,
+    pub(super) runner: Arc<RunnerOptions>,
+    pub(super) shutdown: Shutdown,
+    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) assignment: Assignment,
+    pub(super) renew_at: Instant,
+    pub(super) progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
+    /// Whether batches are still offered to the projection (until it declines one).
+    pub(super) batches: bool,
+}
+
+impl<S, C, L, D> Worker<S, C, L, D>
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    pub(super) async fn run(mut self) -> Result<(), ProjectionError> {
+        let span = tracing::info_span!(
+            "projection",
+            projection = %self.name,
+            partition = self.partition,
+            worker = %self.runner.worker_id,
+        );
+        async move {
+            loop {
+                self.set_state(WorkerState::WaitingForLease);
+                let Some(lease) = self.acquire().await else {
+                    self.set_state(WorkerState::Finished);
+                    return Ok(());
+                };
+                tracing::info!(fence = lease.fence, "lease acquired");
+                let outcome = self.run_with_lease(&lease).await;
+                match outcome {
+                    Ok(Exit::Shutdown) => {
+                        self.release(&lease).await;
+                        self.set_state(WorkerState::Finished);
+                        return Ok(());
+                    }
+                    Ok(Exit::LeaseLost) => {
+                        tracing::warn!(fence = lease.fence, "lease lost");
+                    }
+                    Ok(Exit::Handoff) => {
+                        tracing::info!(fence = lease.fence, "handing the partition over");
+                        self.release(&lease).await;
+                    }
+                    Err(Failure::Transient(error)) => {
+                        tracing::warn!(%error, "projection partition interrupted; retrying");
+                        let pause = self.runner.lease_retry.min(self.options.poll_interval);
+                        tokio::select! {
+                            () = self.shutdown.triggered() => {}
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    Err(Failure::Fatal(error)) => {
+                        tracing::error!(%error, "projection partition stopped");
+                        self.release(&lease).await;
+                        let message = error.to_string();
+                        self.update(|c| {
+                            c.state = WorkerState::Stopped;
+                            c.error = Some(message);
+                        });
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StatusCell)) {
+        self.shared.update(&self.name, self.partition, f);
+    }
+
+    fn set_state(&self, state: WorkerState) {
+        self.update(|c| c.state = state);
+    }
+
+    async fn release(&self, lease: &Lease) {
+        if let Err(error) = self.leases.release(lease).await {
+            tracing::warn!(%error, "could not release the lease; it will expire");
+        }
+    }
+
+    /// Takes the lease, waiting while someone else holds it; `None` on shutdown.
+    async fn acquire(&mut self) -> Option<Lease> {
+        loop {
+            if self.shutdown.is_triggered() {
+                return None;
+            }
+            if !self.assignment.owns(self.partition) {
+                tokio::select! {
+                    () = self.shutdown.triggered() => return None,
+                    () = self.assignment.changed() => {}
+                    () = tokio::time::sleep(self.runner.lease_retry) => {}
+                    control = self.control.recv() => match control {
+                        Some(Control::Pause(reply)) => {
+                            let _ = reply.send(None);
+                        }
+                        Some(_) => {}
+                        None => return None,
+                    },
+                }
+                continue;
+            }
+            match self
+                .leases
+                .acquire(
+                    &self.name,
+                    self.partition,
+                    &self.runner.worker_id,
+                    self.runner.lease_ttl,
+                )
+                .await
+            {
+                Ok(Some(lease)) => {
+                    self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
+                    return Some(lease);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "could not try the lease"),
+            }
+            let retry = tokio::time::sleep(self.runner.lease_retry);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    () = self.shutdown.triggered() => return None,
+                    () = &mut retry => break,
+                    control = self.control.recv() => match control {
+                        Some(Control::Pause(reply)) => {
+                            let _ = reply.send(None);
+                        }
+                        Some(_) => {}
+                        None => return None,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Renews the lease when a third of its time has passed; `false` when it was lost.
+    async fn renew_if_due(&mut self, lease: &Lease) -> Result<bool, Failure> {
+        if Instant::now() < self.renew_at {
+            return Ok(true);
+        }
+        let held = self.leases.renew(lease, self.runner.lease_ttl).await?;
+        self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
+        Ok(held)
+    }
+
+    async fn run_with_lease(&mut self, lease: &Lease) -> Result<Exit, Failure> {
+        let mut position = match self.checkpoints.claim(lease).await {
+            Ok(position) => position,
+            Err(e) if e.is_fenced() => return Ok(Exit::LeaseLost),
+            Err(e) => return Err(e.into()),
+        };
+        let mut saved = position;
+        let mut blocked = self.load_blocked().await?;
+        let mut subscription =
+            Subscription::new(self.store.clone(), position, self.subscription.clone());
+        self.update(|c| {
+            c.state = WorkerState::Running;
+            c.checkpoint = position;
+            c.position = position;
+            c.error = None;
+        });
+        let mut replay_check = Instant::now();
+        loop {
+            if !self.renew_if_due(lease).await? {
+                return Ok(Exit::LeaseLost);
+            }
+            if Instant::now() >= replay_check {
+                if let Some(exit) = self.replay_requested(lease, &mut blocked).await? {
+                    return Ok(exit);
+                }
+                replay_check = Instant::now() + self.options.poll_interval;
+            }
+            let next = tokio::select! {
+                biased;
+                () = self.shutdown.triggered() => return Ok(Exit::Shutdown),
+                control = self.control.recv() => Step::Control(control),
+                () = self.assignment.lost(self.partition) => return Ok(Exit::Handoff),
+                () = tokio::time::sleep_until(self.renew_at) => continue,
+                batch = subscription.next(&self.shutdown) => Step::Batch(batch),
+            };
+            let batch = match next {
+                Step::Control(None) => return Ok(Exit::Shutdown),
+                Step::Control(Some(Control::ReplayParked)) => {
+                    replay_check = Instant::now();
+                    continue;
+                }
+                Step::Control(Some(Control::Resume { .. })) => continue,
+                Step::Control(Some(Control::Pause(reply))) => {
+                    let _ = reply.send(Some(lease.clone()));
+                    match self.paused(lease).await? {
+                        Paused::Resume(from) => {
+                            if let Some(from) = from {
+                                position = from;
+                                saved = from;
+                                blocked.clear();
+                                subscription.seek(from);
+                            }
+                            self.update(|c| {
+                                c.state = WorkerState::Running;
+                                c.checkpoint = saved;
+                                c.position = position;
+                            });
+                            self.report_progress(position);
+                            continue;
+                        }
+                        Paused::Exit(exit) => return Ok(exit),
+                    }
+                }
+                Step::Batch(batch) => match batch? {
+                    Some(batch) => batch,
+                    None => return Ok(Exit::Shutdown),
+                },
+            };
+            let head = batch.head;
+            self.update(|c| c.head = c.head.max(head));
+            let span = tracing::debug_span!("batch", events = batch.events.len(), head);
+            let interrupted = self
+                .handle_batch(lease, &batch.events, &mut position, &mut blocked)
+                .instrument(span)
+                .await?;
+            if interrupted.is_none() {
+                position = batch.scanned_to;
+            }
+            if matches!(interrupted, Some(Exit::LeaseLost)) {
+                return Ok(Exit::LeaseLost);
+            }
+            if position != saved {
+                match self.checkpoints.save(lease, position).await {
+                    Ok(()) => saved = position,
+                    Err(e) if e.is_fenced() => return Ok(Exit::LeaseLost),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.update(|c| {
+                c.checkpoint = saved;
+                c.position = position;
+            });
+            self.report_progress(position);
+            if let Some(exit) = interrupted {
+                return Ok(exit);
+            }
+        }
+    }
+}
+
+enum Step {
+    Control(Option<Control>),
+    Batch(Result<Option<crate::subscription::Batch>, StoreError>),
+}
+
+enum Paused {
+    Resume(Option<u64>),
+    Exit(Exit),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fenced() -> CoordinationError {
+        CoordinationError::Fenced {
+            name: "p".into(),
+            partition: 0,
+            fence: 1,
+            current: 2,
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the transaction failed")]
+    struct Wrapped(#[source] CoordinationError);
+
+    #[test]
+    fn lost_leases_are_recognised_in_handler_errors() {
+        let direct: BoxError = Box::new(fenced());
+        assert!(is_fenced(&*direct));
+        let wrapped: BoxError = Box::new(Wrapped(fenced()));
+        assert!(is_fenced(&*wrapped));
+        let other: BoxError = "boom".into();
+        assert!(!is_fenced(&*other));
+        let backend: BoxError = Box::new(CoordinationError::Backend("down".into()));
+        assert!(!is_fenced(&*backend));
+    }
+}

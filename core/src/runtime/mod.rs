@@ -1,0 +1,4 @@
+//! What the projection and process-manager runtimes share: status cells, the lease
+//! lifecycle of a partition's worker, and joining the workers.
+
+pub(crate) mod status;

@@ -1,0 +1,177 @@
+//! Status cells shared by the workers and the handle.
+
+use std::collections::BTreeMap;
+#[cfg(feature = "metrics")]
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::projection::{Health, HealthProblem, PartitionStatus, WorkerState};
+#[cfg(feature = "metrics")]
+use crate::subscription::Shutdown;
+
+/// Status cells shared by the workers and the handle (of projections and process managers).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    statuses: Mutex<BTreeMap<(String, u32), StatusCell>>,
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct StatusCell {
+    pub(crate) state: WorkerState,
+    pub(crate) checkpoint: u64,
+    pub(crate) position: u64,
+    pub(crate) head: u64,
+    last_progress: Instant,
+    behind_since: Option<Instant>,
+    pub(crate) error: Option<String>,
+}
+
+impl Shared {
+    fn cells(&self) -> MutexGuard<'_, BTreeMap<(String, u32), StatusCell>> {
+        // Updates are single assignments: a panic cannot leave a cell half-written.
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn update(&self, name: &str, partition: u32, f: impl FnOnce(&mut StatusCell)) {
+        let now = Instant::now();
+        {
+            let mut cells = self.cells();
+            let cell = cells
+                .entry((name.to_owned(), partition))
+                .or_insert_with(|| StatusCell {
+                    state: WorkerState::WaitingForLease,
+                    checkpoint: 0,
+                    position: 0,
+                    head: 0,
+                    last_progress: now,
+                    behind_since: None,
+                    error: None,
+                });
+            let before = (cell.position, cell.head);
+            f(cell);
+            if cell.position != before.0 || cell.position >= cell.head {
+                cell.last_progress = now;
+            }
+            if cell.position >= cell.head {
+                cell.behind_since = None;
+            } else if cell.behind_since.is_none() {
+                cell.behind_since = Some(now);
+            }
+            #[cfg(feature = "metrics")]
+            record_metrics(name, partition, cell, now);
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sets the lag gauges of every partition from its current cell.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn refresh_metrics(&self) {
+        let now = Instant::now();
+        for ((name, partition), cell) in self.cells().iter() {
+            record_metrics(name, *partition, cell, now);
+        }
+    }
+
+    /// Refreshes the lag gauges every second (so the time behind grows while a partition is
+    /// stuck), until `shutdown`.
+    #[cfg(feature = "metrics")]
+    pub(crate) async fn metrics_ticker(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = shutdown.triggered() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => self.refresh_metrics(),
+            }
+        }
+    }
+
+    pub(crate) fn health(&self, stalled_after: Duration) -> Health {
+        let partitions = self.snapshot();
+        let problems = partitions
+            .iter()
+            .filter_map(|p| match p.state {
+                WorkerState::Stopped => Some(HealthProblem::Stopped {
+                    name: p.name.clone(),
+                    partition: p.partition,
+                    error: p.error.clone().unwrap_or_default(),
+                }),
+                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
+                    Some(HealthProblem::Stalled {
+                        name: p.name.clone(),
+                        partition: p.partition,
+                        position: p.position,
+                        head: p.head,
+                        for_: p.since_progress,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        Health {
+            partitions,
+            problems,
+        }
+    }
+
+    /// Waits until every partition of `name` saved a checkpoint at or after `position`;
+    /// `Err(partition)` when one stops first.
+    pub(crate) async fn wait_for(&self, name: &str, position: u64) -> Result<(), u32> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let mut done = true;
+            for p in self.snapshot().iter().filter(|p| p.name == name) {
+                if matches!(p.state, WorkerState::Stopped | WorkerState::Finished) {
+                    return Err(p.partition);
+                }
+                done &= p.checkpoint >= position;
+            }
+            if done {
+                return Ok(());
+            }
+            // The sender lives in `self`.
+            let _ = changed.changed().await;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<PartitionStatus> {
+        let now = Instant::now();
+        self.cells()
+            .iter()
+            .map(|((name, partition), c)| PartitionStatus {
+                name: name.clone(),
+                partition: *partition,
+                state: c.state,
+                checkpoint: c.checkpoint,
+                position: c.position,
+                head: c.head,
+                lag_events: c.head.saturating_sub(c.position),
+                lag_time: c.behind_since.map_or(Duration::ZERO, |t| now - t),
+                since_progress: now - c.last_progress,
+                error: c.error.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn record_metrics(name: &str, partition: u32, cell: &StatusCell, now: Instant) {
+    let labels = [
+        ("projection", name.to_owned()),
+        ("partition", partition.to_string()),
+    ];
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a gauge is a float; lags beyond 2^53 events lose precision harmlessly"
+    )]
+    let lag = cell.head.saturating_sub(cell.position) as f64;
+    metrics::gauge!("factum_projection_lag_positions", &labels).set(lag);
+    let behind = cell.behind_since.map_or(0.0, |t| (now - t).as_secs_f64());
+    metrics::gauge!("factum_projection_lag_seconds", &labels).set(behind);
+}
