@@ -1,0 +1,86 @@
+//! Dispatching the commands of a process manager.
+
+use std::future::Future;
+
+use crate::error::BoxError;
+use crate::metadata::Metadata;
+
+/// Why a command was not dispatched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The target refused it (a domain rule, an invalid command): retrying will not help;
+    /// the process manager compensates.
+    #[error("command rejected: {0}")]
+    Rejected(String),
+    /// It could not be dispatched now (store unavailable, conflicts): it is retried.
+    #[error("command dispatch failed: {0}")]
+    Failed(#[source] BoxError),
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<crate::Error<E>> for DispatchError {
+    /// A rejection or an invalid command is [`DispatchError::Rejected`]; anything else is
+    /// [`DispatchError::Failed`].
+    fn from(error: crate::Error<E>) -> Self {
+        match error {
+            crate::Error::Rejected(_) | crate::Error::InvalidCommand { .. } => {
+                DispatchError::Rejected(error.to_string())
+            }
+            other => DispatchError::Failed(Box::new(other)),
+        }
+    }
+}
+
+/// Sends a process manager's commands to where they are executed, usually a
+/// [`Repository::execute`](crate::Repository::execute) with the given metadata (whose
+/// `command_id` makes the execution idempotent).
+pub trait CommandDispatcher<C>: Send + Sync + 'static {
+    /// Dispatches `command` with `metadata` (command id, correlation, causation).
+    fn dispatch(
+        &self,
+        command: &C,
+        metadata: &Metadata,
+    ) -> impl Future<Output = Result<(), DispatchError>> + Send;
+}
+/// A dispatcher from a closure returning a future, for quick wiring and tests.
+///
+/// ```
+/// use factum::{dispatch_fn, DispatchError, Metadata};
+/// let dispatcher = dispatch_fn(|command: &String, _meta: &Metadata| {
+///     let command = command.clone();
+///     async move { if command.is_empty() { Err(DispatchError::Rejected("empty".into())) } else { Ok(()) } }
+/// });
+/// # let _ = dispatcher;
+/// ```
+pub fn dispatch_fn<C, F, Fut>(f: F) -> DispatchFn<F>
+where
+    F: Fn(&C, &Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), DispatchError>> + Send,
+{
+    DispatchFn(f)
+}
+
+/// See [`dispatch_fn`].
+#[derive(Clone, Copy)]
+pub struct DispatchFn<F>(F);
+
+impl<F> std::fmt::Debug for DispatchFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DispatchFn")
+    }
+}
+
+impl<C, F, Fut> CommandDispatcher<C> for DispatchFn<F>
+where
+    C: Sync,
+    F: Fn(&C, &Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), DispatchError>> + Send,
+{
+    fn dispatch(
+        &self,
+        command: &C,
+        metadata: &Metadata,
+    ) -> impl Future<Output = Result<(), DispatchError>> + Send {
+        (self.0)(command, metadata)
+    }
+}

@@ -1,0 +1,236 @@
+//! Registering process managers, starting their workers and the handle on them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::coordination::{
+    Assignment, CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore, membership,
+};
+use crate::process_manager::{
+    Clock, CommandDispatcher, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
+    SystemClock,
+};
+use crate::projection::{Health, PartitionStatus, RunnerOptions};
+use crate::runtime::status::Shared;
+use crate::store::EventStore;
+use crate::subscription::{Shutdown, SubscriptionOptions};
+
+use crate::process_manager::worker::PmWorker;
+
+pub(super) type WorkerFuture = BoxFuture<'static, Result<(), ProcessError>>;
+pub(super) type Starter = Box<dyn FnOnce(&Shutdown, &Arc<Shared>) -> Vec<WorkerFuture> + Send>;
+
+/// Registers process managers and starts them together.
+pub struct ProcessManagerRunner<S, P, C = MemoryCheckpointStore, L = MemoryLeaseStore> {
+    store: S,
+    processes: P,
+    checkpoints: C,
+    leases: L,
+    options: Arc<RunnerOptions>,
+    clock: Arc<dyn Clock>,
+    starters: Vec<(String, Starter)>,
+}
+
+impl<S, P, C, L> std::fmt::Debug for ProcessManagerRunner<S, P, C, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessManagerRunner")
+            .field("options", &self.options)
+            .field(
+                "process_managers",
+                &self.starters.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P, C, L> ProcessManagerRunner<S, P, C, L>
+where
+    S: EventStore,
+    P: ProcessStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+{
+    /// A runner over these stores, with default options and the system clock. Set
+    /// [`options`](Self::options) and [`clock`](Self::clock) before registering.
+    pub fn new(store: S, processes: P, checkpoints: C, leases: L) -> Self {
+        Self {
+            store,
+            processes,
+            checkpoints,
+            leases,
+            options: Arc::new(RunnerOptions::new()),
+            clock: Arc::new(SystemClock),
+            starters: Vec::new(),
+        }
+    }
+
+    /// Sets the worker id and lease timings.
+    #[must_use]
+    pub fn options(mut self, options: RunnerOptions) -> Self {
+        self.options = Arc::new(options);
+        self
+    }
+
+    /// Sets the clock timeouts are scheduled and fired by.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Adds a process manager whose commands go to `dispatcher`.
+    #[must_use]
+    pub fn register<M, X>(mut self, manager: M, dispatcher: X, options: ProcessOptions) -> Self
+    where
+        M: ProcessManager,
+        X: CommandDispatcher<M::Command>,
+    {
+        let name = manager.name().to_owned();
+        let manager = Arc::new(manager);
+        let dispatcher = Arc::new(dispatcher);
+        let subscription = SubscriptionOptions::new()
+            .batch_size(options.batch_size)
+            .poll_interval(options.poll_interval)
+            .event_types(manager.event_types());
+        let store = self.store.clone();
+        let processes = self.processes.clone();
+        let checkpoints = self.checkpoints.clone();
+        let leases = self.leases.clone();
+        let runner = Arc::clone(&self.options);
+        let clock = Arc::clone(&self.clock);
+        let worker_name = name.clone();
+        let starter: Starter = Box::new(move |shutdown, shared| {
+            let (view, members) = tokio::sync::watch::channel(Vec::new());
+            let membership = Box::pin(membership(
+                leases.clone(),
+                worker_name.clone(),
+                runner.worker_id.clone(),
+                runner.lease_ttl,
+                view,
+                shutdown.clone(),
+            ));
+            let assignment = Assignment::new(members, runner.worker_id.clone(), options.partitions);
+            let mut futures: Vec<WorkerFuture> = vec![Box::pin(async move {
+                membership.await;
+                Ok(())
+            })];
+            futures.extend((0..options.partitions).map(|partition| {
+                shared.update(&worker_name, partition, |_| {});
+                let worker = PmWorker {
+                    store: store.clone(),
+                    processes: processes.clone(),
+                    checkpoints: checkpoints.clone(),
+                    leases: leases.clone(),
+                    manager: Arc::clone(&manager),
+                    dispatcher: Arc::clone(&dispatcher),
+                    name: worker_name.clone(),
+                    partition,
+                    options: options.clone(),
+                    subscription: subscription.clone(),
+                    runner: Arc::clone(&runner),
+                    clock: Arc::clone(&clock),
+                    shutdown: shutdown.clone(),
+                    shared: Arc::clone(shared),
+                    assignment: assignment.clone(),
+                    renew_at: Instant::now(),
+                };
+                Box::pin(worker.run()) as WorkerFuture
+            }));
+            futures
+        });
+        self.starters.retain(|(n, _)| *n != name);
+        self.starters.push((name, starter));
+        self
+    }
+
+    /// Starts a worker for every partition of every registered process manager.
+    pub fn start(self) -> RunningProcessManagers {
+        let shutdown = Shutdown::new();
+        let shared = Arc::new(Shared::default());
+        let mut tasks = JoinSet::new();
+        let mut names = Vec::new();
+        #[cfg(feature = "metrics")]
+        tasks.spawn({
+            let ticker = Arc::clone(&shared).metrics_ticker(shutdown.clone());
+            async move {
+                ticker.await;
+                Ok(())
+            }
+        });
+        for (name, starter) in self.starters {
+            for worker in starter(&shutdown, &shared) {
+                tasks.spawn(worker);
+            }
+            names.push(name);
+        }
+        RunningProcessManagers {
+            shutdown,
+            shared,
+            tasks,
+            names,
+        }
+    }
+}
+
+/// The running process managers of a [`ProcessManagerRunner`].
+///
+/// [`shutdown`](Self::shutdown) stops them gracefully; dropping the handle aborts them as a
+/// crash would.
+#[derive(Debug)]
+pub struct RunningProcessManagers {
+    shutdown: Shutdown,
+    shared: Arc<Shared>,
+    tasks: JoinSet<Result<(), ProcessError>>,
+    names: Vec<String>,
+}
+
+impl RunningProcessManagers {
+    /// Stops every worker gracefully and waits for them; returns the first error a worker
+    /// stopped with.
+    pub async fn shutdown(mut self) -> Result<(), ProcessError> {
+        self.shutdown.trigger();
+        let mut first = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "process worker panicked or was aborted");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The state of every partition.
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        self.shared.snapshot()
+    }
+
+    /// Stalled and stopped partitions, as for projections.
+    pub fn health(&self, stalled_after: Duration) -> Health {
+        self.shared.health(stalled_after)
+    }
+
+    /// Waits until every partition of `name` has saved a checkpoint at or after `position`.
+    pub async fn wait_for(&self, name: &str, position: u64) -> Result<(), ProcessError> {
+        if !self.names.iter().any(|n| n == name) {
+            return Err(ProcessError::Unknown {
+                name: name.to_owned(),
+            });
+        }
+        self.shared
+            .wait_for(name, position)
+            .await
+            .map_err(|partition| ProcessError::NotRunning {
+                name: name.to_owned(),
+                partition,
+            })
+    }
+}
