@@ -173,3 +173,112 @@ mod abandoned_rebuild {
         running.shutdown().await.unwrap();
     }
 }
+
+/// `Projection::handle_batch_in`: each batch's events are offered at once; a batch that fails
+/// is handled again event by event, where the failure policy parks the poison event alone.
+mod batches {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use factum::testing::projections::{MemoryRuntimeStores, append_tested};
+    use factum::{
+        BoxError, FailurePolicy, HandleContext, Projection, ProjectionOptions, RecordedEvent,
+    };
+    use uuid::Uuid;
+
+    #[derive(Debug, Default)]
+    struct Batched {
+        poison: Mutex<Option<Uuid>>,
+        batches: Mutex<Vec<Vec<u64>>>,
+        single: Mutex<Vec<u64>>,
+    }
+
+    impl Batched {
+        fn is_poison(&self, event: &RecordedEvent) -> bool {
+            *self.poison.lock().unwrap() == Some(event.event_id)
+        }
+    }
+
+    impl Projection for Batched {
+        fn name(&self) -> &str {
+            "batched"
+        }
+
+        fn event_types(&self) -> Vec<String> {
+            vec!["Tested".to_owned()]
+        }
+
+        async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+            if self.is_poison(event) {
+                return Err("poisoned".into());
+            }
+            self.single.lock().unwrap().push(event.position);
+            Ok(())
+        }
+
+        async fn handle_batch_in(
+            &self,
+            events: &[&RecordedEvent],
+            context: &HandleContext,
+        ) -> Result<bool, BoxError> {
+            assert_eq!(context.lease.name, "batched");
+            if events.iter().any(|e| self.is_poison(e)) {
+                return Err("a poisoned event in the batch".into());
+            }
+            let positions = events.iter().map(|e| e.position).collect();
+            self.batches.lock().unwrap().push(positions);
+            Ok(true)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_are_handled_whole_and_a_failed_batch_event_by_event() {
+        let stores = MemoryRuntimeStores::memory();
+        let mut positions = Vec::new();
+        let mut poison = None;
+        for i in 0..10u64 {
+            let stream = if i == 5 { "order-p" } else { "order-a" };
+            let (id, position) = append_tested(&stores.events, stream, i).await;
+            if i == 5 {
+                poison = Some(id);
+            }
+            positions.push(position);
+        }
+        let projection = Arc::new(Batched::default());
+        *projection.poison.lock().unwrap() = poison;
+        let running = stores
+            .runner("a")
+            .register(
+                Arc::clone(&projection),
+                ProjectionOptions::new()
+                    .batch_size(4)
+                    .poll_interval(Duration::from_millis(50))
+                    .failure(
+                        FailurePolicy::park_after(2)
+                            .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+                    ),
+            )
+            .start();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            running.wait_for("batched", positions[9]),
+        )
+        .await
+        .expect("caught up in time")
+        .expect("running");
+        assert_eq!(
+            *projection.batches.lock().unwrap(),
+            [positions[0..4].to_vec(), positions[8..10].to_vec()],
+            "whole batches, in order"
+        );
+        assert_eq!(
+            *projection.single.lock().unwrap(),
+            [positions[4], positions[6], positions[7]],
+            "the failed batch, event by event, without the poison event"
+        );
+        let parked = running.parked("batched").await.expect("parked");
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].position, positions[5]);
+        running.shutdown().await.expect("clean shutdown");
+    }
+}
