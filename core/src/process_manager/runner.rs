@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::coordination::{
     Assignment, CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore, membership,
@@ -15,6 +14,7 @@ use crate::process_manager::{
     SystemClock,
 };
 use crate::projection::{Health, PartitionStatus, RunnerOptions};
+use crate::runtime::slot::Slot;
 use crate::runtime::status::Shared;
 use crate::store::EventStore;
 use crate::subscription::{Shutdown, SubscriptionOptions};
@@ -124,19 +124,20 @@ where
                     store: store.clone(),
                     processes: processes.clone(),
                     checkpoints: checkpoints.clone(),
-                    leases: leases.clone(),
+                    slot: Slot::new(
+                        leases.clone(),
+                        worker_name.clone(),
+                        partition,
+                        Arc::clone(&runner),
+                        shutdown.clone(),
+                        Arc::clone(shared),
+                        assignment.clone(),
+                    ),
                     manager: Arc::clone(&manager),
                     dispatcher: Arc::clone(&dispatcher),
-                    name: worker_name.clone(),
-                    partition,
                     options: options.clone(),
                     subscription: subscription.clone(),
-                    runner: Arc::clone(&runner),
                     clock: Arc::clone(&clock),
-                    shutdown: shutdown.clone(),
-                    shared: Arc::clone(shared),
-                    assignment: assignment.clone(),
-                    renew_at: Instant::now(),
                 };
                 Box::pin(worker.run()) as WorkerFuture
             }));

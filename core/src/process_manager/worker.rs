@@ -6,15 +6,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::coordination::{Assignment, CheckpointStore, Lease, LeaseStore, partition_of};
+use crate::coordination::{CheckpointStore, Lease, LeaseStore, partition_of};
 use crate::metadata::Metadata;
 use crate::process_manager::{
     Clock, CommandDispatcher, Effects, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
 };
-use crate::projection::{RunnerOptions, WorkerState};
-use crate::runtime::status::Shared;
+use crate::projection::WorkerState;
+use crate::runtime::slot::{NoMessages, Slot};
 use crate::store::EventStore;
-use crate::subscription::{Shutdown, Subscription, SubscriptionOptions};
+use crate::subscription::{Subscription, SubscriptionOptions};
 
 mod instance;
 mod outbox;
@@ -41,19 +41,12 @@ pub(super) struct PmWorker<S, P, C, L, M, X> {
     pub(super) store: S,
     pub(super) processes: P,
     pub(super) checkpoints: C,
-    pub(super) leases: L,
+    pub(super) slot: Slot<L>,
     pub(super) manager: Arc<M>,
     pub(super) dispatcher: Arc<X>,
-    pub(super) name: String,
-    pub(super) partition: u32,
     pub(super) options: ProcessOptions,
     pub(super) subscription: SubscriptionOptions,
-    pub(super) runner: Arc<RunnerOptions>,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) shutdown: Shutdown,
-    pub(super) shared: Arc<Shared>,
-    pub(super) assignment: Assignment,
-    pub(super) renew_at: Instant,
 }
 
 /// The effects of one decision, with the message that caused them.
@@ -75,40 +68,40 @@ where
     pub(super) async fn run(mut self) -> Result<(), ProcessError> {
         let span = tracing::info_span!(
             "process_manager",
-            process = %self.name,
-            partition = self.partition,
-            worker = %self.runner.worker_id,
+            process = %self.slot.name,
+            partition = self.slot.partition,
+            worker = %self.slot.runner.worker_id,
         );
         async move {
             loop {
-                self.set_state(WorkerState::WaitingForLease);
-                let Some(lease) = self.acquire().await else {
-                    self.set_state(WorkerState::Finished);
+                self.slot.set_state(WorkerState::WaitingForLease);
+                let Some(lease) = self.slot.acquire(&mut NoMessages).await else {
+                    self.slot.set_state(WorkerState::Finished);
                     return Ok(());
                 };
                 match self.run_with_lease(&lease).await {
                     Ok(Exit::Shutdown) => {
-                        self.release(&lease).await;
-                        self.set_state(WorkerState::Finished);
+                        self.slot.release(&lease).await;
+                        self.slot.set_state(WorkerState::Finished);
                         return Ok(());
                     }
                     Ok(Exit::LeaseLost) => tracing::warn!(fence = lease.fence, "lease lost"),
                     Ok(Exit::Handoff) => {
                         tracing::info!(fence = lease.fence, "handing the partition over");
-                        self.release(&lease).await;
+                        self.slot.release(&lease).await;
                     }
                     Err(Failure::Transient(error)) => {
                         tracing::warn!(%error, "process partition interrupted; retrying");
                         tokio::select! {
-                            () = self.shutdown.triggered() => {}
+                            () = self.slot.shutdown.triggered() => {}
                             () = tokio::time::sleep(self.options.poll_interval) => {}
                         }
                     }
                     Err(Failure::Fatal(error)) => {
                         tracing::error!(%error, "process partition stopped");
-                        self.release(&lease).await;
+                        self.slot.release(&lease).await;
                         let message = error.to_string();
-                        self.shared.update(&self.name, self.partition, |c| {
+                        self.slot.update(|c| {
                             c.state = WorkerState::Stopped;
                             c.error = Some(message);
                         });
@@ -121,65 +114,8 @@ where
         .await
     }
 
-    fn set_state(&self, state: WorkerState) {
-        self.shared
-            .update(&self.name, self.partition, |c| c.state = state);
-    }
-
-    async fn release(&self, lease: &Lease) {
-        if let Err(error) = self.leases.release(lease).await {
-            tracing::warn!(%error, "could not release the lease; it will expire");
-        }
-    }
-
-    async fn acquire(&mut self) -> Option<Lease> {
-        loop {
-            if self.shutdown.is_triggered() {
-                return None;
-            }
-            if !self.assignment.owns(self.partition) {
-                tokio::select! {
-                    () = self.shutdown.triggered() => return None,
-                    () = self.assignment.changed() => {}
-                    () = tokio::time::sleep(self.runner.lease_retry) => {}
-                }
-                continue;
-            }
-            match self
-                .leases
-                .acquire(
-                    &self.name,
-                    self.partition,
-                    &self.runner.worker_id,
-                    self.runner.lease_ttl,
-                )
-                .await
-            {
-                Ok(Some(lease)) => {
-                    self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
-                    return Some(lease);
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "could not try the lease"),
-            }
-            tokio::select! {
-                () = self.shutdown.triggered() => return None,
-                () = tokio::time::sleep(self.runner.lease_retry) => {}
-            }
-        }
-    }
-
-    async fn renew_if_due(&mut self, lease: &Lease) -> Result<bool, Failure> {
-        if Instant::now() < self.renew_at {
-            return Ok(true);
-        }
-        let held = self.leases.renew(lease, self.runner.lease_ttl).await?;
-        self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
-        Ok(held)
-    }
-
     fn mine(&self, key: &str) -> bool {
-        partition_of(key, self.options.partitions) == self.partition
+        partition_of(key, self.options.partitions) == self.slot.partition
     }
 
     async fn run_with_lease(&mut self, lease: &Lease) -> Result<Exit, Failure> {
@@ -189,16 +125,16 @@ where
             Err(e) => return Err(e.into()),
         };
         let mut saved = position;
-        self.shared.update(&self.name, self.partition, |c| {
+        self.slot.update(|c| {
             c.state = WorkerState::Running;
             c.checkpoint = position;
             c.position = position;
             c.error = None;
         });
         // What a crashed holder decided but did not dispatch.
-        for key in self.processes.with_pending(&self.name).await? {
+        for key in self.processes.with_pending(&self.slot.name).await? {
             if self.mine(&key) {
-                if let Some(instance) = self.processes.load(&self.name, &key).await? {
+                if let Some(instance) = self.processes.load(&self.slot.name, &key).await? {
                     if let Some(exit) = self.dispatch_pending(lease, instance).await? {
                         return Ok(exit);
                     }
@@ -209,7 +145,7 @@ where
             Subscription::new(self.store.clone(), position, self.subscription.clone());
         let mut timeouts_at = Instant::now();
         loop {
-            if !self.renew_if_due(lease).await? {
+            if !self.slot.renew_if_due(lease).await? {
                 return Ok(Exit::LeaseLost);
             }
             if Instant::now() >= timeouts_at {
@@ -218,27 +154,30 @@ where
                 }
                 timeouts_at = Instant::now() + self.options.poll_interval;
             }
-            let wake = self.renew_at.min(timeouts_at);
+            let wake = self.slot.renew_at.min(timeouts_at);
             let batch = tokio::select! {
                 biased;
-                () = self.shutdown.triggered() => return Ok(Exit::Shutdown),
-                () = self.assignment.lost(self.partition) => return Ok(Exit::Handoff),
+                () = self.slot.shutdown.triggered() => return Ok(Exit::Shutdown),
+                () = self.slot.assignment.lost(self.slot.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(wake) => continue,
-                batch = subscription.next(&self.shutdown) => batch?,
+                batch = subscription.next(&self.slot.shutdown) => batch?,
             };
             let Some(batch) = batch else {
                 return Ok(Exit::Shutdown);
             };
             let head = batch.head;
-            self.shared
-                .update(&self.name, self.partition, |c| c.head = c.head.max(head));
+            self.slot
+                .shared
+                .update(&self.slot.name, self.slot.partition, |c| {
+                    c.head = c.head.max(head)
+                });
             let mut interrupted = None;
             for event in &batch.events {
-                if self.shutdown.is_triggered() {
+                if self.slot.shutdown.is_triggered() {
                     interrupted = Some(Exit::Shutdown);
                     break;
                 }
-                if !self.renew_if_due(lease).await? {
+                if !self.slot.renew_if_due(lease).await? {
                     interrupted = Some(Exit::LeaseLost);
                     break;
                 }
@@ -248,8 +187,9 @@ where
                 }
                 position = event.position;
                 let p = position;
-                self.shared
-                    .update(&self.name, self.partition, |c| c.position = p);
+                self.slot
+                    .shared
+                    .update(&self.slot.name, self.slot.partition, |c| c.position = p);
             }
             if matches!(interrupted, Some(Exit::LeaseLost)) {
                 return Ok(Exit::LeaseLost);
@@ -264,7 +204,7 @@ where
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.shared.update(&self.name, self.partition, |c| {
+            self.slot.update(|c| {
                 c.checkpoint = saved;
                 c.position = position;
             });

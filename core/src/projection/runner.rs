@@ -6,7 +6,6 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::coordination::{
     Assignment, CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore,
@@ -15,6 +14,7 @@ use crate::coordination::{
 use crate::projection::running::RunningProjections;
 use crate::projection::worker::{Control, Worker};
 use crate::projection::{ErasedProjection, Projection, ProjectionOptions, RunnerOptions};
+use crate::runtime::slot::Slot;
 use crate::runtime::status::Shared;
 use crate::store::EventStore;
 use crate::subscription::{Shutdown, SubscriptionOptions};
@@ -179,19 +179,20 @@ where
                 let worker = Worker {
                     store: self.store.clone(),
                     checkpoints: self.checkpoints.clone(),
-                    leases: self.leases.clone(),
                     dead_letters: self.dead_letters.clone(),
                     projection: Arc::clone(&registered.projection),
-                    name: registered.name.clone(),
-                    partition,
+                    slot: Slot::new(
+                        self.leases.clone(),
+                        registered.name.clone(),
+                        partition,
+                        Arc::clone(&options),
+                        shutdown.clone(),
+                        Arc::clone(&shared),
+                        assignment.clone(),
+                    ),
                     options: registered.options.clone(),
                     subscription: registered.subscription.clone(),
-                    runner: Arc::clone(&options),
-                    shutdown: shutdown.clone(),
                     control: rx,
-                    shared: Arc::clone(&shared),
-                    assignment: assignment.clone(),
-                    renew_at: Instant::now(),
                     progress: None,
                     batches: true,
                 };

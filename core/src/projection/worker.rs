@@ -6,16 +6,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::coordination::{
-    Assignment, CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore,
-};
+use crate::coordination::{CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore};
 use crate::error::{BoxError, StoreError};
-use crate::projection::{
-    ErasedProjection, ProjectionError, ProjectionOptions, RunnerOptions, WorkerState,
-};
-use crate::runtime::status::{Shared, StatusCell};
+use crate::projection::{ErasedProjection, ProjectionError, ProjectionOptions, WorkerState};
+use crate::runtime::slot::{Idle, Slot};
 use crate::store::EventStore;
-use crate::subscription::{Shutdown, Subscription, SubscriptionOptions};
+use crate::subscription::{Subscription, SubscriptionOptions};
 
 mod control;
 mod delivery;
@@ -44,6 +40,20 @@ pub(super) enum Control {
     },
     /// Look for replay requests now.
     ReplayParked,
+}
+
+/// While waiting for its lease, a worker holds no partition to pause: a rebuild is told so.
+impl Idle for mpsc::UnboundedReceiver<Control> {
+    async fn answer(&mut self) -> bool {
+        match self.recv().await {
+            Some(Control::Pause(reply)) => {
+                let _ = reply.send(None);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
 }
 
 /// Why a worker left its lease loop.
@@ -85,19 +95,12 @@ enum Attempt {
 pub(super) struct Worker<S, C, L, D> {
     pub(super) store: S,
     pub(super) checkpoints: C,
-    pub(super) leases: L,
     pub(super) dead_letters: D,
     pub(super) projection: Arc<dyn ErasedProjection>,
-    pub(super) name: String,
-    pub(super) partition: u32,
+    pub(super) slot: Slot<L>,
     pub(super) options: ProjectionOptions,
     pub(super) subscription: SubscriptionOptions,
-    pub(super) runner: Arc<RunnerOptions>,
-    pub(super) shutdown: Shutdown,
     pub(super) control: mpsc::UnboundedReceiver<Control>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) assignment: Assignment,
-    pub(super) renew_at: Instant,
     pub(super) progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
     /// Whether batches are still offered to the projection (until it declines one).
     pub(super) batches: bool,
@@ -113,23 +116,23 @@ where
     pub(super) async fn run(mut self) -> Result<(), ProjectionError> {
         let span = tracing::info_span!(
             "projection",
-            projection = %self.name,
-            partition = self.partition,
-            worker = %self.runner.worker_id,
+            projection = %self.slot.name,
+            partition = self.slot.partition,
+            worker = %self.slot.runner.worker_id,
         );
         async move {
             loop {
-                self.set_state(WorkerState::WaitingForLease);
-                let Some(lease) = self.acquire().await else {
-                    self.set_state(WorkerState::Finished);
+                self.slot.set_state(WorkerState::WaitingForLease);
+                let Some(lease) = self.slot.acquire(&mut self.control).await else {
+                    self.slot.set_state(WorkerState::Finished);
                     return Ok(());
                 };
                 tracing::info!(fence = lease.fence, "lease acquired");
                 let outcome = self.run_with_lease(&lease).await;
                 match outcome {
                     Ok(Exit::Shutdown) => {
-                        self.release(&lease).await;
-                        self.set_state(WorkerState::Finished);
+                        self.slot.release(&lease).await;
+                        self.slot.set_state(WorkerState::Finished);
                         return Ok(());
                     }
                     Ok(Exit::LeaseLost) => {
@@ -137,21 +140,21 @@ where
                     }
                     Ok(Exit::Handoff) => {
                         tracing::info!(fence = lease.fence, "handing the partition over");
-                        self.release(&lease).await;
+                        self.slot.release(&lease).await;
                     }
                     Err(Failure::Transient(error)) => {
                         tracing::warn!(%error, "projection partition interrupted; retrying");
-                        let pause = self.runner.lease_retry.min(self.options.poll_interval);
+                        let pause = self.slot.runner.lease_retry.min(self.options.poll_interval);
                         tokio::select! {
-                            () = self.shutdown.triggered() => {}
+                            () = self.slot.shutdown.triggered() => {}
                             () = tokio::time::sleep(pause) => {}
                         }
                     }
                     Err(Failure::Fatal(error)) => {
                         tracing::error!(%error, "projection partition stopped");
-                        self.release(&lease).await;
+                        self.slot.release(&lease).await;
                         let message = error.to_string();
-                        self.update(|c| {
+                        self.slot.update(|c| {
                             c.state = WorkerState::Stopped;
                             c.error = Some(message);
                         });
@@ -164,86 +167,6 @@ where
         .await
     }
 
-    fn update(&self, f: impl FnOnce(&mut StatusCell)) {
-        self.shared.update(&self.name, self.partition, f);
-    }
-
-    fn set_state(&self, state: WorkerState) {
-        self.update(|c| c.state = state);
-    }
-
-    async fn release(&self, lease: &Lease) {
-        if let Err(error) = self.leases.release(lease).await {
-            tracing::warn!(%error, "could not release the lease; it will expire");
-        }
-    }
-
-    /// Takes the lease, waiting while someone else holds it; `None` on shutdown.
-    async fn acquire(&mut self) -> Option<Lease> {
-        loop {
-            if self.shutdown.is_triggered() {
-                return None;
-            }
-            if !self.assignment.owns(self.partition) {
-                tokio::select! {
-                    () = self.shutdown.triggered() => return None,
-                    () = self.assignment.changed() => {}
-                    () = tokio::time::sleep(self.runner.lease_retry) => {}
-                    control = self.control.recv() => match control {
-                        Some(Control::Pause(reply)) => {
-                            let _ = reply.send(None);
-                        }
-                        Some(_) => {}
-                        None => return None,
-                    },
-                }
-                continue;
-            }
-            match self
-                .leases
-                .acquire(
-                    &self.name,
-                    self.partition,
-                    &self.runner.worker_id,
-                    self.runner.lease_ttl,
-                )
-                .await
-            {
-                Ok(Some(lease)) => {
-                    self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
-                    return Some(lease);
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "could not try the lease"),
-            }
-            let retry = tokio::time::sleep(self.runner.lease_retry);
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    () = self.shutdown.triggered() => return None,
-                    () = &mut retry => break,
-                    control = self.control.recv() => match control {
-                        Some(Control::Pause(reply)) => {
-                            let _ = reply.send(None);
-                        }
-                        Some(_) => {}
-                        None => return None,
-                    },
-                }
-            }
-        }
-    }
-
-    /// Renews the lease when a third of its time has passed; `false` when it was lost.
-    async fn renew_if_due(&mut self, lease: &Lease) -> Result<bool, Failure> {
-        if Instant::now() < self.renew_at {
-            return Ok(true);
-        }
-        let held = self.leases.renew(lease, self.runner.lease_ttl).await?;
-        self.renew_at = Instant::now() + self.runner.lease_ttl / 3;
-        Ok(held)
-    }
-
     async fn run_with_lease(&mut self, lease: &Lease) -> Result<Exit, Failure> {
         let mut position = match self.checkpoints.claim(lease).await {
             Ok(position) => position,
@@ -254,7 +177,7 @@ where
         let mut blocked = self.load_blocked().await?;
         let mut subscription =
             Subscription::new(self.store.clone(), position, self.subscription.clone());
-        self.update(|c| {
+        self.slot.update(|c| {
             c.state = WorkerState::Running;
             c.checkpoint = position;
             c.position = position;
@@ -262,7 +185,7 @@ where
         });
         let mut replay_check = Instant::now();
         loop {
-            if !self.renew_if_due(lease).await? {
+            if !self.slot.renew_if_due(lease).await? {
                 return Ok(Exit::LeaseLost);
             }
             if Instant::now() >= replay_check {
@@ -273,11 +196,11 @@ where
             }
             let next = tokio::select! {
                 biased;
-                () = self.shutdown.triggered() => return Ok(Exit::Shutdown),
+                () = self.slot.shutdown.triggered() => return Ok(Exit::Shutdown),
                 control = self.control.recv() => Step::Control(control),
-                () = self.assignment.lost(self.partition) => return Ok(Exit::Handoff),
-                () = tokio::time::sleep_until(self.renew_at) => continue,
-                batch = subscription.next(&self.shutdown) => Step::Batch(batch),
+                () = self.slot.assignment.lost(self.slot.partition) => return Ok(Exit::Handoff),
+                () = tokio::time::sleep_until(self.slot.renew_at) => continue,
+                batch = subscription.next(&self.slot.shutdown) => Step::Batch(batch),
             };
             let batch = match next {
                 Step::Control(None) => return Ok(Exit::Shutdown),
@@ -296,7 +219,7 @@ where
                                 blocked.clear();
                                 subscription.seek(from);
                             }
-                            self.update(|c| {
+                            self.slot.update(|c| {
                                 c.state = WorkerState::Running;
                                 c.checkpoint = saved;
                                 c.position = position;
@@ -313,7 +236,7 @@ where
                 },
             };
             let head = batch.head;
-            self.update(|c| c.head = c.head.max(head));
+            self.slot.update(|c| c.head = c.head.max(head));
             let span = tracing::debug_span!("batch", events = batch.events.len(), head);
             let interrupted = self
                 .handle_batch(lease, &batch.events, &mut position, &mut blocked)
@@ -332,7 +255,7 @@ where
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.update(|c| {
+            self.slot.update(|c| {
                 c.checkpoint = saved;
                 c.position = position;
             });

@@ -27,7 +27,7 @@ where
         source: serde_json::Error,
     ) -> Failure {
         Failure::Fatal(ProcessError::Json {
-            name: self.name.clone(),
+            name: self.slot.name.clone(),
             key: key.to_owned(),
             what,
             source,
@@ -49,7 +49,7 @@ where
     ) -> Result<Option<Exit>, Failure> {
         let route = self.manager.route(event).map_err(|source| {
             Failure::Fatal(ProcessError::Route {
-                name: self.name.clone(),
+                name: self.slot.name.clone(),
                 position: event.position,
                 stream: event.stream_id.to_string(),
                 event_type: event.event_type.clone(),
@@ -62,7 +62,7 @@ where
         if !self.mine(key) {
             return Ok(None);
         }
-        let stored = self.processes.load(&self.name, key).await?;
+        let stored = self.processes.load(&self.slot.name, key).await?;
         if let Some(instance) = &stored {
             if instance.last_position >= event.position {
                 // Redelivered: already applied; finish what it decided.
@@ -100,7 +100,7 @@ where
         let mut state = self.decode_state(&instance)?;
         let mut effects = self.manager.handle(&mut state, event).map_err(|source| {
             Failure::Fatal(ProcessError::Handler {
-                name: self.name.clone(),
+                name: self.slot.name.clone(),
                 key: key.to_owned(),
                 position: event.position,
                 source,
@@ -116,7 +116,7 @@ where
         };
         instance.last_position = event.position;
         self.apply(&mut instance, &state, decision)?;
-        instance.revision = self.processes.save(&self.name, &instance).await?;
+        instance.revision = self.processes.save(&self.slot.name, &instance).await?;
         self.dispatch_pending(lease, instance).await
     }
 
@@ -130,12 +130,12 @@ where
         let key = instance.key.clone();
         instance.state = Payload::encode(state).map_err(|e| self.json_error(&key, "state", e))?;
         for (index, command) in (0u32..).zip(&decision.effects.commands) {
-            let command_id = process_command_id(&self.name, &key, decision.cause, index);
+            let command_id = process_command_id(&self.slot.name, &key, decision.cause, index);
             let mut metadata = decision.metadata.clone();
             metadata.command_id = Some(command_id);
             metadata
                 .extra
-                .insert("process_manager".to_owned(), self.name.clone().into());
+                .insert("process_manager".to_owned(), self.slot.name.clone().into());
             instance.pending.push(PendingCommand {
                 command_id,
                 command: Payload::encode(command)
@@ -153,7 +153,7 @@ where
             id_name.push(0);
             id_name.extend_from_slice(due_at.to_rfc3339().as_bytes());
             let id = process_command_id(
-                &self.name,
+                &self.slot.name,
                 &key,
                 Uuid::new_v5(&decision.cause, &id_name),
                 u32::MAX,

@@ -47,7 +47,7 @@ where
                         );
                         if attempt >= policy.max_attempts {
                             return Err(Failure::Fatal(ProcessError::Dispatch {
-                                name: self.name.clone(),
+                                name: self.slot.name.clone(),
                                 key: instance.key.clone(),
                                 command_id: pending.command_id,
                                 attempts: attempt,
@@ -55,10 +55,10 @@ where
                             }));
                         }
                         tokio::select! {
-                            () = self.shutdown.triggered() => return Ok(Some(Exit::Shutdown)),
+                            () = self.slot.shutdown.triggered() => return Ok(Some(Exit::Shutdown)),
                             () = tokio::time::sleep(policy.delay(attempt)) => {}
                         }
-                        if !self.renew_if_due(lease).await? {
+                        if !self.slot.renew_if_due(lease).await? {
                             return Ok(Some(Exit::LeaseLost));
                         }
                     }
@@ -78,7 +78,7 @@ where
                     .on_rejected(&mut state, &command, &reason)
                     .map_err(|source| {
                         Failure::Fatal(ProcessError::Handler {
-                            name: self.name.clone(),
+                            name: self.slot.name.clone(),
                             key: instance.key.clone(),
                             position: 0,
                             source,
@@ -94,7 +94,7 @@ where
                 self.apply(&mut instance, &state, decision)?;
                 instance.pending.extend(waiting);
             }
-            instance.revision = self.processes.save(&self.name, &instance).await?;
+            instance.revision = self.processes.save(&self.slot.name, &instance).await?;
         }
         Ok(None)
     }
@@ -102,12 +102,12 @@ where
     /// Fires the due timeouts of this partition's instances.
     pub(super) async fn fire_due(&mut self, lease: &Lease) -> Result<Option<Exit>, Failure> {
         let now = self.clock.now();
-        let due = self.processes.due(&self.name, now, 100).await?;
+        let due = self.processes.due(&self.slot.name, now, 100).await?;
         for (key, deadline) in due {
             if !self.mine(&key) {
                 continue;
             }
-            let Some(mut instance) = self.processes.load(&self.name, &key).await? else {
+            let Some(mut instance) = self.processes.load(&self.slot.name, &key).await? else {
                 continue;
             };
             if instance.status != InstanceStatus::Active
@@ -123,7 +123,7 @@ where
                 .on_timeout(&key, &mut state, &deadline.name)
                 .map_err(|source| {
                     Failure::Fatal(ProcessError::Handler {
-                        name: self.name.clone(),
+                        name: self.slot.name.clone(),
                         key: key.clone(),
                         position: 0,
                         source,
@@ -138,7 +138,7 @@ where
                 metadata,
             };
             self.apply(&mut instance, &state, decision)?;
-            instance.revision = self.processes.save(&self.name, &instance).await?;
+            instance.revision = self.processes.save(&self.slot.name, &instance).await?;
             if let Some(exit) = self.dispatch_pending(lease, instance).await? {
                 return Ok(Some(exit));
             }

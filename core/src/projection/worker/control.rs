@@ -28,7 +28,7 @@ where
     ) -> Result<Option<Exit>, Failure> {
         let parked = self
             .dead_letters
-            .list_partition(&self.name, self.partition)
+            .list_partition(&self.slot.name, self.slot.partition)
             .await?;
         let streams: BTreeSet<StreamId> = parked
             .iter()
@@ -55,13 +55,17 @@ where
                         event_id = %entry.event_id,
                         "a parked event is no longer in the store; dropping the entry"
                     );
-                    self.dead_letters.remove(&self.name, entry.position).await?;
+                    self.dead_letters
+                        .remove(&self.slot.name, entry.position)
+                        .await?;
                     continue;
                 };
                 match self.attempt(&event, lease).await? {
                     Attempt::Interrupted(exit) => return Ok(Some(exit)),
                     Attempt::Handled => {
-                        self.dead_letters.remove(&self.name, entry.position).await?;
+                        self.dead_letters
+                            .remove(&self.slot.name, entry.position)
+                            .await?;
                     }
                     Attempt::Failed(error, attempts) => {
                         let earlier = match &entry.reason {
@@ -95,12 +99,12 @@ where
 
     /// Waits while paused by a rebuild, keeping the lease.
     pub(super) async fn paused(&mut self, lease: &Lease) -> Result<Paused, Failure> {
-        self.set_state(WorkerState::Paused);
+        self.slot.set_state(WorkerState::Paused);
         loop {
             tokio::select! {
-                () = self.shutdown.triggered() => return Ok(Paused::Exit(Exit::Shutdown)),
-                () = tokio::time::sleep_until(self.renew_at) => {
-                    if !self.renew_if_due(lease).await? {
+                () = self.slot.shutdown.triggered() => return Ok(Paused::Exit(Exit::Shutdown)),
+                () = tokio::time::sleep_until(self.slot.renew_at) => {
+                    if !self.slot.renew_if_due(lease).await? {
                         return Ok(Paused::Exit(Exit::LeaseLost));
                     }
                 }

@@ -20,7 +20,7 @@ where
 {
     pub(super) fn report_progress(&mut self, position: u64) {
         if let Some(progress) = &self.progress {
-            if progress.send((self.partition, position)).is_err() {
+            if progress.send((self.slot.partition, position)).is_err() {
                 self.progress = None;
             }
         }
@@ -39,13 +39,13 @@ where
         if self.batches {
             let mine: Vec<&RecordedEvent> = events
                 .iter()
-                .filter(|e| partition_of(e.stream_id.as_str(), partitions) == self.partition)
+                .filter(|e| partition_of(e.stream_id.as_str(), partitions) == self.slot.partition)
                 .collect();
             if mine.len() > 1 && !mine.iter().any(|e| blocked.contains_key(&e.stream_id)) {
-                if self.shutdown.is_triggered() {
+                if self.slot.shutdown.is_triggered() {
                     return Ok(Some(Exit::Shutdown));
                 }
-                if !self.renew_if_due(lease).await? {
+                if !self.slot.renew_if_due(lease).await? {
                     return Ok(Some(Exit::LeaseLost));
                 }
                 let context = HandleContext::new(lease.clone(), 1);
@@ -54,7 +54,7 @@ where
                         if let Some(last) = events.last() {
                             *position = last.position;
                             let p = last.position;
-                            self.update(|c| c.position = p);
+                            self.slot.update(|c| c.position = p);
                         }
                         return Ok(None);
                     }
@@ -72,11 +72,11 @@ where
             }
         }
         for event in events {
-            if self.shutdown.is_triggered() {
+            if self.slot.shutdown.is_triggered() {
                 return Ok(Some(Exit::Shutdown));
             }
-            if partition_of(event.stream_id.as_str(), partitions) == self.partition {
-                if !self.renew_if_due(lease).await? {
+            if partition_of(event.stream_id.as_str(), partitions) == self.slot.partition {
+                if !self.slot.renew_if_due(lease).await? {
                     return Ok(Some(Exit::LeaseLost));
                 }
                 match self.deliver(lease, event, blocked).await? {
@@ -86,7 +86,7 @@ where
             }
             *position = event.position;
             let p = event.position;
-            self.update(|c| c.position = p);
+            self.slot.update(|c| c.position = p);
         }
         Ok(None)
     }
@@ -125,12 +125,12 @@ where
                         return Ok(Attempt::Failed(error, attempt));
                     }
                     tokio::select! {
-                        () = self.shutdown.triggered() => {
+                        () = self.slot.shutdown.triggered() => {
                             return Ok(Attempt::Interrupted(Exit::Shutdown));
                         }
                         () = tokio::time::sleep(policy.delay(attempt)) => {}
                     }
-                    if !self.renew_if_due(lease).await? {
+                    if !self.slot.renew_if_due(lease).await? {
                         return Ok(Attempt::Interrupted(Exit::LeaseLost));
                     }
                 }
@@ -178,7 +178,7 @@ where
                     Ok(Delivery::Parked)
                 }
                 OnExhausted::Stop => Err(Failure::Fatal(ProjectionError::HandlerFailed {
-                    name: self.name.clone(),
+                    name: self.slot.name.clone(),
                     position: event.position,
                     stream: event.stream_id.clone(),
                     attempts,
@@ -194,8 +194,8 @@ where
         reason: ParkReason,
     ) -> Result<(), Failure> {
         let parked = ParkedEvent::new(
-            self.name.clone(),
-            self.partition,
+            self.slot.name.clone(),
+            self.slot.partition,
             event.position,
             event.event_id,
             event.stream_id.clone(),
@@ -211,7 +211,7 @@ where
         let mut blocked = HashMap::new();
         for parked in self
             .dead_letters
-            .list_partition(&self.name, self.partition)
+            .list_partition(&self.slot.name, self.slot.partition)
             .await?
         {
             blocked.entry(parked.stream_id).or_insert(parked.position);
