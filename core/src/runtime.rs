@@ -3,3 +3,4 @@
 
 pub(crate) mod slot;
 pub(crate) mod status;
+pub(crate) mod tasks;

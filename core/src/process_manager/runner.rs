@@ -16,6 +16,7 @@ use crate::process_manager::{
 use crate::projection::{Health, PartitionStatus, RunnerOptions};
 use crate::runtime::slot::Slot;
 use crate::runtime::status::Shared;
+use crate::runtime::tasks::stop_all;
 use crate::store::EventStore;
 use crate::subscription::{Shutdown, SubscriptionOptions};
 
@@ -193,20 +194,7 @@ impl RunningProcessManagers {
     /// Stops every worker gracefully and waits for them; returns the first error a worker
     /// stopped with.
     pub async fn shutdown(mut self) -> Result<(), ProcessError> {
-        self.shutdown.trigger();
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first.get_or_insert(e);
-                }
-                Err(join) => {
-                    tracing::error!(error = %join, "process worker panicked or was aborted");
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
+        stop_all(&self.shutdown, &mut self.tasks, "process").await
     }
 
     /// The state of every partition.

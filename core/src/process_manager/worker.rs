@@ -12,19 +12,12 @@ use crate::process_manager::{
     Clock, CommandDispatcher, Effects, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
 };
 use crate::projection::WorkerState;
-use crate::runtime::slot::{NoMessages, Slot};
+use crate::runtime::slot::{Exit, NoMessages, Slot};
 use crate::store::EventStore;
 use crate::subscription::{Subscription, SubscriptionOptions};
 
 mod instance;
 mod outbox;
-
-enum Exit {
-    Shutdown,
-    LeaseLost,
-    /// The members changed and another worker should hold the partition.
-    Handoff,
-}
 
 enum Failure {
     Transient(ProcessError),

@@ -12,6 +12,7 @@ use crate::projection::runner::RunningProjection;
 use crate::projection::worker::Control;
 use crate::projection::{Health, PartitionStatus, ProjectionError, RebuildProgress};
 use crate::runtime::status::Shared;
+use crate::runtime::tasks::stop_all;
 use crate::store::EventStore;
 use crate::stream::StreamId;
 use crate::subscription::Shutdown;
@@ -44,20 +45,7 @@ where
     /// Stops every worker gracefully and waits for them; returns the first error a worker
     /// stopped with.
     pub async fn shutdown(mut self) -> Result<(), ProjectionError> {
-        self.shutdown.trigger();
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first.get_or_insert(e);
-                }
-                Err(join) => {
-                    tracing::error!(error = %join, "projection worker panicked or was aborted");
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
+        stop_all(&self.shutdown, &mut self.tasks, "projection").await
     }
 
     /// The state of every partition.

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use crate::coordination::{CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore};
 use crate::error::{BoxError, StoreError};
 use crate::projection::{ErasedProjection, ProjectionError, ProjectionOptions, WorkerState};
-use crate::runtime::slot::{Idle, Slot};
+use crate::runtime::slot::{Exit, Idle, Slot};
 use crate::store::EventStore;
 use crate::subscription::{Subscription, SubscriptionOptions};
 
@@ -54,14 +54,6 @@ impl Idle for mpsc::UnboundedReceiver<Control> {
             None => false,
         }
     }
-}
-
-/// Why a worker left its lease loop.
-enum Exit {
-    Shutdown,
-    LeaseLost,
-    /// The members changed and another worker should hold the partition.
-    Handoff,
 }
 
 /// A failure inside the lease loop.
