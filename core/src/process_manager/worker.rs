@@ -1,6 +1,7 @@
 //! The worker of one partition of a process manager: its lease loop and its batches.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -12,17 +13,15 @@ use crate::process_manager::{
     Clock, CommandDispatcher, Effects, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
 };
 use crate::projection::WorkerState;
-use crate::runtime::slot::{Exit, NoMessages, Slot};
+use crate::runtime::lease_loop::{self, Exit, PartitionWorker};
+use crate::runtime::slot::{NoMessages, Slot};
 use crate::store::EventStore;
 use crate::subscription::{Subscription, SubscriptionOptions};
 
 mod instance;
 mod outbox;
 
-enum Failure {
-    Transient(ProcessError),
-    Fatal(ProcessError),
-}
+type Failure = lease_loop::Failure<ProcessError>;
 
 impl<E: Into<ProcessError>> From<E> for Failure {
     fn from(e: E) -> Self {
@@ -65,50 +64,38 @@ where
             partition = self.slot.partition,
             worker = %self.slot.runner.worker_id,
         );
-        async move {
-            loop {
-                self.slot.set_state(WorkerState::WaitingForLease);
-                let Some(lease) = self.slot.acquire(&mut NoMessages).await else {
-                    self.slot.set_state(WorkerState::Finished);
-                    return Ok(());
-                };
-                match self.run_with_lease(&lease).await {
-                    Ok(Exit::Shutdown) => {
-                        self.slot.release(&lease).await;
-                        self.slot.set_state(WorkerState::Finished);
-                        return Ok(());
-                    }
-                    Ok(Exit::LeaseLost) => tracing::warn!(fence = lease.fence, "lease lost"),
-                    Ok(Exit::Handoff) => {
-                        tracing::info!(fence = lease.fence, "handing the partition over");
-                        self.slot.release(&lease).await;
-                    }
-                    Err(Failure::Transient(error)) => {
-                        tracing::warn!(%error, "process partition interrupted; retrying");
-                        tokio::select! {
-                            () = self.slot.shutdown.triggered() => {}
-                            () = tokio::time::sleep(self.options.poll_interval) => {}
-                        }
-                    }
-                    Err(Failure::Fatal(error)) => {
-                        tracing::error!(%error, "process partition stopped");
-                        self.slot.release(&lease).await;
-                        let message = error.to_string();
-                        self.slot.update(|c| {
-                            c.state = WorkerState::Stopped;
-                            c.error = Some(message);
-                        });
-                        return Err(error);
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        lease_loop::hold(&mut self).instrument(span).await
     }
 
     fn mine(&self, key: &str) -> bool {
         partition_of(key, self.options.partitions) == self.slot.partition
+    }
+}
+
+impl<S, P, C, L, M, X> PartitionWorker for PmWorker<S, P, C, L, M, X>
+where
+    S: EventStore,
+    P: ProcessStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    M: ProcessManager,
+    X: CommandDispatcher<M::Command>,
+{
+    type Leases = L;
+    type Error = ProcessError;
+
+    const KIND: &'static str = "process";
+
+    fn slot(&self) -> &Slot<L> {
+        &self.slot
+    }
+
+    async fn acquire(&mut self) -> Option<Lease> {
+        self.slot.acquire(&mut NoMessages).await
+    }
+
+    fn retry_pause(&self) -> Duration {
+        self.options.poll_interval
     }
 
     async fn run_with_lease(&mut self, lease: &Lease) -> Result<Exit, Failure> {

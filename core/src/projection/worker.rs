@@ -1,6 +1,7 @@
 //! The worker of one partition: its lease loop and its batches.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -9,7 +10,8 @@ use tracing::Instrument;
 use crate::coordination::{CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore};
 use crate::error::{BoxError, StoreError};
 use crate::projection::{ErasedProjection, ProjectionError, ProjectionOptions, WorkerState};
-use crate::runtime::slot::{Exit, Idle, Slot};
+use crate::runtime::lease_loop::{self, Exit, PartitionWorker};
+use crate::runtime::slot::{Idle, Slot};
 use crate::store::EventStore;
 use crate::subscription::{Subscription, SubscriptionOptions};
 
@@ -57,12 +59,7 @@ impl Idle for mpsc::UnboundedReceiver<Control> {
 }
 
 /// A failure inside the lease loop.
-enum Failure {
-    /// Retried after a pause (store unavailable, and so on).
-    Transient(ProjectionError),
-    /// Ends the worker (failure policy `Stop`).
-    Fatal(ProjectionError),
-}
+type Failure = lease_loop::Failure<ProjectionError>;
 
 impl<E: Into<ProjectionError>> From<E> for Failure {
     fn from(e: E) -> Self {
@@ -112,51 +109,44 @@ where
             partition = self.slot.partition,
             worker = %self.slot.runner.worker_id,
         );
-        async move {
-            loop {
-                self.slot.set_state(WorkerState::WaitingForLease);
-                let Some(lease) = self.slot.acquire(&mut self.control).await else {
-                    self.slot.set_state(WorkerState::Finished);
-                    return Ok(());
-                };
-                tracing::info!(fence = lease.fence, "lease acquired");
-                let outcome = self.run_with_lease(&lease).await;
-                match outcome {
-                    Ok(Exit::Shutdown) => {
-                        self.slot.release(&lease).await;
-                        self.slot.set_state(WorkerState::Finished);
-                        return Ok(());
-                    }
-                    Ok(Exit::LeaseLost) => {
-                        tracing::warn!(fence = lease.fence, "lease lost");
-                    }
-                    Ok(Exit::Handoff) => {
-                        tracing::info!(fence = lease.fence, "handing the partition over");
-                        self.slot.release(&lease).await;
-                    }
-                    Err(Failure::Transient(error)) => {
-                        tracing::warn!(%error, "projection partition interrupted; retrying");
-                        let pause = self.slot.runner.lease_retry.min(self.options.poll_interval);
-                        tokio::select! {
-                            () = self.slot.shutdown.triggered() => {}
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                    Err(Failure::Fatal(error)) => {
-                        tracing::error!(%error, "projection partition stopped");
-                        self.slot.release(&lease).await;
-                        let message = error.to_string();
-                        self.slot.update(|c| {
-                            c.state = WorkerState::Stopped;
-                            c.error = Some(message);
-                        });
-                        return Err(error);
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        lease_loop::hold(&mut self).instrument(span).await
+    }
+}
+
+enum Step {
+    Control(Option<Control>),
+    Batch(Result<Option<crate::subscription::Batch>, StoreError>),
+}
+
+enum Paused {
+    Resume(Option<u64>),
+    Exit(Exit),
+}
+
+impl<S, C, L, D> PartitionWorker for Worker<S, C, L, D>
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    type Leases = L;
+    type Error = ProjectionError;
+
+    const KIND: &'static str = "projection";
+
+    fn slot(&self) -> &Slot<L> {
+        &self.slot
+    }
+
+    async fn acquire(&mut self) -> Option<Lease> {
+        let lease = self.slot.acquire(&mut self.control).await?;
+        tracing::info!(fence = lease.fence, "lease acquired");
+        Some(lease)
+    }
+
+    fn retry_pause(&self) -> Duration {
+        self.slot.runner.lease_retry.min(self.options.poll_interval)
     }
 
     async fn run_with_lease(&mut self, lease: &Lease) -> Result<Exit, Failure> {
@@ -257,16 +247,6 @@ where
             }
         }
     }
-}
-
-enum Step {
-    Control(Option<Control>),
-    Batch(Result<Option<crate::subscription::Batch>, StoreError>),
-}
-
-enum Paused {
-    Resume(Option<u64>),
-    Exit(Exit),
 }
 
 #[cfg(test)]

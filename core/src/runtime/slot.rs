@@ -9,14 +9,6 @@ use crate::projection::{RunnerOptions, WorkerState};
 use crate::runtime::status::{Shared, StatusCell};
 use crate::subscription::Shutdown;
 
-/// Why a worker left its lease loop.
-pub(crate) enum Exit {
-    Shutdown,
-    LeaseLost,
-    /// The members changed and another worker should hold the partition.
-    Handoff,
-}
-
 /// What a worker answers while it waits for its lease.
 pub(crate) trait Idle {
     /// Completes when a message came in and was answered; `false` when the worker should
