@@ -6,15 +6,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use crate::coordination::{
-    Assignment, CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore, membership,
-};
+use crate::coordination::{CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore};
 use crate::process_manager::{
     Clock, CommandDispatcher, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
     SystemClock,
 };
 use crate::projection::{Health, PartitionStatus, RunnerOptions};
-use crate::runtime::slot::Slot;
+use crate::runtime::slot::{Slot, join_members};
 use crate::runtime::status::Shared;
 use crate::runtime::tasks::stop_all;
 use crate::store::EventStore;
@@ -105,18 +103,15 @@ where
         let clock = Arc::clone(&self.clock);
         let worker_name = name.clone();
         let starter: Starter = Box::new(move |shutdown, shared| {
-            let (view, members) = tokio::sync::watch::channel(Vec::new());
-            let membership = Box::pin(membership(
+            let (members, assignment) = join_members(
                 leases.clone(),
                 worker_name.clone(),
-                runner.worker_id.clone(),
-                runner.lease_ttl,
-                view,
+                &runner,
+                options.partitions,
                 shutdown.clone(),
-            ));
-            let assignment = Assignment::new(members, runner.worker_id.clone(), options.partitions);
+            );
             let mut futures: Vec<WorkerFuture> = vec![Box::pin(async move {
-                membership.await;
+                members.await;
                 Ok(())
             })];
             futures.extend((0..options.partitions).map(|partition| {

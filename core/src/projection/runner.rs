@@ -4,17 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::coordination::{
-    Assignment, CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, membership,
+    CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore, MemoryDeadLetterStore,
+    MemoryLeaseStore,
 };
 use crate::projection::running::RunningProjections;
 use crate::projection::worker::{Control, Worker};
 use crate::projection::{ErasedProjection, Projection, ProjectionOptions, RunnerOptions};
-use crate::runtime::slot::Slot;
+use crate::runtime::slot::{Slot, join_members};
 use crate::runtime::status::Shared;
 use crate::store::EventStore;
 use crate::subscription::{Shutdown, SubscriptionOptions};
@@ -154,23 +154,14 @@ where
         #[cfg(feature = "metrics")]
         tasks.spawn(Arc::clone(&shared).metrics_ticker(shutdown.clone()).map(Ok));
         for registered in self.projections {
-            let (view, members) = watch::channel(Vec::new());
-            tasks.spawn(
-                membership(
-                    self.leases.clone(),
-                    registered.name.clone(),
-                    options.worker_id.clone(),
-                    options.lease_ttl,
-                    view,
-                    shutdown.clone(),
-                )
-                .map(Ok),
-            );
-            let assignment = Assignment::new(
-                members,
-                options.worker_id.clone(),
+            let (members, assignment) = join_members(
+                self.leases.clone(),
+                registered.name.clone(),
+                &options,
                 registered.options.partitions,
+                shutdown.clone(),
             );
+            tasks.spawn(members.map(Ok));
             let mut controls = Vec::new();
             for partition in 0..registered.options.partitions {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -1,13 +1,36 @@
 //! One partition's place in a runner: its lease (taken, renewed, released) and its status cell.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::coordination::{Assignment, CoordinationError, Lease, LeaseStore};
+use crate::coordination::{Assignment, CoordinationError, Lease, LeaseStore, membership};
 use crate::projection::{RunnerOptions, WorkerState};
 use crate::runtime::status::{Shared, StatusCell};
 use crate::subscription::Shutdown;
+
+/// Makes this runner's worker a member of `name`: returns the task that keeps the membership
+/// (to run until `shutdown`) and the assignment of the `partitions` it keeps current.
+pub(crate) fn join_members<L: LeaseStore>(
+    leases: L,
+    name: String,
+    runner: &RunnerOptions,
+    partitions: u32,
+    shutdown: Shutdown,
+) -> (impl Future<Output = ()> + Send + use<L>, Assignment) {
+    let (view, members) = tokio::sync::watch::channel(Vec::new());
+    let task = membership(
+        leases,
+        name,
+        runner.worker_id.clone(),
+        runner.lease_ttl,
+        view,
+        shutdown,
+    );
+    let assignment = Assignment::new(members, runner.worker_id.clone(), partitions);
+    (task, assignment)
+}
 
 /// What a worker answers while it waits for its lease.
 pub(crate) trait Idle {
