@@ -10,12 +10,12 @@ mod event;
 mod memory;
 mod metadata;
 mod process_manager;
-mod projection;
+pub mod projection;
 mod repository;
 mod runtime;
 mod store;
 mod stream;
-mod subscription;
+pub mod subscription;
 pub mod test_kit;
 #[cfg(feature = "testing")]
 pub mod testing;
