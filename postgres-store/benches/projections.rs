@@ -30,6 +30,9 @@ use factum::{
     BoxError, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Projection,
     ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
 };
+mod common;
+
+use common::{describe_server, median, sql};
 use factum_postgres::testing::{TestDatabase, fresh_store_with};
 use factum_postgres::{PgConfig, PgCoordination, PgProjection, PgStore, Transactional};
 use tokio_postgres::Transaction;
@@ -42,10 +45,6 @@ const PER_EVENT_EVENTS: u64 = 6_000;
 const SIMPLE_EVENTS: u64 = 30_000;
 const SUBSET_ROUNDS: usize = 3;
 const NOOP_ROUNDS: usize = 3;
-
-fn sql(template: &str, store: &PgStore) -> String {
-    template.replace("__SCHEMA__", &store.config().schema.quoted())
-}
 
 fn upsert_sql(store: &PgStore, table: &str) -> String {
     sql(include_str!("sql/count_upsert.sql"), store).replace("__COUNTS__", table)
@@ -350,11 +349,6 @@ fn report(case: &str, events: u64, factum: &[f64], raw: &[f64]) {
         .map(|(f, r)| rate(*f) / rate(*r))
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let median = |values: &[f64]| {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
-    };
     println!(
         "{case:<48} {:>10.0} {:>10.0} events/s {:>6.3}x  ({} events, {} run(s) each, factum {:.1} s)",
         rate(median(factum)),
@@ -375,28 +369,8 @@ async fn run() {
         .await
         .expect("a database for the benchmarks");
     let store = fresh_store_with(PgConfig::default()).await.unwrap();
+    describe_server(&store).await;
     let client = store.pool().get().await.unwrap();
-    let version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .unwrap()
-        .get(0);
-    println!(
-        "PostgreSQL {version} at {}",
-        if std::env::var_os("DATABASE_URL").is_some() {
-            "DATABASE_URL"
-        } else {
-            "a throwaway cluster"
-        }
-    );
-    for row in client
-        .query(include_str!("sql/settings.sql"), &[])
-        .await
-        .unwrap()
-    {
-        let (name, setting): (String, String) = (row.get(0), row.get(1));
-        println!("  {name} = {setting}");
-    }
     client
         .batch_execute(&sql(include_str!("sql/projections_setup.sql"), &store))
         .await

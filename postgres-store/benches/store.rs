@@ -13,6 +13,9 @@ use factum::{
     Aggregate, CommandSet, DecodeError, Decoded, Event, EventSet, EventStore, ExpectedVersion,
     Metadata, NewEvent, Payload, ReadAll, Repository, Snapshot, SnapshotPolicy, StreamId,
 };
+mod common;
+
+use common::{describe_server, median, sql};
 use factum_postgres::testing::{TestDatabase, fresh_store_with};
 use factum_postgres::{PgConfig, PgStore};
 use serde::{Deserialize, Serialize};
@@ -162,10 +165,6 @@ fn new_event(by: u64) -> NewEvent {
     }
 }
 
-fn sql(template: &str, store: &PgStore) -> String {
-    template.replace("__SCHEMA__", &store.config().schema.quoted())
-}
-
 /// Runs `op` in `tasks` concurrent loops for [`RUN`]; returns operations per second.
 async fn throughput<F, Fut>(tasks: u64, op: F) -> f64
 where
@@ -223,12 +222,6 @@ fn report(case: &str, unit: &str, factum_runs: &[f64], raw_runs: &[f64], target:
         None => String::new(),
     };
     println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 // --- Cases -----------------------------------------------------------------------------
@@ -571,28 +564,8 @@ async fn run() {
         .await
         .unwrap();
 
+    describe_server(&store).await;
     let client = store.pool().get().await.unwrap();
-    let version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .unwrap()
-        .get(0);
-    println!(
-        "PostgreSQL {version} at {}",
-        if std::env::var_os("DATABASE_URL").is_some() {
-            "DATABASE_URL"
-        } else {
-            "a throwaway cluster"
-        }
-    );
-    for row in client
-        .query(include_str!("sql/settings.sql"), &[])
-        .await
-        .unwrap()
-    {
-        let (name, setting): (String, String) = (row.get(0), row.get(1));
-        println!("  {name} = {setting}");
-    }
     drop(client);
     let _ = url;
     println!();
