@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use factum::{
     CommandDispatcher, DispatchError, EventStore, Executed, FailurePolicy, Metadata, ParkedEvent,
-    ProcessOptions, ProjectionOptions, Repository, RunnerOptions, RunningProcessManagers, StreamId,
-    StreamRead,
+    ProcessOptions, ProjectionOptions, RebuildProgress, Repository, RunnerOptions,
+    RunningProcessManagers, StreamId, StreamRead,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -566,8 +566,17 @@ impl<S: Backend> App<S> {
     /// Rebuilds every read model from the first event, while the application keeps
     /// running; returns once they have caught up with the events stored when it started.
     pub async fn rebuild_read_models(&self) -> Result<(), AppError> {
+        self.rebuild_read_models_with(|_| {}).await
+    }
+
+    /// Like [`rebuild_read_models`](Self::rebuild_read_models), calling `progress` after
+    /// each batch of each read model's rebuild.
+    pub async fn rebuild_read_models_with(
+        &self,
+        mut progress: impl FnMut(&RebuildProgress) + Send,
+    ) -> Result<(), AppError> {
         for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
-            self.projections.rebuild(name, |_| {}).await?;
+            self.projections.rebuild(name, &mut progress).await?;
         }
         Ok(())
     }

@@ -99,7 +99,9 @@ pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
 }
 // ANCHOR_END: scenario
 
-async fn report<S: Backend>(app: &App<S>) -> Result<String, AppError> {
+/// The read models, customer statistics, daily sales, stock and the event stream of one
+/// order, as the demo prints them.
+pub async fn report<S: Backend>(app: &App<S>) -> Result<String, AppError> {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "== Orders");

@@ -1,4 +1,4 @@
-//! `order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL]`
+//! `order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL]`
 //!
 //! Without a database URL (the flag or `DATABASE_URL`) it runs on the in-memory store;
 //! with one, on PostgreSQL, migrating the schema first.
@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use factum::MemoryStore;
 use factum_postgres::{PgConfig, PgStore};
-use order_fulfillment::{App, Backend, demo, http};
+use indicatif::{ProgressBar, ProgressStyle};
+use order_fulfillment::{App, AppError, Backend, demo, http};
 
 const USAGE: &str =
-    "usage: order-fulfillment [demo | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
+    "usage: order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
 
-  demo    run the scripted scenario and print the read models (the default)
-  serve   start the HTTP API (default address 127.0.0.1:3000)
+  demo     run the scripted scenario and print the read models (the default)
+  rebuild  rebuild the read models from the stored events, with a progress bar, and print
+           them (in memory, after running the scenario)
+  serve    start the HTTP API (default address 127.0.0.1:3000)
 
   --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory)
   --schema NAME        the PostgreSQL schema of the events (default: factum)";
@@ -22,6 +25,7 @@ const USAGE: &str =
 #[derive(Debug, PartialEq)]
 enum Mode {
     Demo,
+    Rebuild,
     Serve { addr: String },
 }
 
@@ -40,7 +44,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "demo" | "serve" if mode.is_none() => mode = Some(arg),
+            "demo" | "rebuild" | "serve" if mode.is_none() => mode = Some(arg),
             "--addr" => addr = Some(args.next().ok_or("--addr needs a value")?),
             "--database-url" => {
                 database_url = Some(args.next().ok_or("--database-url needs a value")?);
@@ -65,6 +69,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             addr: addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
         },
         _ if addr.is_some() => return Err("--addr only goes with `serve`".into()),
+        Some("rebuild") => Mode::Rebuild,
         _ => Mode::Demo,
     };
     let database_url =
@@ -146,6 +151,14 @@ async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::err
             print!("{printed}");
             app.shutdown().await?;
         }
+        Mode::Rebuild => {
+            app.settle().await?;
+            // Makes sure there is history to rebuild from: runs the scenario on a fresh store.
+            demo::run(&app).await?;
+            rebuild_with_progress(&app).await?;
+            print!("{}", demo::report(&app).await?);
+            app.shutdown().await?;
+        }
         Mode::Serve { addr } => {
             let app = Arc::new(app);
             let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -163,6 +176,42 @@ async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+// ANCHOR: rebuild
+/// Rebuilds every read model, drawing one progress bar per read model on the terminal
+/// (nothing when standard error is not one) and a line per finished rebuild.
+async fn rebuild_with_progress<S: Backend>(app: &App<S>) -> Result<(), AppError> {
+    let style = ProgressStyle::with_template("{prefix:>14} [{bar:40}] {percent:>3}%")
+        .map(|style| style.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    // The projection being rebuilt, its bar, and the position its first batch reached:
+    // positions are sparse, so the bar spans from there to the target.
+    let mut current: Option<(String, ProgressBar, u64)> = None;
+    app.rebuild_read_models_with(|p| {
+        if current.as_ref().is_none_or(|(name, ..)| *name != p.name) {
+            if let Some((name, bar, _)) = current.take() {
+                bar.finish_and_clear();
+                eprintln!("rebuilt {name}");
+            }
+            let bar = ProgressBar::new(100)
+                .with_style(style.clone())
+                .with_prefix(p.name.clone());
+            current = Some((p.name.clone(), bar, p.position));
+        }
+        if let Some((_, bar, start)) = &current {
+            let span = p.target.saturating_sub(*start).max(1);
+            let done = p.position.saturating_sub(*start).min(span);
+            bar.set_position(done * 100 / span);
+        }
+    })
+    .await?;
+    if let Some((name, bar, _)) = current {
+        bar.finish_and_clear();
+        eprintln!("rebuilt {name}");
+    }
+    Ok(())
+}
+// ANCHOR_END: rebuild
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +224,7 @@ mod tests {
     fn parses_modes_and_flags() {
         assert_eq!(args(&[]).map(|a| a.mode), Ok(Mode::Demo));
         assert_eq!(args(&["demo"]).map(|a| a.mode), Ok(Mode::Demo));
+        assert_eq!(args(&["rebuild"]).map(|a| a.mode), Ok(Mode::Rebuild));
         assert_eq!(
             args(&["serve", "--addr", "0.0.0.0:8080"]).map(|a| a.mode),
             Ok(Mode::Serve {

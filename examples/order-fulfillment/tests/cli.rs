@@ -53,6 +53,32 @@ fn the_demo_runs_in_memory_by_default() {
     assert_read_models(&run(&["demo"]));
 }
 
+/// Runs the binary and returns what it printed on standard output and standard error.
+fn run_with_stderr(args: &[&str]) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
+}
+
+#[test]
+fn rebuild_reports_each_read_model_and_prints_the_same_read_models() {
+    let (stdout, stderr) = run_with_stderr(&["rebuild"]);
+    for name in ["order_list", "customer_stats", "daily_sales"] {
+        assert!(stderr.contains(&format!("rebuilt {name}")), "{stderr}");
+    }
+    assert_read_models(&stdout);
+}
+
 #[tokio::test]
 async fn the_demo_runs_on_postgres_and_again_on_the_same_schema() {
     let url = match factum_postgres::testing::TestDatabase::get().await {
@@ -68,6 +94,12 @@ async fn the_demo_runs_on_postgres_and_again_on_the_same_schema() {
     let second = run(&args);
     assert!(second.contains("ran on this store before"), "{second}");
     assert_read_models(&second);
+
+    // The tables rebuilt from the stored events hold the same read models.
+    let rebuild: Vec<&str> = std::iter::once("rebuild").chain(args).collect();
+    let (rebuilt, stderr) = run_with_stderr(&rebuild);
+    assert!(stderr.contains("rebuilt daily_sales"), "{stderr}");
+    assert_read_models(&rebuilt);
 }
 
 #[test]
