@@ -253,6 +253,21 @@ pub async fn append_tested<S: EventStore>(store: &S, stream: &str, n: u64) -> (U
     append_typed(store, stream, "Tested", n).await
 }
 
+/// Appends one `Tested` event for each number in `numbers`, event `n` to stream
+/// `order-{i % streams}` where `i` counts from 0; returns the position of the last one.
+async fn append_spread<S: EventStore>(
+    store: &S,
+    streams: u64,
+    numbers: std::ops::Range<u64>,
+) -> u64 {
+    let mut head = 0;
+    for (i, n) in numbers.enumerate() {
+        let stream = format!("order-{}", i as u64 % streams);
+        head = append_tested(store, &stream, n).await.1;
+    }
+    head
+}
+
 async fn append_typed<S: EventStore>(
     store: &S,
     stream: &str,
@@ -336,11 +351,7 @@ where
         head
     );
 
-    for i in 0..10u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 3), 100 + i)
-            .await
-            .1;
-    }
+    head = append_spread(&stores.events, 3, 100..110).await;
     let running = stores
         .runner("b")
         .register(Arc::clone(&projection), quick_options())
@@ -478,12 +489,7 @@ where
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
-    for i in 0..20u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 4), i)
-            .await
-            .1;
-    }
+    let head = append_spread(&stores.events, 4, 0..20).await;
     let recording = RecordingProjection::new("atomic");
     recording.hang_at_delivery(15);
     let options = quick_options().batch_size(10);
@@ -525,12 +531,7 @@ pub async fn projection_one_active_worker_and_failover<S, C, L, D>(
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
-    for i in 0..12u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 3), i)
-            .await
-            .1;
-    }
+    let mut head = append_spread(&stores.events, 3, 0..12).await;
     let first = RecordingProjection::new("failover");
     let second = RecordingProjection::new("failover");
     let a = stores
@@ -542,11 +543,7 @@ pub async fn projection_one_active_worker_and_failover<S, C, L, D>(
         .runner("b")
         .register(Arc::clone(&second), quick_options())
         .start();
-    for i in 0..6u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 3), 50 + i)
-            .await
-            .1;
-    }
+    head = append_spread(&stores.events, 3, 50..56).await;
     wait_for(&a, "failover", head).await;
     let holder = stores.leases.holder("failover", 0).await.expect("holder");
     assert_eq!(holder.map(|l| l.holder), Some("a".to_owned()));
@@ -563,11 +560,7 @@ pub async fn projection_one_active_worker_and_failover<S, C, L, D>(
     );
 
     drop(a); // the active process dies without releasing its lease
-    for i in 0..6u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 3), 80 + i)
-            .await
-            .1;
-    }
+    head = append_spread(&stores.events, 3, 80..86).await;
     wait_for(&b, "failover", head).await;
     let holder = stores.leases.holder("failover", 0).await.expect("holder");
     assert_eq!(holder.map(|l| l.holder), Some("b".to_owned()));
@@ -590,12 +583,7 @@ where
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
-    for i in 0..60u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 10), i)
-            .await
-            .1;
-    }
+    let head = append_spread(&stores.events, 10, 0..60).await;
     let projection = RecordingProjection::new("partitioned");
     let running = stores
         .runner("a")
@@ -640,12 +628,7 @@ pub async fn projection_partitions_balance_across_workers<S, C, L, D>(
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
-    for i in 0..40u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 8), i)
-            .await
-            .1;
-    }
+    let mut head = append_spread(&stores.events, 8, 0..40).await;
     let first = RecordingProjection::new("balanced");
     let second = RecordingProjection::new("balanced");
     let options = quick_options().partitions(4);
@@ -674,11 +657,7 @@ pub async fn projection_partitions_balance_across_workers<S, C, L, D>(
     })
     .await;
     let before = head;
-    for i in 0..40u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 8), 100 + i)
-            .await
-            .1;
-    }
+    head = append_spread(&stores.events, 8, 100..140).await;
     eventually("every event to be handled", || async {
         first.recording().applied.len() + second.recording().applied.len() >= 80
     })
@@ -927,12 +906,7 @@ where
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let mut head = 0;
-    for i in 0..30u64 {
-        head = append_tested(&stores.events, &format!("order-{}", i % 5), i)
-            .await
-            .1;
-    }
+    let head = append_spread(&stores.events, 5, 0..30).await;
     let projection = RecordingProjection::new("rebuilt");
     let running = stores
         .runner("a")
