@@ -87,6 +87,10 @@ where
     /// order, by the workers holding their partitions (in any process). An event that fails
     /// again stays parked, with the events of its stream behind it. Returns how many were
     /// marked.
+    ///
+    /// A replayed event comes after later events of other streams: a handler that skips
+    /// redelivered events must recognise them per stream (by stream version) or by event id,
+    /// never by global position, or it skips the replayed event and the event is lost.
     pub async fn replay_parked(
         &self,
         name: &str,
