@@ -173,7 +173,20 @@ where
             }
         }
         let target = self.store.head_position().await?;
-        self.reset(name, running, leases).await?;
+        if let Err(error) = self.reset(name, running, leases).await {
+            tracing::error!(
+                projection = name,
+                %error,
+                "rebuild failed; the partitions resume from the stored checkpoints"
+            );
+            #[cfg(feature = "metrics")]
+            metrics::counter!(
+                "factum_projection_rebuild_failures_total",
+                "projection" => name.to_owned()
+            )
+            .increment(1);
+            return Err(error);
+        }
         tracing::info!(projection = name, target, "rebuild started");
         let (tx, mut rx) = mpsc::unbounded_channel();
         guard.paused = 0;

@@ -1187,7 +1187,14 @@ where
             )
             .start();
         wait_for(&running, &name, head).await;
-        assert_eq!(running.parked(&name).await.expect("parked").len(), 2);
+        let parked_before: BTreeMap<Uuid, ParkReason> = running
+            .parked(&name)
+            .await
+            .expect("parked")
+            .into_iter()
+            .map(|p| (p.event_id, p.reason))
+            .collect();
+        assert_eq!(parked_before.len(), 2);
         projection.heal(poison);
 
         faults.arm(step);
@@ -1210,7 +1217,14 @@ where
             .await
             .expect("parked")
             .into_iter()
-            .map(|p| p.event_id)
+            .map(|p| {
+                assert_eq!(
+                    Some(&p.reason),
+                    parked_before.get(&p.event_id),
+                    "{step:?}: an event still parked is parked as it was, once"
+                );
+                p.event_id
+            })
             .collect();
         let seen = projection.recording();
         let from_scratch = RecordingProjection::new(&format!("{name}_from_scratch"));
