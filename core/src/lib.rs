@@ -35,6 +35,7 @@ pub use process_manager::{
     ProcessManagerRunner, ProcessOptions, ProcessStore, Route, RunningProcessManagers, SystemClock,
     dispatch_fn, process_command_id,
 };
+pub use projection::ResetContext;
 pub use projection::{
     FailurePolicy, HandleContext, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
     ProjectionError, ProjectionOptions, ProjectionRunner, RebuildProgress, RunnerOptions,

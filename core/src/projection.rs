@@ -136,9 +136,47 @@ pub trait Projection: Send + Sync + 'static {
         async { Ok(false) }
     }
 
-    /// Empties the read model, before a [rebuild](RunningProjections::rebuild).
+    /// Empties the read model, before a [rebuild](RunningProjections::rebuild): the last
+    /// step, after the checkpoints were set to 0 and the parked events removed (unless
+    /// [`reset_in`](Self::reset_in) did it all at once). A failure or a crash here leaves the
+    /// read model as it is, and every event is delivered again over it.
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
+    }
+
+    /// Starts a [rebuild](RunningProjections::rebuild) all at once, or declines. The runner
+    /// calls it with every partition paused and their leases in `context`.
+    ///
+    /// - `Ok(true)`: the read model was emptied, the projection's parked events removed and
+    ///   every partition's checkpoint set to 0 with its lease's fence, all in one transaction.
+    ///   A projection whose read model shares a database with the checkpoints and dead letters
+    ///   does this (the PostgreSQL store's transactional projections).
+    /// - `Ok(false)` (the default): not supported; the runner sets the checkpoints to 0, then
+    ///   removes the parked events, then calls [`reset`](Self::reset), each on its own.
+    /// - An error must leave nothing changed (the transaction rolled back). A
+    ///   [`CoordinationError::Fenced`] error means that a lease was lost.
+    fn reset_in(
+        &self,
+        context: &ResetContext,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        let _ = context;
+        async { Ok(false) }
+    }
+}
+
+/// What the runner tells [`Projection::reset_in`]: the leases of the projection's partitions,
+/// all paused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResetContext {
+    /// The lease of every partition, by partition.
+    pub leases: Vec<Lease>,
+}
+
+impl ResetContext {
+    /// A context (for tests of projections outside a runner).
+    pub fn new(leases: Vec<Lease>) -> Self {
+        Self { leases }
     }
 }
 
@@ -189,6 +227,12 @@ impl<P: Projection> Projection for Arc<P> {
     fn reset(&self) -> impl Future<Output = Result<(), BoxError>> + Send {
         P::reset(self)
     }
+    fn reset_in(
+        &self,
+        context: &ResetContext,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        P::reset_in(self, context)
+    }
 }
 
 /// [`Projection`] with boxed futures, so projections of different types run together.
@@ -204,6 +248,7 @@ trait ErasedProjection: Send + Sync {
         context: &'a HandleContext,
     ) -> BoxFuture<'a, Result<bool, BoxError>>;
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>>;
+    fn reset_in<'a>(&'a self, context: &'a ResetContext) -> BoxFuture<'a, Result<bool, BoxError>>;
 }
 
 impl<P: Projection> ErasedProjection for P {
@@ -223,6 +268,9 @@ impl<P: Projection> ErasedProjection for P {
     }
     fn reset(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(Projection::reset(self))
+    }
+    fn reset_in<'a>(&'a self, context: &'a ResetContext) -> BoxFuture<'a, Result<bool, BoxError>> {
+        Box::pin(Projection::reset_in(self, context))
     }
 }
 

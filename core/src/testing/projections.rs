@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::cases::event;
 use crate::coordination::{
-    CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore, MemoryDeadLetterStore,
-    MemoryLeaseStore, ParkReason,
+    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
+    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent,
 };
 use crate::error::BoxError;
 use crate::event::RecordedEvent;
@@ -986,6 +986,7 @@ macro_rules! projection_runtime_tests {
             projection_stop_policy,
             projection_stall_detected,
             projection_rebuild_while_appending,
+            projection_rebuild_fails_at_every_step,
         );
     };
     (@each $make:path; real; $($case:ident),* $(,)?) => {
@@ -1004,4 +1005,266 @@ macro_rules! projection_runtime_tests {
             }
         )*
     };
+}
+
+/// A step of a rebuild at which [`projection_rebuild_fails_at_every_step`] injects a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RebuildStep {
+    /// Saving checkpoint 0 for this partition.
+    Checkpoint(u32),
+    /// Clearing the parked events.
+    DeadLetters,
+    /// Emptying the read model.
+    Reset,
+    /// Right after the read model was emptied, before the partitions resume.
+    AfterReset,
+}
+
+/// The step armed to fail, once.
+#[derive(Clone, Debug, Default)]
+struct Faults(Arc<Mutex<Option<RebuildStep>>>);
+
+impl Faults {
+    fn arm(&self, step: RebuildStep) {
+        *lock(&self.0) = Some(step);
+    }
+
+    /// An injected error if `step` is armed (then disarmed).
+    fn fail_at(&self, step: RebuildStep) -> Result<(), String> {
+        let mut armed = lock(&self.0);
+        if *armed == Some(step) {
+            *armed = None;
+            return Err(format!("failure injected at {step:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// A checkpoint store whose save of checkpoint 0 fails at the armed step.
+#[derive(Clone, Debug)]
+struct FaultyCheckpoints<C> {
+    inner: C,
+    faults: Faults,
+}
+
+impl<C: CheckpointStore> CheckpointStore for FaultyCheckpoints<C> {
+    async fn load(&self, name: &str, partition: u32) -> Result<u64, CoordinationError> {
+        self.inner.load(name, partition).await
+    }
+
+    async fn claim(&self, lease: &Lease) -> Result<u64, CoordinationError> {
+        self.inner.claim(lease).await
+    }
+
+    async fn save(&self, lease: &Lease, position: u64) -> Result<(), CoordinationError> {
+        if position == 0 {
+            self.faults
+                .fail_at(RebuildStep::Checkpoint(lease.partition))
+                .map_err(|e| CoordinationError::Backend(e.into()))?;
+        }
+        self.inner.save(lease, position).await
+    }
+}
+
+/// A dead-letter store whose `clear` fails at the armed step.
+#[derive(Clone, Debug)]
+struct FaultyDeadLetters<D> {
+    inner: D,
+    faults: Faults,
+}
+
+impl<D: DeadLetterStore> DeadLetterStore for FaultyDeadLetters<D> {
+    async fn park(&self, event: &ParkedEvent) -> Result<(), CoordinationError> {
+        self.inner.park(event).await
+    }
+
+    async fn list(&self, name: &str) -> Result<Vec<ParkedEvent>, CoordinationError> {
+        self.inner.list(name).await
+    }
+
+    async fn list_partition(
+        &self,
+        name: &str,
+        partition: u32,
+    ) -> Result<Vec<ParkedEvent>, CoordinationError> {
+        self.inner.list_partition(name, partition).await
+    }
+
+    async fn request_replay(
+        &self,
+        name: &str,
+        stream: Option<&StreamId>,
+    ) -> Result<usize, CoordinationError> {
+        self.inner.request_replay(name, stream).await
+    }
+
+    async fn remove(&self, name: &str, position: u64) -> Result<(), CoordinationError> {
+        self.inner.remove(name, position).await
+    }
+
+    async fn clear(&self, name: &str) -> Result<(), CoordinationError> {
+        self.faults
+            .fail_at(RebuildStep::DeadLetters)
+            .map_err(|e| CoordinationError::Backend(e.into()))?;
+        self.inner.clear(name).await
+    }
+}
+
+/// A [`RecordingProjection`] whose reset fails at the armed step (before or after emptying
+/// the read model).
+#[derive(Debug)]
+struct FaultyReset {
+    inner: Arc<RecordingProjection>,
+    faults: Faults,
+}
+
+impl Projection for FaultyReset {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.inner.event_types()
+    }
+
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.inner.handle(event).await
+    }
+
+    async fn reset(&self) -> Result<(), BoxError> {
+        self.faults.fail_at(RebuildStep::Reset)?;
+        self.inner.reset().await?;
+        self.faults.fail_at(RebuildStep::AfterReset)?;
+        Ok(())
+    }
+}
+
+/// A failure at any step of a rebuild, followed by a crash, loses nothing: after a restart
+/// every event is applied or still parked (never an emptied read model behind an old
+/// checkpoint, never parked events cleared behind one), and a second rebuild ends equal to a
+/// projection of every event from scratch, each event applied once and in order per stream.
+pub async fn projection_rebuild_fails_at_every_step<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let steps = [
+        RebuildStep::Checkpoint(0),
+        RebuildStep::Checkpoint(1),
+        RebuildStep::DeadLetters,
+        RebuildStep::Reset,
+        RebuildStep::AfterReset,
+    ];
+    let options = quick_options().partitions(2);
+    for (round, step) in steps.into_iter().enumerate() {
+        let name = format!("rebuild_fails_{round}");
+        append_spread(&stores.events, 4, 0..12).await;
+        let poisoned_stream = format!("order-poisoned{round}");
+        let (poison, _) = append_tested(&stores.events, &poisoned_stream, 1).await;
+        append_tested(&stores.events, &poisoned_stream, 2).await;
+        let head = append_spread(&stores.events, 4, 20..24).await;
+        let projection = RecordingProjection::new(&name);
+        projection.fail_on(poison);
+        let faults = Faults::default();
+        let faulty = RuntimeStores {
+            events: stores.events.clone(),
+            checkpoints: FaultyCheckpoints {
+                inner: stores.checkpoints.clone(),
+                faults: faults.clone(),
+            },
+            leases: stores.leases.clone(),
+            dead_letters: FaultyDeadLetters {
+                inner: stores.dead_letters.clone(),
+                faults: faults.clone(),
+            },
+        };
+        let running = faulty
+            .runner(&format!("a{round}"))
+            .register(
+                FaultyReset {
+                    inner: Arc::clone(&projection),
+                    faults: faults.clone(),
+                },
+                options.clone(),
+            )
+            .start();
+        wait_for(&running, &name, head).await;
+        let parked_before: BTreeMap<Uuid, ParkReason> = running
+            .parked(&name)
+            .await
+            .expect("parked")
+            .into_iter()
+            .map(|p| (p.event_id, p.reason))
+            .collect();
+        assert_eq!(parked_before.len(), 2);
+        projection.heal(poison);
+
+        faults.arm(step);
+        let failed = tokio::time::timeout(PATIENCE, running.rebuild(&name, |_| {}))
+            .await
+            .expect("the rebuild ends");
+        assert!(
+            failed.is_err(),
+            "{step:?}: the injected failure is reported"
+        );
+        drop(running); // the process dies right after the failure
+
+        let running = stores
+            .runner(&format!("b{round}"))
+            .register(Arc::clone(&projection), options.clone())
+            .start();
+        wait_for(&running, &name, head).await;
+        let parked: BTreeSet<Uuid> = running
+            .parked(&name)
+            .await
+            .expect("parked")
+            .into_iter()
+            .map(|p| {
+                assert_eq!(
+                    Some(&p.reason),
+                    parked_before.get(&p.event_id),
+                    "{step:?}: an event still parked is parked as it was, once"
+                );
+                p.event_id
+            })
+            .collect();
+        let seen = projection.recording();
+        let from_scratch = RecordingProjection::new(&format!("{name}_from_scratch"));
+        let reference = stores
+            .runner(&format!("c{round}"))
+            .register(Arc::clone(&from_scratch), options.clone())
+            .start();
+        wait_for(&reference, from_scratch.name(), head).await;
+        reference.shutdown().await.expect("clean shutdown");
+        let every = from_scratch.recording();
+        let lost: Vec<&Uuid> = every
+            .applied
+            .keys()
+            .filter(|id| !seen.applied.contains_key(id) && !parked.contains(id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{step:?}: events neither applied nor parked after the restart: {lost:?}"
+        );
+        assert_ordered(&seen);
+
+        let target = tokio::time::timeout(PATIENCE, running.rebuild(&name, |_| {}))
+            .await
+            .expect("the second rebuild ends")
+            .expect("the second rebuild");
+        assert!(target >= head);
+        let rebuilt = projection.recording();
+        assert_eq!(
+            rebuilt.applied, every.applied,
+            "{step:?}: the rebuilt read model has every event"
+        );
+        assert_eq!(
+            rebuilt.per_stream, every.per_stream,
+            "{step:?}: each once, in order per stream"
+        );
+        assert!(running.parked(&name).await.expect("parked").is_empty());
+        running.shutdown().await.expect("clean shutdown");
+    }
 }

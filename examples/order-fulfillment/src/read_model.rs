@@ -5,14 +5,15 @@
 //! store, and rebuilt from the event store when it starts (the projections' checkpoints are in
 //! memory too). On PostgreSQL the same read models are tables
 //! ([`pg_read_model`](crate::pg_read_model)). Each projection
-//! remembers the position of the last event it applied and skips anything at or below it,
-//! so the at-least-once delivery of the runtime applies every event exactly once.
+//! remembers, per stream, the version of the last event it applied and skips an event of that
+//! stream at or below it, so the at-least-once delivery of the runtime applies every event
+//! exactly once, a replayed dead letter included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use factum::{BoxError, EventSet, Projection, RecordedEvent};
+use factum::{BoxError, EventSet, Projection, RecordedEvent, StreamId};
 use serde::Serialize;
 
 use crate::domain::order::OrderEvent;
@@ -156,11 +157,16 @@ pub trait Model: Default + Send + 'static {
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
 }
 
-/// A model and the position of the last event applied to it.
+/// A model and, per stream, the version of the last event applied to it.
+///
+/// Per stream rather than one global position: the runtime delivers each stream in order,
+/// but not the streams in one global order. A parked event replayed after a fix sits below
+/// the positions of other streams' events applied meanwhile, and above its own stream's last
+/// applied version.
 #[derive(Debug, Default)]
 struct Applied<M> {
     model: M,
-    position: u64,
+    versions: HashMap<StreamId, u64>,
 }
 
 /// The projection feeding a [`Model`] held in memory.
@@ -179,11 +185,14 @@ impl<M: Model> Projection for MemoryProjection<M> {
 
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         let mut applied = lock(&self.0);
-        if event.position <= applied.position {
-            return Ok(());
+        let last = applied.versions.get(&event.stream_id).copied();
+        if last.is_some_and(|version| event.stream_version <= version) {
+            return Ok(()); // delivered again
         }
         applied.model.apply(event)?;
-        applied.position = event.position;
+        applied
+            .versions
+            .insert(event.stream_id.clone(), event.stream_version);
         Ok(())
     }
 
@@ -336,4 +345,147 @@ impl Model for Sales {
 
 fn cents(amount: u64) -> i64 {
     i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use factum::{
+        EventStore, ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent,
+        ProjectionOptions, ProjectionRunner,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::Line;
+    use crate::domain::order::{OrderPaid, OrderPlaced, OrderShipped};
+
+    /// The order list, failing on one chosen event until it is healed (as a bug fixed and
+    /// redeployed would).
+    #[derive(Debug, Default)]
+    struct Flaky {
+        orders: OrderList,
+        poison: Option<Uuid>,
+    }
+
+    impl Model for Flaky {
+        const NAME: &'static str = "flaky_order_list";
+        const EVENT_TYPES: &'static [&'static str] = OrderList::EVENT_TYPES;
+
+        fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+            if self.poison == Some(event.event_id) {
+                return Err(format!("cannot apply the event at {}", event.position).into());
+            }
+            self.orders.apply(event)
+        }
+    }
+
+    fn placed(order_id: &str) -> NewEvent {
+        let event = OrderPlaced {
+            order_id: order_id.into(),
+            customer_id: "c-1".into(),
+            lines: vec![Line {
+                sku: "sku-1".into(),
+                quantity: 1,
+                unit_price_cents: 500,
+            }],
+            currency: "EUR".into(),
+        };
+        NewEvent::from_event(&event, Metadata::default()).expect("encode")
+    }
+
+    fn paid(order_id: &str) -> NewEvent {
+        let event = OrderPaid {
+            order_id: order_id.into(),
+            amount_cents: 500,
+        };
+        NewEvent::from_event(&event, Metadata::default()).expect("encode")
+    }
+
+    fn shipped(order_id: &str) -> NewEvent {
+        let event = OrderShipped {
+            order_id: order_id.into(),
+            carrier: "post".into(),
+            tracking: "t-1".into(),
+        };
+        NewEvent::from_event(&event, Metadata::default()).expect("encode")
+    }
+
+    async fn append(store: &MemoryStore, stream: &str, event: NewEvent) -> u64 {
+        let stream = StreamId::parse(stream).expect("stream");
+        store
+            .append(&stream, ExpectedVersion::Any, &[event])
+            .await
+            .expect("append")
+            .last_position
+    }
+
+    fn status(applied: &Mutex<Applied<Flaky>>, order_id: &str) -> Option<String> {
+        lock(applied)
+            .model
+            .orders
+            .0
+            .get(order_id)
+            .map(|row| row.status.clone())
+    }
+
+    /// An event parked while later events of other streams were applied is applied when
+    /// replayed: it sits below their positions, but above its own stream's last version.
+    #[tokio::test]
+    async fn a_replayed_parked_event_is_applied() {
+        let store = MemoryStore::new();
+        let applied = Arc::new(Mutex::new(Applied::<Flaky>::default()));
+        let running = ProjectionRunner::new(store.clone())
+            .register(
+                MemoryProjection(Arc::clone(&applied)),
+                ProjectionOptions::new()
+                    .poll_interval(Duration::from_millis(10))
+                    .failure(
+                        FailurePolicy::park_after(2)
+                            .backoff(Duration::from_millis(1), Duration::from_millis(1)),
+                    ),
+            )
+            .start();
+        append(&store, "order-a", placed("a")).await;
+        append(&store, "order-b", placed("b")).await;
+        let poison = paid("a");
+        lock(&applied).model.poison = Some(poison.event_id);
+        append(&store, "order-a", poison).await;
+        append(&store, "order-b", paid("b")).await;
+        let head = append(&store, "order-b", shipped("b")).await;
+        let patience = Duration::from_secs(60);
+        tokio::time::timeout(patience, running.wait_for(Flaky::NAME, head))
+            .await
+            .expect("the projection reaches the head")
+            .expect("the projection runs");
+        let parked = running.parked(Flaky::NAME).await.expect("parked");
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert_eq!(status(&applied, "a").as_deref(), Some("placed"));
+        assert_eq!(status(&applied, "b").as_deref(), Some("shipped"));
+
+        lock(&applied).model.poison = None;
+        running
+            .replay_parked(Flaky::NAME, None)
+            .await
+            .expect("replay");
+        tokio::time::timeout(patience, async {
+            while !running
+                .parked(Flaky::NAME)
+                .await
+                .expect("parked")
+                .is_empty()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the parked event is replayed");
+        assert_eq!(
+            status(&applied, "a").as_deref(),
+            Some("paid"),
+            "the replayed event was applied, not skipped"
+        );
+        running.shutdown().await.expect("clean shutdown");
+    }
 }

@@ -114,9 +114,9 @@ where
                         let _ = reply.send(Some(lease.clone()));
                     }
                     Some(Control::ReplayParked) => {}
-                    Some(Control::Resume { from, progress }) => {
+                    Some(Control::Resume { progress }) => {
                         self.progress = progress;
-                        return Ok(Paused::Resume(from));
+                        return Ok(Paused::Resume);
                     }
                 },
             }

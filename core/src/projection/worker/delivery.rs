@@ -144,7 +144,18 @@ where
         event: &RecordedEvent,
         blocked: &mut HashMap<StreamId, u64>,
     ) -> Result<Delivery, Failure> {
+        // Below a stream's first parked event, an event was handled before and is delivered
+        // again (from a checkpoint below it: a crash, an interrupted rebuild); the parked
+        // event itself keeps its entry and reason.
         if let Some(&behind) = blocked.get(&event.stream_id) {
+            if event.position == behind {
+                return Ok(Delivery::Parked);
+            }
+        }
+        if let Some(&behind) = blocked
+            .get(&event.stream_id)
+            .filter(|&&behind| event.position > behind)
+        {
             tracing::info!(
                 position = event.position,
                 stream = %event.stream_id,
