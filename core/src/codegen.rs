@@ -493,6 +493,19 @@ pub fn unhandled_event(
     }
 }
 
+/// The end of a `#[process_manager]`'s routing, reached when no handled type decoded
+/// `event`: a name it does not handle is ignored, a handled name at a version none of its
+/// types reads is an error (which stops the process manager at the event, as an event that
+/// does not decode does), never skipped.
+pub fn unhandled_route(
+    process: &str,
+    histories: &[&[HistoryEntry]],
+    event: &RecordedEvent,
+) -> Result<crate::process_manager::Route, BoxError> {
+    unhandled_event(process, histories, event, UnknownVersions::Fail)
+        .map(|()| crate::process_manager::Route::Ignore)
+}
+
 /// The error type of a `#[projection]` or `#[process_manager]` handler.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the error of a handler",
