@@ -3,7 +3,6 @@
 //! decode errors, rebuilds.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
