@@ -432,6 +432,80 @@ pub fn decode_failed(handler: &str, event: &RecordedEvent, source: DecodeError) 
     })
 }
 
+/// What a `#[projection]` does with a stored event whose name one of its types reads, at a
+/// version that none of them reads (written by a newer deployment, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownVersions {
+    /// An error naming the event, handled by the failure policy (the default).
+    Fail,
+    /// Skipped with a warning, counted in `factum_projection_skipped_unknown_versions_total`
+    /// (`#[projection(skip_unknown_versions)]`).
+    Skip,
+}
+
+/// The end of a `#[projection]`'s dispatch, reached when no handled type decoded `event`.
+///
+/// A name that none of the `histories` holds is not subscribed to (the runtime never delivers
+/// it), so it is ignored. A name they hold at another version is a version this build does
+/// not know: an error naming type, version, stream and position, so that the failure policy
+/// retries, parks or stops and the checkpoint never passes it silently; or, with
+/// [`UnknownVersions::Skip`], a warning and a count.
+pub fn unhandled_event(
+    projection: &str,
+    histories: &[&[HistoryEntry]],
+    event: &RecordedEvent,
+    unknown_versions: UnknownVersions,
+) -> Result<(), BoxError> {
+    let handled = histories
+        .iter()
+        .flat_map(|h| h.iter())
+        .any(|(name, _)| *name == event.event_type);
+    if !handled {
+        return Ok(());
+    }
+    match unknown_versions {
+        UnknownVersions::Fail => Err(decode_failed(
+            projection,
+            event,
+            DecodeError::UnknownVersion {
+                event_type: event.event_type.clone(),
+                version: event.schema_version,
+            },
+        )),
+        UnknownVersions::Skip => {
+            tracing::warn!(
+                projection,
+                event_type = %event.event_type,
+                version = event.schema_version,
+                stream = %event.stream_id,
+                position = event.position,
+                "skipping an event of an unknown version (`skip_unknown_versions`)"
+            );
+            #[cfg(feature = "metrics")]
+            metrics::counter!(
+                "factum_projection_skipped_unknown_versions_total",
+                "projection" => projection.to_owned(),
+                "event_type" => event.event_type.clone(),
+            )
+            .increment(1);
+            Ok(())
+        }
+    }
+}
+
+/// The end of a `#[process_manager]`'s routing, reached when no handled type decoded
+/// `event`: a name it does not handle is ignored, a handled name at a version none of its
+/// types reads is an error (which stops the process manager at the event, as an event that
+/// does not decode does), never skipped.
+pub fn unhandled_route(
+    process: &str,
+    histories: &[&[HistoryEntry]],
+    event: &RecordedEvent,
+) -> Result<crate::process_manager::Route, BoxError> {
+    unhandled_event(process, histories, event, UnknownVersions::Fail)
+        .map(|()| crate::process_manager::Route::Ignore)
+}
+
 /// The error type of a `#[projection]` or `#[process_manager]` handler.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the error of a handler",

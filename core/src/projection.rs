@@ -300,6 +300,21 @@ pub enum ProjectionError {
         /// The last error.
         source: BoxError,
     },
+    /// An event could not be parked in the dead-letter store; the partition retries it (with
+    /// backoff) and reports [`HealthProblem::Failing`] while it keeps failing.
+    #[error(
+        "projection `{name}` could not park the event at position {position} (stream `{stream}`) in the dead-letter store: {source}"
+    )]
+    ParkFailed {
+        /// The projection.
+        name: String,
+        /// The event's position.
+        position: u64,
+        /// The event's stream.
+        stream: StreamId,
+        /// What the dead-letter store reported.
+        source: Box<CoordinationError>,
+    },
     /// No projection of this name is registered with the runner.
     #[error("no projection named `{name}` is registered")]
     UnknownProjection {

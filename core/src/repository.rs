@@ -238,6 +238,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
 
         let mut attempts = 0u32;
+        let mut pauses = conflict_pauses();
         let mut command = Some(command);
         while let Some(next) = command.take() {
             attempts += 1;
@@ -271,6 +272,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             if last_try || matches!(failure, Error::Store(_)) {
                 return Err(failure);
             }
+            // Writers that conflicted together do not race again in step.
+            tokio::time::sleep(pauses.next().unwrap_or_default()).await;
         }
         unreachable!("the last try always returns")
     }
@@ -485,4 +488,30 @@ fn apply_all<A: Aggregate>(
         loaded.version = e.stream_version;
     }
     Ok(())
+}
+
+/// The pauses before re-running a command that lost an append race: from 10 ms, doubling up
+/// to 200 ms, each drawn between half its step and the step.
+fn conflict_pauses() -> impl Iterator<Item = std::time::Duration> {
+    crate::runtime::backoff::jittered(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(200),
+    )
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn conflict_pauses_are_short_jittered_and_bounded() {
+        let pauses: Vec<Duration> = super::conflict_pauses().take(10).collect();
+        assert!(pauses[0] >= Duration::from_millis(5) && pauses[0] <= Duration::from_millis(10));
+        assert!(pauses[1] >= Duration::from_millis(10) && pauses[1] <= Duration::from_millis(20));
+        assert!(
+            pauses.iter().all(|p| *p <= Duration::from_millis(200)),
+            "{pauses:?}"
+        );
+        assert!(pauses[9] >= Duration::from_millis(100), "{pauses:?}");
+    }
 }

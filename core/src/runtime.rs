@@ -1,6 +1,7 @@
 //! What the projection and process-manager runtimes share: status cells, a partition's lease
 //! (taken, renewed, released), the lease loop of its worker, and stopping the workers.
 
+pub(crate) mod backoff;
 pub(crate) mod lease_loop;
 pub(crate) mod slot;
 pub(crate) mod status;

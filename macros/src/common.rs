@@ -29,6 +29,7 @@ pub(crate) mod key {
     pub(crate) const CATEGORIES: &str = "categories";
     pub(crate) const RESET: &str = "reset";
     pub(crate) const TRANSACTIONAL: &str = "transactional";
+    pub(crate) const SKIP_UNKNOWN_VERSIONS: &str = "skip_unknown_versions";
     pub(crate) const STATE: &str = "state";
     pub(crate) const COMMAND: &str = "command";
     pub(crate) const START: &str = "start";

@@ -574,6 +574,22 @@ async fn routes_unhandled_undecodable_and_failing_events() {
         .to_string();
     assert!(error.starts_with(&expected), "{error}");
 
+    let newer = record(stored(
+        "PaymentCharged",
+        7,
+        r#"{"order_id":"o-5","cents":1}"#,
+    ))
+    .await;
+    let error = process.route(&newer).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "`order_fulfillment` cannot decode `PaymentCharged` version 7 at position {} of stream `order-o-5`: unknown version 7 of event type `PaymentCharged`",
+            newer.position
+        ),
+        "an unknown version of a handled event is never skipped"
+    );
+
     let free = record(typed(&PaymentCharged {
         order_id: "o-5".into(),
         cents: 0,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use factum::prelude::*;
 use factum::{
-    ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent, ParkReason, Payload,
-    Projection, ProjectionOptions, ProjectionRunner, RecordedEvent, RunningProjections, StreamId,
+    DecodeError, ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent, ParkReason,
+    Payload, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent, RunningProjections,
+    StreamId,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -318,7 +319,7 @@ async fn categories_filter_streams() {
 }
 
 #[tokio::test]
-async fn unhandled_types_are_ignored_and_errors_name_the_event() {
+async fn unhandled_types_are_ignored_and_unknown_versions_are_errors_naming_the_event() {
     let store = MemoryStore::new();
     let order = stream("order", "o-9");
     let noted = recorded(
@@ -350,9 +351,21 @@ async fn unhandled_types_are_ignored_and_errors_name_the_event() {
     list.handle(&noted)
         .await
         .expect("an unhandled type is a no-op");
-    list.handle(&unknown_version)
+    let error = list
+        .handle(&unknown_version)
         .await
-        .expect("an unknown version of a handled name decodes through no handled type");
+        .expect_err("an unknown version of a handled name is never skipped silently");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "`order_list` cannot decode `OrderPlaced` version 9 at position {} of stream `order-o-9`: unknown version 9 of event type `OrderPlaced`",
+            unknown_version.position
+        )
+    );
+    assert!(matches!(
+        error.source().and_then(|e| e.downcast_ref::<DecodeError>()),
+        Some(DecodeError::UnknownVersion { event_type, version: 9 }) if event_type == "OrderPlaced"
+    ));
     assert!(list.rows().is_empty());
 
     let error = list.handle(&broken).await.unwrap_err().to_string();
@@ -444,4 +457,228 @@ async fn rebuild_resets_and_replays() {
     running.shutdown().await.unwrap();
     assert_eq!(list.rows(), live);
     assert_eq!(live["o-1"].lines, ["a"]);
+}
+
+/// A version of `OrderPlaced` this build does not know, written by a newer deployment.
+fn placed_v9(id: &str) -> NewEvent {
+    stored(
+        "OrderPlaced",
+        9,
+        &format!(r#"{{"order_id":"{id}","cents":1,"currency":"EUR","gift":true}}"#),
+    )
+}
+
+#[tokio::test]
+async fn an_unknown_version_goes_through_the_failure_policy_and_is_parked() {
+    let store = MemoryStore::new();
+    let order = stream("order", "o-7");
+    append(
+        &store,
+        &order,
+        &[stored("OrderCreated", 1, r#"{"order_id":"o-7","cents":5}"#)],
+    )
+    .await;
+    let newer = append(&store, &order, &[placed_v9("o-7")]).await;
+    let behind = append(
+        &store,
+        &order,
+        &[stored("LineAdded", 2, r#"{"order_id":"o-7","sku":"fig"}"#)],
+    )
+    .await;
+    let last = append(
+        &store,
+        &stream("order", "o-8"),
+        &[stored("OrderCreated", 1, r#"{"order_id":"o-8","cents":3}"#)],
+    )
+    .await;
+    let list = std::sync::Arc::new(OrderList::default());
+    let running = ProjectionRunner::new(store)
+        .register(
+            std::sync::Arc::clone(&list),
+            options().failure(
+                FailurePolicy::park_after(2)
+                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            ),
+        )
+        .start();
+    caught_up(&running, "order_list", last).await;
+    let parked = running.parked("order_list").await.unwrap();
+    running.shutdown().await.unwrap();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert_eq!(parked[0].position, newer);
+    assert_eq!(parked[0].event_type, "OrderPlaced");
+    assert_eq!(
+        parked[0].reason,
+        ParkReason::Failed {
+            error: format!(
+                "`order_list` cannot decode `OrderPlaced` version 9 at position {newer} of stream `order-o-7`: unknown version 9 of event type `OrderPlaced`"
+            ),
+            attempts: 2
+        }
+    );
+    assert_eq!(
+        (parked[1].position, &parked[1].reason),
+        (behind, &ParkReason::Waiting { behind: newer }),
+        "later events of the stream wait behind it"
+    );
+    let rows = list.rows();
+    assert_eq!(rows["o-7"].cents, 5, "the unknown version was not applied");
+    assert!(rows["o-7"].lines.is_empty());
+    assert_eq!(rows["o-8"].cents, 3, "other streams flow");
+}
+
+#[tokio::test]
+async fn an_unknown_version_stops_a_partition_whose_policy_stops() {
+    let store = MemoryStore::new();
+    let order = stream("order", "o-7");
+    append(
+        &store,
+        &order,
+        &[stored("OrderCreated", 1, r#"{"order_id":"o-7","cents":5}"#)],
+    )
+    .await;
+    let newer = append(&store, &order, &[placed_v9("o-7")]).await;
+    let checkpoints = factum::MemoryCheckpointStore::new();
+    let running = ProjectionRunner::new(store)
+        .with_checkpoints(checkpoints.clone())
+        .register(
+            std::sync::Arc::new(OrderList::default()),
+            options().failure(
+                FailurePolicy::stop_after(1)
+                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            ),
+        )
+        .start();
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(30),
+        running.wait_for("order_list", newer),
+    )
+    .await
+    .expect("stopped in time");
+    assert!(
+        stopped.is_err(),
+        "the partition stops at the unknown version"
+    );
+    match running.shutdown().await {
+        Err(factum::ProjectionError::HandlerFailed {
+            position, source, ..
+        }) => {
+            assert_eq!(position, newer);
+            assert!(matches!(
+                source
+                    .source()
+                    .and_then(|e| e.downcast_ref::<DecodeError>()),
+                Some(DecodeError::UnknownVersion { version: 9, .. })
+            ));
+        }
+        other => panic!("expected HandlerFailed, got {other:?}"),
+    }
+    let checkpoint = factum::CheckpointStore::load(&checkpoints, "order_list", 0)
+        .await
+        .unwrap();
+    assert!(
+        checkpoint < newer,
+        "the checkpoint stays before the unknown version: {checkpoint}"
+    );
+}
+
+// ANCHOR: skip_unknown_versions
+/// Counts placed orders; versions of `OrderPlaced` it does not know yet are skipped (with a
+/// warning and a count) instead of stopping or parking.
+#[derive(Debug, Default)]
+pub struct PlacedCount {
+    count: Mutex<u64>,
+}
+
+#[projection(name = "placed_count", skip_unknown_versions)]
+impl PlacedCount {
+    async fn placed(&self, _: &OrderPlaced) {
+        *self.count.lock().unwrap() += 1;
+    }
+}
+// ANCHOR_END: skip_unknown_versions
+
+#[tokio::test]
+async fn skip_unknown_versions_skips_them_and_counts_them() {
+    let capture = counters::Capture::default();
+    let values = std::sync::Arc::clone(&capture.0);
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let store = MemoryStore::new();
+    let order = stream("order", "o-1");
+    let v1 = recorded(
+        &store,
+        &order,
+        stored("OrderCreated", 1, r#"{"order_id":"o-1","cents":5}"#),
+    )
+    .await;
+    let v9 = recorded(&store, &order, placed_v9("o-1")).await;
+    let broken = recorded(
+        &store,
+        &order,
+        stored("OrderPlaced", 2, r#"{"order_id":7}"#),
+    )
+    .await;
+    let count = PlacedCount::default();
+    count.handle(&v1).await.unwrap();
+    count
+        .handle(&v9)
+        .await
+        .expect("skipped: the projection opted in");
+    assert!(
+        count.handle(&broken).await.is_err(),
+        "a known version that does not decode is still an error"
+    );
+    assert_eq!(*count.count.lock().unwrap(), 1);
+    assert_eq!(
+        values.lock().unwrap().get(
+            "factum_projection_skipped_unknown_versions_total{projection=placed_count,event_type=OrderPlaced}"
+        ),
+        Some(&1)
+    );
+}
+
+/// Counters, read through a recorder installed for the test's thread.
+mod counters {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    pub(super) type Values = Arc<Mutex<BTreeMap<String, u64>>>;
+
+    #[derive(Default)]
+    pub(super) struct Capture(pub(super) Values);
+
+    struct Cell(Values, String);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            *self.0.lock().unwrap().entry(self.1.clone()).or_default() += value;
+        }
+        fn absolute(&self, value: u64) {
+            self.0.lock().unwrap().insert(self.1.clone(), value);
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Counter::from_arc(Arc::new(Cell(Arc::clone(&self.0), name)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
 }

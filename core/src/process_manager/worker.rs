@@ -13,7 +13,7 @@ use crate::process_manager::{
     Clock, CommandDispatcher, Effects, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
 };
 use crate::projection::WorkerState;
-use crate::runtime::lease_loop::{self, Exit, PartitionWorker};
+use crate::runtime::lease_loop::{self, Exit, PartitionWorker, next_batch};
 use crate::runtime::slot::{NoMessages, Slot};
 use crate::store::EventStore;
 use crate::subscription::{Subscription, SubscriptionOptions};
@@ -124,6 +124,7 @@ where
         let mut subscription =
             Subscription::new(self.store.clone(), position, self.subscription.clone());
         let mut timeouts_at = Instant::now();
+        let mut polled = false;
         loop {
             if !self.slot.renew_if_due(lease).await? {
                 return Ok(Exit::LeaseLost);
@@ -140,7 +141,7 @@ where
                 () = self.slot.shutdown.triggered() => return Ok(Exit::Shutdown),
                 () = self.slot.assignment.lost(self.slot.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(wake) => continue,
-                batch = subscription.next(&self.slot.shutdown) => batch?,
+                batch = next_batch(&mut subscription, &self.slot.shutdown, polled) => batch?,
             };
             let Some(batch) = batch else {
                 return Ok(Exit::Shutdown);
@@ -184,9 +185,11 @@ where
                     Err(e) => return Err(e.into()),
                 }
             }
+            polled = true;
             self.slot.update(|c| {
                 c.checkpoint = saved;
                 c.position = position;
+                c.recovered();
             });
             if let Some(exit) = interrupted {
                 return Ok(exit);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::runtime::backoff;
 use crate::subscription::SubscriptionOptions;
 
 /// What happens to an event whose handler failed on every attempt.
@@ -16,6 +17,11 @@ pub enum OnExhausted {
 
 /// Retry with exponential backoff, then park or stop.
 ///
+/// The wait after the `n`-th failure is drawn at random between half of
+/// [`delay(n)`](Self::delay) and `delay(n)` (jitter, so that partitions failing together do
+/// not retry in step): `delay` doubles from `initial_backoff` up to `max_backoff`, which no
+/// wait exceeds.
+///
 /// ```
 /// use std::time::Duration;
 /// use factum::FailurePolicy;
@@ -29,7 +35,8 @@ pub enum OnExhausted {
 pub struct FailurePolicy {
     /// How many times an event is tried (at least 1).
     pub max_attempts: u32,
-    /// The wait after the first failure; it doubles after each further failure.
+    /// The longest wait after the first failure (the wait is jittered between half of it and
+    /// it); it doubles after each further failure.
     pub initial_backoff: Duration,
     /// The longest wait between attempts.
     pub max_backoff: Duration,
@@ -71,12 +78,18 @@ impl FailurePolicy {
         self
     }
 
-    /// The wait after the `attempt`-th failure (1-based).
+    /// The longest wait after the `attempt`-th failure (1-based); the wait itself is drawn
+    /// between half of it and it.
     pub fn delay(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(32);
         self.initial_backoff
             .saturating_mul(1u32 << doublings.min(31))
             .min(self.max_backoff)
+    }
+
+    /// The jittered waits after the first, second, … failure of one event.
+    pub(crate) fn waits(&self) -> impl Iterator<Item = Duration> + use<> {
+        backoff::jittered(self.initial_backoff, self.max_backoff)
     }
 }
 
@@ -149,7 +162,8 @@ pub struct RunnerOptions {
     pub worker_id: String,
     /// How long a lease lasts without renewal; a dead worker's partitions fail over after it.
     pub lease_ttl: Duration,
-    /// How often a worker without a lease tries to take it.
+    /// How often a worker without a lease tries to take it; also the longest pause before a
+    /// worker takes its partition again after a transient failure (store unavailable).
     pub lease_retry: Duration,
 }
 
@@ -203,5 +217,17 @@ mod tests {
         let delays: Vec<_> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
         assert_eq!(delays, [10, 20, 40, 70, 70]);
         assert_eq!(policy.delay(u32::MAX), Duration::from_millis(70));
+    }
+
+    #[test]
+    fn waits_are_jittered_below_each_delay() {
+        let policy = FailurePolicy::park_after(8)
+            .backoff(Duration::from_millis(10), Duration::from_millis(70));
+        for _ in 0..20 {
+            for (attempt, wait) in (1..=8).zip(policy.waits()) {
+                let delay = policy.delay(attempt);
+                assert!(wait >= delay / 2 && wait <= delay, "{wait:?} for {delay:?}");
+            }
+        }
     }
 }

@@ -42,8 +42,13 @@ pub struct PartitionStatus {
     pub lag_time: Duration,
     /// How long since the position last moved, or the partition last found itself caught up.
     pub since_progress: Duration,
-    /// Why it stopped, when it did.
+    /// Why it stopped, when it did; or, while it retries after transient failures (store,
+    /// coordination or dead-letter store unavailable), the last failure.
     pub error: Option<String>,
+    /// How many transient failures in a row it is retrying after (0 when working).
+    pub failures: u32,
+    /// How long it has been failing (zero when working).
+    pub failing_for: Duration,
 }
 
 /// A problem found by [`RunningProjections::health`](super::RunningProjections::health).
@@ -71,6 +76,21 @@ pub enum HealthProblem {
         partition: u32,
         /// Why.
         error: String,
+    },
+    /// Keeps failing with a transient error (the store, the coordination store or the
+    /// dead-letter store unavailable) and retrying with backoff; cleared once it gets through
+    /// a batch.
+    Failing {
+        /// The projection.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The last failure.
+        error: String,
+        /// How many failures in a row.
+        failures: u32,
+        /// How long it has been failing.
+        for_: Duration,
     },
 }
 

@@ -10,10 +10,10 @@ use tracing::Instrument;
 use crate::coordination::{CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore};
 use crate::error::{BoxError, StoreError};
 use crate::projection::{ErasedProjection, ProjectionError, ProjectionOptions, WorkerState};
-use crate::runtime::lease_loop::{self, Exit, PartitionWorker};
+use crate::runtime::lease_loop::{self, Exit, PartitionWorker, next_batch};
 use crate::runtime::slot::{Idle, Slot};
 use crate::store::EventStore;
-use crate::subscription::{Subscription, SubscriptionOptions};
+use crate::subscription::{Batch, Subscription, SubscriptionOptions};
 
 mod control;
 mod delivery;
@@ -115,7 +115,7 @@ where
 
 enum Step {
     Control(Option<Control>),
-    Batch(Result<Option<crate::subscription::Batch>, StoreError>),
+    Batch(Result<Option<Batch>, StoreError>),
 }
 
 enum Paused {
@@ -166,6 +166,9 @@ where
             c.error = None;
         });
         let mut replay_check = Instant::now();
+        // The first read does not wait for new events, so that a worker retrying after a
+        // failure finds out at once whether it gets through.
+        let mut polled = false;
         loop {
             if !self.slot.renew_if_due(lease).await? {
                 return Ok(Exit::LeaseLost);
@@ -182,7 +185,9 @@ where
                 control = self.control.recv() => Step::Control(control),
                 () = self.slot.assignment.lost(self.slot.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(self.slot.renew_at) => continue,
-                batch = subscription.next(&self.slot.shutdown) => Step::Batch(batch),
+                batch = next_batch(&mut subscription, &self.slot.shutdown, polled) => {
+                    Step::Batch(batch)
+                }
             };
             let batch = match next {
                 Step::Control(None) => return Ok(Exit::Shutdown),
@@ -241,9 +246,11 @@ where
                     Err(e) => return Err(e.into()),
                 }
             }
+            polled = true;
             self.slot.update(|c| {
                 c.checkpoint = saved;
                 c.position = position;
+                c.recovered();
             });
             self.report_progress(position);
             if let Some(exit) = interrupted {

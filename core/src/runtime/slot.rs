@@ -93,6 +93,22 @@ impl<L: LeaseStore> Slot<L> {
         self.update(|c| c.state = state);
     }
 
+    /// Records a transient failure in the status and the
+    /// `factum_projection_transient_failures_total` counter; returns how many there were in
+    /// a row.
+    pub(crate) fn failed(&self, error: String) -> u32 {
+        let mut failures = 0;
+        self.update(|c| failures = c.failed(error));
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "factum_projection_transient_failures_total",
+            "projection" => self.name.clone(),
+            "partition" => self.partition.to_string(),
+        )
+        .increment(1);
+        failures
+    }
+
     pub(crate) async fn release(&self, lease: &Lease) {
         if let Err(error) = self.leases.release(lease).await {
             tracing::warn!(%error, "could not release the lease; it will expire");

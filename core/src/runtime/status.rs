@@ -29,6 +29,39 @@ pub(crate) struct StatusCell {
     last_progress: Instant,
     behind_since: Option<Instant>,
     pub(crate) error: Option<String>,
+    /// The transient failures the worker is retrying after, until it gets through a batch.
+    failing: Option<Failing>,
+}
+
+/// A streak of transient failures (store, coordination or dead-letter store unavailable).
+#[derive(Debug)]
+struct Failing {
+    error: String,
+    failures: u32,
+    since: Instant,
+}
+
+/// How many failures in a row make a partition [`HealthProblem::Failing`]: its retry failed
+/// too, so it is not a passing blip.
+pub(crate) const FAILING_AFTER: u32 = 2;
+
+impl StatusCell {
+    /// Records a transient failure; returns how many there were in a row.
+    pub(crate) fn failed(&mut self, error: String) -> u32 {
+        let failing = self.failing.get_or_insert_with(|| Failing {
+            error: String::new(),
+            failures: 0,
+            since: Instant::now(),
+        });
+        failing.error = error;
+        failing.failures = failing.failures.saturating_add(1);
+        failing.failures
+    }
+
+    /// Ends a streak of failures: the worker got through a batch, or left the partition.
+    pub(crate) fn recovered(&mut self) {
+        self.failing = None;
+    }
 }
 
 impl Shared {
@@ -53,6 +86,7 @@ impl Shared {
                     last_progress: now,
                     behind_since: None,
                     error: None,
+                    failing: None,
                 });
             let before = (cell.position, cell.head);
             f(cell);
@@ -100,6 +134,13 @@ impl Shared {
                     name: p.name.clone(),
                     partition: p.partition,
                     error: p.error.clone().unwrap_or_default(),
+                }),
+                _ if p.failures >= FAILING_AFTER => Some(HealthProblem::Failing {
+                    name: p.name.clone(),
+                    partition: p.partition,
+                    error: p.error.clone().unwrap_or_default(),
+                    failures: p.failures,
+                    for_: p.failing_for,
                 }),
                 WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
                     Some(HealthProblem::Stalled {
@@ -154,7 +195,12 @@ impl Shared {
                 lag_events: c.head.saturating_sub(c.position),
                 lag_time: c.behind_since.map_or(Duration::ZERO, |t| now - t),
                 since_progress: now - c.last_progress,
-                error: c.error.clone(),
+                error: c
+                    .error
+                    .clone()
+                    .or_else(|| c.failing.as_ref().map(|f| f.error.clone())),
+                failures: c.failing.as_ref().map_or(0, |f| f.failures),
+                failing_for: c.failing.as_ref().map_or(Duration::ZERO, |f| now - f.since),
             })
             .collect()
     }

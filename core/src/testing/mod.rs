@@ -27,6 +27,7 @@
 pub mod cases;
 pub mod coordination;
 mod counter;
+pub mod faults;
 pub mod process_managers;
 pub mod projections;
 

@@ -987,6 +987,7 @@ macro_rules! projection_runtime_tests {
             projection_stall_detected,
             projection_rebuild_while_appending,
             projection_rebuild_fails_at_every_step,
+            projection_failing_dead_letter_store,
         );
     };
     (@each $make:path; real; $($case:ident),* $(,)?) => {
@@ -1267,4 +1268,86 @@ where
         assert!(running.parked(&name).await.expect("parked").is_empty());
         running.shutdown().await.expect("clean shutdown");
     }
+}
+
+/// A dead-letter store that keeps failing to park an event makes the partition unhealthy,
+/// naming the error, instead of retrying silently; the event is not skipped meanwhile, and
+/// once the store recovers it is parked and the partition is healthy again.
+pub async fn projection_failing_dead_letter_store<S, C, L, D>(stores: RuntimeStores<S, C, L, D>)
+where
+    S: EventStore,
+    C: CheckpointStore,
+    L: LeaseStore,
+    D: DeadLetterStore,
+{
+    let dead_letters = super::faults::FailingParks::new(stores.dead_letters.clone());
+    dead_letters.fail(true);
+    let stores = RuntimeStores {
+        events: stores.events,
+        checkpoints: stores.checkpoints,
+        leases: stores.leases,
+        dead_letters: dead_letters.clone(),
+    };
+    let projection = RecordingProjection::new("unparkable");
+    append_tested(&stores.events, "order-a", 1).await;
+    let (poison, poison_position) = append_tested(&stores.events, "order-a", 2).await;
+    let (_, head) = append_tested(&stores.events, "order-b", 1).await;
+    projection.fail_on(poison);
+    let running = stores
+        .runner("a")
+        .register(Arc::clone(&projection), quick_options())
+        .start();
+    // A long stall threshold: the failure itself must be reported, not the lack of progress.
+    let stalled_after = Duration::from_secs(3600);
+    eventually(
+        "the failing dead-letter store in the health check",
+        || async {
+            running
+                .health(stalled_after)
+                .problems
+                .iter()
+                .any(|problem| {
+                    matches!(
+                        problem,
+                        HealthProblem::Failing { name, partition: 0, error, failures, .. }
+                            if name == "unparkable"
+                                && *failures >= 2
+                                && error.contains("could not park the event")
+                                && error.contains(super::faults::PARK_REFUSED)
+                    )
+                })
+        },
+    )
+    .await;
+    assert!(dead_letters.refused() >= 2);
+    let status = running.status();
+    assert!(
+        status[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(super::faults::PARK_REFUSED)),
+        "{status:?}"
+    );
+    assert!(
+        stores
+            .checkpoints
+            .load("unparkable", 0)
+            .await
+            .expect("load")
+            < poison_position,
+        "the event is not skipped while it cannot be parked"
+    );
+    assert!(!projection.recording().applied.contains_key(&poison));
+
+    dead_letters.fail(false);
+    wait_for(&running, "unparkable", head).await;
+    let parked = running.parked("unparkable").await.expect("parked");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].event_id, poison);
+    eventually("the partition to be healthy again", || async {
+        running.health(stalled_after).is_healthy()
+    })
+    .await;
+    assert_eq!(running.status()[0].failures, 0);
+    running.shutdown().await.expect("clean shutdown");
 }

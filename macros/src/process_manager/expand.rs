@@ -83,7 +83,7 @@ pub(super) fn expand(checked: &Checked) -> TokenStream {
                 __event: &::factum::RecordedEvent,
             ) -> ::core::result::Result<::factum::Route, ::factum::BoxError> {
                 #(#routes)*
-                ::core::result::Result::Ok(::factum::Route::Ignore)
+                ::factum::__private::unhandled_route(#name, &[#(#histories),*], __event)
             }
 
             fn handle(

@@ -33,6 +33,13 @@ pub(super) fn expand(input: &Input) -> TokenStream {
         }
     });
     let arms = input.handlers.iter().map(|h| dispatch(h, name));
+    // A stored name that a handled type reads, at a version none of them reads: an error
+    // through the failure policy, or skipped when the projection opts in.
+    let unknown_versions = if input.skip_unknown_versions {
+        quote!(Skip)
+    } else {
+        quote!(Fail)
+    };
     // A transactional projection implements `factum_postgres::PgProjection`, whose methods
     // also take the transaction; the only place generated code names `::factum_postgres`.
     let (projection_trait, tx_param) = if input.transactional {
@@ -83,7 +90,12 @@ pub(super) fn expand(input: &Input) -> TokenStream {
                 __event: &::factum::RecordedEvent,
             ) -> ::core::result::Result<(), ::factum::BoxError> {
                 #(#arms)*
-                ::core::result::Result::Ok(())
+                ::factum::__private::unhandled_event(
+                    #name,
+                    &[#(#histories),*],
+                    __event,
+                    ::factum::__private::UnknownVersions::#unknown_versions,
+                )
             }
 
             #reset

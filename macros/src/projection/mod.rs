@@ -1,6 +1,6 @@
 //! `#[projection]`: on the `impl` block of a read model, whose async methods each handle one
 //! event type; generates the `Projection` impl (name, subscribed event types, decode and
-//! dispatch, reset).
+//! dispatch, unknown versions, reset).
 
 mod check;
 mod expand;

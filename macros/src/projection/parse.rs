@@ -14,6 +14,9 @@ pub(super) struct Input {
     pub(super) categories: Vec<syn::LitStr>,
     /// `transactional`: a `factum_postgres::PgProjection` whose methods take the transaction.
     pub(super) transactional: bool,
+    /// `skip_unknown_versions`: a stored version of a handled type that no handled type
+    /// decodes is skipped (logged and counted) instead of failing.
+    pub(super) skip_unknown_versions: bool,
     pub(super) handlers: Vec<Handler>,
     pub(super) reset: Option<Reset>,
 }
@@ -47,7 +50,12 @@ pub(super) enum Returns {
     Result(Span),
 }
 
-const KEYS: &[&str] = &[key::NAME, key::CATEGORIES, key::TRANSACTIONAL];
+const KEYS: &[&str] = &[
+    key::NAME,
+    key::CATEGORIES,
+    key::TRANSACTIONAL,
+    key::SKIP_UNKNOWN_VERSIONS,
+];
 
 /// What a handler is called in messages.
 const HANDLER: &str = "projection handler";
@@ -68,6 +76,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
     let mut name_given = false;
     let mut categories: Option<Vec<syn::LitStr>> = None;
     let mut transactional: Option<bool> = None;
+    let mut skip_unknown_versions: Option<bool> = None;
     let result = common::parse_args(args, |meta| {
         if meta.path.is_ident(key::NAME) {
             name_given = true;
@@ -87,6 +96,16 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
             // Checked as transactional either way, so the methods' errors make sense.
             let v = Some(true);
             common::set(&mut errors, &mut transactional, v, &meta, ATTR);
+        } else if meta.path.is_ident(key::SKIP_UNKNOWN_VERSIONS) {
+            if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                errors.spanned(
+                    &meta.path,
+                    "`skip_unknown_versions` takes no value: write `#[projection(name = \"...\", skip_unknown_versions)]`, or leave it out to fail on unknown versions",
+                );
+                common::skip_value(&meta)?;
+            }
+            let v = Some(true);
+            common::set(&mut errors, &mut skip_unknown_versions, v, &meta, ATTR);
         } else {
             common::unknown_key(&mut errors, &meta, ATTR, KEYS)?;
         }
@@ -148,6 +167,7 @@ pub(super) fn parse(args: TokenStream, item: TokenStream) -> syn::Result<Input> 
         name,
         categories: categories.unwrap_or_default(),
         transactional,
+        skip_unknown_versions: skip_unknown_versions.unwrap_or(false),
         handlers,
         reset,
     })

@@ -135,3 +135,31 @@ fn not_on_a_struct() {
         "`#[projection]` goes on the `impl` block of a read model, not on a struct"
     );
 }
+
+#[test]
+fn skip_unknown_versions() {
+    insta::assert_snapshot!(expand(
+        quote!(name = "order_count", skip_unknown_versions),
+        quote! {
+            impl OrderCount {
+                async fn placed(&self, _: &OrderPlaced) {}
+            }
+        }
+    ));
+}
+
+#[test]
+fn skip_unknown_versions_takes_no_value() {
+    let message = error(expand_projection(
+        quote!(name = "order_count", skip_unknown_versions = true),
+        quote! {
+            impl OrderCount {
+                async fn placed(&self, _: &OrderPlaced) {}
+            }
+        },
+    ));
+    assert_eq!(
+        message,
+        "`skip_unknown_versions` takes no value: write `#[projection(name = \"...\", skip_unknown_versions)]`, or leave it out to fail on unknown versions"
+    );
+}

@@ -98,6 +98,7 @@ where
         lease: &Lease,
     ) -> Result<Attempt, Failure> {
         let policy = self.options.failure;
+        let mut waits = policy.waits();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -128,7 +129,9 @@ where
                         () = self.slot.shutdown.triggered() => {
                             return Ok(Attempt::Interrupted(Exit::Shutdown));
                         }
-                        () = tokio::time::sleep(policy.delay(attempt)) => {}
+                        () = tokio::time::sleep(
+                            waits.next().unwrap_or(policy.max_backoff),
+                        ) => {}
                     }
                     if !self.slot.renew_if_due(lease).await? {
                         return Ok(Attempt::Interrupted(Exit::LeaseLost));
@@ -213,7 +216,20 @@ where
             event.event_type.clone(),
             reason,
         );
-        self.dead_letters.park(&parked).await?;
+        if let Err(error) = self.dead_letters.park(&parked).await {
+            tracing::error!(
+                position = event.position,
+                stream = %event.stream_id,
+                %error,
+                "could not park the event in the dead-letter store; the partition retries it"
+            );
+            return Err(Failure::Transient(ProjectionError::ParkFailed {
+                name: self.slot.name.clone(),
+                position: event.position,
+                stream: event.stream_id.clone(),
+                source: Box::new(error),
+            }));
+        }
         Ok(())
     }
 
