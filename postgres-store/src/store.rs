@@ -34,9 +34,12 @@ const TRANSIENT_RETRIES: u32 = 100;
 /// [`PgStore::migrate`] (safe to run from several processes at once).
 ///
 /// Global positions follow the writing transactions' ids, and [`EventStore::read_all`] and
-/// [`EventStore::head_position`] only go as far as the oldest transaction still running in
-/// the cluster, so a reader following positions never skips or reorders a committed event
-/// (`docs/adr/02-postgres-ordering.md`). Positions are therefore sparse. So that a caller
+/// [`EventStore::head_position`] only go as far as the oldest transaction still running that
+/// may write to the store's database (transactions of other databases of the cluster are
+/// left out), so a reader following positions never skips or reorders a committed event
+/// (`docs/adr/02-postgres-ordering.md`). Positions are therefore sparse. A transaction left
+/// open holds readers back until it ends: [`EventStore::head_status`] names its session,
+/// and the runners report it in their health. So that a caller
 /// reads its own appends, those two calls first wait, at most
 /// [`PgConfig::settle_timeout`], for the appends that were committing when they were called;
 /// after that they return what is safe to read, never more.
