@@ -7,6 +7,7 @@ mod codegen;
 mod coordination;
 mod error;
 mod event;
+mod head;
 mod memory;
 mod metadata;
 mod process_manager;
@@ -27,6 +28,7 @@ pub use coordination::{
 };
 pub use error::{BoxError, DecodeError, Error, StoreError, StreamIdError};
 pub use event::{Decoded, DecodedIter, Event, EventSet, NewEvent, Payload, RecordedEvent};
+pub use head::{Blocker, HeadStatus};
 pub use memory::{MAX_EVENT_TYPE_LEN, MemoryStore, check_retry, validate_batch};
 pub use metadata::Metadata;
 pub use process_manager::{

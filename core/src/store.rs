@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::event::{NewEvent, Payload, RecordedEvent};
+use crate::head::HeadStatus;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// What an append stored.
@@ -286,5 +287,14 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// still poll, since a hint may be lost. `None` when the store has no notifications.
     fn head_hint(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    /// The readable head, the committed head and, when they differ for long, what holds the
+    /// readable one back. The runners poll it to report a held-back head in health, lag and
+    /// metrics. The default reports [`head_position`](EventStore::head_position) as both,
+    /// for stores whose committed events are readable at once (the in-memory one).
+    fn head_status(&self) -> impl Future<Output = Result<HeadStatus, StoreError>> + Send {
+        let head = self.head_position();
+        async move { Ok(HeadStatus::settled(head.await?)) }
     }
 }

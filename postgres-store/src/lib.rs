@@ -20,7 +20,9 @@
 //! - Appends are one round trip: a PL/pgSQL function checks the expected version, reserves
 //!   global positions and inserts every event, all-or-nothing.
 //! - A reader following global positions never skips or reorders a committed event: reads
-//!   are bounded by the oldest running transaction (`docs/adr/02-postgres-ordering.md`).
+//!   are bounded by the oldest running transaction that may write to the store's database
+//!   (`docs/adr/02-postgres-ordering.md`). One that stays open is reported by
+//!   [`EventStore::head_status`](factum::EventStore::head_status), naming its session.
 //! - The events table is append-only at the database level.
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.

@@ -5,9 +5,12 @@ use crate::config::SchemaName;
 /// Advisory lock class of migrations (`FACT`).
 pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x4641_4354;
 
-/// Fills the placeholders of a `.sql` file.
+/// Fills the placeholders of a `.sql` file: `__READ_BOUND__` with the bound of global
+/// reads (`read_bound.sql`), `__SCHEMA__` with the schema.
 pub(crate) fn render(template: &str, schema: &SchemaName) -> String {
-    template.replace("__SCHEMA__", &schema.quoted())
+    template
+        .replace("__READ_BOUND__", include_str!("../sql/read_bound.sql"))
+        .replace("__SCHEMA__", &schema.quoted())
 }
 
 /// Every statement the store runs, rendered once per store.

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::{
-    AppendResult, EventStore, ExpectedVersion, NewEvent, ReadAll, RecordedEvent, ReplayEvent,
-    Snapshot, StoreError, StreamId, StreamRead, check_retry, validate_batch,
+    AppendResult, Blocker, EventStore, ExpectedVersion, HeadStatus, NewEvent, ReadAll,
+    RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId, StreamRead, check_retry,
+    validate_batch,
 };
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
@@ -33,9 +34,12 @@ const TRANSIENT_RETRIES: u32 = 100;
 /// [`PgStore::migrate`] (safe to run from several processes at once).
 ///
 /// Global positions follow the writing transactions' ids, and [`EventStore::read_all`] and
-/// [`EventStore::head_position`] only go as far as the oldest transaction still running in
-/// the cluster, so a reader following positions never skips or reorders a committed event
-/// (`docs/adr/02-postgres-ordering.md`). Positions are therefore sparse. So that a caller
+/// [`EventStore::head_position`] only go as far as the oldest transaction still running that
+/// may write to the store's database (transactions of other databases of the cluster are
+/// left out), so a reader following positions never skips or reorders a committed event
+/// (`docs/adr/02-postgres-ordering.md`). Positions are therefore sparse. A transaction left
+/// open holds readers back until it ends: [`EventStore::head_status`] names its session,
+/// and the runners report it in their health. So that a caller
 /// reads its own appends, those two calls first wait, at most
 /// [`PgConfig::settle_timeout`], for the appends that were committing when they were called;
 /// after that they return what is safe to read, never more.
@@ -70,6 +74,9 @@ struct Head {
     safe: u64,
     /// The first position a running or future transaction can hold.
     bound: u64,
+    /// The transaction holding committed events back, when `visible > safe` and it was
+    /// found.
+    blocker: Option<Blocker>,
 }
 
 impl PgStore {
@@ -273,6 +280,7 @@ impl PgStore {
             visible: get("visible")?,
             safe: get("safe")?,
             bound: get("bound")?,
+            blocker: blocker(&row)?,
         })
     }
 
@@ -371,6 +379,33 @@ impl PgStore {
         )
         .await
     }
+}
+
+/// The `blocker_*` columns of the head query.
+fn blocker(row: &tokio_postgres::Row) -> Result<Option<Blocker>, StoreError> {
+    let pid: Option<i32> = row.try_get("blocker_pid").map_err(backend)?;
+    let application_name: Option<String> =
+        row.try_get("blocker_application_name").map_err(backend)?;
+    let state: Option<String> = row.try_get("blocker_state").map_err(backend)?;
+    let age: Option<f64> = row.try_get("blocker_age").map_err(backend)?;
+    if pid.is_none() && state.is_none() {
+        return Ok(None);
+    }
+    let pid = pid
+        .map(|pid| {
+            u32::try_from(pid).map_err(|_| StoreError::Corrupt {
+                location: "pg_stat_activity".to_owned(),
+                message: format!("negative process id {pid}"),
+            })
+        })
+        .transpose()?;
+    let mut blocker = Blocker::default();
+    blocker.pid = pid;
+    blocker.application_name = application_name;
+    blocker.state = state;
+    // A clock step can make the age negative for a moment: read it as zero.
+    blocker.transaction_age = age.map(|s| Duration::try_from_secs_f64(s).unwrap_or_default());
+    Ok(Some(blocker))
 }
 
 fn clamp(value: u64) -> i64 {
@@ -631,5 +666,15 @@ impl EventStore for PgStore {
 
     fn head_hint(&self) -> Option<watch::Receiver<u64>> {
         Some(self.watch_head())
+    }
+
+    /// One head query, without waiting for appends still committing: the readable head,
+    /// the last committed position and, when events are committed above the readable head,
+    /// the oldest transaction that may write to this database and still runs
+    /// (`docs/adr/02-postgres-ordering.md`).
+    async fn head_status(&self) -> Result<HeadStatus, StoreError> {
+        let client = self.client().await?;
+        let head = self.head(&client).await?;
+        Ok(HeadStatus::held_back(head.safe, head.visible, head.blocker))
     }
 }

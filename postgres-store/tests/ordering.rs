@@ -267,3 +267,90 @@ async fn several_appends_in_one_transaction_get_consecutive_positions() {
     assert_eq!(read[1].stream_version, 1);
     assert_eq!(read[2].stream_version, 2);
 }
+
+/// A transaction in another database of the cluster cannot write the events table: one left
+/// idle in transaction with a transaction id holds no reader back.
+#[tokio::test]
+async fn a_transaction_in_another_database_holds_no_reader_back() {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let (database, other) = other_database().await;
+    other
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+
+    let appended = store
+        .append(&stream("after-foreign"), ExpectedVersion::Any, &events(2))
+        .await
+        .unwrap();
+    let read = store.read_all(&ReadAll::after(0)).await.unwrap();
+    assert_eq!(
+        positions(&read),
+        [appended.first_position, appended.last_position],
+        "an idle transaction in another database held the reader back"
+    );
+    assert_eq!(store.head_position().await.unwrap(), appended.last_position);
+    let head = store.head_status().await.unwrap();
+    assert!(!head.is_held_back(), "{head:?}");
+
+    other.batch_execute("COMMIT").await.unwrap();
+    drop(other);
+    drop_database(&database).await;
+}
+
+/// A transaction of this database that may still write holds the readable head back, and the
+/// head status names its session; once it commits, everything is read in order.
+#[tokio::test]
+async fn an_open_transaction_of_this_database_is_named_while_it_holds_the_head_back() {
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    let before = store
+        .append(&stream("before"), ExpectedVersion::Any, &events(1))
+        .await
+        .unwrap();
+    let idle = raw_client().await;
+    idle.batch_execute("SET application_name = 'stalling-session'")
+        .await
+        .unwrap();
+    idle.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+    let pid: i32 = idle
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let during = store
+        .append(&stream("during"), ExpectedVersion::Any, &events(2))
+        .await
+        .unwrap();
+    let head = store.head_status().await.unwrap();
+    assert_eq!(head.readable, before.last_position, "{head:?}");
+    assert_eq!(head.committed, during.last_position, "{head:?}");
+    let blocker = head.held_back_by.expect("the blocking session is named");
+    assert_eq!(blocker.pid, Some(u32::try_from(pid).unwrap()));
+    assert_eq!(
+        blocker.application_name.as_deref(),
+        Some("stalling-session")
+    );
+    assert_eq!(blocker.state.as_deref(), Some("idle in transaction"));
+    assert!(blocker.transaction_age.is_some());
+    assert_eq!(
+        positions(&store.read_all(&ReadAll::after(0)).await.unwrap()),
+        [before.first_position]
+    );
+
+    idle.batch_execute("COMMIT").await.unwrap();
+    let head = store.head_status().await.unwrap();
+    assert_eq!(head, factum::HeadStatus::settled(during.last_position));
+    assert_eq!(
+        positions(&store.read_all(&ReadAll::after(0)).await.unwrap()),
+        [
+            before.first_position,
+            during.first_position,
+            during.last_position
+        ]
+    );
+}

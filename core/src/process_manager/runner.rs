@@ -12,6 +12,7 @@ use crate::process_manager::{
     SystemClock,
 };
 use crate::projection::{Health, PartitionStatus, RunnerOptions};
+use crate::runtime::head_monitor;
 use crate::runtime::slot::{Slot, join_members};
 use crate::runtime::status::Shared;
 use crate::runtime::tasks::stop_all;
@@ -158,6 +159,18 @@ where
                 Ok(())
             }
         });
+        tasks.spawn({
+            let watch = head_monitor::watch(
+                self.store.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&self.options),
+                shutdown.clone(),
+            );
+            async move {
+                watch.await;
+                Ok(())
+            }
+        });
         for (name, starter) in self.starters {
             for worker in starter(&shutdown, &shared) {
                 tasks.spawn(worker);
@@ -197,7 +210,7 @@ impl RunningProcessManagers {
         self.shared.snapshot()
     }
 
-    /// Stalled and stopped partitions, as for projections.
+    /// Stalled and stopped partitions, and a store head held back, as for projections.
     pub fn health(&self, stalled_after: Duration) -> Health {
         self.shared.health(stalled_after)
     }

@@ -165,6 +165,10 @@ pub struct RunnerOptions {
     /// How often a worker without a lease tries to take it; also the longest pause before a
     /// worker takes its partition again after a transient failure (store unavailable).
     pub lease_retry: Duration,
+    /// How long committed events may stay unreadable (the store's head held back by an
+    /// open transaction) before health reports [`HealthProblem::HeadHeldBack`](crate::HealthProblem::HeadHeldBack)
+    /// and a warning is logged.
+    pub head_held_back_after: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -174,14 +178,19 @@ impl Default for RunnerOptions {
 }
 
 impl RunnerOptions {
-    /// A random worker id, 30 s leases, retried every 5 s.
+    /// A random worker id, 30 s leases, retried every 5 s; a head held back for 30 s is
+    /// unhealthy.
     pub fn new() -> Self {
         Self {
             worker_id: uuid::Uuid::new_v4().to_string(),
             lease_ttl: Duration::from_secs(30),
             lease_retry: Duration::from_secs(5),
+            head_held_back_after: Self::DEFAULT_HEAD_HELD_BACK_AFTER,
         }
     }
+
+    /// Default of [`RunnerOptions::head_held_back_after`].
+    pub const DEFAULT_HEAD_HELD_BACK_AFTER: Duration = Duration::from_secs(30);
 
     /// Sets the worker id.
     #[must_use]
@@ -201,6 +210,14 @@ impl RunnerOptions {
     #[must_use]
     pub fn lease_retry(mut self, retry: Duration) -> Self {
         self.lease_retry = retry;
+        self
+    }
+
+    /// Sets how long committed events may stay unreadable before health reports the head
+    /// held back.
+    #[must_use]
+    pub fn head_held_back_after(mut self, after: Duration) -> Self {
+        self.head_held_back_after = after;
         self
     }
 }

@@ -14,6 +14,7 @@ use crate::coordination::{
 use crate::projection::running::RunningProjections;
 use crate::projection::worker::{Control, Worker};
 use crate::projection::{ErasedProjection, Projection, ProjectionOptions, RunnerOptions};
+use crate::runtime::head_monitor;
 use crate::runtime::slot::{Slot, join_members};
 use crate::runtime::status::Shared;
 use crate::store::EventStore;
@@ -153,6 +154,15 @@ where
         let mut projections = HashMap::new();
         #[cfg(feature = "metrics")]
         tasks.spawn(Arc::clone(&shared).metrics_ticker(shutdown.clone()).map(Ok));
+        tasks.spawn(
+            head_monitor::watch(
+                self.store.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&options),
+                shutdown.clone(),
+            )
+            .map(Ok),
+        );
         for registered in self.projections {
             let (members, assignment) = join_members(
                 self.leases.clone(),

@@ -56,8 +56,12 @@ where
         self.shared.snapshot()
     }
 
-    /// Checks every partition: one behind the head whose position has not moved for
-    /// `stalled_after` is stalled; one stopped by its failure policy is reported too.
+    /// Checks every partition: one behind the readable head whose position has not moved
+    /// for `stalled_after` is stalled; one stopped by its failure policy is reported too.
+    /// Committed events kept unreadable for [`RunnerOptions::head_held_back_after`](super::RunnerOptions::head_held_back_after)
+    /// (an open transaction holding the store's head back) are reported as
+    /// [`HealthProblem::HeadHeldBack`](super::HealthProblem::HeadHeldBack), naming the
+    /// transaction's session when the store can tell.
     pub fn health(&self, stalled_after: Duration) -> Health {
         self.shared.health(stalled_after)
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::head::Blocker;
+
 /// What a partition's worker is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,13 +34,18 @@ pub struct PartitionStatus {
     pub checkpoint: u64,
     /// The position of the last event handled (or skipped as another partition's).
     pub position: u64,
-    /// The store's head position last seen.
+    /// The store's readable head position last seen by the worker.
     pub head: u64,
-    /// How far behind the head it is, measured in positions: `head - position` (0 when
-    /// caught up). On a store with dense positions (the in-memory one) this is the number of
-    /// events behind; on one with gaps between positions (PostgreSQL) it is an upper bound.
+    /// The highest committed position seen by the runner (at least `head`). Above the
+    /// readable head while an open transaction holds the store's head back
+    /// ([`HealthProblem::HeadHeldBack`]).
+    pub committed: u64,
+    /// How far behind the committed head it is, measured in positions: `committed -
+    /// position` (0 when caught up). It grows while the readable head is held back. On a
+    /// store with dense positions (the in-memory one) this is the number of events behind;
+    /// on one with gaps between positions (PostgreSQL) it is an upper bound.
     pub lag_events: u64,
-    /// How long it has been behind the head (zero when caught up).
+    /// How long it has been behind the committed head (zero when caught up).
     pub lag_time: Duration,
     /// How long since the position last moved, or the partition last found itself caught up.
     pub since_progress: Duration,
@@ -55,7 +62,7 @@ pub struct PartitionStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HealthProblem {
-    /// Behind the head with no progress for longer than the allowed time.
+    /// Behind the readable head with no progress for longer than the allowed time.
     Stalled {
         /// The projection.
         name: String,
@@ -91,6 +98,21 @@ pub enum HealthProblem {
         failures: u32,
         /// How long it has been failing.
         for_: Duration,
+    },
+    /// Committed events have not been readable for longer than
+    /// [`RunnerOptions::head_held_back_after`](super::RunnerOptions::head_held_back_after):
+    /// an open transaction that may still write events (PostgreSQL: of the same database)
+    /// keeps every reader of the global order before it. No partition can make progress
+    /// past `readable` until that transaction ends; nothing is skipped meanwhile.
+    HeadHeldBack {
+        /// The readable head.
+        readable: u64,
+        /// The highest committed position.
+        committed: u64,
+        /// How long events committed above the readable head have waited.
+        for_: Duration,
+        /// The transaction holding it back, when the store can tell.
+        blocker: Option<Blocker>,
     },
 }
 

@@ -3,13 +3,16 @@
 use std::collections::BTreeMap;
 #[cfg(feature = "metrics")]
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::head::HeadStatus;
 use crate::projection::{Health, HealthProblem, PartitionStatus, WorkerState};
+use crate::runtime::head_monitor::HeadWatch;
 #[cfg(feature = "metrics")]
 use crate::subscription::Shutdown;
 
@@ -18,6 +21,10 @@ use crate::subscription::Shutdown;
 pub(crate) struct Shared {
     statuses: Mutex<BTreeMap<(String, u32), StatusCell>>,
     changed: watch::Sender<u64>,
+    /// The highest committed position the head monitor saw: what the lag is measured to.
+    committed: AtomicU64,
+    /// Whether, since when and by what the readable head is held back.
+    head: Mutex<HeadWatch>,
 }
 
 #[derive(Debug)]
@@ -93,13 +100,10 @@ impl Shared {
             if cell.position != before.0 || cell.position >= cell.head {
                 cell.last_progress = now;
             }
-            if cell.position >= cell.head {
-                cell.behind_since = None;
-            } else if cell.behind_since.is_none() {
-                cell.behind_since = Some(now);
-            }
+            let committed = self.committed();
+            mark_behind(cell, committed, now);
             #[cfg(feature = "metrics")]
-            record_metrics(name, partition, cell, now);
+            record_metrics(name, partition, cell, committed, now);
         }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -108,9 +112,45 @@ impl Shared {
     #[cfg(feature = "metrics")]
     pub(crate) fn refresh_metrics(&self) {
         let now = Instant::now();
+        let committed = self.committed();
         for ((name, partition), cell) in self.cells().iter() {
-            record_metrics(name, *partition, cell, now);
+            record_metrics(name, *partition, cell, committed, now);
         }
+    }
+
+    /// The highest committed position seen.
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    fn head_watch(&self) -> MutexGuard<'_, HeadWatch> {
+        // Updates replace whole values: a panic cannot leave it half-written.
+        self.head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a look at the store's head: the committed position every partition's lag is
+    /// measured to, and whether the readable head is held back (`threshold`: from when
+    /// health reports it).
+    pub(crate) fn observe_head(&self, head: &HeadStatus, threshold: Duration) {
+        let now = Instant::now();
+        let committed = head
+            .committed
+            .max(self.committed.fetch_max(head.committed, Ordering::Relaxed));
+        let held_for = {
+            let mut watch = self.head_watch();
+            watch.observe(head, threshold, now);
+            watch.held_for(now)
+        };
+        for cell in self.cells().values_mut() {
+            mark_behind(cell, committed, now);
+        }
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("factum_head_held_back_seconds").set(held_for.as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = held_for;
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Refreshes the lag gauges every second (so the time behind grows while a partition is
@@ -142,7 +182,10 @@ impl Shared {
                     failures: p.failures,
                     for_: p.failing_for,
                 }),
-                WorkerState::Running if p.lag_events > 0 && p.since_progress >= stalled_after => {
+                // Behind what it can read: a head held back is reported on its own below.
+                WorkerState::Running
+                    if p.position < p.head && p.since_progress >= stalled_after =>
+                {
                     Some(HealthProblem::Stalled {
                         name: p.name.clone(),
                         partition: p.partition,
@@ -153,6 +196,7 @@ impl Shared {
                 }
                 _ => None,
             })
+            .chain(self.head_watch().problem(Instant::now()))
             .collect();
         Health {
             partitions,
@@ -183,6 +227,7 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> Vec<PartitionStatus> {
         let now = Instant::now();
+        let committed = self.committed();
         self.cells()
             .iter()
             .map(|((name, partition), c)| PartitionStatus {
@@ -192,7 +237,8 @@ impl Shared {
                 checkpoint: c.checkpoint,
                 position: c.position,
                 head: c.head,
-                lag_events: c.head.saturating_sub(c.position),
+                committed: committed.max(c.head),
+                lag_events: committed.max(c.head).saturating_sub(c.position),
                 lag_time: c.behind_since.map_or(Duration::ZERO, |t| now - t),
                 since_progress: now - c.last_progress,
                 error: c
@@ -206,8 +252,18 @@ impl Shared {
     }
 }
 
+/// Marks a cell behind (from `now`) while its position is below its head or the committed
+/// position, and caught up once it is at both.
+fn mark_behind(cell: &mut StatusCell, committed: u64, now: Instant) {
+    if cell.position >= cell.head.max(committed) {
+        cell.behind_since = None;
+    } else if cell.behind_since.is_none() {
+        cell.behind_since = Some(now);
+    }
+}
+
 #[cfg(feature = "metrics")]
-fn record_metrics(name: &str, partition: u32, cell: &StatusCell, now: Instant) {
+fn record_metrics(name: &str, partition: u32, cell: &StatusCell, committed: u64, now: Instant) {
     let labels = [
         ("projection", name.to_owned()),
         ("partition", partition.to_string()),
@@ -216,7 +272,7 @@ fn record_metrics(name: &str, partition: u32, cell: &StatusCell, now: Instant) {
         clippy::cast_precision_loss,
         reason = "a gauge is a float; lags beyond 2^53 events lose precision harmlessly"
     )]
-    let lag = cell.head.saturating_sub(cell.position) as f64;
+    let lag = cell.head.max(committed).saturating_sub(cell.position) as f64;
     metrics::gauge!("factum_projection_lag_positions", &labels).set(lag);
     let behind = cell.behind_since.map_or(0.0, |t| (now - t).as_secs_f64());
     metrics::gauge!("factum_projection_lag_seconds", &labels).set(behind);

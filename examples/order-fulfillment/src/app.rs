@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use factum::{
-    CommandDispatcher, DispatchError, EventStore, Executed, FailurePolicy, Metadata, ParkedEvent,
-    ProcessOptions, ProjectionOptions, RebuildProgress, Repository, RunnerOptions,
+    CommandDispatcher, DispatchError, EventStore, Executed, FailurePolicy, HealthProblem, Metadata,
+    ParkedEvent, ProcessOptions, ProjectionOptions, RebuildProgress, Repository, RunnerOptions,
     RunningProcessManagers, StreamId, StreamRead,
 };
 use serde::{Deserialize, Serialize};
@@ -197,10 +197,150 @@ pub struct WorkerHealth {
     pub state: String,
     /// Its saved checkpoint.
     pub checkpoint: u64,
-    /// How many events it is behind the store's head.
+    /// How far it is behind the last committed event, in positions (it grows while an open
+    /// transaction holds the store's head back).
     pub lag_events: u64,
     /// Why it stopped, if it did.
     pub error: Option<String>,
+}
+
+/// What is wrong with the background workers, as `GET /health` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum HealthIssue {
+    /// Committed events have not been readable for longer than
+    /// [`AppOptions::head_held_back_after`]: an open transaction in the store's database
+    /// holds every worker back until it ends.
+    HeadHeldBack {
+        /// The last position the workers can read.
+        readable: u64,
+        /// The last committed position.
+        committed: u64,
+        /// How long, in seconds.
+        held_back_seconds: f64,
+        /// The transaction holding it back, when the store can tell.
+        blocker: Option<BlockerInfo>,
+    },
+    /// A worker is behind what it can read and has made no progress.
+    Stalled {
+        /// The projection or process manager.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// For how long, in seconds.
+        for_seconds: f64,
+    },
+    /// A worker stopped.
+    Stopped {
+        /// The projection or process manager.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// Why.
+        error: String,
+    },
+    /// A worker keeps failing (its store or coordination store unavailable) and retries.
+    Failing {
+        /// The projection or process manager.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The last failure.
+        error: String,
+        /// How many failures in a row.
+        failures: u32,
+        /// For how long, in seconds.
+        for_seconds: f64,
+    },
+    /// Another problem, described.
+    Other {
+        /// What is wrong.
+        description: String,
+    },
+}
+
+/// The session of an open transaction holding the store's head back.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockerInfo {
+    /// Its server process id (none for a prepared transaction).
+    pub pid: Option<u32>,
+    /// Its application name.
+    pub application_name: Option<String>,
+    /// What it does, such as `idle in transaction` (none when the store's role may not
+    /// see it).
+    pub state: Option<String>,
+    /// How long its transaction has been open, in seconds (none when the store's role may
+    /// not see it).
+    pub transaction_age_seconds: Option<f64>,
+}
+
+impl From<&HealthProblem> for HealthIssue {
+    fn from(problem: &HealthProblem) -> Self {
+        match problem {
+            HealthProblem::HeadHeldBack {
+                readable,
+                committed,
+                for_,
+                blocker,
+            } => Self::HeadHeldBack {
+                readable: *readable,
+                committed: *committed,
+                held_back_seconds: for_.as_secs_f64(),
+                blocker: blocker.as_ref().map(|b| BlockerInfo {
+                    pid: b.pid,
+                    application_name: b.application_name.clone(),
+                    state: b.state.clone(),
+                    transaction_age_seconds: b.transaction_age.map(|a| a.as_secs_f64()),
+                }),
+            },
+            HealthProblem::Stalled {
+                name,
+                partition,
+                for_,
+                ..
+            } => Self::Stalled {
+                name: name.clone(),
+                partition: *partition,
+                for_seconds: for_.as_secs_f64(),
+            },
+            HealthProblem::Stopped {
+                name,
+                partition,
+                error,
+            } => Self::Stopped {
+                name: name.clone(),
+                partition: *partition,
+                error: error.clone(),
+            },
+            HealthProblem::Failing {
+                name,
+                partition,
+                error,
+                failures,
+                for_,
+            } => Self::Failing {
+                name: name.clone(),
+                partition: *partition,
+                error: error.clone(),
+                failures: *failures,
+                for_seconds: for_.as_secs_f64(),
+            },
+            other => Self::Other {
+                description: format!("{other:?}"),
+            },
+        }
+    }
+}
+
+/// The health of the background workers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// Whether nothing is wrong.
+    pub healthy: bool,
+    /// Every partition of every projection and of the process manager.
+    pub workers: Vec<WorkerHealth>,
+    /// What is wrong (empty when healthy).
+    pub problems: Vec<HealthIssue>,
 }
 
 /// How the background workers run.
@@ -217,6 +357,9 @@ pub struct AppOptions {
     /// default, five attempts from 100 ms apart up to 2 s, then the event is parked as a dead
     /// letter (see [`App::dead_letters`]) and the projection moves on.
     pub failure: FailurePolicy,
+    /// How long committed events may stay unreadable to the workers (an open transaction in
+    /// the store's database holding them back) before health reports it: 30 s by default.
+    pub head_held_back_after: Duration,
 }
 
 impl Default for AppOptions {
@@ -226,6 +369,7 @@ impl Default for AppOptions {
             lease_ttl: Duration::from_secs(10),
             failure: FailurePolicy::park_after(5)
                 .backoff(Duration::from_millis(100), Duration::from_secs(2)),
+            head_held_back_after: RunnerOptions::DEFAULT_HEAD_HELD_BACK_AFTER,
         }
     }
 }
@@ -262,7 +406,8 @@ impl<S: Backend> App<S> {
         store.prepare().await?;
         let runner = RunnerOptions::new()
             .lease_ttl(options.lease_ttl)
-            .lease_retry(Duration::from_millis(200));
+            .lease_retry(Duration::from_millis(200))
+            .head_held_back_after(options.head_held_back_after);
         let projection = ProjectionOptions::new()
             .poll_interval(options.poll_interval)
             .failure(options.failure);
@@ -544,9 +689,30 @@ impl<S: Backend> App<S> {
     /// The background workers: healthy unless one stopped, or made no progress for
     /// `stalled_after` while behind.
     pub fn health(&self, stalled_after: Duration) -> (bool, Vec<WorkerHealth>) {
+        let report = self.health_report(stalled_after);
+        (report.healthy, report.workers)
+    }
+
+    /// The background workers and what is wrong with them: a worker stopped, one made no
+    /// progress for `stalled_after` while behind, or an open transaction has kept committed
+    /// events from every worker for [`AppOptions::head_held_back_after`] (named).
+    pub fn health_report(&self, stalled_after: Duration) -> HealthReport {
         let projections = self.projections.health(stalled_after);
         let processes = self.processes.health(stalled_after);
         let healthy = projections.is_healthy() && processes.is_healthy();
+        let mut problems: Vec<HealthIssue> =
+            projections.problems.iter().map(HealthIssue::from).collect();
+        // Both runners watch the same store: its head is reported once.
+        let head_reported = problems
+            .iter()
+            .any(|p| matches!(p, HealthIssue::HeadHeldBack { .. }));
+        problems.extend(
+            processes
+                .problems
+                .iter()
+                .filter(|p| !(head_reported && matches!(p, HealthProblem::HeadHeldBack { .. })))
+                .map(HealthIssue::from),
+        );
         let workers = projections
             .partitions
             .iter()
@@ -560,7 +726,11 @@ impl<S: Backend> App<S> {
                 error: p.error.clone(),
             })
             .collect();
-        (healthy, workers)
+        HealthReport {
+            healthy,
+            workers,
+            problems,
+        }
     }
 
     /// Rebuilds every read model from the first event, while the application keeps

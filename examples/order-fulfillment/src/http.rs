@@ -10,7 +10,7 @@
 //! | `GET /orders/{id}/history` | the order's stored events |
 //! | `GET /customers`, `GET /sales/daily` | customer statistics, daily sales |
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
-//! | `GET /health` | the projections' and the process's workers (503 when one stopped or stalled) |
+//! | `GET /health` | the projections' and the process's workers, and what is wrong: 503 when one stopped or stalled, or an open transaction held committed events back (naming its session) |
 //! | `GET /dead-letters`, `POST /dead-letters/replay` | events the read models parked; handles them again |
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
@@ -270,15 +270,11 @@ async fn replay_dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Respon
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn health<S: Backend>(State(app): Shared<S>) -> Response {
-    let (healthy, workers) = app.health(STALLED_AFTER);
-    let status = if healthy {
+    let report = app.health_report(STALLED_AFTER);
+    let status = if report.healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({ "healthy": healthy, "workers": workers })),
-    )
-        .into_response()
+    (status, axum::Json(report)).into_response()
 }

@@ -22,7 +22,10 @@ pub mod http;
 pub mod pg_read_model;
 pub mod read_model;
 
-pub use app::{App, AppError, AppOptions, NewOrder, Outcome, command_id_for};
+pub use app::{
+    App, AppError, AppOptions, BlockerInfo, HealthIssue, HealthReport, NewOrder, Outcome,
+    command_id_for,
+};
 pub use backend::Backend;
 
 /// The repository README's code, compiled and run as a doctest.

@@ -5,12 +5,13 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use factum::MemoryStore;
-use order_fulfillment::{App, Backend, http};
+use order_fulfillment::{App, AppOptions, Backend, http};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -29,7 +30,11 @@ impl Api<MemoryStore> {
 
 impl<S: Backend> Api<S> {
     async fn on(store: S) -> Self {
-        let app = Arc::new(App::start(store).await.unwrap());
+        Self::on_with(store, &AppOptions::default()).await
+    }
+
+    async fn on_with(store: S, options: &AppOptions) -> Self {
+        let app = Arc::new(App::start_with(store, options).await.unwrap());
         let router = http::router(Arc::clone(&app));
         let api = Self { app, router };
         let (status, _) = api
@@ -306,4 +311,98 @@ async fn store_failures_are_500_without_details_lost() {
         body,
         json!({"status": 500, "error": "the database is gone"})
     );
+}
+
+/// Polls `GET path` until `check` accepts the answer, failing after a generous bound.
+async fn get_until<S: Backend>(
+    api: &Api<S>,
+    path: &str,
+    what: &str,
+    check: impl Fn(StatusCode, &Value) -> bool,
+) -> (StatusCode, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = api.get(path).await;
+        if check(status, &body) {
+            return (status, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A session of the store's database left idle in a transaction holds every committed event
+/// back from the workers: `/health` turns 503 and names it, and once it commits the order's
+/// stock is reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
+    let store = common::postgres().await;
+    let options = AppOptions {
+        head_held_back_after: Duration::from_secs(1),
+        ..AppOptions::default()
+    };
+    let api = Api::on_with(store, &options).await;
+    api.app.settle().await.unwrap();
+
+    let url = factum_postgres::testing::TestDatabase::get().await.unwrap();
+    let (idle, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    idle.batch_execute(
+        "SET application_name = 'forgotten-session'; BEGIN; SELECT pg_current_xact_id();",
+    )
+    .await
+    .unwrap();
+    let pid: i32 = idle
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let (status, body) = api.post("/orders", order("o-held", 2)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, health) = get_until(
+        &api,
+        "/health",
+        "a 503 naming the session",
+        |status, body| {
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && body["problems"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["blocker"]["pid"] == pid))
+        },
+    )
+    .await;
+    assert_eq!(health["healthy"], false);
+    let problem = &health["problems"][0];
+    assert_eq!(problem["problem"], "head_held_back", "{health}");
+    assert_eq!(problem["blocker"]["application_name"], "forgotten-session");
+    assert_eq!(problem["blocker"]["state"], "idle in transaction");
+    assert!(
+        health["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["lag_events"].as_u64() > Some(0)),
+        "{health}"
+    );
+    let (_, stock) = api.get("/inventory/keyboard").await;
+    assert_eq!(stock["reserved"], 0, "the reservation waits: {stock}");
+
+    idle.batch_execute("COMMIT").await.unwrap();
+    get_until(
+        &api,
+        "/inventory/keyboard",
+        "the reservation",
+        |_, stock| stock["reserved"] == 2,
+    )
+    .await;
+    get_until(&api, "/health", "health to recover", |status, _| {
+        status == StatusCode::OK
+    })
+    .await;
 }

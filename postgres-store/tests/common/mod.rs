@@ -47,3 +47,33 @@ pub fn events(n: u64) -> Vec<NewEvent> {
 pub fn schema(store: &PgStore) -> String {
     store.config().schema.quoted()
 }
+
+/// A new, empty database in the test cluster, and a connection to it: another database
+/// than the stores' one. Drop it with [`drop_database`].
+pub async fn other_database() -> (String, tokio_postgres::Client) {
+    let name = format!("factum_other_{}", Uuid::new_v4().simple());
+    raw_client()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut config: tokio_postgres::Config = url().await.parse().expect("url");
+    config.dbname(&name);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (name, client)
+}
+
+/// Drops a database made by [`other_database`], closing its connections.
+pub async fn drop_database(name: &str) {
+    raw_client()
+        .await
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}
