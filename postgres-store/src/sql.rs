@@ -31,6 +31,8 @@ pub(crate) struct Statements {
     pub(crate) migrations_table: String,
     pub(crate) migrations_applied: String,
     pub(crate) migration_record: String,
+    pub(crate) record_command: String,
+    pub(crate) command_record: String,
 }
 
 impl Statements {
@@ -55,6 +57,8 @@ impl Statements {
             migrations_table: r(include_str!("../sql/migrations_table.sql")),
             migrations_applied: r(include_str!("../sql/migrations_applied.sql")),
             migration_record: r(include_str!("../sql/migration_record.sql")),
+            record_command: r(include_str!("../sql/record_command.sql")),
+            command_record: r(include_str!("../sql/command_record.sql")),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::counter::{Counter, CounterError, Increment, Incremented};
+use super::tab::{Open, Paid, Pay, Tab, TabError};
 use crate::error::{DecodeError, Error, StoreError};
 use crate::event::{NewEvent, Payload, RecordedEvent};
 use crate::metadata::Metadata;
@@ -1199,4 +1200,114 @@ pub async fn repository_decode_error_names_the_event<S: EventStore>(store: S) {
             ..
         })
     ));
+}
+
+type TabRepo<S> = Repository<Tab, S>;
+
+fn pay(amount: u64) -> Pay {
+    Pay {
+        amount,
+        only_if_open: false,
+    }
+}
+
+/// Two concurrent executions of one command id, the second of which would be rejected on
+/// the state holding the first one's events, both answer with the first outcome; its
+/// events are stored once. 300 rounds.
+pub async fn repository_command_race_same_outcome<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    for round in 0..300 {
+        let id = format!("race-{round}");
+        repo.execute(&id, Open, Metadata::new())
+            .await
+            .expect("open");
+        let command_id = Uuid::now_v7();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (repo, barrier, id) = (repo.clone(), barrier.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                repo.execute(&id, pay(5), Metadata::new().command_id(command_id))
+                    .await
+            }));
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(done) => answers.push((done.events, done.version, done.position)),
+                Err(e) => panic!("round {round}: a racing retry answered {e:?}"),
+            }
+        }
+        assert_eq!(answers[0], answers[1], "round {round}: one outcome");
+        assert_eq!(answers[0].0, [Paid { amount: 5 }.into()], "round {round}");
+        assert_eq!(
+            versions(&store, &stream(&format!("tab-{id}"))).await,
+            [1, 2],
+            "round {round}: one set of events"
+        );
+    }
+}
+
+/// A rejected command retried with its command id on a state where it would succeed gets
+/// the original rejection, and nothing is appended.
+pub async fn repository_rejection_is_remembered<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let meta = || Metadata::new().command_id(command_id);
+    let first = repo
+        .execute("t-1", pay(5), meta())
+        .await
+        .expect_err("a closed tab rejects payment");
+    assert!(
+        matches!(first, Error::Rejected(TabError::NotOpen)),
+        "{first:?}"
+    );
+    repo.execute("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+    let again = repo
+        .execute("t-1", pay(5), meta())
+        .await
+        .expect_err("the retry gets the first outcome");
+    assert!(
+        matches!(again, Error::Rejected(TabError::NotOpen)),
+        "{again:?}"
+    );
+    assert_eq!(versions(&store, &stream("tab-t-1")).await, [1]);
+    let loaded = repo.load("t-1").await.expect("load");
+    assert!(loaded.state.open && !loaded.state.paid);
+    // A new command id is a new command.
+    repo.execute("t-1", pay(5), Metadata::new().command_id(Uuid::now_v7()))
+        .await
+        .expect("pay");
+}
+
+/// A command that appended nothing, retried with its command id on a state where it would
+/// append, appends nothing again.
+pub async fn repository_empty_outcome_is_remembered<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let lenient = || Pay {
+        amount: 5,
+        only_if_open: true,
+    };
+    let meta = || Metadata::new().command_id(command_id);
+    let first = repo
+        .execute("t-1", lenient(), meta())
+        .await
+        .expect("nothing to pay");
+    assert!(first.events.is_empty());
+    assert_eq!((first.version, first.position), (0, 0));
+    repo.execute("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+    let again = repo
+        .execute("t-1", lenient(), meta())
+        .await
+        .expect("the retry gets the first outcome");
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(again.duplicate);
+    assert_eq!(again.version, 0, "the version the command was decided on");
+    assert_eq!(versions(&store, &stream("tab-t-1")).await, [1]);
 }

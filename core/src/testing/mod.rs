@@ -29,6 +29,7 @@ pub mod coordination;
 mod counter;
 pub mod process_managers;
 pub mod projections;
+pub mod tab;
 
 pub use counter::{Counter, CounterCommand, CounterError, CounterEvent, Increment, Incremented};
 
@@ -65,6 +66,9 @@ macro_rules! store_conformance_tests {
             repository_execute_and_load,
             repository_rejects_and_validates,
             repository_command_idempotency,
+            repository_command_race_same_outcome,
+            repository_rejection_is_remembered,
+            repository_empty_outcome_is_remembered,
             repository_concurrent_commands,
             repository_snapshot_equals_replay,
             repository_temporal_loads,
