@@ -69,6 +69,8 @@ macro_rules! store_conformance_tests {
             repository_command_race_same_outcome,
             repository_rejection_is_remembered,
             repository_empty_outcome_is_remembered,
+            repository_store_errors_are_not_remembered,
+            command_log_first_outcome_wins,
             repository_concurrent_commands,
             repository_snapshot_equals_replay,
             repository_temporal_loads,
