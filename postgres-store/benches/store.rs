@@ -155,13 +155,23 @@ impl Aggregate for SnapCounter {
 
 // --- Helpers ---------------------------------------------------------------------------
 
+/// The metadata of a command's events, as the repository writes it: with the command id,
+/// which the store claims in its command log.
+fn command_metadata(command_id: Uuid) -> Metadata {
+    Metadata::new().actor("bench").command_id(command_id)
+}
+
 fn new_event(by: u64) -> NewEvent {
+    event_of(Uuid::now_v7(), by)
+}
+
+fn event_of(command_id: Uuid, by: u64) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         event_type: Incremented::NAME.into(),
         schema_version: 1,
         payload: Payload::encode(&Incremented { by }).unwrap(),
-        metadata: Metadata::new().actor("bench"),
+        metadata: command_metadata(command_id),
     }
 }
 
@@ -227,7 +237,7 @@ fn report(case: &str, unit: &str, factum_runs: &[f64], raw_runs: &[f64], target:
 // --- Cases -----------------------------------------------------------------------------
 
 async fn append_one(store: &PgStore, base: &PgStore, tasks: u64, round: usize) {
-    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
+    let metadata = serde_json::to_string(&command_metadata(Uuid::now_v7())).unwrap();
     let mut raw_runs = Vec::new();
     let mut factum_runs = Vec::new();
     for r in 0..ROUNDS {
@@ -286,7 +296,7 @@ async fn append_one(store: &PgStore, base: &PgStore, tasks: u64, round: usize) {
 }
 
 async fn append_hundred(store: &PgStore, base: &PgStore) {
-    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
+    let metadata = serde_json::to_string(&command_metadata(Uuid::now_v7())).unwrap();
     let mut raw_runs = Vec::new();
     let mut factum_runs = Vec::new();
     for r in 0..ROUNDS {
@@ -323,7 +333,9 @@ async fn append_hundred(store: &PgStore, base: &PgStore) {
                 let store = store.clone();
                 async move {
                     let stream = StreamId::new("batch", &format!("{r}-{i}")).unwrap();
-                    let events: Vec<NewEvent> = (0..100).map(new_event).collect();
+                    let command_id = Uuid::now_v7();
+                    let events: Vec<NewEvent> =
+                        (0..100).map(|by| event_of(command_id, by)).collect();
                     store
                         .append(&stream, ExpectedVersion::NoStream, &events)
                         .await
