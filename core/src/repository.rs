@@ -209,8 +209,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Executes `command` on the instance `id`: validates it, loads the aggregate, runs its
     /// handler and appends the events with the loaded version as the expected one.
     ///
-    /// Events get `causation_id` = the command id and inherit the correlation id, actor,
-    /// tenant and extra keys of `metadata`.
+    /// Events get `causation_id` = the command id (one is generated when `metadata` has
+    /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
+    /// carry `command_id` only when `metadata` has one: a generated id is no idempotency key.
     ///
     /// When `metadata` has a command id, the command is idempotent: its first outcome is
     /// kept, and executing it again with that id, even concurrently, returns that outcome
@@ -235,8 +236,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let stream = Self::stream_id(id)?;
         let explicit_id = metadata.command_id.is_some();
         let command_id = metadata.command_id.unwrap_or_else(Uuid::now_v7);
-        let mut event_meta = metadata.caused_by(command_id);
-        event_meta.command_id = Some(command_id);
+        // Events name the command as their cause, and carry the command id only when the
+        // caller gave one: only such ids are idempotency keys, which the store claims.
+        let event_meta = metadata.caused_by(command_id);
         // Kept to decide a recorded rejection again.
         let original = explicit_id.then(|| command.clone());
 

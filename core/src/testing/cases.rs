@@ -904,8 +904,15 @@ pub async fn repository_execute_and_load<S: EventStore>(store: S) {
     assert_eq!(m.actor.as_deref(), Some("alice"));
     assert_eq!(m.tenant.as_deref(), Some("acme"));
     assert_eq!(m.correlation_id, Some(correlation));
-    assert!(m.causation_id.is_some());
-    assert_eq!(m.causation_id, m.command_id, "causation is the command");
+    assert!(m.causation_id.is_some(), "causation is the command");
+    assert_eq!(
+        m.command_id, None,
+        "a command executed without a command id has no idempotency key"
+    );
+    assert_ne!(
+        recorded[1].metadata.causation_id, m.causation_id,
+        "each command without a command id gets its own id"
+    );
     let fresh = repo.load("c-2").await.expect("load");
     assert_eq!((fresh.state, fresh.version), (Counter::default(), 0));
 }
@@ -971,6 +978,16 @@ pub async fn repository_command_idempotency<S: EventStore>(store: S) {
         .expect("repeat");
     assert!(again.duplicate);
     assert_eq!(again.events, first.events);
+    let recorded = store
+        .read_stream(&stream("counter-c-1"), &StreamRead::all())
+        .await
+        .expect("read");
+    let m = &recorded[0].metadata;
+    assert_eq!(
+        (m.command_id, m.causation_id),
+        (Some(command_id), Some(command_id)),
+        "the events carry the caller's command id, as their cause too"
+    );
     assert_eq!(again.version, first.version);
     assert_eq!(again.position, first.position);
     let loaded = repo.load("c-1").await.expect("load");
