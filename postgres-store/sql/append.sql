@@ -1,2 +1,2 @@
 SELECT status, version, first_position
-FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7, $8)
+FROM __SCHEMA__.append($1, $2, $3, $4, $5, $6, $7)

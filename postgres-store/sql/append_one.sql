@@ -4,9 +4,7 @@
 -- the transaction's first and its position is the transaction id * 65536.
 --
 -- $1 stream, $2 expected (-1 any, -2 an existing stream, n >= 0 exactly n), $3 event id,
--- $4 type, $5 schema version, $6 payload, $7 metadata, $8 the event's command id (or null),
--- claimed in the command log (migrations/0004_command_log.sql): status 2 when it already has
--- an outcome without events, and nothing is appended.
+-- $4 type, $5 schema version, $6 payload, $7 metadata.
 WITH current AS (
     SELECT CASE
                -- A new stream: the unique index on (stream, version 1) is the check.
@@ -19,12 +17,6 @@ WITH current AS (
     WHERE $2::bigint = -1
        OR ($2::bigint = -2 AND c.version > 0)
        OR ($2::bigint >= 0 AND c.version = $2::bigint)
-), claimed AS (
-    -- Waits for a concurrent record of the same command id, and sees it once committed.
-    INSERT INTO __SCHEMA__.command_log AS l (command_id, stream_id, version, outcome)
-    SELECT $8::uuid, $1::text, a.version, 0 FROM accepted a WHERE $8::uuid IS NOT NULL
-    ON CONFLICT (command_id) DO UPDATE SET outcome = 0 WHERE l.outcome = 0
-    RETURNING 1
 ), inserted AS (
     INSERT INTO __SCHEMA__.events (
         position, event_id, stream_id, stream_version, event_type, schema_version,
@@ -33,13 +25,9 @@ WITH current AS (
     SELECT pg_current_xact_id()::text::bigint * 65536, $3::uuid, $1::text, a.version + 1,
            $4::text, $5::integer, $6::text::jsonb, $7::text::jsonb
     FROM accepted a
-    WHERE $8::uuid IS NULL OR EXISTS (SELECT 1 FROM claimed)
     RETURNING position, stream_version
 )
-SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM accepted) THEN 1
-            WHEN $8::uuid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM claimed) THEN 2
-            ELSE 0
-       END AS status,
+SELECT CASE WHEN EXISTS (SELECT 1 FROM accepted) THEN 0 ELSE 1 END AS status,
        coalesce((SELECT i.stream_version FROM inserted i), (SELECT c.version FROM current c))
            AS version,
        coalesce((SELECT i.position FROM inserted i), 0) AS first_position

@@ -15,6 +15,8 @@ pub(crate) fn render(template: &str, schema: &SchemaName) -> String {
 pub(crate) struct Statements {
     pub(crate) append: String,
     pub(crate) append_one: String,
+    pub(crate) append_claimed: String,
+    pub(crate) append_one_claimed: String,
     pub(crate) events_by_ids: String,
     pub(crate) event_by_id: String,
     pub(crate) read_stream: String,
@@ -41,6 +43,8 @@ impl Statements {
         Self {
             append: r(include_str!("../sql/append.sql")),
             append_one: r(include_str!("../sql/append_one.sql")),
+            append_claimed: r(include_str!("../sql/append_claimed.sql")),
+            append_one_claimed: r(include_str!("../sql/append_one_claimed.sql")),
             events_by_ids: r(include_str!("../sql/events_by_ids.sql")),
             event_by_id: r(include_str!("../sql/event_by_id.sql")),
             read_stream: r(include_str!("../sql/read_stream.sql")),

@@ -158,45 +158,54 @@ impl PgStore {
         metadata: &[String],
     ) -> Result<Outcome, tokio_postgres::Error> {
         let schema_version = |e: &NewEvent| i32::try_from(e.schema_version).unwrap_or(i32::MAX);
+        let stream_name = stream.as_str();
+        // Only an append whose first event carries a command id (the caller's idempotency
+        // key) claims it in the command log; others run the statements without the claim.
         let command_id = events.first().and_then(|e| e.metadata.command_id);
+        let sql = &self.inner.sql;
         let row = if let ([event], [metadata]) = (events, metadata) {
-            let statement = client.prepare_cached(&self.inner.sql.append_one).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &stream.as_str(),
-                        &expected,
-                        &event.event_id,
-                        &event.event_type,
-                        &schema_version(event),
-                        &event.payload.as_str(),
-                        metadata,
-                        &command_id,
-                    ],
-                )
-                .await?
+            let (payload, version) = (event.payload.as_str(), schema_version(event));
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &stream_name,
+                &expected,
+                &event.event_id,
+                &event.event_type,
+                &version,
+                &payload,
+                metadata,
+            ];
+            let statement = match &command_id {
+                Some(command_id) => {
+                    params.push(command_id);
+                    &sql.append_one_claimed
+                }
+                None => &sql.append_one,
+            };
+            let statement = client.prepare_cached(statement).await?;
+            client.query_one(&statement, &params).await?
         } else {
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let versions: Vec<i32> = events.iter().map(schema_version).collect();
             let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-            let statement = client.prepare_cached(&self.inner.sql.append).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &stream.as_str(),
-                        &expected,
-                        &ids,
-                        &types,
-                        &versions,
-                        &payloads,
-                        &metadata,
-                        &command_id,
-                    ],
-                )
-                .await?
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &stream_name,
+                &expected,
+                &ids,
+                &types,
+                &versions,
+                &payloads,
+                &metadata,
+            ];
+            let statement = match &command_id {
+                Some(command_id) => {
+                    params.push(command_id);
+                    &sql.append_claimed
+                }
+                None => &sql.append,
+            };
+            let statement = client.prepare_cached(statement).await?;
+            client.query_one(&statement, &params).await?
         };
         let status: i32 = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
