@@ -142,6 +142,17 @@ pub enum StoreError {
         /// The stream appended to.
         stream: StreamId,
     },
+    /// The command id of the appended events already has an outcome without events (it
+    /// appended nothing, or was rejected), or has an outcome in another stream.
+    #[error(
+        "command {command_id} already has an outcome recorded for stream `{stream}`; its events are not appended"
+    )]
+    CommandDecided {
+        /// The command id.
+        command_id: Uuid,
+        /// The stream the outcome was recorded for.
+        stream: StreamId,
+    },
     /// A stored row that cannot be read back: corrupt or written by something else.
     #[error("corrupt stored data at {location}: {message}")]
     Corrupt {
@@ -203,6 +214,22 @@ pub enum Error<E> {
         expected: u64,
         /// The version the stream had.
         actual: u64,
+    },
+    /// A command rejected earlier was retried with its command id, but deciding it again on
+    /// the state it was rejected on does not reject it: the command id was reused for
+    /// another command, or the handler changed since.
+    #[error(
+        "command {command_id} was rejected at version {version} of stream `{stream}` ({message}), but deciding it again on that state does not reject it: was the command id reused for another command?"
+    )]
+    InconsistentRetry {
+        /// The command id.
+        command_id: Uuid,
+        /// The stream.
+        stream: StreamId,
+        /// The version it was rejected on.
+        version: u64,
+        /// The recorded rejection's text.
+        message: String,
     },
     /// A stored event cannot be decoded.
     #[error(

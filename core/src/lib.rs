@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod codegen;
+mod command_log;
 mod coordination;
 mod error;
 mod event;
@@ -22,6 +23,7 @@ pub mod test_kit;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Command, CommandSet, SnapshotPolicy};
+pub use command_log::{CommandOutcome, CommandRecord};
 pub use coordination::{
     CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
     MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent, partition_of,

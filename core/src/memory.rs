@@ -7,8 +7,10 @@ use chrono::Utc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::command_log::{CommandOutcome, CommandRecord};
 use crate::error::StoreError;
 use crate::event::{NewEvent, RecordedEvent};
+use crate::repository::derived_event_id;
 use crate::store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
 use crate::stream::{ExpectedVersion, StreamId};
 
@@ -52,6 +54,8 @@ struct Inner {
     streams: HashMap<String, Vec<usize>>,
     by_id: HashMap<Uuid, usize>,
     snapshots: HashMap<(String, u32), BTreeMap<u64, Snapshot>>,
+    /// The first outcome of each command id that appended events or was recorded.
+    commands: HashMap<Uuid, CommandRecord>,
 }
 
 impl Default for MemoryStore {
@@ -145,14 +149,27 @@ impl MemoryStore {
                 replayed: false,
             });
         }
+        let command_id = events[0].metadata.command_id;
+        if let Some(command_id) = command_id {
+            inner.check_command(command_id)?;
+        }
         let now = Utc::now();
         let first_position = inner.events.len() as u64 + 1;
         let Inner {
             events: all,
             streams,
             by_id,
+            commands,
             ..
         } = &mut *inner;
+        if let Some(command_id) = command_id {
+            commands.entry(command_id).or_insert_with(|| CommandRecord {
+                command_id,
+                stream_id: stream.clone(),
+                version: current,
+                outcome: CommandOutcome::Appended,
+            });
+        }
         let indexes = streams.entry(stream.as_str().to_owned()).or_default();
         for (i, event) in events.iter().enumerate() {
             let index = all.len();
@@ -246,6 +263,30 @@ pub fn check_retry(
 }
 
 impl Inner {
+    /// Refuses events of a command id whose first outcome appended nothing.
+    fn check_command(&self, command_id: Uuid) -> Result<(), StoreError> {
+        match self.commands.get(&command_id) {
+            Some(first) if !first.appended() => Err(StoreError::CommandDecided {
+                command_id,
+                stream: first.stream_id.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn command_record(&self, command_id: Uuid) -> Option<CommandRecord> {
+        if let Some(record) = self.commands.get(&command_id) {
+            return Some(record.clone());
+        }
+        let first = &self.events[*self.by_id.get(&derived_event_id(command_id, 0))?];
+        Some(CommandRecord {
+            command_id,
+            stream_id: first.stream_id.clone(),
+            version: first.stream_version.saturating_sub(1),
+            outcome: CommandOutcome::Appended,
+        })
+    }
+
     fn earlier_append(
         &self,
         stream: &StreamId,
@@ -350,6 +391,22 @@ impl EventStore for MemoryStore {
             .range(..=max_version.unwrap_or(u64::MAX))
             .next_back()
             .map(|(_, s)| s.clone()))
+    }
+
+    async fn record_command(
+        &self,
+        record: &CommandRecord,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let mut inner = self.lock();
+        if let Some(first) = inner.command_record(record.command_id) {
+            return Ok(Some(first));
+        }
+        inner.commands.insert(record.command_id, record.clone());
+        Ok(None)
+    }
+
+    async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(self.lock().command_record(command_id))
     }
 
     fn head_hint(&self) -> Option<watch::Receiver<u64>> {

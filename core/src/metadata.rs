@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 /// Metadata stored beside an event's payload, and given with a command.
 ///
-/// When a command is executed, its events get `causation_id` = the command id and inherit the
-/// command's correlation id (or start a correlation at the command id), actor, tenant and
+/// When a command is executed, its events get `causation_id` = the command id (generated when
+/// none was given) and inherit the command's correlation id (or start a correlation at the command id), actor, tenant and
 /// extra keys.
 ///
 /// ```
@@ -20,8 +20,11 @@ use uuid::Uuid;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Metadata {
-    /// Id of the command this metadata belongs to, or that caused the event. Giving the same
-    /// command id twice makes the second execution return the first one's outcome.
+    /// The idempotency key of a command: executing a command again with the same command id
+    /// returns the first execution's outcome. Set only by the caller: on an event, it is the
+    /// key of the command that caused it, and the store claims it in its command log when the
+    /// event is the first of an append. Events of a command executed without one have none
+    /// (their `causation_id` names the id generated for the command).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
     /// Id shared by every message of one business flow.

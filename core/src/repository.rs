@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandSet};
+use crate::command_log::{CommandOutcome, CommandRecord};
 use crate::error::{Error, StoreError};
 use crate::event::{EventSet, NewEvent, Payload};
 use crate::metadata::Metadata;
@@ -208,10 +209,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Executes `command` on the instance `id`: validates it, loads the aggregate, runs its
     /// handler and appends the events with the loaded version as the expected one.
     ///
-    /// Events get `causation_id` = the command id and inherit the correlation id, actor,
-    /// tenant and extra keys of `metadata`. When `metadata` has a command id that was
-    /// executed before, the earlier outcome is returned (with `duplicate` set) and nothing is
-    /// appended.
+    /// Events get `causation_id` = the command id (one is generated when `metadata` has
+    /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
+    /// carry `command_id` only when `metadata` has one: a generated id is no idempotency key.
+    ///
+    /// When `metadata` has a command id, the command is idempotent: its first outcome is
+    /// kept, and executing it again with that id, even concurrently, returns that outcome
+    /// and appends nothing. The events it appended (with `duplicate` set), the empty outcome
+    /// (with `duplicate` set and the version it was decided on), or the rejection
+    /// [`Error::Rejected`], decided again on the state it was rejected on. Store errors and
+    /// conflicts are not outcomes: the command can be retried. Without a command id, each
+    /// call is a new command.
     pub async fn execute(
         &self,
         id: &str,
@@ -228,11 +236,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let stream = Self::stream_id(id)?;
         let explicit_id = metadata.command_id.is_some();
         let command_id = metadata.command_id.unwrap_or_else(Uuid::now_v7);
-        let mut event_meta = metadata.caused_by(command_id);
-        event_meta.command_id = Some(command_id);
+        // Events name the command as their cause, and carry the command id only when the
+        // caller gave one: only such ids are idempotency keys, which the store claims.
+        let event_meta = metadata.caused_by(command_id);
+        // Kept to decide a recorded rejection again.
+        let original = explicit_id.then(|| command.clone());
 
-        if explicit_id {
-            if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+        if let Some(original) = &original {
+            if let Some(done) = self.earlier_outcome(&stream, original, command_id).await? {
                 return Ok(done);
             }
         }
@@ -255,6 +266,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 .await?
             {
                 Attempt::Done(executed) => return Ok(executed),
+                Attempt::Decided { version, outcome } => {
+                    return self
+                        .decided(&stream, original.as_ref(), command_id, version, outcome)
+                        .await;
+                }
                 Attempt::Conflict { expected, actual } => Error::Conflict {
                     stream: stream.clone(),
                     attempts,
@@ -264,8 +280,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 Attempt::Duplicate(e) => e.into(),
             };
             // A concurrent execution of the same command may have won the race.
-            if explicit_id {
-                if let Some(done) = self.earlier_outcome(&stream, command_id).await? {
+            if let Some(original) = &original {
+                if let Some(done) = self.earlier_outcome(&stream, original, command_id).await? {
                     return Ok(done);
                 }
             }
@@ -287,16 +303,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         event_meta: &Metadata,
     ) -> Result<Attempt<A>, Error<A::Error>> {
         let loaded = self.load_stream(stream, None).await?;
-        let events = loaded.state.handle(command).map_err(Error::Rejected)?;
-        if events.is_empty() {
-            return Ok(Attempt::Done(Executed {
-                stream_id: stream.clone(),
-                events,
-                version: loaded.version,
-                position: 0,
-                duplicate: false,
-            }));
-        }
+        let events = match loaded.state.handle(command) {
+            Ok(events) if events.is_empty() => {
+                return Ok(Attempt::Decided {
+                    version: loaded.version,
+                    outcome: Ok(()),
+                });
+            }
+            Ok(events) => events,
+            Err(error) => {
+                return Ok(Attempt::Decided {
+                    version: loaded.version,
+                    outcome: Err(error),
+                });
+            }
+        };
         let new_events = encode_all::<A>(stream, &events, command_id, event_meta)?;
         let expected = ExpectedVersion::Exact(loaded.version);
         match self.store.append(stream, expected, &new_events).await {
@@ -318,12 +339,128 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 expected: loaded.version,
                 actual,
             }),
-            Err(e @ StoreError::DuplicateEventId { .. }) => Ok(Attempt::Duplicate(e)),
+            Err(e @ (StoreError::DuplicateEventId { .. } | StoreError::CommandDecided { .. })) => {
+                Ok(Attempt::Duplicate(e))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Answers a command decided on `version` without appending: records the outcome when
+    /// the command has an id, unless the command id has an outcome already, which then wins.
+    async fn decided(
+        &self,
+        stream: &StreamId,
+        original: Option<&A::Command>,
+        command_id: Uuid,
+        version: u64,
+        outcome: Result<(), A::Error>,
+    ) -> Result<Executed<A>, Error<A::Error>> {
+        if let Some(original) = original {
+            let record = CommandRecord {
+                command_id,
+                stream_id: stream.clone(),
+                version,
+                outcome: match &outcome {
+                    Ok(()) => CommandOutcome::NoEvents,
+                    Err(error) => CommandOutcome::Rejected {
+                        message: error.to_string(),
+                    },
+                },
+            };
+            if let Some(first) = self.store.record_command(&record).await? {
+                // A concurrent execution of the same command decided first.
+                return match self.outcome_of(stream, original, &first).await? {
+                    Some(done) => Ok(done),
+                    None => Err(StoreError::CommandDecided {
+                        command_id,
+                        stream: first.stream_id,
+                    }
+                    .into()),
+                };
+            }
+        }
+        outcome.map_err(Error::Rejected)?;
+        Ok(Executed {
+            stream_id: stream.clone(),
+            events: Vec::new(),
+            version,
+            position: 0,
+            duplicate: false,
+        })
+    }
+
+    /// The first outcome of `command_id`, if it has one.
     async fn earlier_outcome(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        command_id: Uuid,
+    ) -> Result<Option<Executed<A>>, Error<A::Error>> {
+        match self.store.command_record(command_id).await? {
+            Some(first) => self.outcome_of(stream, command, &first).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The answer to a command whose first outcome is `first`: its events, its empty
+    /// outcome, or its rejection (as an error). `None` when `first` says events were appended
+    /// but none has the derived id (events appended directly with that command id).
+    async fn outcome_of(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        first: &CommandRecord,
+    ) -> Result<Option<Executed<A>>, Error<A::Error>> {
+        let command_id = first.command_id;
+        if first.stream_id != *stream {
+            return Err(if first.appended() {
+                StoreError::DuplicateEventId {
+                    event_id: derived_event_id(command_id, 0),
+                    stream: stream.clone(),
+                }
+            } else {
+                StoreError::CommandDecided {
+                    command_id,
+                    stream: first.stream_id.clone(),
+                }
+            }
+            .into());
+        }
+        match &first.outcome {
+            CommandOutcome::NoEvents => Ok(Some(Executed {
+                stream_id: stream.clone(),
+                events: Vec::new(),
+                version: first.version,
+                position: 0,
+                duplicate: true,
+            })),
+            CommandOutcome::Rejected { message } => {
+                let loaded = self.load_stream(stream, Some(first.version)).await?;
+                match loaded.state.handle(command.clone()) {
+                    Err(error) => Err(Error::Rejected(error)),
+                    Ok(_) => {
+                        tracing::warn!(
+                            stream = %stream,
+                            %command_id,
+                            version = first.version,
+                            rejection = %message,
+                            "a command retried with its command id is no longer rejected on the state it was rejected on"
+                        );
+                        Err(Error::InconsistentRetry {
+                            command_id,
+                            stream: stream.clone(),
+                            version: first.version,
+                            message: message.clone(),
+                        })
+                    }
+                }
+            }
+            CommandOutcome::Appended => self.appended_outcome(stream, command_id).await,
+        }
+    }
+
+    async fn appended_outcome(
         &self,
         stream: &StreamId,
         command_id: Uuid,
@@ -417,6 +554,11 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
 enum Attempt<A: Aggregate> {
     Done(Executed<A>),
+    /// The handler appended nothing (`Ok`) or rejected the command, on `version`.
+    Decided {
+        version: u64,
+        outcome: Result<(), A::Error>,
+    },
     Conflict {
         expected: u64,
         actual: u64,

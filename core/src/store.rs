@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::command_log::CommandRecord;
 use crate::error::StoreError;
 use crate::event::{NewEvent, Payload, RecordedEvent};
 use crate::head::HeadStatus;
@@ -218,6 +219,11 @@ pub struct Snapshot {
 ///   stored with other content is [`StoreError::DuplicateEventId`].
 /// - Stream versions start at 1 and have no gaps.
 /// - A reader following `read_all` positions never skips or reorders a committed event.
+/// - Each command id has one first outcome: an append whose first event carries a command
+///   id (in its metadata) that has a recorded outcome without events is
+///   [`StoreError::CommandDecided`], and [`record_command`](EventStore::record_command)
+///   keeps the outcome already there. Both are atomic, so concurrent appends and records of
+///   one command id agree on which came first.
 pub trait EventStore: Clone + Send + Sync + 'static {
     /// Appends `events` to `stream` atomically if its version matches `expected`.
     fn append(
@@ -281,6 +287,24 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    // --- Command log: the first outcome of each command id ----------------------------------
+
+    /// Records `record` as the first outcome of its command id, unless the command id has
+    /// one already: events appended with it (found by their command id, or by the first
+    /// [`derived_event_id`](crate::derived_event_id)), or an earlier record. Returns `None`
+    /// when `record` was stored, or the outcome that was there first.
+    fn record_command(
+        &self,
+        record: &CommandRecord,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+
+    /// The first outcome of `command_id`, if it has one: a record, or events appended with
+    /// it.
+    fn command_record(
+        &self,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
 
     /// A wake-up hint for subscribers: a receiver that changes when new events may be
     /// readable (its value is a head position, possibly stale). Only a hint: subscribers

@@ -441,6 +441,18 @@ mod tests {
                 .load_snapshot(stream, schema_version, max_version)
                 .await
         }
+        async fn record_command(
+            &self,
+            record: &crate::CommandRecord,
+        ) -> Result<Option<crate::CommandRecord>, StoreError> {
+            self.0.record_command(record).await
+        }
+        async fn command_record(
+            &self,
+            command_id: uuid::Uuid,
+        ) -> Result<Option<crate::CommandRecord>, StoreError> {
+            self.0.command_record(command_id).await
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,12 +156,60 @@ impl Aggregate for SnapCounter {
 // --- Helpers ---------------------------------------------------------------------------
 
 fn new_event(by: u64) -> NewEvent {
+    event_with(Metadata::new().actor("bench"), by)
+}
+
+fn event_with(metadata: Metadata, by: u64) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         event_type: Incremented::NAME.into(),
         schema_version: 1,
         payload: Payload::encode(&Incremented { by }).unwrap(),
-        metadata: Metadata::new().actor("bench"),
+        metadata,
+    }
+}
+
+/// Which appends a case measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Appends {
+    /// Events without a command id (direct appends, commands executed without one).
+    Plain,
+    /// Events of a command with a caller-given command id, which the store claims in its
+    /// command log; the baseline also inserts the command-log row.
+    Keyed,
+}
+
+impl Appends {
+    /// The metadata of one append's events, and its command id.
+    fn metadata(self) -> (Metadata, Option<Uuid>) {
+        let metadata = Metadata::new().actor("bench");
+        match self {
+            Appends::Plain => (metadata, None),
+            Appends::Keyed => {
+                let command_id = Uuid::now_v7();
+                (metadata.command_id(command_id), Some(command_id))
+            }
+        }
+    }
+
+    /// One append's `n` events.
+    fn events(self, n: u64) -> Vec<NewEvent> {
+        let (metadata, _) = self.metadata();
+        (0..n).map(|by| event_with(metadata.clone(), by)).collect()
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Appends::Plain => "",
+            Appends::Keyed => " + command id",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Appends::Plain => "p",
+            Appends::Keyed => "k",
+        }
     }
 }
 
@@ -224,60 +272,24 @@ fn report(case: &str, unit: &str, factum_runs: &[f64], raw_runs: &[f64], target:
     println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
 }
 
+/// The baseline's metadata text and command id for one append: the same text every time for
+/// plain appends, a fresh command id serialized into it for keyed ones.
+fn raw_metadata(appends: Appends, plain: String) -> (String, Option<Uuid>) {
+    match appends {
+        Appends::Plain => (plain, None),
+        Appends::Keyed => {
+            let (metadata, command_id) = appends.metadata();
+            (serde_json::to_string(&metadata).unwrap(), command_id)
+        }
+    }
+}
+
 // --- Cases -----------------------------------------------------------------------------
 
-async fn append_one(store: &PgStore, base: &PgStore, tasks: u64, round: usize) {
-    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
-    let mut raw_runs = Vec::new();
-    let mut factum_runs = Vec::new();
-    for r in 0..ROUNDS {
-        let insert = sql(include_str!("sql/baseline_insert.sql"), base);
-        let (pool, metadata) = (base.pool().clone(), metadata.clone());
-        raw_runs.push(
-            throughput(tasks, move |task, i| {
-                let (pool, insert, metadata) = (pool.clone(), insert.clone(), metadata.clone());
-                async move {
-                    let client = pool.get().await.unwrap();
-                    let statement = client.prepare_cached(&insert).await.unwrap();
-                    let event = new_event(1);
-                    let stream = format!("bench-{round}-{r}-{tasks}-{task}-{i}");
-                    client
-                        .execute(
-                            &statement,
-                            &[
-                                &event.event_id,
-                                &stream,
-                                &1i64,
-                                &event.event_type,
-                                &1i32,
-                                &event.payload.as_str(),
-                                &metadata,
-                            ],
-                        )
-                        .await
-                        .unwrap();
-                }
-            })
-            .await,
-        );
-        let store = store.clone();
-        factum_runs.push(
-            throughput(tasks, move |task, i| {
-                let store = store.clone();
-                async move {
-                    let stream =
-                        StreamId::new("bench", &format!("{round}-{r}-{tasks}-{task}-{i}")).unwrap();
-                    store
-                        .append(&stream, ExpectedVersion::NoStream, &[new_event(1)])
-                        .await
-                        .unwrap();
-                }
-            })
-            .await,
-        );
-    }
+async fn append_one(store: &PgStore, base: &PgStore, appends: Appends, tasks: u64) {
+    let (factum_runs, raw_runs) = append_one_runs(store, base, appends, tasks, "", ROUNDS).await;
     report(
-        &format!("append 1 event/command, {tasks} tasks"),
+        &format!("append 1 event/command{}, {tasks} tasks", appends.label()),
         "appends/s",
         &factum_runs,
         &raw_runs,
@@ -285,33 +297,121 @@ async fn append_one(store: &PgStore, base: &PgStore, tasks: u64, round: usize) {
     );
 }
 
-async fn append_hundred(store: &PgStore, base: &PgStore) {
-    let metadata = serde_json::to_string(&Metadata::new().actor("bench")).unwrap();
+/// Runs of single-event appends, each side `rounds` times: (factum, raw SQL). `tag` keeps
+/// the streams apart from other calls'.
+async fn append_one_runs(
+    store: &PgStore,
+    base: &PgStore,
+    appends: Appends,
+    tasks: u64,
+    tag: &str,
+    rounds: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (plain, claimed) = (
+        include_str!("sql/baseline_insert.sql"),
+        include_str!("sql/baseline_insert_claimed.sql"),
+    );
+    let insert = sql(
+        if appends == Appends::Keyed {
+            claimed
+        } else {
+            plain
+        },
+        base,
+    );
+    let prefix = format!("{tag}{}", appends.prefix());
+    let plain_metadata = serde_json::to_string(&Appends::Plain.metadata().0).unwrap();
     let mut raw_runs = Vec::new();
     let mut factum_runs = Vec::new();
-    for r in 0..ROUNDS {
-        let insert = sql(include_str!("sql/baseline_insert_many.sql"), base);
-        let (pool, metadata) = (base.pool().clone(), metadata.clone());
+    for r in 0..rounds {
+        let (pool, insert, plain) = (base.pool().clone(), insert.clone(), plain_metadata.clone());
+        let raw_prefix = prefix.clone();
         raw_runs.push(
-            throughput(1, move |_, i| {
-                let (pool, insert, metadata) = (pool.clone(), insert.clone(), metadata.clone());
+            throughput(tasks, move |task, i| {
+                let (pool, insert, plain) = (pool.clone(), insert.clone(), plain.clone());
+                let prefix = raw_prefix.clone();
                 async move {
                     let client = pool.get().await.unwrap();
                     let statement = client.prepare_cached(&insert).await.unwrap();
+                    let (metadata, command_id) = raw_metadata(appends, plain);
+                    let event = new_event(1);
+                    let payload = event.payload.as_str();
+                    let stream = format!("bench-{prefix}{r}-{tasks}-{task}-{i}");
+                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                        &event.event_id,
+                        &stream,
+                        &1i64,
+                        &event.event_type,
+                        &1i32,
+                        &payload,
+                        &metadata,
+                    ];
+                    if let Some(command_id) = &command_id {
+                        params.push(command_id);
+                    }
+                    client.execute(&statement, &params).await.unwrap();
+                }
+            })
+            .await,
+        );
+        let (store, factum_prefix) = (store.clone(), prefix.clone());
+        factum_runs.push(
+            throughput(tasks, move |task, i| {
+                let (store, prefix) = (store.clone(), factum_prefix.clone());
+                async move {
+                    let stream =
+                        StreamId::new("bench", &format!("{prefix}{r}-{tasks}-{task}-{i}")).unwrap();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, &appends.events(1))
+                        .await
+                        .unwrap();
+                }
+            })
+            .await,
+        );
+    }
+    (factum_runs, raw_runs)
+}
+
+async fn append_hundred(store: &PgStore, base: &PgStore, appends: Appends) {
+    let (plain, claimed) = (
+        include_str!("sql/baseline_insert_many.sql"),
+        include_str!("sql/baseline_insert_many_claimed.sql"),
+    );
+    let insert = sql(
+        if appends == Appends::Keyed {
+            claimed
+        } else {
+            plain
+        },
+        base,
+    );
+    let prefix = appends.prefix();
+    let plain_metadata = serde_json::to_string(&Appends::Plain.metadata().0).unwrap();
+    let mut raw_runs = Vec::new();
+    let mut factum_runs = Vec::new();
+    for r in 0..ROUNDS {
+        let (pool, insert, plain) = (base.pool().clone(), insert.clone(), plain_metadata.clone());
+        raw_runs.push(
+            throughput(1, move |_, i| {
+                let (pool, insert, plain) = (pool.clone(), insert.clone(), plain.clone());
+                async move {
+                    let client = pool.get().await.unwrap();
+                    let statement = client.prepare_cached(&insert).await.unwrap();
+                    let (metadata, command_id) = raw_metadata(appends, plain);
                     let events: Vec<NewEvent> = (0..100).map(new_event).collect();
                     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
                     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
                     let versions: Vec<i32> = vec![1; 100];
                     let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
                     let metadata: Vec<&str> = vec![metadata.as_str(); 100];
-                    let stream = format!("batch-{r}-{i}");
-                    client
-                        .execute(
-                            &statement,
-                            &[&stream, &ids, &types, &versions, &payloads, &metadata],
-                        )
-                        .await
-                        .unwrap();
+                    let stream = format!("batch-{prefix}{r}-{i}");
+                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        vec![&stream, &ids, &types, &versions, &payloads, &metadata];
+                    if let Some(command_id) = &command_id {
+                        params.push(command_id);
+                    }
+                    client.execute(&statement, &params).await.unwrap();
                 }
             })
             .await
@@ -322,10 +422,9 @@ async fn append_hundred(store: &PgStore, base: &PgStore) {
             throughput(1, move |_, i| {
                 let store = store.clone();
                 async move {
-                    let stream = StreamId::new("batch", &format!("{r}-{i}")).unwrap();
-                    let events: Vec<NewEvent> = (0..100).map(new_event).collect();
+                    let stream = StreamId::new("batch", &format!("{prefix}{r}-{i}")).unwrap();
                     store
-                        .append(&stream, ExpectedVersion::NoStream, &events)
+                        .append(&stream, ExpectedVersion::NoStream, &appends.events(100))
                         .await
                         .unwrap();
                 }
@@ -335,7 +434,7 @@ async fn append_hundred(store: &PgStore, base: &PgStore) {
         );
     }
     report(
-        "append 100 events/command, 1 task",
+        &format!("append 100 events/command{}, 1 task", appends.label()),
         "events/s",
         &factum_runs,
         &raw_runs,
@@ -575,11 +674,23 @@ async fn run() {
     );
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
+    // Untimed: a new cluster first creates WAL segments and connections, which would slow
+    // whichever case runs first.
+    if wanted("append") || wanted("claim") {
+        append_one_runs(&store, &base, Appends::Plain, 8, "w", 2).await;
+    }
+    let mut cases = Vec::new();
     if wanted("append") {
-        for (round, tasks) in [1, 8, 32].into_iter().enumerate() {
-            append_one(&store, &base, tasks, round).await;
+        cases.push(Appends::Plain);
+    }
+    if wanted("append") || wanted("claim") {
+        cases.push(Appends::Keyed);
+    }
+    for appends in cases {
+        for tasks in [1, 8, 32] {
+            append_one(&store, &base, appends, tasks).await;
         }
-        append_hundred(&store, &base).await;
+        append_hundred(&store, &base, appends).await;
     }
     if !wanted("load") && !wanted("read") {
         return;

@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "coordination",
         include_str!("../migrations/0003_coordination.sql"),
     ),
+    (
+        4,
+        "command_log",
+        include_str!("../migrations/0004_command_log.sql"),
+    ),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory

@@ -1,7 +1,10 @@
 //! Turning rows into events without trusting them.
 
 use chrono::{DateTime, Utc};
-use factum::{Metadata, Payload, RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId};
+use factum::{
+    CommandOutcome, CommandRecord, Metadata, Payload, RecordedEvent, ReplayEvent, Snapshot,
+    StoreError, StreamId,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Type};
 use uuid::Uuid;
@@ -160,5 +163,31 @@ pub(crate) fn snapshot(row: &Row) -> Result<Snapshot, StoreError> {
         schema_version,
         state,
         taken_at,
+    })
+}
+
+/// Decodes a command-log row of `command_id`: `stream_id, version, outcome, message`.
+pub(crate) fn command_record(row: &Row, command_id: Uuid) -> Result<CommandRecord, StoreError> {
+    let location = || format!("command log row of command {command_id}");
+    let stream: String = row.try_get(0).map_err(|e| corrupt(location(), e))?;
+    let stream_id = StreamId::parse(&stream).map_err(|e| corrupt(location(), e))?;
+    let version: i64 = row.try_get(1).map_err(|e| corrupt(location(), e))?;
+    let version = u64::try_from(version)
+        .map_err(|_| corrupt(location(), format!("negative version {version}")))?;
+    let outcome: i16 = row.try_get(2).map_err(|e| corrupt(location(), e))?;
+    let message: Option<String> = row.try_get(3).map_err(|e| corrupt(location(), e))?;
+    let outcome = match outcome {
+        0 => CommandOutcome::Appended,
+        1 => CommandOutcome::NoEvents,
+        2 => CommandOutcome::Rejected {
+            message: message.unwrap_or_default(),
+        },
+        other => return Err(corrupt(location(), format!("unknown outcome {other}"))),
+    };
+    Ok(CommandRecord {
+        command_id,
+        stream_id,
+        version,
+        outcome,
     })
 }

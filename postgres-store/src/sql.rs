@@ -18,6 +18,8 @@ pub(crate) fn render(template: &str, schema: &SchemaName) -> String {
 pub(crate) struct Statements {
     pub(crate) append: String,
     pub(crate) append_one: String,
+    pub(crate) append_claimed: String,
+    pub(crate) append_one_claimed: String,
     pub(crate) events_by_ids: String,
     pub(crate) event_by_id: String,
     pub(crate) read_stream: String,
@@ -34,6 +36,8 @@ pub(crate) struct Statements {
     pub(crate) migrations_table: String,
     pub(crate) migrations_applied: String,
     pub(crate) migration_record: String,
+    pub(crate) record_command: String,
+    pub(crate) command_record: String,
 }
 
 impl Statements {
@@ -42,6 +46,8 @@ impl Statements {
         Self {
             append: r(include_str!("../sql/append.sql")),
             append_one: r(include_str!("../sql/append_one.sql")),
+            append_claimed: r(include_str!("../sql/append_claimed.sql")),
+            append_one_claimed: r(include_str!("../sql/append_one_claimed.sql")),
             events_by_ids: r(include_str!("../sql/events_by_ids.sql")),
             event_by_id: r(include_str!("../sql/event_by_id.sql")),
             read_stream: r(include_str!("../sql/read_stream.sql")),
@@ -58,6 +64,8 @@ impl Statements {
             migrations_table: r(include_str!("../sql/migrations_table.sql")),
             migrations_applied: r(include_str!("../sql/migrations_applied.sql")),
             migration_record: r(include_str!("../sql/migration_record.sql")),
+            record_command: r(include_str!("../sql/record_command.sql")),
+            command_record: r(include_str!("../sql/command_record.sql")),
         }
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::{
-    AppendResult, Blocker, EventStore, ExpectedVersion, HeadStatus, NewEvent, ReadAll,
-    RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId, StreamRead, check_retry,
-    validate_batch,
+    AppendResult, Blocker, CommandOutcome, CommandRecord, EventStore, ExpectedVersion, HeadStatus,
+    NewEvent, ReadAll, RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId, StreamRead,
+    check_retry, validate_batch,
 };
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
@@ -61,6 +61,8 @@ struct Inner {
 enum Outcome {
     Appended(AppendResult),
     Conflict(u64),
+    /// The events' command id already has an outcome without events.
+    Decided,
 }
 
 /// Most events one append can hold (positions are `transaction id * 65536 + index`).
@@ -162,42 +164,54 @@ impl PgStore {
         metadata: &[String],
     ) -> Result<Outcome, tokio_postgres::Error> {
         let schema_version = |e: &NewEvent| i32::try_from(e.schema_version).unwrap_or(i32::MAX);
+        let stream_name = stream.as_str();
+        // Only an append whose first event carries a command id (the caller's idempotency
+        // key) claims it in the command log; others run the statements without the claim.
+        let command_id = events.first().and_then(|e| e.metadata.command_id);
+        let sql = &self.inner.sql;
         let row = if let ([event], [metadata]) = (events, metadata) {
-            let statement = client.prepare_cached(&self.inner.sql.append_one).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &stream.as_str(),
-                        &expected,
-                        &event.event_id,
-                        &event.event_type,
-                        &schema_version(event),
-                        &event.payload.as_str(),
-                        metadata,
-                    ],
-                )
-                .await?
+            let (payload, version) = (event.payload.as_str(), schema_version(event));
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &stream_name,
+                &expected,
+                &event.event_id,
+                &event.event_type,
+                &version,
+                &payload,
+                metadata,
+            ];
+            let statement = match &command_id {
+                Some(command_id) => {
+                    params.push(command_id);
+                    &sql.append_one_claimed
+                }
+                None => &sql.append_one,
+            };
+            let statement = client.prepare_cached(statement).await?;
+            client.query_one(&statement, &params).await?
         } else {
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let versions: Vec<i32> = events.iter().map(schema_version).collect();
             let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-            let statement = client.prepare_cached(&self.inner.sql.append).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &stream.as_str(),
-                        &expected,
-                        &ids,
-                        &types,
-                        &versions,
-                        &payloads,
-                        &metadata,
-                    ],
-                )
-                .await?
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &stream_name,
+                &expected,
+                &ids,
+                &types,
+                &versions,
+                &payloads,
+                &metadata,
+            ];
+            let statement = match &command_id {
+                Some(command_id) => {
+                    params.push(command_id);
+                    &sql.append_claimed
+                }
+                None => &sql.append,
+            };
+            let statement = client.prepare_cached(statement).await?;
+            client.query_one(&statement, &params).await?
         };
         let status: i32 = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
@@ -220,6 +234,7 @@ impl PgStore {
                 last_position: first_position + n - 1,
                 replayed: false,
             }),
+            2 => Outcome::Decided,
             _ => Outcome::Conflict(version),
         })
     }
@@ -245,6 +260,26 @@ impl PgStore {
         let in_order: Vec<Option<&RecordedEvent>> =
             events.iter().map(|e| stored.get(&e.event_id)).collect();
         check_retry(stream, events, &in_order)
+    }
+
+    async fn command_record_with(
+        &self,
+        client: &Object,
+        command_id: Uuid,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let statement = client
+            .prepare_cached(&self.inner.sql.command_record)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[&command_id, &factum::derived_event_id(command_id, 0)],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|row| rows::command_record(&row, command_id))
+            .transpose()
     }
 
     async fn version_of(&self, client: &Object, stream: &StreamId) -> Result<u64, StoreError> {
@@ -493,6 +528,18 @@ impl EventStore for PgStore {
                     }
                     return Err(conflict(actual));
                 }
+                Ok(Outcome::Decided) => {
+                    let command_id = events
+                        .first()
+                        .and_then(|e| e.metadata.command_id)
+                        .unwrap_or_default();
+                    // The first outcome in another stream names that stream.
+                    let first = self.command_record_with(&client, command_id).await?;
+                    return Err(StoreError::CommandDecided {
+                        command_id,
+                        stream: first.map_or_else(|| stream.clone(), |r| r.stream_id),
+                    });
+                }
                 Err(error) => {
                     let code = error.code().cloned();
                     let transient = code.as_ref().is_some_and(|code| {
@@ -662,6 +709,58 @@ impl EventStore for PgStore {
             .await
             .map_err(backend)?;
         row.as_ref().map(rows::snapshot).transpose()
+    }
+
+    async fn record_command(
+        &self,
+        record: &CommandRecord,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let (outcome, message): (i16, Option<&str>) = match &record.outcome {
+            CommandOutcome::Appended => (0, None),
+            CommandOutcome::NoEvents => (1, None),
+            CommandOutcome::Rejected { message } => (2, Some(message)),
+        };
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.record_command)
+            .await
+            .map_err(backend)?;
+        // A record that lost a race reads the winner; one that is rolled back meanwhile
+        // (rows are never removed otherwise) lets the next try write.
+        for _ in 0..TRANSIENT_RETRIES {
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &record.command_id,
+                        &record.stream_id.as_str(),
+                        &clamp(record.version),
+                        &outcome,
+                        &message,
+                        &factum::derived_event_id(record.command_id, 0),
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            if row.try_get::<_, bool>(0).map_err(backend)? {
+                return Ok(None);
+            }
+            if let Some(first) = self.command_record_with(&client, record.command_id).await? {
+                return Ok(Some(first));
+            }
+        }
+        Err(StoreError::Backend(
+            format!(
+                "could not record the outcome of command {} in stream `{}`: its row kept changing",
+                record.command_id, record.stream_id
+            )
+            .into(),
+        ))
+    }
+
+    async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        let client = self.client().await?;
+        self.command_record_with(&client, command_id).await
     }
 
     fn head_hint(&self) -> Option<watch::Receiver<u64>> {

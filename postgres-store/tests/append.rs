@@ -3,9 +3,13 @@
 mod common;
 
 use common::*;
-use factum::{EventStore, ExpectedVersion, Payload, ReadAll, StoreError, StreamRead};
+use factum::testing::{Counter, Increment};
+use factum::{
+    EventStore, ExpectedVersion, Metadata, Payload, ReadAll, Repository, StoreError, StreamRead,
+};
 use factum_postgres::PgConfig;
 use factum_postgres::testing::fresh_store_with;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn expected_versions_behave_like_the_core_contract() {
@@ -336,4 +340,65 @@ async fn serialization_failures_surface_as_typed_conflicts() {
     let s = stream("serial");
     race_on_one_stream(&serializable, 16, 3, &s).await;
     assert_eq!(serializable.stream_version(&s).await.unwrap(), 48);
+}
+
+/// Rows of the command log.
+async fn command_log_rows(store: &factum_postgres::PgStore) -> i64 {
+    raw_client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {}.command_log", schema(store)),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Only caller-given command ids are idempotency keys: appends without one, and commands
+/// executed without one, cost no command-log row.
+#[tokio::test]
+async fn only_appends_with_a_command_id_claim_it() {
+    let store = store().await;
+    store
+        .append(&stream("1"), ExpectedVersion::NoStream, &events(1))
+        .await
+        .unwrap();
+    store
+        .append(&stream("2"), ExpectedVersion::NoStream, &events(3))
+        .await
+        .unwrap();
+    let repo = Repository::<Counter, _>::new(store.clone());
+    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+        .await
+        .unwrap();
+    assert_eq!(command_log_rows(&store).await, 0);
+
+    let keyed = |n| {
+        let command_id = Uuid::now_v7();
+        let events: Vec<_> = events(n)
+            .into_iter()
+            .map(|mut e| {
+                e.metadata.command_id = Some(command_id);
+                e
+            })
+            .collect();
+        events
+    };
+    store
+        .append(&stream("3"), ExpectedVersion::NoStream, &keyed(1))
+        .await
+        .unwrap();
+    store
+        .append(&stream("4"), ExpectedVersion::NoStream, &keyed(3))
+        .await
+        .unwrap();
+    repo.execute(
+        "c-1",
+        Increment { by: 1 },
+        Metadata::new().command_id(Uuid::now_v7()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(command_log_rows(&store).await, 3);
 }

@@ -8,6 +8,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::counter::{Counter, CounterError, Increment, Incremented};
+use super::tab::{Open, Paid, Pay, Tab, TabError};
+use crate::command_log::{CommandOutcome, CommandRecord};
 use crate::error::{DecodeError, Error, StoreError};
 use crate::event::{NewEvent, Payload, RecordedEvent};
 use crate::metadata::Metadata;
@@ -902,8 +904,15 @@ pub async fn repository_execute_and_load<S: EventStore>(store: S) {
     assert_eq!(m.actor.as_deref(), Some("alice"));
     assert_eq!(m.tenant.as_deref(), Some("acme"));
     assert_eq!(m.correlation_id, Some(correlation));
-    assert!(m.causation_id.is_some());
-    assert_eq!(m.causation_id, m.command_id, "causation is the command");
+    assert!(m.causation_id.is_some(), "causation is the command");
+    assert_eq!(
+        m.command_id, None,
+        "a command executed without a command id has no idempotency key"
+    );
+    assert_ne!(
+        recorded[1].metadata.causation_id, m.causation_id,
+        "each command without a command id gets its own id"
+    );
     let fresh = repo.load("c-2").await.expect("load");
     assert_eq!((fresh.state, fresh.version), (Counter::default(), 0));
 }
@@ -969,6 +978,16 @@ pub async fn repository_command_idempotency<S: EventStore>(store: S) {
         .expect("repeat");
     assert!(again.duplicate);
     assert_eq!(again.events, first.events);
+    let recorded = store
+        .read_stream(&stream("counter-c-1"), &StreamRead::all())
+        .await
+        .expect("read");
+    let m = &recorded[0].metadata;
+    assert_eq!(
+        (m.command_id, m.causation_id),
+        (Some(command_id), Some(command_id)),
+        "the events carry the caller's command id, as their cause too"
+    );
     assert_eq!(again.version, first.version);
     assert_eq!(again.position, first.position);
     let loaded = repo.load("c-1").await.expect("load");
@@ -1199,4 +1218,378 @@ pub async fn repository_decode_error_names_the_event<S: EventStore>(store: S) {
             ..
         })
     ));
+}
+
+type TabRepo<S> = Repository<Tab, S>;
+
+fn pay(amount: u64) -> Pay {
+    Pay {
+        amount,
+        only_if_open: false,
+    }
+}
+
+/// Two concurrent executions of one command id, the second of which would be rejected on
+/// the state holding the first one's events, both answer with the first outcome; its
+/// events are stored once. 300 rounds.
+pub async fn repository_command_race_same_outcome<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    for round in 0..300 {
+        let id = format!("race-{round}");
+        repo.execute(&id, Open, Metadata::new())
+            .await
+            .expect("open");
+        let command_id = Uuid::now_v7();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (repo, barrier, id) = (repo.clone(), barrier.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                repo.execute(&id, pay(5), Metadata::new().command_id(command_id))
+                    .await
+            }));
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(done) => answers.push((done.events, done.version, done.position)),
+                Err(e) => panic!("round {round}: a racing retry answered {e:?}"),
+            }
+        }
+        assert_eq!(answers[0], answers[1], "round {round}: one outcome");
+        assert_eq!(answers[0].0, [Paid { amount: 5 }.into()], "round {round}");
+        assert_eq!(
+            versions(&store, &stream(&format!("tab-{id}"))).await,
+            [1, 2],
+            "round {round}: one set of events"
+        );
+    }
+}
+
+/// A rejected command retried with its command id on a state where it would succeed gets
+/// the original rejection, and nothing is appended.
+pub async fn repository_rejection_is_remembered<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let meta = || Metadata::new().command_id(command_id);
+    let first = repo
+        .execute("t-1", pay(5), meta())
+        .await
+        .expect_err("a closed tab rejects payment");
+    assert!(
+        matches!(first, Error::Rejected(TabError::NotOpen)),
+        "{first:?}"
+    );
+    repo.execute("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+    let again = repo
+        .execute("t-1", pay(5), meta())
+        .await
+        .expect_err("the retry gets the first outcome");
+    assert!(
+        matches!(again, Error::Rejected(TabError::NotOpen)),
+        "{again:?}"
+    );
+    assert_eq!(versions(&store, &stream("tab-t-1")).await, [1]);
+    let loaded = repo.load("t-1").await.expect("load");
+    assert!(loaded.state.open && !loaded.state.paid);
+    // A new command id is a new command.
+    repo.execute("t-1", pay(5), Metadata::new().command_id(Uuid::now_v7()))
+        .await
+        .expect("pay");
+}
+
+/// A command that appended nothing, retried with its command id on a state where it would
+/// append, appends nothing again.
+pub async fn repository_empty_outcome_is_remembered<S: EventStore>(store: S) {
+    let repo = TabRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let lenient = || Pay {
+        amount: 5,
+        only_if_open: true,
+    };
+    let meta = || Metadata::new().command_id(command_id);
+    let first = repo
+        .execute("t-1", lenient(), meta())
+        .await
+        .expect("nothing to pay");
+    assert!(first.events.is_empty());
+    assert_eq!((first.version, first.position), (0, 0));
+    repo.execute("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+    let again = repo
+        .execute("t-1", lenient(), meta())
+        .await
+        .expect("the retry gets the first outcome");
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(again.duplicate);
+    assert_eq!(again.version, 0, "the version the command was decided on");
+    assert_eq!(versions(&store, &stream("tab-t-1")).await, [1]);
+}
+
+/// A store whose next append or command record fails with a backend error.
+#[derive(Clone)]
+struct Flaky<S> {
+    store: S,
+    fail_append: Arc<std::sync::atomic::AtomicBool>,
+    fail_record: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> Flaky<S> {
+    fn new(store: S) -> Self {
+        Self {
+            store,
+            fail_append: Arc::default(),
+            fail_record: Arc::default(),
+        }
+    }
+
+    fn injected(flag: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
+        if flag.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend("injected failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl<S: EventStore> EventStore for Flaky<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<crate::AppendResult, StoreError> {
+        Self::injected(&self.fail_append)?;
+        self.store.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store.read_stream(stream, read).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.store.stream_version(stream).await
+    }
+    async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store.read_all(read).await
+    }
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.store.head_position().await
+    }
+    async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.store.event_by_id(event_id).await
+    }
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.store.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.store
+            .load_snapshot(stream, schema_version, max_version)
+            .await
+    }
+    async fn record_command(
+        &self,
+        record: &CommandRecord,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        Self::injected(&self.fail_record)?;
+        self.store.record_command(record).await
+    }
+    async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        self.store.command_record(command_id).await
+    }
+}
+
+/// A command that failed on a store error is not remembered: retried with its command id,
+/// it is decided again.
+pub async fn repository_store_errors_are_not_remembered<S: EventStore>(store: S) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let flaky = Flaky::new(store.clone());
+    let repo = TabRepo::new(flaky.clone());
+    repo.execute("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+
+    // The append fails: nothing is stored, and the retry appends.
+    let command_id = Uuid::now_v7();
+    flaky.fail_append.store(true, SeqCst);
+    let failed = repo
+        .execute("t-1", pay(5), Metadata::new().command_id(command_id))
+        .await
+        .expect_err("injected append failure");
+    assert!(
+        matches!(failed, Error::Store(StoreError::Backend(_))),
+        "{failed:?}"
+    );
+    assert_eq!(
+        store
+            .command_record(command_id)
+            .await
+            .expect("command record"),
+        None
+    );
+    let retried = repo
+        .execute("t-1", pay(5), Metadata::new().command_id(command_id))
+        .await
+        .expect("the retry is decided again");
+    assert!(!retried.duplicate);
+    assert_eq!(retried.events, [Paid { amount: 5 }.into()]);
+
+    // Recording a rejection fails: the caller gets the store error, not a rejection that
+    // a retry could contradict, and the retry is decided again.
+    let command_id = Uuid::now_v7();
+    flaky.fail_record.store(true, SeqCst);
+    let failed = repo
+        .execute("t-2", pay(5), Metadata::new().command_id(command_id))
+        .await
+        .expect_err("injected record failure");
+    assert!(
+        matches!(failed, Error::Store(StoreError::Backend(_))),
+        "{failed:?}"
+    );
+    repo.execute("t-2", Open, Metadata::new())
+        .await
+        .expect("open");
+    let retried = repo
+        .execute("t-2", pay(5), Metadata::new().command_id(command_id))
+        .await
+        .expect("the retry is decided again");
+    assert_eq!(retried.events, [Paid { amount: 5 }.into()]);
+    assert_eq!(versions(&store, &stream("tab-t-2")).await, [1, 2]);
+}
+
+fn with_command(mut event: NewEvent, command_id: Uuid) -> NewEvent {
+    event.metadata.command_id = Some(command_id);
+    event
+}
+
+fn record(command_id: Uuid, stream_id: &StreamId, outcome: CommandOutcome) -> CommandRecord {
+    CommandRecord {
+        command_id,
+        stream_id: stream_id.clone(),
+        version: 0,
+        outcome,
+    }
+}
+
+/// The command log keeps the first outcome of a command id: a record refuses later appends
+/// of the command's events, appended events win over a later record, and an append racing
+/// a record of the same command id agrees with it on which came first.
+pub async fn command_log_first_outcome_wins<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let rejected = CommandOutcome::Rejected {
+        message: "no".into(),
+    };
+
+    // Recorded first: the record stays, and the command's events are refused.
+    let x = Uuid::now_v7();
+    assert_eq!(
+        store
+            .record_command(&record(x, &s, CommandOutcome::NoEvents))
+            .await
+            .expect("record"),
+        None
+    );
+    let first = store
+        .record_command(&record(x, &s, rejected.clone()))
+        .await
+        .expect("record");
+    assert_eq!(first, Some(record(x, &s, CommandOutcome::NoEvents)));
+    let refused = store
+        .append(&s, ExpectedVersion::Any, &[with_command(event("A", 1), x)])
+        .await
+        .expect_err("the command already has an outcome");
+    match refused {
+        StoreError::CommandDecided { command_id, stream } => {
+            assert_eq!((command_id, stream), (x, s.clone()));
+        }
+        other => panic!("expected CommandDecided, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+
+    // Appended first: the events win over a later record; their retry is still a retry, and
+    // other events with the same command id may follow.
+    let y = Uuid::now_v7();
+    let events = vec![
+        with_command(event("A", 1), y),
+        with_command(event("B", 2), y),
+    ];
+    let appended = store
+        .append(&s, ExpectedVersion::NoStream, &events)
+        .await
+        .expect("append");
+    let first = store
+        .record_command(&record(y, &s, rejected.clone()))
+        .await
+        .expect("record")
+        .expect("the append came first");
+    assert_eq!(first.outcome, CommandOutcome::Appended);
+    assert_eq!(first.stream_id, s);
+    assert_eq!(
+        store.command_record(y).await.expect("command record"),
+        Some(first)
+    );
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, &events)
+        .await
+        .expect("retry");
+    assert!(again.replayed);
+    assert_eq!(again.version, appended.version);
+    store
+        .append(&s, ExpectedVersion::Any, &[with_command(event("C", 3), y)])
+        .await
+        .expect("more events of the same command id");
+
+    // Races: exactly one of an append and a record of one command id comes first.
+    for round in 0..100 {
+        let z = Uuid::now_v7();
+        let s = stream(&format!("race-{round}"));
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let append = {
+            let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .append(&s, ExpectedVersion::Any, &[with_command(event("A", 1), z)])
+                    .await
+            })
+        };
+        let recorded = {
+            let (store, s, rejected) = (store.clone(), s.clone(), rejected.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.record_command(&record(z, &s, rejected)).await
+            })
+        };
+        let append = append.await.expect("task");
+        let recorded = recorded.await.expect("task").expect("record");
+        let first = store
+            .command_record(z)
+            .await
+            .expect("command record")
+            .expect("an outcome");
+        match (append, recorded) {
+            (Ok(_), Some(winner)) => {
+                assert_eq!(winner.outcome, CommandOutcome::Appended, "round {round}");
+                assert_eq!(first.outcome, CommandOutcome::Appended, "round {round}");
+                assert_eq!(versions(&store, &s).await, [1], "round {round}");
+            }
+            (Err(StoreError::CommandDecided { .. }), None) => {
+                assert_eq!(first.outcome, rejected, "round {round}");
+                assert_eq!(versions(&store, &s).await, [0; 0], "round {round}");
+            }
+            (append, recorded) => {
+                panic!("round {round}: two first outcomes: {append:?} and {recorded:?}")
+            }
+        }
+    }
 }

@@ -30,6 +30,7 @@ mod counter;
 pub mod faults;
 pub mod process_managers;
 pub mod projections;
+pub mod tab;
 
 pub use counter::{Counter, CounterCommand, CounterError, CounterEvent, Increment, Incremented};
 
@@ -66,6 +67,11 @@ macro_rules! store_conformance_tests {
             repository_execute_and_load,
             repository_rejects_and_validates,
             repository_command_idempotency,
+            repository_command_race_same_outcome,
+            repository_rejection_is_remembered,
+            repository_empty_outcome_is_remembered,
+            repository_store_errors_are_not_remembered,
+            command_log_first_outcome_wins,
             repository_concurrent_commands,
             repository_snapshot_equals_replay,
             repository_temporal_loads,

@@ -297,6 +297,53 @@ async fn an_idempotency_key_replays_the_first_outcome() {
 }
 // ANCHOR_END: idempotency_test
 
+/// Two concurrent requests with one `Idempotency-Key` get the same answer: the first
+/// outcome, never `200` for one and `409 the order is already paid` for the other.
+async fn concurrent_requests_with_one_key_agree<S: Backend>(store: S, rounds: usize) {
+    let api = Arc::new(Api::on(store).await);
+    let (status, _) = api
+        .post("/inventory/keyboard/receive", json!({"quantity": rounds}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for round in 0..rounds {
+        let id = format!("race-{round}");
+        let (status, _) = api.post("/orders", order(&id, 1)).await;
+        assert_eq!(status, StatusCode::CREATED, "round {round}");
+        let pay = format!("/orders/{id}/pay");
+        let key = format!("pay-{round}");
+        let requests = [(), ()].map(|()| {
+            let (api, pay, key) = (Arc::clone(&api), pay.clone(), key.clone());
+            tokio::spawn(async move { api.post_raw(&pay, "", Some(&key)).await })
+        });
+        let mut answers = Vec::new();
+        for request in requests {
+            let (status, mut body, _) = request.await.unwrap();
+            // The replay says it is one; the rest of the answer is the same.
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("replayed");
+            }
+            answers.push((status, body));
+        }
+        assert_eq!(answers[0], answers[1], "round {round}: one answer");
+        assert_eq!(
+            answers[0].0,
+            StatusCode::OK,
+            "round {round}: {:?}",
+            answers[0].1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_agree_in_memory() {
+    concurrent_requests_with_one_key_agree(MemoryStore::new(), 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_agree_on_postgres() {
+    concurrent_requests_with_one_key_agree(common::postgres().await, 300).await;
+}
+
 #[tokio::test]
 async fn store_failures_are_500_without_details_lost() {
     use axum::response::IntoResponse as _;
