@@ -1,50 +1,72 @@
 //! Stores that fail on demand, to test what the runtime does when its stores fail.
 
+use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::coordination::{CoordinationError, DeadLetterStore, ParkedEvent};
 use crate::stream::StreamId;
 
-/// A dead-letter store whose [`park`](DeadLetterStore::park) fails while switched on, over
-/// another one that does the work otherwise. Clones share the switch.
-#[derive(Clone, Debug)]
-pub struct FailingParks<D> {
+/// The operations of a [`FaultyDeadLetters`] that a fault can be injected into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadLetterOp {
+    /// [`DeadLetterStore::park`].
+    Park,
+    /// [`DeadLetterStore::clear`].
+    Clear,
+}
+
+type Check = dyn Fn(DeadLetterOp) -> Result<(), String> + Send + Sync;
+
+/// A dead-letter store over another one that does the work, asking `check` before each
+/// [`DeadLetterOp`]: an `Err` from it is returned as a backend error instead, and counted.
+/// Clones share the check and the count.
+#[derive(Clone)]
+pub struct FaultyDeadLetters<D> {
     inner: D,
-    failing: Arc<AtomicBool>,
+    check: Arc<Check>,
     refused: Arc<AtomicU64>,
 }
 
-/// What a refused [`FailingParks::park`] reports (inside a backend error).
-pub const PARK_REFUSED: &str = "the dead-letter store is unavailable";
-
-impl<D> FailingParks<D> {
-    /// Wraps `inner`, parking normally until [`fail`](Self::fail).
-    pub fn new(inner: D) -> Self {
+impl<D> FaultyDeadLetters<D> {
+    /// Wraps `inner`, failing an operation whenever `check` returns an error for it.
+    pub fn new(
+        inner: D,
+        check: impl Fn(DeadLetterOp) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             inner,
-            failing: Arc::default(),
+            check: Arc::new(check),
             refused: Arc::default(),
         }
     }
 
-    /// Makes `park` fail (`true`) or work again (`false`).
-    pub fn fail(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
-    }
-
-    /// How many parks were refused so far.
+    /// How many operations were refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
     }
+
+    fn guard(&self, op: DeadLetterOp) -> Result<(), CoordinationError> {
+        (self.check)(op).map_err(|message| {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            CoordinationError::Backend(message.into())
+        })
+    }
 }
 
-impl<D: DeadLetterStore> DeadLetterStore for FailingParks<D> {
+impl<D: fmt::Debug> fmt::Debug for FaultyDeadLetters<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyDeadLetters")
+            .field("inner", &self.inner)
+            .field("refused", &self.refused())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: DeadLetterStore> DeadLetterStore for FaultyDeadLetters<D> {
     async fn park(&self, event: &ParkedEvent) -> Result<(), CoordinationError> {
-        if self.failing.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(CoordinationError::Backend(PARK_REFUSED.into()));
-        }
+        self.guard(DeadLetterOp::Park)?;
         self.inner.park(event).await
     }
 
@@ -73,6 +95,7 @@ impl<D: DeadLetterStore> DeadLetterStore for FailingParks<D> {
     }
 
     async fn clear(&self, name: &str) -> Result<(), CoordinationError> {
+        self.guard(DeadLetterOp::Clear)?;
         self.inner.clear(name).await
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +15,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::cases::event;
+use super::faults::{DeadLetterOp, FaultyDeadLetters};
 use crate::coordination::{
     CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent,
+    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason,
 };
 use crate::error::BoxError;
 use crate::event::RecordedEvent;
@@ -1067,50 +1069,6 @@ impl<C: CheckpointStore> CheckpointStore for FaultyCheckpoints<C> {
     }
 }
 
-/// A dead-letter store whose `clear` fails at the armed step.
-#[derive(Clone, Debug)]
-struct FaultyDeadLetters<D> {
-    inner: D,
-    faults: Faults,
-}
-
-impl<D: DeadLetterStore> DeadLetterStore for FaultyDeadLetters<D> {
-    async fn park(&self, event: &ParkedEvent) -> Result<(), CoordinationError> {
-        self.inner.park(event).await
-    }
-
-    async fn list(&self, name: &str) -> Result<Vec<ParkedEvent>, CoordinationError> {
-        self.inner.list(name).await
-    }
-
-    async fn list_partition(
-        &self,
-        name: &str,
-        partition: u32,
-    ) -> Result<Vec<ParkedEvent>, CoordinationError> {
-        self.inner.list_partition(name, partition).await
-    }
-
-    async fn request_replay(
-        &self,
-        name: &str,
-        stream: Option<&StreamId>,
-    ) -> Result<usize, CoordinationError> {
-        self.inner.request_replay(name, stream).await
-    }
-
-    async fn remove(&self, name: &str, position: u64) -> Result<(), CoordinationError> {
-        self.inner.remove(name, position).await
-    }
-
-    async fn clear(&self, name: &str) -> Result<(), CoordinationError> {
-        self.faults
-            .fail_at(RebuildStep::DeadLetters)
-            .map_err(|e| CoordinationError::Backend(e.into()))?;
-        self.inner.clear(name).await
-    }
-}
-
 /// A [`RecordingProjection`] whose reset fails at the armed step (before or after emptying
 /// the read model).
 #[derive(Debug)]
@@ -1176,10 +1134,13 @@ where
                 faults: faults.clone(),
             },
             leases: stores.leases.clone(),
-            dead_letters: FaultyDeadLetters {
-                inner: stores.dead_letters.clone(),
-                faults: faults.clone(),
-            },
+            dead_letters: FaultyDeadLetters::new(stores.dead_letters.clone(), {
+                let faults = faults.clone();
+                move |op| match op {
+                    DeadLetterOp::Clear => faults.fail_at(RebuildStep::DeadLetters),
+                    _ => Ok(()),
+                }
+            }),
         };
         let running = faulty
             .runner(&format!("a{round}"))
@@ -1270,6 +1231,9 @@ where
     }
 }
 
+/// What the dead-letter store of [`projection_failing_dead_letter_store`] answers a park.
+const PARK_REFUSED: &str = "the dead-letter store is unavailable";
+
 /// A dead-letter store that keeps failing to park an event makes the partition unhealthy,
 /// naming the error, instead of retrying silently; the event is not skipped meanwhile, and
 /// once the store recovers it is parked and the partition is healthy again.
@@ -1280,8 +1244,14 @@ where
     L: LeaseStore,
     D: DeadLetterStore,
 {
-    let dead_letters = super::faults::FailingParks::new(stores.dead_letters.clone());
-    dead_letters.fail(true);
+    let parks_fail = Arc::new(AtomicBool::new(true));
+    let dead_letters = FaultyDeadLetters::new(stores.dead_letters.clone(), {
+        let parks_fail = Arc::clone(&parks_fail);
+        move |op| match op {
+            DeadLetterOp::Park if parks_fail.load(Ordering::SeqCst) => Err(PARK_REFUSED.into()),
+            _ => Ok(()),
+        }
+    });
     let stores = RuntimeStores {
         events: stores.events,
         checkpoints: stores.checkpoints,
@@ -1313,7 +1283,7 @@ where
                             if name == "unparkable"
                                 && *failures >= 2
                                 && error.contains("could not park the event")
-                                && error.contains(super::faults::PARK_REFUSED)
+                                && error.contains(PARK_REFUSED)
                     )
                 })
         },
@@ -1325,7 +1295,7 @@ where
         status[0]
             .error
             .as_deref()
-            .is_some_and(|e| e.contains(super::faults::PARK_REFUSED)),
+            .is_some_and(|e| e.contains(PARK_REFUSED)),
         "{status:?}"
     );
     assert!(
@@ -1339,7 +1309,7 @@ where
     );
     assert!(!projection.recording().applied.contains_key(&poison));
 
-    dead_letters.fail(false);
+    parks_fail.store(false, Ordering::SeqCst);
     wait_for(&running, "unparkable", head).await;
     let parked = running.parked("unparkable").await.expect("parked");
     assert_eq!(parked.len(), 1, "{parked:?}");
