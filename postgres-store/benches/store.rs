@@ -205,6 +205,15 @@ impl Appends {
         }
     }
 
+    /// The raw-SQL baseline of this kind: `plain`, or `claimed` (which also inserts the
+    /// command-log row).
+    fn baseline(self, plain: &'static str, claimed: &'static str) -> &'static str {
+        match self {
+            Appends::Plain => plain,
+            Appends::Keyed => claimed,
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             Appends::Plain => "p",
@@ -307,16 +316,11 @@ async fn append_one_runs(
     tag: &str,
     rounds: usize,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (plain, claimed) = (
-        include_str!("sql/baseline_insert.sql"),
-        include_str!("sql/baseline_insert_claimed.sql"),
-    );
     let insert = sql(
-        if appends == Appends::Keyed {
-            claimed
-        } else {
-            plain
-        },
+        appends.baseline(
+            include_str!("sql/baseline_insert.sql"),
+            include_str!("sql/baseline_insert_claimed.sql"),
+        ),
         base,
     );
     let prefix = format!("{tag}{}", appends.prefix());
@@ -374,16 +378,11 @@ async fn append_one_runs(
 }
 
 async fn append_hundred(store: &PgStore, base: &PgStore, appends: Appends) {
-    let (plain, claimed) = (
-        include_str!("sql/baseline_insert_many.sql"),
-        include_str!("sql/baseline_insert_many_claimed.sql"),
-    );
     let insert = sql(
-        if appends == Appends::Keyed {
-            claimed
-        } else {
-            plain
-        },
+        appends.baseline(
+            include_str!("sql/baseline_insert_many.sql"),
+            include_str!("sql/baseline_insert_many_claimed.sql"),
+        ),
         base,
     );
     let prefix = appends.prefix();
