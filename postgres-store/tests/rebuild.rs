@@ -4,78 +4,19 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use factum::testing::projections::append_tested;
-use factum::{
-    BoxError, CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, ProjectionRunner,
-    RecordedEvent, RunnerOptions, RunningProjections,
-};
-use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
-use tokio_postgres::Transaction;
-use uuid::Uuid;
+use factum::{CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, RunnerOptions};
+use factum_postgres::{PgCoordination, PgStore};
 
+use common::counts::{Counts, PATIENCE, Running};
 use common::{raw_client, schema, store};
 
+/// The projection, and its table.
 const NAME: &str = "tally";
-const PATIENCE: Duration = Duration::from_secs(120);
-
-/// A read model counting `Tested` events per stream with an upsert that is not idempotent:
-/// an event applied twice shows in its count.
-struct Tally {
-    table: String,
-    poisoned: Mutex<HashSet<Uuid>>,
-    /// Whether the next reset fails after emptying the table (inside its transaction).
-    fail_reset: AtomicBool,
-}
-
-impl Tally {
-    fn poisoned(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-struct TallyProjection(Arc<Tally>);
-
-impl PgProjection for TallyProjection {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        vec!["Tested".to_owned()]
-    }
-
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
-        if self.0.poisoned().contains(&event.event_id) {
-            return Err(format!("poisoned event at position {}", event.position).into());
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (stream, events) VALUES ($1, 1) \
-                 ON CONFLICT (stream) DO UPDATE SET events = {0}.events + 1",
-                self.0.table
-            ),
-            &[&event.stream_id.as_str()],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
-        tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
-            .await?;
-        if self.0.fail_reset.swap(false, Ordering::SeqCst) {
-            return Err("failure injected after emptying the read model".into());
-        }
-        Ok(())
-    }
-}
 
 /// Where the reset's transaction is made to fail.
 #[derive(Clone, Copy, Debug)]
@@ -90,56 +31,23 @@ enum Step {
     Commit,
 }
 
-type Running = RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination>;
-
-fn start(store: &PgStore, tally: &Arc<Tally>, worker: &str) -> Running {
-    let coordination = PgCoordination::new(store);
-    ProjectionRunner::new(store.clone())
-        .with_checkpoints(coordination.clone())
-        .with_leases(coordination.clone())
-        .with_dead_letters(coordination)
-        .options(
-            RunnerOptions::new()
-                .worker_id(worker)
-                .lease_ttl(Duration::from_secs(2))
-                .lease_retry(Duration::from_millis(200)),
-        )
-        .register(
-            Transactional::new(store, TallyProjection(Arc::clone(tally))),
-            ProjectionOptions::new()
-                .partitions(2)
-                .batch_size(5)
-                .poll_interval(Duration::from_millis(50))
-                .failure(
-                    FailurePolicy::park_after(2)
-                        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
-                ),
-        )
-        .start()
-}
-
-async fn wait_for(running: &Running, position: u64) {
-    tokio::time::timeout(PATIENCE, running.wait_for(NAME, position))
-        .await
-        .expect("caught up in time")
-        .expect("running");
-}
-
-async fn tallied(store: &PgStore) -> Vec<(String, i64)> {
-    raw_client()
-        .await
-        .query(
-            &format!(
-                "SELECT stream, events FROM {}.tally ORDER BY stream",
-                schema(store)
+/// Runs `tally` alone, with two partitions, as `worker`.
+fn start(store: &PgStore, tally: &Arc<Counts>, worker: &str) -> Running {
+    tally.start(
+        store,
+        RunnerOptions::new()
+            .worker_id(worker)
+            .lease_ttl(Duration::from_secs(2))
+            .lease_retry(Duration::from_millis(200)),
+        ProjectionOptions::new()
+            .partitions(2)
+            .batch_size(5)
+            .poll_interval(Duration::from_millis(50))
+            .failure(
+                FailurePolicy::park_after(2)
+                    .backoff(Duration::from_millis(10), Duration::from_millis(10)),
             ),
-            &[],
-        )
-        .await
-        .expect("tally")
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
+    )
 }
 
 /// Makes `step` of the reset transaction fail (except `Reset`, which the projection does).
@@ -201,19 +109,8 @@ async fn a_failure_at_any_step_of_a_rebuild_keeps_the_old_state() {
     ];
     for step in steps {
         let store = store().await;
-        raw_client()
-            .await
-            .batch_execute(&format!(
-                "CREATE TABLE {}.tally (stream text PRIMARY KEY, events bigint NOT NULL)",
-                schema(&store)
-            ))
-            .await
-            .expect("read model table");
-        let tally = Arc::new(Tally {
-            table: format!("{}.tally", schema(&store)),
-            poisoned: Mutex::default(),
-            fail_reset: AtomicBool::new(false),
-        });
+        let tally = Arc::new(Counts::new(&store, NAME));
+        tally.create_table().await;
         for i in 0..12u64 {
             append_tested(&store, &format!("order-{}", i % 4), i).await;
         }
@@ -228,9 +125,9 @@ async fn a_failure_at_any_step_of_a_rebuild_keeps_the_old_state() {
         }
         let old: Vec<(String, i64)> = (0..4).map(|s| (format!("order-{s}"), 4)).collect();
         let running = start(&store, &tally, "a");
-        wait_for(&running, head).await;
+        tally.wait_for(&running, head).await;
         assert_eq!(running.parked(NAME).await.expect("parked").len(), 2);
-        assert_eq!(tallied(&store).await, old);
+        assert_eq!(tally.counted().await, old);
         tally.poisoned().clear();
 
         inject(&store, step).await;
@@ -245,7 +142,7 @@ async fn a_failure_at_any_step_of_a_rebuild_keeps_the_old_state() {
         remove_injection(&store).await;
 
         let coordination = PgCoordination::new(&store);
-        assert_eq!(tallied(&store).await, old, "{step:?}: the old read model");
+        assert_eq!(tally.counted().await, old, "{step:?}: the old read model");
         assert_eq!(
             coordination.list(NAME).await.expect("parked").len(),
             2,
@@ -260,9 +157,9 @@ async fn a_failure_at_any_step_of_a_rebuild_keeps_the_old_state() {
         }
 
         let running = start(&store, &tally, "b");
-        wait_for(&running, head).await;
+        tally.wait_for(&running, head).await;
         assert_eq!(
-            tallied(&store).await,
+            tally.counted().await,
             old,
             "{step:?}: nothing applied twice"
         );
@@ -274,7 +171,7 @@ async fn a_failure_at_any_step_of_a_rebuild_keeps_the_old_state() {
         let mut every = old.clone();
         every.push(("order-p".to_owned(), 2));
         assert_eq!(
-            tallied(&store).await,
+            tally.counted().await,
             every,
             "{step:?}: every event counted once"
         );

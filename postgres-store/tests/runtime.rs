@@ -10,21 +10,17 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use factum::testing::process_managers::{ProcessRuntimeStores, process_store_conformance};
 use factum::testing::projections::{RuntimeStores, append_tested, eventually};
-use factum::{
-    BoxError, CheckpointStore, FailurePolicy, ProjectionOptions, ProjectionRunner, RecordedEvent,
-    RunnerOptions, RunningProjections, StreamId,
-};
-use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
-use tokio_postgres::Transaction;
+use factum::{CheckpointStore, FailurePolicy, ProjectionOptions, RunnerOptions, StreamId};
+use factum_postgres::{PgCoordination, PgStore};
 use uuid::Uuid;
 
+use common::counts::{Counts, Running};
 use common::{raw_client, schema, store};
 
 async fn coordination() -> PgCoordination {
@@ -73,153 +69,22 @@ async fn process_store() {
     process_store_conformance(coordination().await).await;
 }
 
-/// A transactional read model counting `Tested` events per stream with an upsert that is not
-/// idempotent: a second application of an event would show in the count.
-struct Counts {
-    table: String,
-    /// Deliveries (1-based) at which the handler kills its own backend after its upsert,
-    /// before the commit.
-    kill_at: HashSet<u64>,
-    /// Events whose handler fails until healed.
-    poisoned: Mutex<HashSet<Uuid>>,
-    deliveries: AtomicU64,
-    killed: AtomicU64,
-}
-
-impl Counts {
-    fn new(store: &PgStore, kill_at: &[u64]) -> Arc<Self> {
-        Arc::new(Self {
-            table: format!("{}.counts", schema(store)),
-            kill_at: kill_at.iter().copied().collect(),
-            poisoned: Mutex::default(),
-            deliveries: AtomicU64::new(0),
-            killed: AtomicU64::new(0),
-        })
-    }
-
-    fn poisoned(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-struct CountsProjection(Arc<Counts>);
-
-impl PgProjection for CountsProjection {
-    fn name(&self) -> &str {
-        "counts"
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        vec!["Tested".to_owned()]
-    }
-
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
-        let counts = &self.0;
-        if counts.poisoned().contains(&event.event_id) {
-            return Err(format!("poisoned event at position {}", event.position).into());
-        }
-        let delivery = counts.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (stream, events) VALUES ($1, 1) \
-                 ON CONFLICT (stream) DO UPDATE SET events = {0}.events + 1",
-                counts.table
+/// Runs `counts` alone, with one worker.
+fn start_counts(store: &PgStore, counts: &Arc<Counts>) -> Running {
+    counts.start(
+        store,
+        RunnerOptions::new()
+            .worker_id("a")
+            .lease_ttl(Duration::from_secs(2))
+            .lease_retry(Duration::from_millis(200)),
+        ProjectionOptions::new()
+            .batch_size(10)
+            .poll_interval(Duration::from_millis(50))
+            .failure(
+                FailurePolicy::park_after(3)
+                    .backoff(Duration::from_millis(10), Duration::from_millis(40)),
             ),
-            &[&event.stream_id.as_str()],
-        )
-        .await?;
-        if counts.kill_at.contains(&delivery) {
-            // The backend dies after the read model was written and before the checkpoint
-            // and the commit: the transaction is lost as a whole.
-            let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
-            let killed: bool = raw_client()
-                .await
-                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-                .await?
-                .get(0);
-            if killed {
-                counts.killed.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
-        tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
-            .await?;
-        Ok(())
-    }
-}
-
-async fn create_counts(store: &PgStore) {
-    raw_client()
-        .await
-        .batch_execute(&format!(
-            "CREATE TABLE {}.counts (stream text PRIMARY KEY, events bigint NOT NULL)",
-            schema(store)
-        ))
-        .await
-        .expect("read model table");
-}
-
-async fn counted(store: &PgStore) -> Vec<(String, i64)> {
-    raw_client()
-        .await
-        .query(
-            &format!(
-                "SELECT stream, events FROM {}.counts ORDER BY stream",
-                schema(store)
-            ),
-            &[],
-        )
-        .await
-        .expect("counts")
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
-}
-
-fn start_counts(
-    store: &PgStore,
-    counts: &Arc<Counts>,
-) -> RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination> {
-    let coordination = PgCoordination::new(store);
-    ProjectionRunner::new(store.clone())
-        .with_checkpoints(coordination.clone())
-        .with_leases(coordination.clone())
-        .with_dead_letters(coordination)
-        .options(
-            RunnerOptions::new()
-                .worker_id("a")
-                .lease_ttl(Duration::from_secs(2))
-                .lease_retry(Duration::from_millis(200)),
-        )
-        .register(
-            Transactional::new(store, CountsProjection(Arc::clone(counts))),
-            ProjectionOptions::new()
-                .batch_size(10)
-                .poll_interval(Duration::from_millis(50))
-                .failure(
-                    FailurePolicy::park_after(3)
-                        .backoff(Duration::from_millis(10), Duration::from_millis(40)),
-                ),
-        )
-        .start()
-}
-
-async fn wait_for(
-    running: &RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination>,
-    position: u64,
-) {
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        running.wait_for("counts", position),
     )
-    .await
-    .expect("caught up in time")
-    .expect("running");
 }
 
 /// The backend of the projection's transaction is terminated between the handler's write and
@@ -228,19 +93,19 @@ async fn wait_for(
 #[tokio::test]
 async fn killed_backend_in_the_middle_of_a_batch_repeats_nothing() {
     let store = store().await;
-    create_counts(&store).await;
+    let counts = Arc::new(Counts::new(&store, "counts").kill_at(&[7, 24]));
+    counts.create_table().await;
     let mut head = 0;
     for i in 0..30u64 {
         head = append_tested(&store, &format!("order-{}", i % 3), i)
             .await
             .1;
     }
-    let counts = Counts::new(&store, &[7, 24]);
     let running = start_counts(&store, &counts);
-    wait_for(&running, head).await;
+    counts.wait_for(&running, head).await;
     assert_eq!(counts.killed.load(Ordering::SeqCst), 2, "two backends died");
     assert_eq!(
-        counted(&store).await,
+        counts.counted().await,
         [
             ("order-0".to_owned(), 10),
             ("order-1".to_owned(), 10),
@@ -264,19 +129,19 @@ async fn killed_backend_in_the_middle_of_a_batch_repeats_nothing() {
 #[tokio::test]
 async fn poison_event_parked_in_postgres_and_replayed() {
     let store = store().await;
-    create_counts(&store).await;
+    let counts = Arc::new(Counts::new(&store, "counts"));
+    counts.create_table().await;
     append_tested(&store, "order-a", 1).await;
     let (poison, poison_position) = append_tested(&store, "order-a", 2).await;
     append_tested(&store, "order-b", 1).await;
     let (_, waiting_position) = append_tested(&store, "order-a", 3).await;
     let (_, head) = append_tested(&store, "order-b", 2).await;
-    let counts = Counts::new(&store, &[]);
     counts.poisoned().insert(poison);
 
     let running = start_counts(&store, &counts);
-    wait_for(&running, head).await;
+    counts.wait_for(&running, head).await;
     assert_eq!(
-        counted(&store).await,
+        counts.counted().await,
         [("order-a".to_owned(), 1), ("order-b".to_owned(), 2)],
         "other streams flow; the poisoned stream waits"
     );
@@ -335,14 +200,14 @@ async fn poison_event_parked_in_postgres_and_replayed() {
     })
     .await;
     assert_eq!(
-        counted(&store).await,
+        counts.counted().await,
         [("order-a".to_owned(), 3), ("order-b".to_owned(), 2)],
         "the replayed events were applied once"
     );
     let (_, head) = append_tested(&store, "order-a", 4).await;
-    wait_for(&running, head).await;
+    counts.wait_for(&running, head).await;
     assert_eq!(
-        counted(&store).await,
+        counts.counted().await,
         [("order-a".to_owned(), 4), ("order-b".to_owned(), 2)],
         "the stream is unblocked"
     );

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub, reason = "each test file uses a part")]
 
+pub mod counts;
+
 use factum::{Metadata, NewEvent, Payload, StreamId};
 use factum_postgres::PgStore;
 use factum_postgres::testing::{TestDatabase, fresh_store};
