@@ -9,8 +9,8 @@ use std::time::Duration;
 use factum::prelude::*;
 use factum::{
     DecodeError, ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent, ParkReason,
-    Payload, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent, RunningProjections,
-    StreamId,
+    ParkedEvent, Payload, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent,
+    RunningProjections, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -202,6 +202,28 @@ where
         .await
         .expect("caught up in time")
         .expect("running");
+}
+
+/// Runs an `OrderList` that parks an event after two failed attempts until it has handled
+/// `last`; returns the read model and what was parked.
+async fn project_parking(
+    store: MemoryStore,
+    last: u64,
+) -> (std::sync::Arc<OrderList>, Vec<ParkedEvent>) {
+    let list = std::sync::Arc::new(OrderList::default());
+    let running = ProjectionRunner::new(store)
+        .register(
+            std::sync::Arc::clone(&list),
+            options().failure(
+                FailurePolicy::park_after(2)
+                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            ),
+        )
+        .start();
+    caught_up(&running, "order_list", last).await;
+    let parked = running.parked("order_list").await.unwrap();
+    running.shutdown().await.unwrap();
+    (list, parked)
 }
 
 fn options() -> ProjectionOptions {
@@ -397,19 +419,7 @@ async fn a_failing_handler_parks_the_event() {
         &[stored("OrderCreated", 1, r#"{"order_id":"o-6","cents":3}"#)],
     )
     .await;
-    let list = std::sync::Arc::new(OrderList::default());
-    let running = ProjectionRunner::new(store)
-        .register(
-            std::sync::Arc::clone(&list),
-            options().failure(
-                FailurePolicy::park_after(2)
-                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
-            ),
-        )
-        .start();
-    caught_up(&running, "order_list", last).await;
-    let parked = running.parked("order_list").await.unwrap();
-    running.shutdown().await.unwrap();
+    let (list, parked) = project_parking(store, last).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].position, line);
     assert_eq!(
@@ -491,19 +501,7 @@ async fn an_unknown_version_goes_through_the_failure_policy_and_is_parked() {
         &[stored("OrderCreated", 1, r#"{"order_id":"o-8","cents":3}"#)],
     )
     .await;
-    let list = std::sync::Arc::new(OrderList::default());
-    let running = ProjectionRunner::new(store)
-        .register(
-            std::sync::Arc::clone(&list),
-            options().failure(
-                FailurePolicy::park_after(2)
-                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
-            ),
-        )
-        .start();
-    caught_up(&running, "order_list", last).await;
-    let parked = running.parked("order_list").await.unwrap();
-    running.shutdown().await.unwrap();
+    let (list, parked) = project_parking(store, last).await;
     assert_eq!(parked.len(), 2, "{parked:?}");
     assert_eq!(parked[0].position, newer);
     assert_eq!(parked[0].event_type, "OrderPlaced");
