@@ -80,6 +80,49 @@ pub enum FreshStoreError {
     Store(#[from] PgError),
 }
 
+/// A session left idle inside a transaction that holds a transaction id, as a forgotten
+/// `BEGIN` would be: in the store's database it holds the global order back (and is named in
+/// the store's head status) until [`commit`](Self::commit).
+#[derive(Debug)]
+pub struct OpenTransaction {
+    client: tokio_postgres::Client,
+    pid: u32,
+}
+
+impl OpenTransaction {
+    /// Connects to `url` as `application_name`, begins a transaction, takes a transaction id
+    /// and leaves the session idle.
+    pub async fn begin(url: &str, application_name: &str) -> Result<Self, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT set_config('application_name', $1, false)",
+                &[&application_name],
+            )
+            .await?;
+        client.batch_execute("BEGIN").await?;
+        let row = client
+            .query_one("SELECT pg_backend_pid(), pg_current_xact_id()::text", &[])
+            .await?;
+        let pid: i32 = row.get(0);
+        Ok(Self {
+            client,
+            pid: pid.unsigned_abs(),
+        })
+    }
+
+    /// The server process id of its session.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Commits the transaction, releasing what it held back.
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute("COMMIT").await
+    }
+}
+
 fn start() -> Result<String, TestDatabaseError> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         if !url.is_empty() {

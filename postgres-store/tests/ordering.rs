@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use factum::{EventStore, ExpectedVersion, ReadAll, RecordedEvent};
 use factum_postgres::PgStore;
+use factum_postgres::testing::OpenTransaction;
 use uuid::Uuid;
 
 /// The tests of this file hold transactions open, which holds back every reader of the
@@ -309,18 +310,9 @@ async fn an_open_transaction_of_this_database_is_named_while_it_holds_the_head_b
         .append(&stream("before"), ExpectedVersion::Any, &events(1))
         .await
         .unwrap();
-    let idle = raw_client().await;
-    idle.batch_execute("SET application_name = 'stalling-session'")
+    let idle = OpenTransaction::begin(&url().await, "stalling-session")
         .await
         .unwrap();
-    idle.batch_execute("BEGIN; SELECT pg_current_xact_id();")
-        .await
-        .unwrap();
-    let pid: i32 = idle
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
 
     let during = store
         .append(&stream("during"), ExpectedVersion::Any, &events(2))
@@ -330,7 +322,7 @@ async fn an_open_transaction_of_this_database_is_named_while_it_holds_the_head_b
     assert_eq!(head.readable, before.last_position, "{head:?}");
     assert_eq!(head.committed, during.last_position, "{head:?}");
     let blocker = head.held_back_by.expect("the blocking session is named");
-    assert_eq!(blocker.pid, Some(u32::try_from(pid).unwrap()));
+    assert_eq!(blocker.pid, Some(idle.pid()));
     assert_eq!(
         blocker.application_name.as_deref(),
         Some("stalling-session")
@@ -342,7 +334,7 @@ async fn an_open_transaction_of_this_database_is_named_while_it_holds_the_head_b
         [before.first_position]
     );
 
-    idle.batch_execute("COMMIT").await.unwrap();
+    idle.commit().await.unwrap();
     let head = store.head_status().await.unwrap();
     assert_eq!(head, factum::HeadStatus::settled(during.last_position));
     assert_eq!(

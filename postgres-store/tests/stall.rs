@@ -16,8 +16,9 @@ use factum::{
     ProjectionRunner, RunnerOptions, WorkerState,
 };
 use factum_postgres::PgCoordination;
+use factum_postgres::testing::OpenTransaction;
 
-use common::{raw_client, store};
+use common::{store, url};
 
 /// What the tests set: health reports a held-back head after a second.
 const HELD_BACK_AFTER: Duration = Duration::from_secs(1);
@@ -79,18 +80,10 @@ async fn an_open_transaction_holding_the_head_back_is_named_in_health_until_it_c
     );
 
     // A session of this database, idle in a transaction that has an id.
-    let idle = raw_client().await;
-    idle.batch_execute(
-        "SET application_name = 'stalling-session'; BEGIN; SELECT pg_current_xact_id();",
-    )
-    .await
-    .expect("open the transaction");
-    let pid: i32 = idle
-        .query_one("SELECT pg_backend_pid()", &[])
+    let idle = OpenTransaction::begin(&url().await, "stalling-session")
         .await
-        .expect("pid")
-        .get(0);
-    let pid = u32::try_from(pid).expect("a pid is positive");
+        .expect("open the transaction");
+    let pid = idle.pid();
 
     let mut during = Vec::new();
     for n in 2..=4 {
@@ -144,7 +137,7 @@ async fn an_open_transaction_holding_the_head_back_is_named_in_health_until_it_c
         "nothing past the open transaction is delivered"
     );
 
-    idle.batch_execute("COMMIT").await.expect("commit");
+    idle.commit().await.expect("commit");
     tokio::time::timeout(Duration::from_secs(120), projections.wait_for("held", last))
         .await
         .expect("delivered in time")

@@ -395,20 +395,10 @@ async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
     api.app.settle().await.unwrap();
 
     let url = factum_postgres::testing::TestDatabase::get().await.unwrap();
-    let (idle, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let idle = factum_postgres::testing::OpenTransaction::begin(&url, "forgotten-session")
         .await
         .unwrap();
-    tokio::spawn(connection);
-    idle.batch_execute(
-        "SET application_name = 'forgotten-session'; BEGIN; SELECT pg_current_xact_id();",
-    )
-    .await
-    .unwrap();
-    let pid: i32 = idle
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid = idle.pid();
 
     let (status, body) = api.post("/orders", order("o-held", 2)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -440,7 +430,7 @@ async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
     let (_, stock) = api.get("/inventory/keyboard").await;
     assert_eq!(stock["reserved"], 0, "the reservation waits: {stock}");
 
-    idle.batch_execute("COMMIT").await.unwrap();
+    idle.commit().await.unwrap();
     get_until(
         &api,
         "/inventory/keyboard",
