@@ -109,11 +109,31 @@ pub trait Command: Send + 'static {
     }
 }
 
+/// A command that names the aggregate instance it targets: a `#[command]` with an `#[id]`
+/// field. Only such commands can be executed without naming the instance
+/// ([`Repository::execute`](crate::Repository::execute)) or dispatched by a
+/// [`Router`](crate::Router); the instance's stream is `{CATEGORY}-{instance_id}`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not name the aggregate instance it targets",
+    label = "no `#[id]` field",
+    note = "mark the field holding the instance's id with `#[id]` in the `#[command]` struct, or name the instance with `execute_on(id, command, metadata)`"
+)]
+pub trait Routed: Command {
+    /// The id of the instance the command targets.
+    fn instance_id(&self) -> &str;
+}
+
+/// Visits the command types of a [`CommandSet`]; see [`CommandSet::visit_commands`].
+pub trait CommandVisitor<Set> {
+    /// Called once for each command type `C` of the set.
+    fn visit<C: Command + Clone + Into<Set>>(&mut self);
+}
+
 /// The set of commands one aggregate accepts: the enum `#[aggregate]` generates.
 ///
 /// Commands are `Clone` so that a command that lost an append race can be decided again on
 /// the new state.
-pub trait CommandSet: Clone + Send + 'static {
+pub trait CommandSet: Clone + Send + Sync + 'static {
     /// The name of this command.
     fn command_name(&self) -> &'static str;
 
@@ -128,6 +148,16 @@ pub trait CommandSet: Clone + Send + 'static {
     /// Checks the command on its own, before any aggregate is loaded.
     fn validate(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Calls `visitor` once for each command type of the set, so that a
+    /// [`Router`](crate::Router) can route each of them to the aggregate. `#[aggregate]`
+    /// generates it; the default visits none.
+    fn visit_commands<V: CommandVisitor<Self>>(visitor: &mut V)
+    where
+        Self: Sized,
+    {
+        let _ = visitor;
     }
 }
 

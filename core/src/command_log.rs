@@ -7,7 +7,7 @@ use crate::stream::StreamId;
 /// How a command with a command id ended, as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandOutcome {
-    /// It appended events (with the ids [`derived_event_id`](crate::derived_event_id) gives
+    /// It appended events (with the ids [`derived_event_id`](crate::store::derived_event_id) gives
     /// for the command id).
     Appended,
     /// It was accepted and appended nothing.

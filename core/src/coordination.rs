@@ -19,7 +19,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod memory;
+mod split;
+
+pub use memory::MemoryCoordination;
+pub use split::SplitCoordination;
+
 use crate::error::BoxError;
+pub use crate::process_manager::{
+    Deadline, InstanceStatus, MemoryProcessStore, PendingCommand, ProcessInstance, ProcessStore,
+};
 use crate::stream::StreamId;
 
 /// What the checkpoint, lease, dead-letter and process stores report.
@@ -185,7 +194,7 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 /// // worker-1 wakes up: it can no longer move the checkpoint.
 /// assert!(checkpoints.save(&old, 50).await.is_err_and(|e| e.is_fenced()));
 /// assert_eq!(checkpoints.load("order_list", 0).await?, 42);
-/// # Ok::<(), factum::CoordinationError>(())
+/// # Ok::<(), factum::coordination::CoordinationError>(())
 /// # }).unwrap();
 /// ```
 pub trait CheckpointStore: Clone + Send + Sync + 'static {
@@ -318,6 +327,17 @@ pub trait DeadLetterStore: Clone + Send + Sync + 'static {
     /// Removes every entry of `name` (before a rebuild).
     fn clear(&self, name: &str) -> impl Future<Output = Result<(), CoordinationError>> + Send;
 }
+
+/// Where projections and process managers coordinate: checkpoints, leases, dead letters and
+/// process instances, behind one value that runners take whole. `MemoryCoordination` keeps
+/// them in memory; `factum_postgres::PgCoordination` in the store's database, shared by
+/// every process of the application.
+///
+/// Implemented for every type that implements the four stores; store authors implement
+/// those.
+pub trait Coordination: CheckpointStore + LeaseStore + DeadLetterStore + ProcessStore {}
+
+impl<T: CheckpointStore + LeaseStore + DeadLetterStore + ProcessStore> Coordination for T {}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section below leaves the data consistent before any step that could
@@ -685,9 +705,9 @@ pub(crate) async fn membership<L: LeaseStore>(
 /// seeded hasher), so every process agrees on which partition owns a stream.
 ///
 /// ```
-/// assert_eq!(factum::partition_of("order-o-1", 1), 0);
-/// assert_eq!(factum::partition_of("order-o-1", 8), factum::partition_of("order-o-1", 8));
-/// assert!(factum::partition_of("order-o-1", 8) < 8);
+/// assert_eq!(factum::coordination::partition_of("order-o-1", 1), 0);
+/// assert_eq!(factum::coordination::partition_of("order-o-1", 8), factum::coordination::partition_of("order-o-1", 8));
+/// assert!(factum::coordination::partition_of("order-o-1", 8) < 8);
 /// ```
 pub fn partition_of(key: &str, partitions: u32) -> u32 {
     if partitions <= 1 {

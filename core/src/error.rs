@@ -215,6 +215,38 @@ pub enum Error<E> {
         /// The version the stream had.
         actual: u64,
     },
+    /// The stream is not at the version the caller expected (an HTTP `If-Match` that no
+    /// longer holds): the command was not decided. Not retried: the caller decides again on
+    /// the current state.
+    #[error("stream `{stream}` is at version {actual}, not at the expected version {expected}")]
+    VersionMismatch {
+        /// The stream.
+        stream: StreamId,
+        /// The version the caller expected.
+        expected: u64,
+        /// The version the stream has.
+        actual: u64,
+    },
+    /// The command was executed on an instance other than the one its `#[id]` names.
+    #[error("command `{command}` names instance `{named}` but was executed on instance `{given}`")]
+    WrongInstance {
+        /// The command's name.
+        command: &'static str,
+        /// The instance it was executed on.
+        given: String,
+        /// The instance its `#[id]` field names.
+        named: String,
+    },
+    /// No aggregate registered with the router accepts this command type.
+    #[error(
+        "no aggregate registered with the router accepts command `{command}` (version {version})"
+    )]
+    NotRouted {
+        /// The command's name.
+        command: &'static str,
+        /// The command's version.
+        version: u32,
+    },
     /// A command rejected earlier was retried with its command id, but deciding it again on
     /// the state it was rejected on does not reject it: the command id was reused for
     /// another command, or the handler changed since.
@@ -266,6 +298,81 @@ impl<E> Error<E> {
         match self {
             Error::Rejected(e) => Some(e),
             _ => None,
+        }
+    }
+
+    /// The same error with the domain error converted by `f`: how a
+    /// [`Router`](crate::Router) erases each aggregate's error type into a
+    /// [`Rejection`](crate::Rejection).
+    pub fn map_rejection<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
+        match self {
+            Error::Rejected(e) => Error::Rejected(f(e)),
+            Error::InvalidCommand { command, message } => {
+                Error::InvalidCommand { command, message }
+            }
+            Error::StreamId(e) => Error::StreamId(e),
+            Error::Conflict {
+                stream,
+                attempts,
+                expected,
+                actual,
+            } => Error::Conflict {
+                stream,
+                attempts,
+                expected,
+                actual,
+            },
+            Error::VersionMismatch {
+                stream,
+                expected,
+                actual,
+            } => Error::VersionMismatch {
+                stream,
+                expected,
+                actual,
+            },
+            Error::WrongInstance {
+                command,
+                given,
+                named,
+            } => Error::WrongInstance {
+                command,
+                given,
+                named,
+            },
+            Error::NotRouted { command, version } => Error::NotRouted { command, version },
+            Error::InconsistentRetry {
+                command_id,
+                stream,
+                version,
+                message,
+            } => Error::InconsistentRetry {
+                command_id,
+                stream,
+                version,
+                message,
+            },
+            Error::Decode {
+                stream,
+                stream_version,
+                position,
+                source,
+            } => Error::Decode {
+                stream,
+                stream_version,
+                position,
+                source,
+            },
+            Error::Encode {
+                stream,
+                event_type,
+                source,
+            } => Error::Encode {
+                stream,
+                event_type,
+                source,
+            },
+            Error::Store(e) => Error::Store(e),
         }
     }
 }

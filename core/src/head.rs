@@ -4,7 +4,7 @@
 //! transaction that may still commit an event) reports it through
 //! [`EventStore::head_status`](crate::EventStore::head_status): the readable head, the
 //! committed one, and the session holding the difference. The runners turn it into
-//! [`HealthProblem::HeadHeldBack`](crate::HealthProblem::HeadHeldBack), the lag of every
+//! [`HealthProblem::HeadHeldBack`](crate::projection::HealthProblem::HeadHeldBack), the lag of every
 //! partition and the `factum_head_held_back_seconds` gauge.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The store's head: how far a reader may read, and how far events are committed.
 ///
 /// ```
-/// use factum::HeadStatus;
+/// use factum::store::HeadStatus;
 /// let head = HeadStatus::settled(42);
 /// assert_eq!((head.readable, head.committed), (42, 42));
 /// assert!(!head.is_held_back());

@@ -3,9 +3,10 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 
 mod aggregate;
+mod application;
 mod codegen;
 mod command_log;
-mod coordination;
+pub mod coordination;
 mod error;
 mod event;
 mod head;
@@ -14,43 +15,38 @@ mod metadata;
 mod process_manager;
 pub mod projection;
 mod repository;
+mod router;
 mod runtime;
-mod store;
+pub mod store;
 mod stream;
 pub mod subscription;
 pub mod test_kit;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use aggregate::{Aggregate, Command, CommandSet, SnapshotPolicy};
-pub use command_log::{CommandOutcome, CommandRecord};
-pub use coordination::{
-    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, ParkedEvent, partition_of,
-};
-pub use error::{BoxError, DecodeError, Error, StoreError, StreamIdError};
-pub use event::{Decoded, DecodedIter, Event, EventSet, NewEvent, Payload, RecordedEvent};
-pub use head::{Blocker, HeadStatus};
-pub use memory::{MAX_EVENT_TYPE_LEN, MemoryStore, check_retry, validate_batch};
+pub use aggregate::{Aggregate, Command, CommandSet, CommandVisitor, Routed, SnapshotPolicy};
+pub use application::{Application, ApplicationBuilder, ApplicationError};
+pub use coordination::{Coordination, MemoryCoordination};
+pub use error::{BoxError, Error, StoreError};
+pub use event::{Event, EventSet, RecordedEvent};
+pub use memory::MemoryStore;
 pub use metadata::Metadata;
-pub use process_manager::{
-    Clock, CommandDispatcher, Deadline, DispatchError, DispatchFn, Effects, InstanceStatus,
-    ManualClock, MemoryProcessStore, PendingCommand, ProcessError, ProcessInstance, ProcessManager,
-    ProcessManagerRunner, ProcessOptions, ProcessStore, Route, RunningProcessManagers, SystemClock,
-    dispatch_fn, process_command_id,
-};
-pub use projection::ResetContext;
-pub use projection::{
-    FailurePolicy, HandleContext, Health, HealthProblem, OnExhausted, PartitionStatus, Projection,
-    ProjectionError, ProjectionOptions, ProjectionRunner, RebuildProgress, RunnerOptions,
-    RunningProjections, WorkerState,
-};
-pub use repository::{AsOf, Executed, Loaded, Repository, derived_event_id};
-pub use store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
-pub use stream::{
-    ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version, validate_category,
-};
-pub use subscription::{Batch, Shutdown, Subscription, SubscriptionOptions};
+pub use process_manager::{Effects, ProcessManager};
+pub use projection::Projection;
+pub use repository::{AsOf, Executed, Loaded, Repository};
+pub use router::{Dispatched, Rejection, Routable, Router};
+pub use store::EventStore;
+pub use stream::{ExpectedVersion, StreamId};
+
+/// Process managers (sagas): their runner, options, clock, dispatching and errors. The
+/// trait and [`Effects`] are at the crate root.
+pub mod process {
+    pub use crate::process_manager::{
+        Clock, CommandDispatcher, DispatchError, DispatchFn, Effects, ManualClock, ProcessError,
+        ProcessManager, ProcessManagerRunner, ProcessOptions, Route, RunningProcessManagers,
+        SystemClock, dispatch_fn, process_command_id,
+    };
+}
 
 #[cfg(feature = "macros")]
 pub use factum_macros::{aggregate, command, event, process_manager, projection};
@@ -68,8 +64,16 @@ pub mod prelude {
 /// Re-exports for generated code. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::aggregate::{CommandVisitor, Routed};
     pub use crate::codegen::*;
+    pub use crate::error::{DecodeError, Error};
+    pub use crate::event::{Decoded, Payload};
+    pub use crate::metadata::Metadata;
+    pub use crate::process_manager::Route;
+    pub use crate::projection::HandleContext;
+    pub use crate::router::{DispatchResult, Rejection, Routable, Router};
     pub use chrono;
+    pub use futures_util::future::BoxFuture;
     pub use serde;
     pub use serde_json;
     pub use tokio;

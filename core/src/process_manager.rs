@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::coordination::CoordinationError;
 use crate::error::{BoxError, StoreError};
 use crate::event::RecordedEvent;
+use crate::router::Rejection;
 
 mod clock;
 mod dispatch;
@@ -169,11 +170,13 @@ pub trait ProcessManager: Send + Sync + 'static {
     ) -> Result<Effects<Self::Command>, BoxError>;
 
     /// A dispatched command was rejected: returns compensating effects. By default, none.
+    /// `error` holds the aggregate's own error: match it with
+    /// [`Rejection::downcast_ref`](crate::Rejection::downcast_ref).
     fn on_rejected(
         &self,
         state: &mut Self::State,
         command: &Self::Command,
-        error: &str,
+        error: &Rejection,
     ) -> Result<Effects<Self::Command>, BoxError> {
         let _ = (state, command, error);
         Ok(Effects::none())

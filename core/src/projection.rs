@@ -4,8 +4,8 @@
 //! A [`Projection`] handles recorded events of the types it names. A [`ProjectionRunner`]
 //! starts every registered projection together: each is split into
 //! [`ProjectionOptions::partitions`] partitions by a stable hash of the stream name
-//! ([`partition_of`](crate::partition_of)), and each partition is processed by the one worker,
-//! across all processes sharing the [`LeaseStore`](crate::LeaseStore), that holds its lease.
+//! ([`partition_of`](crate::coordination::partition_of)), and each partition is processed by the one worker,
+//! across all processes sharing the [`LeaseStore`](crate::coordination::LeaseStore), that holds its lease.
 //!
 //! # Delivery
 //!
@@ -14,12 +14,12 @@
 //! delivers the events of that batch again. Make handlers idempotent (upsert by event id or
 //! stream version), or keep the read model and the checkpoint in one transaction (the
 //! PostgreSQL store's transactional projections). A worker whose lease was taken over cannot
-//! move the checkpoint any more (see [`CheckpointStore::claim`](crate::CheckpointStore::claim)).
+//! move the checkpoint any more (see [`CheckpointStore::claim`](crate::coordination::CheckpointStore::claim)).
 //!
 //! # Failures
 //!
 //! A failing handler is retried with exponential backoff ([`FailurePolicy`]); then the event
-//! is either parked in the [`DeadLetterStore`](crate::DeadLetterStore) (later events of the same stream are parked
+//! is either parked in the [`DeadLetterStore`](crate::coordination::DeadLetterStore) (later events of the same stream are parked
 //! behind it, so the stream's order holds, while other streams flow) or the partition stops.
 //! Parked events are listed with [`RunningProjections::parked`] and replayed, once the cause
 //! is fixed, with [`RunningProjections::replay_parked`].
@@ -45,7 +45,7 @@
 //!     .register(OrderCount::default(), ProjectionOptions::new())
 //!     .start();
 //! running.shutdown().await?;
-//! # Ok::<(), factum::ProjectionError>(())
+//! # Ok::<(), factum::projection::ProjectionError>(())
 //! # }).unwrap();
 //! ```
 

@@ -5,13 +5,13 @@ use std::marker::PhantomData;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::aggregate::{Aggregate, CommandSet};
+use crate::aggregate::{Aggregate, Command, CommandSet, Routed};
 use crate::command_log::{CommandOutcome, CommandRecord};
 use crate::error::{Error, StoreError};
 use crate::event::{EventSet, NewEvent, Payload};
 use crate::metadata::Metadata;
 use crate::store::{EventStore, ReplayEvent, Snapshot, StreamRead};
-use crate::stream::{ExpectedVersion, StreamId, Version};
+use crate::stream::{ExpectedVersion, StreamId};
 
 /// Namespace of the deterministic event ids derived from command ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_6a8e_4f0b_4c53_9a51_2b6e_0c1d_f4a7);
@@ -32,12 +32,6 @@ pub enum AsOf {
     Version(u64),
     /// The state after the last event recorded at or before this time.
     Time(DateTime<Utc>),
-}
-
-impl From<Version> for AsOf {
-    fn from(v: Version) -> Self {
-        AsOf::Version(v.0)
-    }
 }
 
 impl From<DateTime<Utc>> for AsOf {
@@ -206,8 +200,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
     }
 
-    /// Executes `command` on the instance `id`: validates it, loads the aggregate, runs its
-    /// handler and appends the events with the loaded version as the expected one.
+    /// Executes `command` on the instance its `#[id]` field names: validates it, loads the
+    /// aggregate, runs its handler and appends the events with the loaded version as the
+    /// expected one. A command that lost an append race is decided again on the new state,
+    /// up to [`with_conflict_retries`](Self::with_conflict_retries) times.
     ///
     /// Events get `causation_id` = the command id (one is generated when `metadata` has
     /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
@@ -220,20 +216,73 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// [`Error::Rejected`], decided again on the state it was rejected on. Store errors and
     /// conflicts are not outcomes: the command can be retried. Without a command id, each
     /// call is a new command.
-    pub async fn execute(
+    ///
+    /// A command without an `#[id]` field does not compile here: name its instance with
+    /// [`execute_on`](Self::execute_on).
+    pub async fn execute<C>(
+        &self,
+        command: C,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, Error<A::Error>>
+    where
+        C: Routed + Into<A::Command>,
+    {
+        let stream = Self::stream_id(command.instance_id())?;
+        self.run(stream, command.into(), metadata, None).await
+    }
+
+    /// Executes `command` on the instance `id`, as [`execute`](Self::execute) does, for a
+    /// command without an `#[id]` field. A command whose `#[id]` names another instance is
+    /// refused with [`Error::WrongInstance`] before anything is loaded.
+    pub async fn execute_on<C>(
         &self,
         id: &str,
-        command: impl Into<A::Command>,
+        command: C,
         metadata: Metadata,
+    ) -> Result<Executed<A>, Error<A::Error>>
+    where
+        C: Command + Into<A::Command>,
+    {
+        check_instance(&command, id)?;
+        let stream = Self::stream_id(id)?;
+        self.run(stream, command.into(), metadata, None).await
+    }
+
+    /// Executes `command` only if its instance's stream is at version `expected` (0: the
+    /// instance has no events), as an HTTP `If-Match` asks: the command is decided on exactly
+    /// that version, and when the stream has moved on, before or during the decision, the
+    /// answer is [`Error::VersionMismatch`] with the expected and actual versions. It is not
+    /// retried. A command id's recorded outcome is still returned first, so a retried
+    /// request gets its first answer.
+    pub async fn execute_expecting<C>(
+        &self,
+        command: C,
+        expected: u64,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, Error<A::Error>>
+    where
+        C: Routed + Into<A::Command>,
+    {
+        let stream = Self::stream_id(command.instance_id())?;
+        self.run(stream, command.into(), metadata, Some(expected))
+            .await
+    }
+
+    /// Executes a command of the aggregate's command set on `stream`, at any version or at
+    /// `expected`.
+    pub(crate) async fn run(
+        &self,
+        stream: StreamId,
+        command: A::Command,
+        metadata: Metadata,
+        expected: Option<u64>,
     ) -> Result<Executed<A>, Error<A::Error>> {
-        let command: A::Command = command.into();
         command
             .validate()
             .map_err(|message| Error::InvalidCommand {
                 command: command.command_name(),
                 message,
             })?;
-        let stream = Self::stream_id(id)?;
         let explicit_id = metadata.command_id.is_some();
         let command_id = metadata.command_id.unwrap_or_else(Uuid::now_v7);
         // Events name the command as their cause, and carry the command id only when the
@@ -253,7 +302,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut command = Some(command);
         while let Some(next) = command.take() {
             attempts += 1;
-            let last_try = attempts > self.conflict_retries;
+            let last_try = expected.is_some() || attempts > self.conflict_retries;
             let this_try = if last_try {
                 next
             } else {
@@ -262,7 +311,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 copy
             };
             let failure = match self
-                .attempt(&stream, this_try, command_id, &event_meta)
+                .attempt(&stream, this_try, command_id, &event_meta, expected)
                 .await?
             {
                 Attempt::Done(executed) => return Ok(executed),
@@ -271,11 +320,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         .decided(&stream, original.as_ref(), command_id, version, outcome)
                         .await;
                 }
-                Attempt::Conflict { expected, actual } => Error::Conflict {
-                    stream: stream.clone(),
-                    attempts,
-                    expected,
+                Attempt::Conflict {
+                    expected: at,
                     actual,
+                } => match expected {
+                    Some(expected) => Error::VersionMismatch {
+                        stream: stream.clone(),
+                        expected,
+                        actual,
+                    },
+                    None => Error::Conflict {
+                        stream: stream.clone(),
+                        attempts,
+                        expected: at,
+                        actual,
+                    },
                 },
                 Attempt::Duplicate(e) => e.into(),
             };
@@ -301,8 +360,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         command: A::Command,
         command_id: Uuid,
         event_meta: &Metadata,
+        expected: Option<u64>,
     ) -> Result<Attempt<A>, Error<A::Error>> {
         let loaded = self.load_stream(stream, None).await?;
+        if let Some(expected) = expected.filter(|v| *v != loaded.version) {
+            return Ok(Attempt::Conflict {
+                expected,
+                actual: loaded.version,
+            });
+        }
         let events = match loaded.state.handle(command) {
             Ok(events) if events.is_empty() => {
                 return Ok(Attempt::Decided {
@@ -549,6 +615,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             // The events are committed; a missing snapshot only costs a longer replay.
             tracing::warn!(stream = %stream, version, %error, "could not save snapshot");
         }
+    }
+}
+
+/// Refuses a command whose `#[id]` names an instance other than `id`.
+fn check_instance<C: Command, E>(command: &C, id: &str) -> Result<(), Error<E>> {
+    match command.aggregate_id() {
+        Some(named) if named != id => Err(Error::WrongInstance {
+            command: C::NAME,
+            given: id.to_owned(),
+            named: named.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -6,11 +6,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::command_log::CommandRecord;
 use crate::error::StoreError;
-use crate::event::{NewEvent, Payload, RecordedEvent};
-use crate::head::HeadStatus;
+use crate::event::RecordedEvent;
 use crate::stream::{ExpectedVersion, StreamId};
+
+pub use crate::command_log::{CommandOutcome, CommandRecord};
+pub use crate::error::{DecodeError, StreamIdError};
+pub use crate::event::{Decoded, DecodedIter, NewEvent, Payload};
+pub use crate::head::{Blocker, HeadStatus};
+pub use crate::memory::{MAX_EVENT_TYPE_LEN, check_retry, validate_batch};
+pub use crate::repository::derived_event_id;
+pub use crate::stream::{MAX_STREAM_ID_LEN, validate_category};
 
 /// What an append stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +37,7 @@ pub struct AppendResult {
 /// Which events of one stream to read, oldest first.
 ///
 /// ```
-/// use factum::StreamRead;
+/// use factum::store::StreamRead;
 /// let tail = StreamRead::from_version(101).to_version(200);
 /// assert_eq!(tail.from, 101);
 /// assert_eq!(tail.to, Some(200));
@@ -95,7 +101,7 @@ impl StreamRead {
 /// Which events to read across all streams, in global order.
 ///
 /// ```
-/// use factum::ReadAll;
+/// use factum::store::ReadAll;
 /// let batch = ReadAll::after(0).limit(500).event_types(["OrderPlaced"]);
 /// assert_eq!(batch.limit, 500);
 /// ```
@@ -292,7 +298,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 
     /// Records `record` as the first outcome of its command id, unless the command id has
     /// one already: events appended with it (found by their command id, or by the first
-    /// [`derived_event_id`](crate::derived_event_id)), or an earlier record. Returns `None`
+    /// [`derived_event_id`](crate::store::derived_event_id)), or an earlier record. Returns `None`
     /// when `record` was stored, or the outcome that was there first.
     fn record_command(
         &self,

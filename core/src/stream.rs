@@ -20,7 +20,7 @@ pub const MAX_STREAM_ID_LEN: usize = 255;
 /// assert_eq!(stream.as_str(), "order-o-1");
 /// assert_eq!(stream.category(), "order");
 /// assert_eq!(stream.id(), "o-1");
-/// # Ok::<(), factum::StreamIdError>(())
+/// # Ok::<(), factum::store::StreamIdError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -137,60 +137,6 @@ pub fn validate_category(category: &str) -> Result<(), StreamIdError> {
     }
 }
 
-/// The version of a stream: the number of events in it. The first event has version 1;
-/// `Version(0)` is a stream with no events.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Version(pub u64);
-
-impl Version {
-    /// The version of a stream that has no events.
-    pub const NONE: Version = Version(0);
-
-    /// The version as a plain number.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl From<u64> for Version {
-    fn from(v: u64) -> Self {
-        Version(v)
-    }
-}
-
-/// The global position of an event in the store: strictly increasing in commit order as a
-/// reader sees it. Positions start at 1; `Position(0)` is "before the first event".
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Position(pub u64);
-
-impl Position {
-    /// The position before the first event.
-    pub const START: Position = Position(0);
-
-    /// The position as a plain number.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// What the writer believes about a stream's version before appending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExpectedVersion {
@@ -224,12 +170,6 @@ impl fmt::Display for ExpectedVersion {
             ExpectedVersion::StreamExists => f.write_str("an existing stream"),
             ExpectedVersion::Exact(v) => write!(f, "version {v}"),
         }
-    }
-}
-
-impl From<Version> for ExpectedVersion {
-    fn from(v: Version) -> Self {
-        ExpectedVersion::Exact(v.0)
     }
 }
 

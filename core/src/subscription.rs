@@ -37,7 +37,7 @@ use crate::store::{EventStore, ReadAll};
 /// A shutdown signal shared by a runtime and whoever stops it. Cloning shares the signal.
 ///
 /// ```
-/// let shutdown = factum::Shutdown::new();
+/// let shutdown = factum::subscription::Shutdown::new();
 /// let seen_by_worker = shutdown.clone();
 /// shutdown.trigger();
 /// assert!(seen_by_worker.is_triggered());
@@ -403,13 +403,13 @@ mod tests {
             stream: &StreamId,
             expected: ExpectedVersion,
             events: &[NewEvent],
-        ) -> Result<crate::AppendResult, StoreError> {
+        ) -> Result<crate::store::AppendResult, StoreError> {
             self.0.append(stream, expected, events).await
         }
         async fn read_stream(
             &self,
             stream: &StreamId,
-            read: &crate::StreamRead,
+            read: &crate::store::StreamRead,
         ) -> Result<Vec<RecordedEvent>, StoreError> {
             self.0.read_stream(stream, read).await
         }
@@ -428,7 +428,7 @@ mod tests {
         ) -> Result<Option<RecordedEvent>, StoreError> {
             self.0.event_by_id(event_id).await
         }
-        async fn save_snapshot(&self, snapshot: &crate::Snapshot) -> Result<(), StoreError> {
+        async fn save_snapshot(&self, snapshot: &crate::store::Snapshot) -> Result<(), StoreError> {
             self.0.save_snapshot(snapshot).await
         }
         async fn load_snapshot(
@@ -436,21 +436,21 @@ mod tests {
             stream: &StreamId,
             schema_version: u32,
             max_version: Option<u64>,
-        ) -> Result<Option<crate::Snapshot>, StoreError> {
+        ) -> Result<Option<crate::store::Snapshot>, StoreError> {
             self.0
                 .load_snapshot(stream, schema_version, max_version)
                 .await
         }
         async fn record_command(
             &self,
-            record: &crate::CommandRecord,
-        ) -> Result<Option<crate::CommandRecord>, StoreError> {
+            record: &crate::store::CommandRecord,
+        ) -> Result<Option<crate::store::CommandRecord>, StoreError> {
             self.0.record_command(record).await
         }
         async fn command_record(
             &self,
             command_id: uuid::Uuid,
-        ) -> Result<Option<crate::CommandRecord>, StoreError> {
+        ) -> Result<Option<crate::store::CommandRecord>, StoreError> {
             self.0.command_record(command_id).await
         }
     }

@@ -124,7 +124,7 @@ where
             };
             let decoded = A::Event::decode(event.event_type(), event.schema_version(), &payload);
             match decoded {
-                Ok(crate::Decoded::One(back)) if back == *event => {}
+                Ok(crate::store::Decoded::One(back)) if back == *event => {}
                 Ok(other) => panic!(
                     "event {event:?} does not survive encoding: stored as {payload}, read back as {other:?}"
                 ),

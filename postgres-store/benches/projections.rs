@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use factum::projection::{ProjectionOptions, ProjectionRunner, RunnerOptions};
+use factum::store::{NewEvent, Payload};
 use factum::{
-    BoxError, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Projection,
-    ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
+    BoxError, EventStore, ExpectedVersion, Metadata, Projection, RecordedEvent, StreamId,
 };
 mod common;
 
@@ -156,9 +157,7 @@ async fn catch_up<P: Projection>(store: &PgStore, projection: P, until: u64) -> 
     let coordination = PgCoordination::new(store);
     let start = Instant::now();
     let running = ProjectionRunner::new(store.clone())
-        .with_checkpoints(coordination.clone())
-        .with_leases(coordination.clone())
-        .with_dead_letters(coordination)
+        .coordination(coordination)
         .options(RunnerOptions::new().worker_id("bench"))
         .register(
             projection,

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use factum::store::{DecodeError, Decoded, NewEvent, Payload, ReadAll, Snapshot};
 use factum::{
-    Aggregate, CommandSet, DecodeError, Decoded, Event, EventSet, EventStore, ExpectedVersion,
-    Metadata, NewEvent, Payload, ReadAll, Repository, Snapshot, SnapshotPolicy, StreamId,
+    Aggregate, CommandSet, Event, EventSet, EventStore, ExpectedVersion, Metadata, Repository,
+    SnapshotPolicy, StreamId,
 };
 mod common;
 

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
-use factum::{
+use factum::StreamId;
+use factum::coordination::{
     CheckpointStore, CoordinationError, DeadLetterStore, Deadline, InstanceStatus, Lease,
-    LeaseStore, ParkedEvent, Payload, ProcessInstance, ProcessStore, StreamId,
+    LeaseStore, ParkedEvent, ProcessInstance, ProcessStore,
 };
+use factum::store::Payload;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 

@@ -1,10 +1,8 @@
 //! Turning rows into events without trusting them.
 
 use chrono::{DateTime, Utc};
-use factum::{
-    CommandOutcome, CommandRecord, Metadata, Payload, RecordedEvent, ReplayEvent, Snapshot,
-    StoreError, StreamId,
-};
+use factum::store::{CommandOutcome, CommandRecord, Payload, ReplayEvent, Snapshot};
+use factum::{Metadata, RecordedEvent, StoreError, StreamId};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Type};
 use uuid::Uuid;

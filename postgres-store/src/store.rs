@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use factum::{
-    AppendResult, Blocker, CommandOutcome, CommandRecord, EventStore, ExpectedVersion, HeadStatus,
-    NewEvent, ReadAll, RecordedEvent, ReplayEvent, Snapshot, StoreError, StreamId, StreamRead,
-    check_retry, validate_batch,
+use factum::store::{
+    AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent, ReadAll,
+    ReplayEvent, Snapshot, StreamRead, check_retry, validate_batch,
 };
+use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
@@ -274,7 +274,7 @@ impl PgStore {
         let row = client
             .query_opt(
                 &statement,
-                &[&command_id, &factum::derived_event_id(command_id, 0)],
+                &[&command_id, &factum::store::derived_event_id(command_id, 0)],
             )
             .await
             .map_err(backend)?;
@@ -737,7 +737,7 @@ impl EventStore for PgStore {
                         &clamp(record.version),
                         &outcome,
                         &message,
-                        &factum::derived_event_id(record.command_id, 0),
+                        &factum::store::derived_event_id(record.command_id, 0),
                     ],
                 )
                 .await

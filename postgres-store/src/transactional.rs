@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use factum::{
-    BoxError, CoordinationError, HandleContext, Lease, Projection, RecordedEvent, ResetContext,
-};
+use factum::coordination::{CoordinationError, Lease};
+use factum::projection::{HandleContext, ResetContext};
+use factum::{BoxError, Projection, RecordedEvent};
 use tokio_postgres::Transaction;
 
 use crate::PgStore;
@@ -17,7 +17,7 @@ use crate::sql::render;
 /// A projection whose read model lives in the store's database. Its handler gets the
 /// transaction that will also save the checkpoint.
 ///
-/// Run it wrapped in [`Transactional`], in a `factum::ProjectionRunner` whose checkpoints
+/// Run it wrapped in [`Transactional`], in a `factum::projection::ProjectionRunner` whose checkpoints
 /// are the same database's ([`PgCoordination`](crate::PgCoordination)).
 pub trait PgProjection: Send + Sync + 'static {
     /// The projection's name (the key of its checkpoints and leases).

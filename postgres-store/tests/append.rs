@@ -3,10 +3,9 @@
 mod common;
 
 use common::*;
+use factum::store::{Payload, ReadAll, StreamRead};
 use factum::testing::{Counter, Increment};
-use factum::{
-    EventStore, ExpectedVersion, Metadata, Payload, ReadAll, Repository, StoreError, StreamRead,
-};
+use factum::{EventStore, ExpectedVersion, Metadata, Repository, StoreError};
 use factum_postgres::PgConfig;
 use factum_postgres::testing::fresh_store_with;
 use uuid::Uuid;
@@ -369,7 +368,7 @@ async fn only_appends_with_a_command_id_claim_it() {
         .await
         .unwrap();
     let repo = Repository::<Counter, _>::new(store.clone());
-    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: 1 }, Metadata::new())
         .await
         .unwrap();
     assert_eq!(command_log_rows(&store).await, 0);
@@ -393,7 +392,7 @@ async fn only_appends_with_a_command_id_claim_it() {
         .append(&stream("4"), ExpectedVersion::NoStream, &keyed(3))
         .await
         .unwrap();
-    repo.execute(
+    repo.execute_on(
         "c-1",
         Increment { by: 1 },
         Metadata::new().command_id(Uuid::now_v7()),

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use factum::{EventStore, ExpectedVersion, ReadAll, StoreError};
+use factum::store::ReadAll;
+use factum::{EventStore, ExpectedVersion, StoreError};
 use factum_postgres::{MIGRATIONS, PgConfig, PgError, PgStore};
 
 async fn expect_refused(client: &tokio_postgres::Client, sql: &str) {
@@ -287,7 +288,7 @@ async fn corrupt_rows_are_errors_that_name_the_row() {
     // The good event still reads by stream.
     assert_eq!(
         store
-            .read_stream(&stream("ok"), &factum::StreamRead::all())
+            .read_stream(&stream("ok"), &factum::store::StreamRead::all())
             .await
             .unwrap()[0]
             .position,

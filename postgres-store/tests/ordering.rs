@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use factum::{EventStore, ExpectedVersion, ReadAll, RecordedEvent};
+use factum::store::ReadAll;
+use factum::{EventStore, ExpectedVersion, RecordedEvent};
 use factum_postgres::PgStore;
 use factum_postgres::testing::OpenTransaction;
 use uuid::Uuid;
@@ -89,7 +90,7 @@ async fn hard_case(commit: bool) {
     // The committed event is there by id and by stream: only the global order waits.
     assert_eq!(
         store
-            .read_stream(&stream("fast"), &factum::StreamRead::all())
+            .read_stream(&stream("fast"), &factum::store::StreamRead::all())
             .await
             .unwrap()
             .len(),
@@ -336,7 +337,10 @@ async fn an_open_transaction_of_this_database_is_named_while_it_holds_the_head_b
 
     idle.commit().await.unwrap();
     let head = store.head_status().await.unwrap();
-    assert_eq!(head, factum::HeadStatus::settled(during.last_position));
+    assert_eq!(
+        head,
+        factum::store::HeadStatus::settled(during.last_position)
+    );
     assert_eq!(
         positions(&store.read_all(&ReadAll::after(0)).await.unwrap()),
         [

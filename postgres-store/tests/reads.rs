@@ -4,10 +4,8 @@ mod common;
 
 use chrono::Utc;
 use common::*;
-use factum::{
-    EventStore, ExpectedVersion, Metadata, NewEvent, Payload, ReadAll, Snapshot, StreamId,
-    StreamRead,
-};
+use factum::store::{NewEvent, Payload, ReadAll, Snapshot, StreamRead};
+use factum::{EventStore, ExpectedVersion, Metadata, StreamId};
 use uuid::Uuid;
 
 fn typed(event_type: &str, n: u64) -> NewEvent {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use factum::coordination::{CheckpointStore, DeadLetterStore};
+use factum::projection::{FailurePolicy, ProjectionOptions, RunnerOptions};
 use factum::testing::projections::append_tested;
-use factum::{CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, RunnerOptions};
 use factum_postgres::{PgCoordination, PgStore};
 
 use common::counts::{Counts, PATIENCE, Running};

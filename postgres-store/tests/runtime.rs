@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use factum::StreamId;
+use factum::coordination::CheckpointStore;
+use factum::projection::{FailurePolicy, ProjectionOptions, RunnerOptions};
 use factum::testing::process_managers::{ProcessRuntimeStores, process_store_conformance};
 use factum::testing::projections::{RuntimeStores, append_tested, eventually};
-use factum::{CheckpointStore, FailurePolicy, ProjectionOptions, RunnerOptions, StreamId};
 use factum_postgres::{PgCoordination, PgStore};
 use uuid::Uuid;
 
@@ -219,10 +221,11 @@ async fn poison_event_parked_in_postgres_and_replayed() {
 mod transactional_macro {
     use std::time::Duration;
 
+    use factum::coordination::ParkReason;
+    use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner, RunnerOptions};
+    use factum::store::{NewEvent, Payload};
     use factum::{
-        BoxError, EventStore, ExpectedVersion, FailurePolicy, Metadata, NewEvent, ParkReason,
-        Payload, ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
-        event, projection,
+        BoxError, EventStore, ExpectedVersion, Metadata, RecordedEvent, StreamId, event, projection,
     };
     use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
     use serde::{Deserialize, Serialize};
@@ -437,9 +440,7 @@ mod transactional_macro {
 
         let coordination = PgCoordination::new(&store);
         let running = ProjectionRunner::new(store.clone())
-            .with_checkpoints(coordination.clone())
-            .with_leases(coordination.clone())
-            .with_dead_letters(coordination)
+            .coordination(coordination)
             .options(
                 RunnerOptions::new()
                     .worker_id("a")

@@ -9,12 +9,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use factum::process::{ProcessManagerRunner, ProcessOptions};
+use factum::projection::{
+    Health, HealthProblem, ProjectionOptions, ProjectionRunner, RunnerOptions, WorkerState,
+};
 use factum::testing::process_managers::{CounterDispatcher, FlowProcess};
 use factum::testing::projections::{RecordingProjection, append_tested, eventually};
-use factum::{
-    Health, HealthProblem, ProcessManagerRunner, ProcessOptions, ProjectionOptions,
-    ProjectionRunner, RunnerOptions, WorkerState,
-};
 use factum_postgres::PgCoordination;
 use factum_postgres::testing::OpenTransaction;
 
@@ -41,9 +41,7 @@ async fn an_open_transaction_holding_the_head_back_is_named_in_health_until_it_c
         .head_held_back_after(HELD_BACK_AFTER);
     let projection = RecordingProjection::new("held");
     let projections = ProjectionRunner::new(events.clone())
-        .with_checkpoints(coordination.clone())
-        .with_leases(coordination.clone())
-        .with_dead_letters(coordination.clone())
+        .coordination(coordination.clone())
         .options(runner_options.clone())
         .register(
             Arc::clone(&projection),
@@ -51,19 +49,15 @@ async fn an_open_transaction_holding_the_head_back_is_named_in_health_until_it_c
         )
         .start();
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let processes = ProcessManagerRunner::new(
-        events.clone(),
-        coordination.clone(),
-        coordination.clone(),
-        coordination,
-    )
-    .options(runner_options)
-    .register(
-        FlowProcess,
-        CounterDispatcher::new(events.clone(), calls),
-        ProcessOptions::new().poll_interval(Duration::from_millis(50)),
-    )
-    .start();
+    let processes = ProcessManagerRunner::new(events.clone())
+        .coordination(coordination)
+        .options(runner_options)
+        .register_with(
+            FlowProcess,
+            CounterDispatcher::new(events.clone(), calls),
+            ProcessOptions::new().poll_interval(Duration::from_millis(50)),
+        )
+        .start();
 
     let (_, first) = append_tested(&events, "order-a", 1).await;
     tokio::time::timeout(

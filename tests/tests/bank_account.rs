@@ -145,7 +145,7 @@ async fn deposits_and_withdrawals_through_the_repository() {
         amount: 100,
     };
     accounts
-        .execute("a-1", deposit, Metadata::new())
+        .execute_on("a-1", deposit, Metadata::new())
         .await
         .unwrap();
     let withdraw = WithdrawV1 {
@@ -153,7 +153,7 @@ async fn deposits_and_withdrawals_through_the_repository() {
         amount: 30,
     };
     let executed = accounts
-        .execute("a-1", withdraw, Metadata::new())
+        .execute_on("a-1", withdraw, Metadata::new())
         .await
         .unwrap();
     assert_eq!(
@@ -176,7 +176,7 @@ async fn rejections_and_invalid_commands_are_typed_errors() {
         amount: 1,
     };
     let error = accounts
-        .execute("a-2", too_much, Metadata::new())
+        .execute_on("a-2", too_much, Metadata::new())
         .await
         .unwrap_err();
     assert_eq!(
@@ -191,7 +191,7 @@ async fn rejections_and_invalid_commands_are_typed_errors() {
         account: "a-2".into(),
         amount: 0,
     };
-    match accounts.execute("a-2", zero, Metadata::new()).await {
+    match accounts.execute_on("a-2", zero, Metadata::new()).await {
         Err(factum::Error::InvalidCommand { command, message }) => {
             assert_eq!(command, "Withdraw");
             assert_eq!(message, "the amount must be positive");

@@ -258,7 +258,7 @@ impl Renaming {
     }
 
     #[on_rejected]
-    fn on_rejected(&self, _: &mut Steps, _: &Step, _: &str) {}
+    fn on_rejected(&self, _: &mut Steps, _: &Step, _: &::factum::Rejection) {}
 
     #[on_timeout]
     fn on_timeout(&self, _: &str, _: &mut Steps, _: &str) -> ::factum::Effects<Step> {

@@ -2,10 +2,8 @@
 //! JSON-level), every handler return shape, snapshots, and errors for unknown stored events.
 
 use factum::prelude::*;
-use factum::{
-    DecodeError, Decoded, ExpectedVersion, MemoryStore, Metadata, NewEvent, Payload, Repository,
-    StreamId,
-};
+use factum::store::{DecodeError, Decoded, NewEvent, Payload};
+use factum::{ExpectedVersion, MemoryStore, Metadata, Repository, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -649,12 +647,18 @@ async fn snapshots_round_trip() {
         customer_id: "c-1".into(),
         channel: "app".into(),
     };
-    orders.execute("o-1", place, Metadata::new()).await.unwrap();
+    orders
+        .execute_on("o-1", place, Metadata::new())
+        .await
+        .unwrap();
     let add = AddLinesV1 {
         order_id: "o-1".into(),
         lines: vec![line("a", 1)],
     };
-    orders.execute("o-1", add, Metadata::new()).await.unwrap();
+    orders
+        .execute_on("o-1", add, Metadata::new())
+        .await
+        .unwrap();
 
     let stream = StreamId::new("order", "o-1").unwrap();
     let snapshot = store

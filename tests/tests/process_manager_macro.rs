@@ -5,13 +5,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use factum::coordination::{InstanceStatus, ProcessStore};
 use factum::prelude::*;
+use factum::process::{
+    Clock, DispatchError, ManualClock, ProcessError, ProcessManagerRunner, ProcessOptions, Route,
+    RunningProcessManagers, SystemClock, dispatch_fn,
+};
+use factum::store::{NewEvent, Payload};
 use factum::testing::projections::eventually;
 use factum::{
-    Clock, DispatchError, Effects, ExpectedVersion, InstanceStatus, ManualClock,
-    MemoryCheckpointStore, MemoryLeaseStore, MemoryProcessStore, MemoryStore, Metadata, NewEvent,
-    Payload, ProcessError, ProcessManager, ProcessManagerRunner, ProcessOptions, ProcessStore,
-    RecordedEvent, Route, RunningProcessManagers, StreamId, SystemClock, dispatch_fn,
+    Effects, ExpectedVersion, MemoryCoordination, MemoryStore, Metadata, ProcessManager,
+    RecordedEvent, Rejection, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -154,13 +158,13 @@ impl OrderFulfillment {
         &self,
         state: &mut Fulfillment,
         command: &FulfillmentCommand,
-        error: &str,
+        error: &Rejection,
     ) -> Option<FulfillmentCommand> {
         state.rejections += 1;
         match command {
             FulfillmentCommand::Reserve { order_id, .. } => Some(FulfillmentCommand::Cancel {
                 order_id: order_id.clone(),
-                reason: error.to_owned(),
+                reason: error.to_string(),
             }),
             _ => None,
         }
@@ -190,7 +194,7 @@ type Dispatched = Arc<Mutex<Vec<(FulfillmentCommand, Metadata)>>>;
 
 struct Harness {
     store: MemoryStore,
-    processes: MemoryProcessStore,
+    processes: MemoryCoordination,
     clock: ManualClock,
     dispatched: Dispatched,
     running: RunningProcessManagers,
@@ -200,7 +204,7 @@ struct Harness {
 /// of the `sold-out` item.
 fn start() -> Harness {
     let store = MemoryStore::new();
-    let processes = MemoryProcessStore::new();
+    let processes = MemoryCoordination::new();
     let clock = ManualClock::new(SystemClock.now());
     let dispatched: Dispatched = Arc::default();
     let log = Arc::clone(&dispatched);
@@ -213,27 +217,25 @@ fn start() -> Harness {
                 matches!(&command, FulfillmentCommand::Reserve { sku, .. } if sku == "sold-out");
             log.lock().unwrap().push((command, metadata));
             if sold_out {
-                return Err(DispatchError::Rejected("`sold-out` is out of stock".into()));
+                return Err(DispatchError::Rejected(Rejection::new(
+                    "`sold-out` is out of stock",
+                )));
             }
             Ok(())
         }
     });
     // ANCHOR: register
-    let running = ProcessManagerRunner::new(
-        store.clone(),
-        processes.clone(),
-        MemoryCheckpointStore::new(),
-        MemoryLeaseStore::new(),
-    )
-    .clock(clock.clone())
-    .register(
-        OrderFulfillment {
-            payment_window: Duration::from_secs(3600),
-        },
-        dispatcher,
-        ProcessOptions::new().poll_interval(Duration::from_millis(10)),
-    )
-    .start();
+    let running = ProcessManagerRunner::new(store.clone())
+        .coordination(processes.clone())
+        .clock(clock.clone())
+        .register_with(
+            OrderFulfillment {
+                payment_window: Duration::from_secs(3600),
+            },
+            dispatcher,
+            ProcessOptions::new().poll_interval(Duration::from_millis(10)),
+        )
+        .start();
     // ANCHOR_END: register
     Harness {
         store,
@@ -287,7 +289,9 @@ impl Harness {
     }
 
     async fn instance(&self, key: &str) -> Option<(InstanceStatus, Fulfillment)> {
-        let instance = self.processes.load(NAME, key).await.unwrap()?;
+        let instance = ProcessStore::load(&self.processes, NAME, key)
+            .await
+            .unwrap()?;
         Some((instance.status, instance.state.decode().unwrap()))
     }
 }
@@ -398,7 +402,12 @@ async fn start_continue_stop_with_an_old_version() {
     assert_eq!(first.correlation_id, Some(placed.event_id));
     assert_eq!(
         first.command_id,
-        Some(factum::process_command_id(NAME, "o-1", placed.event_id, 0))
+        Some(factum::process::process_command_id(
+            NAME,
+            "o-1",
+            placed.event_id,
+            0
+        ))
     );
     assert_eq!(
         h.instance("o-1").await,

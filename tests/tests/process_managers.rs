@@ -1,6 +1,6 @@
 //! The process-manager runtime suite against the in-memory stores, in paused time.
 
-use factum::MemoryProcessStore;
+use factum::coordination::MemoryProcessStore;
 use factum::testing::process_managers::MemoryProcessRuntimeStores;
 
 async fn memory_stores() -> MemoryProcessRuntimeStores {

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use factum::coordination::{ParkReason, ParkedEvent};
 use factum::prelude::*;
-use factum::{
-    DecodeError, ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent, ParkReason,
-    ParkedEvent, Payload, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent,
-    RunningProjections, StreamId,
-};
+use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner, RunningProjections};
+use factum::store::{DecodeError, NewEvent, Payload};
+use factum::{ExpectedVersion, MemoryStore, Metadata, Projection, RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -191,12 +190,10 @@ async fn recorded(store: &MemoryStore, stream: &StreamId, event: NewEvent) -> Re
     store.event_by_id(id).await.unwrap().unwrap()
 }
 
-async fn caught_up<S, C, L, D>(running: &RunningProjections<S, C, L, D>, name: &str, position: u64)
+async fn caught_up<S, C>(running: &RunningProjections<S, C>, name: &str, position: u64)
 where
     S: EventStore,
-    C: factum::CheckpointStore,
-    L: factum::LeaseStore,
-    D: factum::DeadLetterStore,
+    C: factum::Coordination,
 {
     tokio::time::timeout(Duration::from_secs(30), running.wait_for(name, position))
         .await
@@ -536,9 +533,9 @@ async fn an_unknown_version_stops_a_partition_whose_policy_stops() {
     )
     .await;
     let newer = append(&store, &order, &[placed_v9("o-7")]).await;
-    let checkpoints = factum::MemoryCheckpointStore::new();
+    let checkpoints = factum::MemoryCoordination::new();
     let running = ProjectionRunner::new(store)
-        .with_checkpoints(checkpoints.clone())
+        .coordination(checkpoints.clone())
         .register(
             std::sync::Arc::new(OrderList::default()),
             options().failure(
@@ -558,7 +555,7 @@ async fn an_unknown_version_stops_a_partition_whose_policy_stops() {
         "the partition stops at the unknown version"
     );
     match running.shutdown().await {
-        Err(factum::ProjectionError::HandlerFailed {
+        Err(factum::projection::ProjectionError::HandlerFailed {
             position, source, ..
         }) => {
             assert_eq!(position, newer);
@@ -571,7 +568,7 @@ async fn an_unknown_version_stops_a_partition_whose_policy_stops() {
         }
         other => panic!("expected HandlerFailed, got {other:?}"),
     }
-    let checkpoint = factum::CheckpointStore::load(&checkpoints, "order_list", 0)
+    let checkpoint = factum::coordination::CheckpointStore::load(&checkpoints, "order_list", 0)
         .await
         .unwrap();
     assert!(

@@ -1,8 +1,8 @@
 //! The projection runtime and the coordination store suites against the in-memory stores,
 //! in paused time.
 
+use factum::coordination::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryLeaseStore};
 use factum::testing::projections::MemoryRuntimeStores;
-use factum::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryLeaseStore};
 
 async fn memory_stores() -> MemoryRuntimeStores {
     MemoryRuntimeStores::memory()
@@ -32,8 +32,9 @@ mod lag_metrics {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use factum::EventStore;
+    use factum::projection::ProjectionOptions;
     use factum::testing::projections::{MemoryRuntimeStores, RecordingProjection, append_tested};
-    use factum::{EventStore, ProjectionOptions};
     use metrics::{
         Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
@@ -114,11 +115,9 @@ mod abandoned_rebuild {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
+    use factum::projection::{ProjectionOptions, ProjectionRunner, WorkerState};
     use factum::testing::projections::append_tested;
-    use factum::{
-        BoxError, MemoryStore, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent,
-        WorkerState,
-    };
+    use factum::{BoxError, MemoryStore, Projection, RecordedEvent};
 
     #[derive(Default)]
     struct StuckReset(AtomicU64);
@@ -185,10 +184,9 @@ mod batches {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use factum::projection::{FailurePolicy, HandleContext, ProjectionOptions};
     use factum::testing::projections::{MemoryRuntimeStores, append_tested};
-    use factum::{
-        BoxError, FailurePolicy, HandleContext, Projection, ProjectionOptions, RecordedEvent,
-    };
+    use factum::{BoxError, Projection, RecordedEvent};
     use uuid::Uuid;
 
     #[derive(Debug, Default)]

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, Error};
 use crate::metadata::Metadata;
+use crate::router::{Rejection, Routable, Router};
 
 /// Why a command was not dispatched.
 #[derive(Debug, thiserror::Error)]
@@ -12,28 +13,34 @@ pub enum DispatchError {
     /// The target refused it (a domain rule, an invalid command): retrying will not help;
     /// the process manager compensates.
     #[error("command rejected: {0}")]
-    Rejected(String),
+    Rejected(Rejection),
     /// It could not be dispatched now (store unavailable, conflicts): it is retried.
     #[error("command dispatch failed: {0}")]
     Failed(#[source] BoxError),
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<crate::Error<E>> for DispatchError {
-    /// A rejection or an invalid command is [`DispatchError::Rejected`]; anything else is
-    /// [`DispatchError::Failed`].
-    fn from(error: crate::Error<E>) -> Self {
+impl<E: std::error::Error + Send + Sync + 'static> From<Error<E>> for DispatchError {
+    /// A rejection is [`DispatchError::Rejected`] with the aggregate's error inside; a command
+    /// that can never succeed as it is (invalid, naming an invalid or another instance) is
+    /// rejected with the error's text; anything else is [`DispatchError::Failed`], and
+    /// retried.
+    fn from(error: Error<E>) -> Self {
         match error {
-            crate::Error::Rejected(_) | crate::Error::InvalidCommand { .. } => {
-                DispatchError::Rejected(error.to_string())
+            Error::Rejected(e) => DispatchError::Rejected(Rejection::new(e)),
+            e @ (Error::InvalidCommand { .. }
+            | Error::StreamId(_)
+            | Error::WrongInstance { .. }
+            | Error::VersionMismatch { .. }) => {
+                DispatchError::Rejected(Rejection::new(e.to_string()))
             }
             other => DispatchError::Failed(Box::new(other)),
         }
     }
 }
 
-/// Sends a process manager's commands to where they are executed, usually a
-/// [`Repository::execute`](crate::Repository::execute) with the given metadata (whose
-/// `command_id` makes the execution idempotent).
+/// Sends a process manager's commands to where they are executed: usually the
+/// [`Router`] of an [`Application`](crate::Application), which executes them with the given
+/// metadata (whose `command_id` makes the execution idempotent).
 pub trait CommandDispatcher<C>: Send + Sync + 'static {
     /// Dispatches `command` with `metadata` (command id, correlation, causation).
     fn dispatch(
@@ -42,13 +49,30 @@ pub trait CommandDispatcher<C>: Send + Sync + 'static {
         metadata: &Metadata,
     ) -> impl Future<Output = Result<(), DispatchError>> + Send;
 }
+
+/// A router dispatches any [`Routable`] command: what an
+/// [`Application`](crate::Application) gives its process managers.
+impl<C: Routable> CommandDispatcher<C> for Router {
+    fn dispatch(
+        &self,
+        command: &C,
+        metadata: &Metadata,
+    ) -> impl Future<Output = Result<(), DispatchError>> + Send {
+        let sent = command.dispatch_through(self, metadata.clone());
+        async move {
+            sent.await?;
+            Ok(())
+        }
+    }
+}
+
 /// A dispatcher from a closure returning a future, for quick wiring and tests.
 ///
 /// ```
 /// use factum::{dispatch_fn, DispatchError, Metadata};
 /// let dispatcher = dispatch_fn(|command: &String, _meta: &Metadata| {
 ///     let command = command.clone();
-///     async move { if command.is_empty() { Err(DispatchError::Rejected("empty".into())) } else { Ok(()) } }
+///     async move { if command.is_empty() { Err(DispatchError::Rejected(factum::Rejection::new("empty"))) } else { Ok(()) } }
 /// });
 /// # let _ = dispatcher;
 /// ```

@@ -6,12 +6,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use crate::coordination::{CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore};
+use crate::coordination::{Coordination, MemoryCoordination};
 use crate::process_manager::{
-    Clock, CommandDispatcher, ProcessError, ProcessManager, ProcessOptions, ProcessStore,
-    SystemClock,
+    Clock, CommandDispatcher, ProcessError, ProcessManager, ProcessOptions, SystemClock,
 };
 use crate::projection::{Health, PartitionStatus, RunnerOptions};
+use crate::router::{Routable, Router};
 use crate::runtime::head_monitor;
 use crate::runtime::slot::{Slot, join_members};
 use crate::runtime::status::Shared;
@@ -25,20 +25,26 @@ pub(super) type WorkerFuture = BoxFuture<'static, Result<(), ProcessError>>;
 pub(super) type Starter = Box<dyn FnOnce(&Shutdown, &Arc<Shared>) -> Vec<WorkerFuture> + Send>;
 
 /// Registers process managers and starts them together.
-pub struct ProcessManagerRunner<S, P, C = MemoryCheckpointStore, L = MemoryLeaseStore> {
+///
+/// Process instances, checkpoints and leases default to memory ([`MemoryCoordination`], one
+/// process); give shared ones with [`coordination`](Self::coordination) (PostgreSQL's
+/// `PgCoordination`) to resume after a restart and to scale out across processes. Commands go
+/// through the [`router`](Self::router), or through a dispatcher of your own
+/// ([`register_with`](Self::register_with)).
+pub struct ProcessManagerRunner<S, C = MemoryCoordination> {
     store: S,
-    processes: P,
-    checkpoints: C,
-    leases: L,
+    coordination: C,
+    router: Router,
     options: Arc<RunnerOptions>,
     clock: Arc<dyn Clock>,
     starters: Vec<(String, Starter)>,
 }
 
-impl<S, P, C, L> std::fmt::Debug for ProcessManagerRunner<S, P, C, L> {
+impl<S, C> std::fmt::Debug for ProcessManagerRunner<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessManagerRunner")
             .field("options", &self.options)
+            .field("router", &self.router)
             .field(
                 "process_managers",
                 &self.starters.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -47,25 +53,56 @@ impl<S, P, C, L> std::fmt::Debug for ProcessManagerRunner<S, P, C, L> {
     }
 }
 
-impl<S, P, C, L> ProcessManagerRunner<S, P, C, L>
-where
-    S: EventStore,
-    P: ProcessStore,
-    C: CheckpointStore,
-    L: LeaseStore,
-{
-    /// A runner over these stores, with default options and the system clock. Set
-    /// [`options`](Self::options) and [`clock`](Self::clock) before registering.
-    pub fn new(store: S, processes: P, checkpoints: C, leases: L) -> Self {
+impl<S: EventStore> ProcessManagerRunner<S> {
+    /// A runner over `store`, coordinating in memory, with default options, the system
+    /// clock and an empty router. Set the [`router`](Self::router),
+    /// [`coordination`](Self::coordination), [`options`](Self::options) and
+    /// [`clock`](Self::clock) before registering.
+    pub fn new(store: S) -> Self {
         Self {
             store,
-            processes,
-            checkpoints,
-            leases,
+            coordination: MemoryCoordination::new(),
+            router: Router::new(),
             options: Arc::new(RunnerOptions::new()),
             clock: Arc::new(SystemClock),
             starters: Vec::new(),
         }
+    }
+}
+
+impl<S, C> ProcessManagerRunner<S, C>
+where
+    S: EventStore,
+    C: Coordination,
+{
+    /// Keeps process instances, checkpoints and leases in `coordination`. Call it before
+    /// registering.
+    ///
+    /// # Panics
+    ///
+    /// When process managers were registered already: they keep their instances where the
+    /// runner said when they were registered.
+    pub fn coordination<C2: Coordination>(self, coordination: C2) -> ProcessManagerRunner<S, C2> {
+        assert!(
+            self.starters.is_empty(),
+            "choose the coordination backend before registering process managers"
+        );
+        ProcessManagerRunner {
+            store: self.store,
+            coordination,
+            router: self.router,
+            options: self.options,
+            clock: self.clock,
+            starters: Vec::new(),
+        }
+    }
+
+    /// Dispatches the commands of the process managers registered after this call through
+    /// `router`.
+    #[must_use]
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
     }
 
     /// Sets the worker id and lease timings.
@@ -82,9 +119,23 @@ where
         self
     }
 
+    /// Adds a process manager whose commands go through the runner's
+    /// [`router`](Self::router): each command, or each variant of a `#[command]` enum, to the
+    /// aggregate that accepts it. A second process manager with the same name replaces the
+    /// first.
+    #[must_use]
+    pub fn register<M>(self, manager: M, options: ProcessOptions) -> Self
+    where
+        M: ProcessManager,
+        M::Command: Routable,
+    {
+        let router = self.router.clone();
+        self.register_with(manager, router, options)
+    }
+
     /// Adds a process manager whose commands go to `dispatcher`.
     #[must_use]
-    pub fn register<M, X>(mut self, manager: M, dispatcher: X, options: ProcessOptions) -> Self
+    pub fn register_with<M, X>(mut self, manager: M, dispatcher: X, options: ProcessOptions) -> Self
     where
         M: ProcessManager,
         X: CommandDispatcher<M::Command>,
@@ -97,9 +148,9 @@ where
             .poll_interval(options.poll_interval)
             .event_types(manager.event_types());
         let store = self.store.clone();
-        let processes = self.processes.clone();
-        let checkpoints = self.checkpoints.clone();
-        let leases = self.leases.clone();
+        let processes = self.coordination.clone();
+        let checkpoints = self.coordination.clone();
+        let leases = self.coordination.clone();
         let runner = Arc::clone(&self.options);
         let clock = Arc::clone(&self.clock);
         let worker_name = name.clone();

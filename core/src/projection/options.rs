@@ -24,7 +24,7 @@ pub enum OnExhausted {
 ///
 /// ```
 /// use std::time::Duration;
-/// use factum::FailurePolicy;
+/// use factum::projection::FailurePolicy;
 /// let policy = FailurePolicy::park_after(4).backoff(Duration::from_millis(100), Duration::from_secs(1));
 /// assert_eq!(policy.delay(1), Duration::from_millis(100));
 /// assert_eq!(policy.delay(2), Duration::from_millis(200));
@@ -166,7 +166,7 @@ pub struct RunnerOptions {
     /// worker takes its partition again after a transient failure (store unavailable).
     pub lease_retry: Duration,
     /// How long committed events may stay unreadable (the store's head held back by an
-    /// open transaction) before health reports [`HealthProblem::HeadHeldBack`](crate::HealthProblem::HeadHeldBack)
+    /// open transaction) before health reports [`HealthProblem::HeadHeldBack`](crate::projection::HealthProblem::HeadHeldBack)
     /// and a warning is logged.
     pub head_held_back_after: Duration,
 }

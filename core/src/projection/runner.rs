@@ -7,10 +7,7 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::coordination::{
-    CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore, MemoryDeadLetterStore,
-    MemoryLeaseStore,
-};
+use crate::coordination::{Coordination, MemoryCoordination};
 use crate::projection::running::RunningProjections;
 use crate::projection::worker::{Control, Worker};
 use crate::projection::{ErasedProjection, Projection, ProjectionOptions, RunnerOptions};
@@ -22,19 +19,13 @@ use crate::subscription::{Shutdown, SubscriptionOptions};
 
 /// Registers projections and starts them together.
 ///
-/// The checkpoint, lease and dead-letter stores default to in-memory ones (one process);
-/// give shared ones (PostgreSQL) to scale out across processes.
+/// Checkpoints, leases and dead letters default to memory ([`MemoryCoordination`], one
+/// process); give shared ones with [`coordination`](Self::coordination) (PostgreSQL's
+/// `PgCoordination`) to resume after a restart and to scale out across processes.
 #[derive(Debug)]
-pub struct ProjectionRunner<
-    S,
-    C = MemoryCheckpointStore,
-    L = MemoryLeaseStore,
-    D = MemoryDeadLetterStore,
-> {
+pub struct ProjectionRunner<S, C = MemoryCoordination> {
     store: S,
-    checkpoints: C,
-    leases: L,
-    dead_letters: D,
+    coordination: C,
     options: RunnerOptions,
     projections: Vec<Registered>,
 }
@@ -56,63 +47,27 @@ impl std::fmt::Debug for Registered {
 }
 
 impl<S: EventStore> ProjectionRunner<S> {
-    /// A runner over `store` with in-memory checkpoints, leases and dead letters.
+    /// A runner over `store`, coordinating in memory.
     pub fn new(store: S) -> Self {
         Self {
             store,
-            checkpoints: MemoryCheckpointStore::new(),
-            leases: MemoryLeaseStore::new(),
-            dead_letters: MemoryDeadLetterStore::new(),
+            coordination: MemoryCoordination::new(),
             options: RunnerOptions::new(),
             projections: Vec::new(),
         }
     }
 }
 
-impl<S, C, L, D> ProjectionRunner<S, C, L, D>
+impl<S, C> ProjectionRunner<S, C>
 where
     S: EventStore,
-    C: CheckpointStore,
-    L: LeaseStore,
-    D: DeadLetterStore,
+    C: Coordination,
 {
-    /// Uses `checkpoints` for the checkpoints.
-    pub fn with_checkpoints<C2: CheckpointStore>(
-        self,
-        checkpoints: C2,
-    ) -> ProjectionRunner<S, C2, L, D> {
+    /// Keeps checkpoints, leases and dead letters in `coordination`.
+    pub fn coordination<C2: Coordination>(self, coordination: C2) -> ProjectionRunner<S, C2> {
         ProjectionRunner {
             store: self.store,
-            checkpoints,
-            leases: self.leases,
-            dead_letters: self.dead_letters,
-            options: self.options,
-            projections: self.projections,
-        }
-    }
-
-    /// Uses `leases` for the leases.
-    pub fn with_leases<L2: LeaseStore>(self, leases: L2) -> ProjectionRunner<S, C, L2, D> {
-        ProjectionRunner {
-            store: self.store,
-            checkpoints: self.checkpoints,
-            leases,
-            dead_letters: self.dead_letters,
-            options: self.options,
-            projections: self.projections,
-        }
-    }
-
-    /// Uses `dead_letters` for parked events.
-    pub fn with_dead_letters<D2: DeadLetterStore>(
-        self,
-        dead_letters: D2,
-    ) -> ProjectionRunner<S, C, L, D2> {
-        ProjectionRunner {
-            store: self.store,
-            checkpoints: self.checkpoints,
-            leases: self.leases,
-            dead_letters,
+            coordination,
             options: self.options,
             projections: self.projections,
         }
@@ -146,7 +101,7 @@ where
 
     /// Starts a worker for every partition of every registered projection, on the current
     /// tokio runtime.
-    pub fn start(self) -> RunningProjections<S, C, L, D> {
+    pub fn start(self) -> RunningProjections<S, C> {
         let shutdown = Shutdown::new();
         let shared = Arc::new(Shared::default());
         let options = Arc::new(self.options);
@@ -165,7 +120,7 @@ where
         );
         for registered in self.projections {
             let (members, assignment) = join_members(
-                self.leases.clone(),
+                self.coordination.clone(),
                 registered.name.clone(),
                 &options,
                 registered.options.partitions,
@@ -179,11 +134,11 @@ where
                 shared.update(&registered.name, partition, |_| {});
                 let worker = Worker {
                     store: self.store.clone(),
-                    checkpoints: self.checkpoints.clone(),
-                    dead_letters: self.dead_letters.clone(),
+                    checkpoints: self.coordination.clone(),
+                    dead_letters: self.coordination.clone(),
                     projection: Arc::clone(&registered.projection),
                     slot: Slot::new(
-                        self.leases.clone(),
+                        self.coordination.clone(),
                         registered.name.clone(),
                         partition,
                         Arc::clone(&options),
@@ -209,9 +164,7 @@ where
         }
         RunningProjections {
             store: self.store,
-            checkpoints: self.checkpoints,
-            dead_letters: self.dead_letters,
-            leases: self.leases,
+            coordination: self.coordination,
             shutdown,
             shared,
             tasks,

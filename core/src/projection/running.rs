@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::coordination::{
-    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, ParkedEvent,
+    CheckpointStore, Coordination, CoordinationError, Lease, MemoryCoordination, ParkedEvent,
 };
 use crate::error::BoxError;
 use crate::projection::runner::RunningProjection;
@@ -27,23 +27,19 @@ use crate::subscription::Shutdown;
 /// would: their leases then expire, and the events after the last saved checkpoints are
 /// delivered again.
 #[derive(Debug)]
-pub struct RunningProjections<S, C, L, D> {
+pub struct RunningProjections<S, C = MemoryCoordination> {
     pub(super) store: S,
-    pub(super) checkpoints: C,
-    pub(super) leases: L,
-    pub(super) dead_letters: D,
+    pub(super) coordination: C,
     pub(super) shutdown: Shutdown,
     pub(super) shared: Arc<Shared>,
     pub(super) tasks: JoinSet<Result<(), ProjectionError>>,
     pub(super) projections: HashMap<String, RunningProjection>,
 }
 
-impl<S, C, L, D> RunningProjections<S, C, L, D>
+impl<S, C> RunningProjections<S, C>
 where
     S: EventStore,
-    C: CheckpointStore,
-    L: LeaseStore,
-    D: DeadLetterStore,
+    C: Coordination,
 {
     /// Stops every worker gracefully and waits for them; returns the first error a worker
     /// stopped with.
@@ -87,7 +83,7 @@ where
 
     /// The parked events of `name`, by position.
     pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProjectionError> {
-        Ok(self.dead_letters.list(name).await?)
+        Ok(self.coordination.list(name).await?)
     }
 
     /// Asks for the parked events of `name` (of one stream, or all) to be handled again, in
@@ -103,7 +99,7 @@ where
         name: &str,
         stream: Option<&StreamId>,
     ) -> Result<usize, ProjectionError> {
-        let marked = self.dead_letters.request_replay(name, stream).await?;
+        let marked = self.coordination.request_replay(name, stream).await?;
         if let Some(running) = self.projections.get(name) {
             for control in &running.controls {
                 let _ = control.send(Control::ReplayParked);
@@ -262,9 +258,9 @@ where
         // Checkpoints first: from here on an interruption replays every event, over the read
         // model as it is, so the parked events can go, and then the read model.
         for lease in &context.leases {
-            self.checkpoints.save(lease, 0).await?;
+            CheckpointStore::save(&self.coordination, lease, 0).await?;
         }
-        self.dead_letters.clear(name).await?;
+        self.coordination.clear(name).await?;
         running.projection.reset().await.map_err(failed)?;
         tracing::info!(
             projection = name,
@@ -273,14 +269,16 @@ where
         Ok(())
     }
 
-    /// The lease store, for inspection.
-    pub fn leases(&self) -> &L {
-        &self.leases
+    /// The names of the running projections, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.projections.keys().cloned().collect();
+        names.sort_unstable();
+        names
     }
 
-    /// The checkpoint store, for inspection.
-    pub fn checkpoints(&self) -> &C {
-        &self.checkpoints
+    /// The coordination stores (checkpoints, leases, dead letters), for inspection.
+    pub fn coordination(&self) -> &C {
+        &self.coordination
     }
 }
 

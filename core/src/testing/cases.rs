@@ -15,7 +15,7 @@ use crate::event::{NewEvent, Payload, RecordedEvent};
 use crate::metadata::Metadata;
 use crate::repository::{AsOf, Repository};
 use crate::store::{EventStore, ReadAll, Snapshot, StreamRead};
-use crate::stream::{ExpectedVersion, StreamId, Version};
+use crate::stream::{ExpectedVersion, StreamId};
 
 fn stream(name: &str) -> StreamId {
     StreamId::parse(name).expect("valid stream name")
@@ -63,7 +63,7 @@ async fn read_everything<S: EventStore>(store: &S, batch: usize) -> Vec<Recorded
 
 #[track_caller]
 fn assert_wrong_version(
-    result: Result<crate::AppendResult, StoreError>,
+    result: Result<crate::store::AppendResult, StoreError>,
     expected: ExpectedVersion,
     actual: u64,
 ) {
@@ -460,7 +460,7 @@ pub async fn replay_stream_matches_read_stream<S: EventStore>(store: S) {
         StreamRead::all().until(cut),
         StreamRead::from_version(9),
     ] {
-        let full: Vec<crate::ReplayEvent> = store
+        let full: Vec<crate::store::ReplayEvent> = store
             .read_stream(&s, &read)
             .await
             .expect("read")
@@ -885,13 +885,13 @@ pub async fn repository_execute_and_load<S: EventStore>(store: S) {
         .tenant("acme")
         .correlation_id(correlation);
     let done = repo
-        .execute("c-1", Increment { by: 2 }, meta)
+        .execute_on("c-1", Increment { by: 2 }, meta)
         .await
         .expect("execute");
     assert_eq!(done.version, 1);
     assert_eq!(done.events, [Incremented { by: 2 }.into()]);
     assert!(!done.duplicate);
-    repo.execute("c-1", Increment { by: 3 }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: 3 }, Metadata::new())
         .await
         .expect("execute");
     let loaded = repo.load("c-1").await.expect("load");
@@ -920,16 +920,16 @@ pub async fn repository_execute_and_load<S: EventStore>(store: S) {
 /// Rejections and validation failures are typed and append nothing.
 pub async fn repository_rejects_and_validates<S: EventStore>(store: S) {
     let repo = CounterRepo::new(store.clone());
-    repo.execute("c-1", Increment { by: u64::MAX }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: u64::MAX }, Metadata::new())
         .await
         .expect("execute");
     let rejected = repo
-        .execute("c-1", Increment { by: 1 }, Metadata::new())
+        .execute_on("c-1", Increment { by: 1 }, Metadata::new())
         .await
         .expect_err("overflow is rejected");
     assert!(matches!(rejected, Error::Rejected(CounterError::Overflow)));
     let invalid = repo
-        .execute("c-1", Increment { by: 0 }, Metadata::new())
+        .execute_on("c-1", Increment { by: 0 }, Metadata::new())
         .await
         .expect_err("invalid");
     match invalid {
@@ -940,7 +940,7 @@ pub async fn repository_rejects_and_validates<S: EventStore>(store: S) {
         other => panic!("expected InvalidCommand, got {other:?}"),
     }
     let bad_id = repo
-        .execute("", Increment { by: 1 }, Metadata::new())
+        .execute_on("", Increment { by: 1 }, Metadata::new())
         .await
         .expect_err("empty id");
     assert!(matches!(bad_id, Error::StreamId(_)), "{bad_id:?}");
@@ -958,18 +958,18 @@ pub async fn repository_command_idempotency<S: EventStore>(store: S) {
     let repo = CounterRepo::new(store.clone());
     let command_id = Uuid::now_v7();
     let first = repo
-        .execute(
+        .execute_on(
             "c-1",
             Increment { by: 4 },
             Metadata::new().command_id(command_id),
         )
         .await
         .expect("execute");
-    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: 1 }, Metadata::new())
         .await
         .expect("execute");
     let again = repo
-        .execute(
+        .execute_on(
             "c-1",
             Increment { by: 4 },
             Metadata::new().command_id(command_id),
@@ -999,7 +999,7 @@ pub async fn repository_command_idempotency<S: EventStore>(store: S) {
     for _ in 0..16 {
         let repo = repo.clone();
         tasks.push(tokio::spawn(async move {
-            repo.execute(
+            repo.execute_on(
                 "c-1",
                 Increment { by: 10 },
                 Metadata::new().command_id(raced),
@@ -1030,7 +1030,7 @@ pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
     for i in 1..=TASKS {
         let repo = repo.clone();
         tasks.push(tokio::spawn(async move {
-            repo.execute("c-1", Increment { by: i }, Metadata::new())
+            repo.execute_on("c-1", Increment { by: i }, Metadata::new())
                 .await
         }));
     }
@@ -1049,7 +1049,7 @@ pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             strict
-                .execute("c-2", Increment { by: 1 }, Metadata::new())
+                .execute_on("c-2", Increment { by: 1 }, Metadata::new())
                 .await
         }));
     }
@@ -1078,7 +1078,7 @@ pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
 pub async fn repository_snapshot_equals_replay<S: EventStore>(store: S) {
     let repo = CounterRepo::new(store.clone());
     for i in 1..=13 {
-        repo.execute("c-1", Increment { by: i }, Metadata::new())
+        repo.execute_on("c-1", Increment { by: i }, Metadata::new())
             .await
             .expect("execute");
     }
@@ -1115,19 +1115,28 @@ pub async fn repository_snapshot_equals_replay<S: EventStore>(store: S) {
 pub async fn repository_temporal_loads<S: EventStore>(store: S) {
     let repo = CounterRepo::new(store.clone());
     for i in 1..=7 {
-        repo.execute("c-1", Increment { by: i }, Metadata::new())
+        repo.execute_on("c-1", Increment { by: i }, Metadata::new())
             .await
             .expect("execute");
     }
-    let at3 = repo.load_as_of("c-1", Version(3)).await.expect("load");
+    let at3 = repo
+        .load_as_of("c-1", AsOf::Version(3))
+        .await
+        .expect("load");
     assert_eq!((at3.state.value, at3.version), (6, 3));
-    let at6 = repo.load_as_of("c-1", Version(6)).await.expect("load");
+    let at6 = repo
+        .load_as_of("c-1", AsOf::Version(6))
+        .await
+        .expect("load");
     assert_eq!(
         (at6.state.value, at6.version),
         (21, 6),
         "snapshot at 5 plus one event"
     );
-    let at99 = repo.load_as_of("c-1", Version(99)).await.expect("load");
+    let at99 = repo
+        .load_as_of("c-1", AsOf::Version(99))
+        .await
+        .expect("load");
     assert_eq!(at99.version, 7);
     let at0 = repo
         .load_as_of("c-1", AsOf::Version(0))
@@ -1141,7 +1150,7 @@ pub async fn repository_temporal_loads<S: EventStore>(store: S) {
         .expect("read");
     let t4 = recorded[3].recorded_at;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    repo.execute("c-1", Increment { by: 100 }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: 100 }, Metadata::new())
         .await
         .expect("execute");
     let at_time = repo.load_as_of("c-1", t4).await.expect("load");
@@ -1155,7 +1164,7 @@ pub async fn repository_temporal_loads<S: EventStore>(store: S) {
 /// An unknown stored type or version is an error naming it, with stream and position.
 pub async fn repository_decode_error_names_the_event<S: EventStore>(store: S) {
     let repo = CounterRepo::new(store.clone());
-    repo.execute("c-1", Increment { by: 1 }, Metadata::new())
+    repo.execute_on("c-1", Increment { by: 1 }, Metadata::new())
         .await
         .expect("execute");
     let s = stream("counter-c-1");
@@ -1236,7 +1245,7 @@ pub async fn repository_command_race_same_outcome<S: EventStore>(store: S) {
     let repo = TabRepo::new(store.clone());
     for round in 0..300 {
         let id = format!("race-{round}");
-        repo.execute(&id, Open, Metadata::new())
+        repo.execute_on(&id, Open, Metadata::new())
             .await
             .expect("open");
         let command_id = Uuid::now_v7();
@@ -1246,7 +1255,7 @@ pub async fn repository_command_race_same_outcome<S: EventStore>(store: S) {
             let (repo, barrier, id) = (repo.clone(), barrier.clone(), id.clone());
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
-                repo.execute(&id, pay(5), Metadata::new().command_id(command_id))
+                repo.execute_on(&id, pay(5), Metadata::new().command_id(command_id))
                     .await
             }));
         }
@@ -1274,18 +1283,18 @@ pub async fn repository_rejection_is_remembered<S: EventStore>(store: S) {
     let command_id = Uuid::now_v7();
     let meta = || Metadata::new().command_id(command_id);
     let first = repo
-        .execute("t-1", pay(5), meta())
+        .execute_on("t-1", pay(5), meta())
         .await
         .expect_err("a closed tab rejects payment");
     assert!(
         matches!(first, Error::Rejected(TabError::NotOpen)),
         "{first:?}"
     );
-    repo.execute("t-1", Open, Metadata::new())
+    repo.execute_on("t-1", Open, Metadata::new())
         .await
         .expect("open");
     let again = repo
-        .execute("t-1", pay(5), meta())
+        .execute_on("t-1", pay(5), meta())
         .await
         .expect_err("the retry gets the first outcome");
     assert!(
@@ -1296,7 +1305,7 @@ pub async fn repository_rejection_is_remembered<S: EventStore>(store: S) {
     let loaded = repo.load("t-1").await.expect("load");
     assert!(loaded.state.open && !loaded.state.paid);
     // A new command id is a new command.
-    repo.execute("t-1", pay(5), Metadata::new().command_id(Uuid::now_v7()))
+    repo.execute_on("t-1", pay(5), Metadata::new().command_id(Uuid::now_v7()))
         .await
         .expect("pay");
 }
@@ -1312,16 +1321,16 @@ pub async fn repository_empty_outcome_is_remembered<S: EventStore>(store: S) {
     };
     let meta = || Metadata::new().command_id(command_id);
     let first = repo
-        .execute("t-1", lenient(), meta())
+        .execute_on("t-1", lenient(), meta())
         .await
         .expect("nothing to pay");
     assert!(first.events.is_empty());
     assert_eq!((first.version, first.position), (0, 0));
-    repo.execute("t-1", Open, Metadata::new())
+    repo.execute_on("t-1", Open, Metadata::new())
         .await
         .expect("open");
     let again = repo
-        .execute("t-1", lenient(), meta())
+        .execute_on("t-1", lenient(), meta())
         .await
         .expect("the retry gets the first outcome");
     assert!(again.events.is_empty(), "{:?}", again.events);
@@ -1361,7 +1370,7 @@ impl<S: EventStore> EventStore for Flaky<S> {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
-    ) -> Result<crate::AppendResult, StoreError> {
+    ) -> Result<crate::store::AppendResult, StoreError> {
         Self::injected(&self.fail_append)?;
         self.store.append(stream, expected, events).await
     }
@@ -1415,7 +1424,7 @@ pub async fn repository_store_errors_are_not_remembered<S: EventStore>(store: S)
     use std::sync::atomic::Ordering::SeqCst;
     let flaky = Flaky::new(store.clone());
     let repo = TabRepo::new(flaky.clone());
-    repo.execute("t-1", Open, Metadata::new())
+    repo.execute_on("t-1", Open, Metadata::new())
         .await
         .expect("open");
 
@@ -1423,7 +1432,7 @@ pub async fn repository_store_errors_are_not_remembered<S: EventStore>(store: S)
     let command_id = Uuid::now_v7();
     flaky.fail_append.store(true, SeqCst);
     let failed = repo
-        .execute("t-1", pay(5), Metadata::new().command_id(command_id))
+        .execute_on("t-1", pay(5), Metadata::new().command_id(command_id))
         .await
         .expect_err("injected append failure");
     assert!(
@@ -1438,7 +1447,7 @@ pub async fn repository_store_errors_are_not_remembered<S: EventStore>(store: S)
         None
     );
     let retried = repo
-        .execute("t-1", pay(5), Metadata::new().command_id(command_id))
+        .execute_on("t-1", pay(5), Metadata::new().command_id(command_id))
         .await
         .expect("the retry is decided again");
     assert!(!retried.duplicate);
@@ -1449,18 +1458,18 @@ pub async fn repository_store_errors_are_not_remembered<S: EventStore>(store: S)
     let command_id = Uuid::now_v7();
     flaky.fail_record.store(true, SeqCst);
     let failed = repo
-        .execute("t-2", pay(5), Metadata::new().command_id(command_id))
+        .execute_on("t-2", pay(5), Metadata::new().command_id(command_id))
         .await
         .expect_err("injected record failure");
     assert!(
         matches!(failed, Error::Store(StoreError::Backend(_))),
         "{failed:?}"
     );
-    repo.execute("t-2", Open, Metadata::new())
+    repo.execute_on("t-2", Open, Metadata::new())
         .await
         .expect("open");
     let retried = repo
-        .execute("t-2", pay(5), Metadata::new().command_id(command_id))
+        .execute_on("t-2", pay(5), Metadata::new().command_id(command_id))
         .await
         .expect("the retry is decided again");
     assert_eq!(retried.events, [Paid { amount: 5 }.into()]);

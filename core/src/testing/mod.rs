@@ -22,7 +22,7 @@
 //! [`projection_runtime_tests!`](crate::projection_runtime_tests)) and [`process_managers`]
 //! (with [`process_manager_tests!`](crate::process_manager_tests), and
 //! [`process_store_conformance`](process_managers::process_store_conformance) for
-//! [`ProcessStore`](crate::ProcessStore)s).
+//! [`ProcessStore`](crate::coordination::ProcessStore)s).
 
 pub mod cases;
 pub mod coordination;

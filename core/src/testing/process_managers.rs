@@ -149,7 +149,7 @@ impl ProcessManager for FlowProcess {
         &self,
         state: &mut FlowState,
         command: &FlowCommand,
-        _error: &str,
+        _error: &crate::Rejection,
     ) -> Result<Effects<FlowCommand>, BoxError> {
         state.rejections += 1;
         let FlowCommand::Increment { counter, .. } = command;
@@ -228,7 +228,7 @@ impl<S: EventStore> CommandDispatcher<FlowCommand> for CounterDispatcher<S> {
         let FlowCommand::Increment { counter, by } = command;
         let result = self
             .repository
-            .execute(counter, Increment { by: *by }, metadata.clone())
+            .execute_on(counter, Increment { by: *by }, metadata.clone())
             .await;
         let calls = {
             let mut calls = self
@@ -288,21 +288,22 @@ where
         clock: ManualClock,
         options: ProcessOptions,
     ) -> RunningProcessManagers {
-        ProcessManagerRunner::new(
-            self.events.clone(),
-            self.processes.clone(),
-            self.checkpoints.clone(),
-            self.leases.clone(),
-        )
-        .options(
-            RunnerOptions::new()
-                .worker_id(worker)
-                .lease_ttl(TEST_LEASE_TTL)
-                .lease_retry(Duration::from_millis(200)),
-        )
-        .clock(clock)
-        .register(FlowProcess, dispatcher, options)
-        .start()
+        ProcessManagerRunner::new(self.events.clone())
+            .coordination(crate::coordination::SplitCoordination {
+                checkpoints: self.checkpoints.clone(),
+                leases: self.leases.clone(),
+                dead_letters: crate::coordination::MemoryDeadLetterStore::new(),
+                processes: self.processes.clone(),
+            })
+            .options(
+                RunnerOptions::new()
+                    .worker_id(worker)
+                    .lease_ttl(TEST_LEASE_TTL)
+                    .lease_retry(Duration::from_millis(200)),
+            )
+            .clock(clock)
+            .register_with(FlowProcess, dispatcher, options)
+            .start()
     }
 
     /// The value of counter `id`.

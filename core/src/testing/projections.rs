@@ -17,12 +17,13 @@ use uuid::Uuid;
 use super::cases::event;
 use super::faults::{DeadLetterOp, FaultyDeadLetters};
 use crate::coordination::{
-    CheckpointStore, CoordinationError, DeadLetterStore, Lease, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, ParkReason,
+    CheckpointStore, Coordination, CoordinationError, DeadLetterStore, Lease, LeaseStore,
+    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryLeaseStore, ParkReason, SplitCoordination,
 };
 use crate::error::BoxError;
 use crate::event::RecordedEvent;
 use crate::memory::MemoryStore;
+use crate::process_manager::MemoryProcessStore;
 use crate::projection::{
     FailurePolicy, HandleContext, HealthProblem, Projection, ProjectionError, ProjectionOptions,
     ProjectionRunner, RebuildProgress, RunnerOptions, RunningProjections, WorkerState,
@@ -59,6 +60,9 @@ impl MemoryRuntimeStores {
     }
 }
 
+/// The coordination backend a case's runner gets from its [`RuntimeStores`].
+pub type TestCoordination<C, L, D> = SplitCoordination<C, L, D, MemoryProcessStore>;
+
 /// The lease time to live the cases use.
 pub const TEST_LEASE_TTL: Duration = Duration::from_secs(2);
 
@@ -70,11 +74,14 @@ where
     D: DeadLetterStore,
 {
     /// A runner over these stores with worker id `worker`, short leases and quick retries.
-    pub fn runner(&self, worker: &str) -> ProjectionRunner<S, C, L, D> {
+    pub fn runner(&self, worker: &str) -> ProjectionRunner<S, TestCoordination<C, L, D>> {
         ProjectionRunner::new(self.events.clone())
-            .with_checkpoints(self.checkpoints.clone())
-            .with_leases(self.leases.clone())
-            .with_dead_letters(self.dead_letters.clone())
+            .coordination(SplitCoordination {
+                checkpoints: self.checkpoints.clone(),
+                leases: self.leases.clone(),
+                dead_letters: self.dead_letters.clone(),
+                processes: MemoryProcessStore::new(),
+            })
             .options(
                 RunnerOptions::new()
                     .worker_id(worker)
@@ -237,12 +244,10 @@ where
     assert!(waited.is_ok(), "timed out waiting for {what}");
 }
 
-async fn wait_for<S, C, L, D>(running: &RunningProjections<S, C, L, D>, name: &str, position: u64)
+async fn wait_for<S, K>(running: &RunningProjections<S, K>, name: &str, position: u64)
 where
     S: EventStore,
-    C: CheckpointStore,
-    L: LeaseStore,
-    D: DeadLetterStore,
+    K: Coordination,
 {
     tokio::time::timeout(PATIENCE, running.wait_for(name, position))
         .await

@@ -4,11 +4,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use factum::{
-    CommandDispatcher, DispatchError, EventStore, Executed, FailurePolicy, HealthProblem, Metadata,
-    ParkedEvent, ProcessOptions, ProjectionOptions, RebuildProgress, Repository, RunnerOptions,
-    RunningProcessManagers, StreamId, StreamRead,
+use factum::coordination::ParkedEvent;
+use factum::process::{CommandDispatcher, DispatchError, ProcessOptions, RunningProcessManagers};
+use factum::projection::{
+    FailurePolicy, HealthProblem, ProjectionOptions, RebuildProgress, RunnerOptions,
 };
+use factum::store::StreamRead;
+use factum::{EventStore, Executed, Metadata, Repository, StreamId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -64,14 +66,14 @@ impl From<factum::StoreError> for AppError {
     }
 }
 
-impl From<factum::ProjectionError> for AppError {
-    fn from(error: factum::ProjectionError) -> Self {
+impl From<factum::projection::ProjectionError> for AppError {
+    fn from(error: factum::projection::ProjectionError) -> Self {
         AppError::Internal(error.to_string())
     }
 }
 
-impl From<factum::ProcessError> for AppError {
-    fn from(error: factum::ProcessError) -> Self {
+impl From<factum::process::ProcessError> for AppError {
+    fn from(error: factum::process::ProcessError) -> Self {
         AppError::Internal(error.to_string())
     }
 }
@@ -482,7 +484,7 @@ impl<S: Backend> App<S> {
                     customer_id: order.customer_id,
                     lines: order.lines,
                 };
-                self.orders.execute(&order_id, command, meta).await
+                self.orders.execute_on(&order_id, command, meta).await
             }
             Some(currency) => {
                 let command = PlaceOrderV2 {
@@ -491,7 +493,7 @@ impl<S: Backend> App<S> {
                     lines: order.lines,
                     currency,
                 };
-                self.orders.execute(&order_id, command, meta).await
+                self.orders.execute_on(&order_id, command, meta).await
             }
         };
         executed
@@ -532,7 +534,7 @@ impl<S: Backend> App<S> {
         };
         let executed = self
             .payments
-            .execute(order_id, command, meta)
+            .execute_on(order_id, command, meta)
             .await
             .map_err(|e| match e {
                 factum::Error::Rejected(PaymentError::AlreadyCaptured) => {
@@ -558,7 +560,7 @@ impl<S: Backend> App<S> {
             carrier: carrier.to_owned(),
         };
         self.shipments
-            .execute(order_id, command, meta)
+            .execute_on(order_id, command, meta)
             .await
             .map(|e| Outcome::of(&e))
             .map_err(|e| match e {
@@ -582,7 +584,7 @@ impl<S: Backend> App<S> {
             reason: reason.to_owned(),
         };
         self.orders
-            .execute(order_id, command, meta)
+            .execute_on(order_id, command, meta)
             .await
             .map(|e| Outcome::of(&e))
             .map_err(|e| match e {
@@ -606,7 +608,7 @@ impl<S: Backend> App<S> {
             quantity,
         };
         self.inventory
-            .execute(sku, command, meta)
+            .execute_on(sku, command, meta)
             .await
             .map(|e| Outcome::of(&e))
             .map_err(AppError::from_factum::<InventoryError>)
@@ -820,31 +822,37 @@ impl<S: EventStore> CommandDispatcher<FulfillmentCommand> for Dispatcher<S> {
         let meta = metadata.clone();
         match command.clone() {
             FulfillmentCommand::ReserveStock(c) => {
-                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
             }
             FulfillmentCommand::ReleaseStock(c) => {
-                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
             }
             FulfillmentCommand::ShipStock(c) => {
-                self.inventory.execute(&c.sku.clone(), c, meta).await?;
+                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
             }
             FulfillmentCommand::MarkOrderPaid(c) => {
-                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
             }
             FulfillmentCommand::ShipOrder(c) => {
-                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
             }
             FulfillmentCommand::CancelOrder(c) => {
-                self.orders.execute(&c.order_id.clone(), c, meta).await?;
+                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
             }
             FulfillmentCommand::RefundPayment(c) => {
-                self.payments.execute(&c.order_id.clone(), c, meta).await?;
+                self.payments
+                    .execute_on(&c.order_id.clone(), c, meta)
+                    .await?;
             }
             FulfillmentCommand::CreateShipment(c) => {
-                self.shipments.execute(&c.order_id.clone(), c, meta).await?;
+                self.shipments
+                    .execute_on(&c.order_id.clone(), c, meta)
+                    .await?;
             }
             FulfillmentCommand::CancelShipment(c) => {
-                self.shipments.execute(&c.order_id.clone(), c, meta).await?;
+                self.shipments
+                    .execute_on(&c.order_id.clone(), c, meta)
+                    .await?;
             }
         }
         Ok(())

@@ -10,11 +10,13 @@
 
 use std::future::Future;
 
-use factum::{
-    CheckpointStore, DeadLetterStore, EventStore, LeaseStore, MemoryCheckpointStore,
-    MemoryDeadLetterStore, MemoryLeaseStore, MemoryProcessStore, MemoryStore, ProcessManagerRunner,
-    ProcessStore, ProjectionOptions, ProjectionRunner, RunnerOptions, RunningProjections,
+use factum::coordination::{
+    CheckpointStore, DeadLetterStore, LeaseStore, MemoryCheckpointStore, MemoryDeadLetterStore,
+    MemoryLeaseStore, MemoryProcessStore, ProcessStore,
 };
+use factum::process::ProcessManagerRunner;
+use factum::projection::{ProjectionOptions, ProjectionRunner, RunnerOptions, RunningProjections};
+use factum::{EventStore, MemoryStore};
 use factum_postgres::{PgCoordination, PgStore};
 
 use crate::app::AppError;

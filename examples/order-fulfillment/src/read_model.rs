@@ -351,10 +351,9 @@ fn cents(amount: u64) -> i64 {
 mod tests {
     use std::time::Duration;
 
-    use factum::{
-        EventStore, ExpectedVersion, FailurePolicy, MemoryStore, Metadata, NewEvent,
-        ProjectionOptions, ProjectionRunner,
-    };
+    use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner};
+    use factum::store::NewEvent;
+    use factum::{EventStore, ExpectedVersion, MemoryStore, Metadata};
     use uuid::Uuid;
 
     use super::*;

@@ -2,7 +2,8 @@
 //! fixtures, and the inventory's snapshots.
 
 use factum::prelude::*;
-use factum::{MemoryStore, Metadata, NewEvent, Payload, Repository, StreamId};
+use factum::store::{NewEvent, Payload};
+use factum::{MemoryStore, Metadata, Repository, StreamId};
 use order_fulfillment::App;
 use order_fulfillment::domain::Line;
 use order_fulfillment::domain::inventory::{
@@ -170,7 +171,7 @@ async fn invalid_orders_are_refused_before_loading() {
         currency: "euro".into(),
     };
     let error = orders
-        .execute("o-1", bad_currency, Metadata::new())
+        .execute_on("o-1", bad_currency, Metadata::new())
         .await
         .unwrap_err();
     assert!(
@@ -183,7 +184,7 @@ async fn invalid_orders_are_refused_before_loading() {
         lines: vec![],
     };
     let error = orders
-        .execute("o-1", no_lines, Metadata::new())
+        .execute_on("o-1", no_lines, Metadata::new())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("at least one line"), "{error}");
@@ -435,14 +436,14 @@ async fn stored_v1_order_placed_events_are_read_as_v2_in_euros() {
     // The stored row keeps its version; only reading upcasts it.
     let stream = StreamId::new("order", "o-0043").unwrap();
     let stored = store
-        .read_stream(&stream, &factum::StreamRead::all())
+        .read_stream(&stream, &factum::store::StreamRead::all())
         .await
         .unwrap();
     assert_eq!(stored[0].schema_version, 1);
     let decoded = OrderPlaced::decode_stored(1, &stored[0].payload).unwrap();
     assert_eq!(
         decoded,
-        factum::Decoded::One(OrderPlaced {
+        factum::store::Decoded::One(OrderPlaced {
             order_id: "o-0043".into(),
             customer_id: "erik".into(),
             lines: vec![Line {
@@ -478,7 +479,7 @@ async fn inventory_snapshots_load_like_a_full_replay() {
     let store = MemoryStore::new();
     let inventory = Repository::<Inventory, _>::new(store.clone());
     inventory
-        .execute(
+        .execute_on(
             "monitor",
             ReceiveStockV1 {
                 sku: "monitor".into(),
@@ -492,7 +493,7 @@ async fn inventory_snapshots_load_like_a_full_replay() {
         let order_id = format!("o-{n}");
         let command = reserve(&order_id, 1);
         inventory
-            .execute("monitor", command, Metadata::new())
+            .execute_on("monitor", command, Metadata::new())
             .await
             .unwrap();
         if n % 2 == 0 {
@@ -501,7 +502,7 @@ async fn inventory_snapshots_load_like_a_full_replay() {
                 order_id,
             };
             inventory
-                .execute("monitor", release, Metadata::new())
+                .execute_on("monitor", release, Metadata::new())
                 .await
                 .unwrap();
         }

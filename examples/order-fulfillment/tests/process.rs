@@ -1,7 +1,9 @@
 //! The fulfillment process's decisions, event by event, without a runtime: its handlers are
 //! plain functions of an instance's state and a recorded event.
 
-use factum::{Effects, Event, Metadata, Payload, ProcessManager, RecordedEvent, Route, StreamId};
+use factum::process::Route;
+use factum::store::Payload;
+use factum::{Effects, Event, Metadata, ProcessManager, RecordedEvent, StreamId};
 use order_fulfillment::domain::Line;
 use order_fulfillment::domain::inventory::{
     ReleaseStockV1, ReservationRejected, ReserveStockV1, StockReserved,

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use factum::{
-    CheckpointStore, EventStore as _, ExpectedVersion, FailurePolicy, MemoryStore, NewEvent,
-    ParkReason,
-};
+use factum::coordination::{CheckpointStore, ParkReason};
+use factum::projection::FailurePolicy;
+use factum::store::NewEvent;
+use factum::{EventStore as _, ExpectedVersion, MemoryStore};
 use factum_postgres::{PgCoordination, PgStore};
 use order_fulfillment::app::NewOrder;
 use order_fulfillment::domain::Line;

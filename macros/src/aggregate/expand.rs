@@ -229,6 +229,10 @@ fn expand_commands(checked: &Checked) -> TokenStream {
                     #(Self::#variants(ref __command) => ::factum::Command::validate(__command),)*
                 }
             }
+
+            fn visit_commands<__V: ::factum::__private::CommandVisitor<Self>>(__visitor: &mut __V) {
+                #(__visitor.visit::<#types>();)*
+            }
         }
     }
 }

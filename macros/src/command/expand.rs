@@ -18,6 +18,16 @@ pub(super) fn expand(input: &Input) -> TokenStream {
             }
         }
     });
+    let routed = input.id.as_ref().map(|(member, ty)| {
+        quote_spanned! {ty.span()=>
+            #[automatically_derived]
+            impl ::factum::__private::Routed for #ident {
+                fn instance_id(&self) -> &str {
+                    ::core::convert::AsRef::<str>::as_ref(&self.#member)
+                }
+            }
+        }
+    });
     let validate = input.args.validate.as_ref().map(|path| {
         quote_spanned! {path.span()=>
             fn validate(&self) -> ::core::result::Result<(), ::factum::__private::String> {
@@ -35,5 +45,7 @@ pub(super) fn expand(input: &Input) -> TokenStream {
             #id
             #validate
         }
+
+        #routed
     }
 }

@@ -3,6 +3,7 @@
 mod check;
 mod expand;
 mod parse;
+mod set;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,11 @@ const ATTR: &str = "command";
 /// Expands `#[command(args)]` on `item`.
 pub(crate) fn expand_command(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
+    if let Ok(syn::Item::Enum(item)) = syn::parse2::<syn::Item>(item.clone()) {
+        let out = set::expand(&mut errors, args, item);
+        errors.finish()?;
+        return Ok(out);
+    }
     let mut input = parse::parse(&mut errors, args, item)?;
     if let Some(input) = &mut input {
         check::check(&mut errors, input);

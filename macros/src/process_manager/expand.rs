@@ -37,7 +37,7 @@ pub(super) fn expand(checked: &Checked) -> TokenStream {
                 &self,
                 __state: &mut #state,
                 __command: &#command,
-                __error: &str,
+                __error: &::factum::__private::Rejection,
             ) -> ::core::result::Result<::factum::Effects<#command>, ::factum::BoxError> {
                 ::core::result::Result::Ok(#effects)
             }

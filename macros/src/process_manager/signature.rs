@@ -122,16 +122,31 @@ pub(super) fn handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handl
     }
 }
 
-/// `fn(&self, state: &mut State, command: &Command, error: &str) -> Returns`.
+/// `fn(&self, state: &mut State, command: &Command, error: &Rejection) -> Returns`.
 pub(super) fn on_rejected(errors: &mut Errors, sig: &syn::Signature) -> Option<super::parse::Hook> {
     const WHAT: &str = "`#[on_rejected]` method";
+    if let Some(error) = handler::typed_args(sig).get(2) {
+        if let syn::Type::Reference(r) = &*error.ty {
+            if matches!(&*r.elem, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("str"))
+            {
+                errors.spanned(
+                    &error.ty,
+                    format_args!(
+                        "{WHAT} `{}` takes the rejection as `&Rejection` (`factum::Rejection`), not `&str`: match the aggregate's error with `error.downcast_ref::<OrderError>()`, or read its text with `error.to_string()`",
+                        sig.ident
+                    ),
+                );
+                return None;
+            }
+        }
+    }
     hook(
         errors,
         sig,
         WHAT,
         0,
-        &[(1, "&Command"), (2, "&str")],
-        "`state: &mut State`, `command: &Command` and `error: &str`",
+        &[(1, "&Command"), (2, "&Rejection")],
+        "`state: &mut State`, `command: &Command` and `error: &Rejection`",
     )
 }
 

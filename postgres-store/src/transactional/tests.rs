@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use factum::coordination::{CheckpointStore, DeadLetterStore};
+use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner, RunnerOptions};
 use factum::testing::projections::append_tested;
-use factum::{
-    BoxError, CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, ProjectionRunner,
-    RecordedEvent, RunnerOptions,
-};
+use factum::{BoxError, RecordedEvent};
 use tokio::sync::watch;
 use tokio_postgres::Transaction;
 
@@ -76,7 +75,7 @@ fn runner(
     worker: &str,
     inserts: &Arc<Inserts>,
     batched: bool,
-) -> factum::RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination> {
+) -> factum::projection::RunningProjections<PgStore, PgCoordination> {
     let coordination = PgCoordination::new(store);
     let projection = Transactional::new(store, Shared(Arc::clone(inserts)));
     let projection = if batched {
@@ -85,9 +84,7 @@ fn runner(
         projection.per_event_transactions()
     };
     ProjectionRunner::new(store.clone())
-        .with_checkpoints(coordination.clone())
-        .with_leases(coordination.clone())
-        .with_dead_letters(coordination)
+        .coordination(coordination)
         .options(
             RunnerOptions::new()
                 .worker_id(worker)

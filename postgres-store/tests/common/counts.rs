@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use factum::{
-    BoxError, ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, RunningProjections,
-};
+use factum::projection::{ProjectionOptions, ProjectionRunner, RunnerOptions, RunningProjections};
+use factum::{BoxError, RecordedEvent};
 use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -19,7 +18,7 @@ use super::{raw_client, schema};
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Projections running on PostgreSQL, with `PgCoordination` for everything else.
-pub type Running = RunningProjections<PgStore, PgCoordination, PgCoordination, PgCoordination>;
+pub type Running = RunningProjections<PgStore, PgCoordination>;
 
 /// A transactional read model counting `Tested` events per stream with an upsert that is not
 /// idempotent: a second application of an event would show in the count.
@@ -104,9 +103,7 @@ impl Counts {
     ) -> Running {
         let coordination = PgCoordination::new(store);
         ProjectionRunner::new(store.clone())
-            .with_checkpoints(coordination.clone())
-            .with_leases(coordination.clone())
-            .with_dead_letters(coordination)
+            .coordination(coordination)
             .options(runner)
             .register(
                 Transactional::new(store, CountsProjection(Arc::clone(self))),

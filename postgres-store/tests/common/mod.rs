@@ -4,7 +4,8 @@
 
 pub mod counts;
 
-use factum::{Metadata, NewEvent, Payload, StreamId};
+use factum::store::{NewEvent, Payload};
+use factum::{Metadata, StreamId};
 use factum_postgres::PgStore;
 use factum_postgres::testing::{TestDatabase, fresh_store};
 use uuid::Uuid;

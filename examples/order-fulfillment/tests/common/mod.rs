@@ -6,7 +6,8 @@
     reason = "each test file uses a part of the helpers"
 )]
 
-use factum::{EventStore, ReadAll, RecordedEvent};
+use factum::store::ReadAll;
+use factum::{EventStore, RecordedEvent};
 use factum_postgres::PgStore;
 
 /// A migrated PostgreSQL store in a schema of its own, on the throwaway test cluster (or
@@ -51,7 +52,7 @@ pub async fn fingerprint<S: EventStore>(store: &S) -> Vec<(String, String)> {
 pub async fn stream_types<S: EventStore>(store: &S, stream: &str) -> Vec<String> {
     let stream = factum::StreamId::parse(stream).expect("stream name");
     store
-        .read_stream(&stream, &factum::StreamRead::all())
+        .read_stream(&stream, &factum::store::StreamRead::all())
         .await
         .expect("read_stream")
         .into_iter()
