@@ -69,6 +69,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codegen::*;
+    pub use crate::error::DecodeError;
+    pub use crate::event::{Decoded, Payload};
+    pub use crate::process_manager::Route;
     pub use chrono;
     pub use serde;
     pub use serde_json;

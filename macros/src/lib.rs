@@ -12,6 +12,8 @@ mod event;
 mod handler;
 mod process_manager;
 mod projection;
+#[cfg(test)]
+mod stable_paths;
 
 use proc_macro::TokenStream;
 
