@@ -61,8 +61,7 @@ pub(crate) fn value<T: syn::parse::Parse>(
     }
 }
 
-/// The functions of an impl block carrying the helper attribute `name`, with their typed
-/// arguments after the receiver.
+/// The functions of an impl block that carry the helper attribute `#[name]`.
 pub(crate) fn marked<'a>(
     item: &'a syn::ItemImpl,
     name: &'a str,
