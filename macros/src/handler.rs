@@ -217,3 +217,25 @@ pub(crate) fn single_generic<'a>(ty: &'a syn::Type, name: &str) -> Option<&'a sy
 pub(crate) fn output_span(sig: &syn::Signature) -> proc_macro2::Span {
     output(sig).map_or_else(|| sig.ident.span(), Spanned::span)
 }
+
+/// Whether a type is the event's envelope, `&RecordedEvent` (a path ending in `RecordedEvent`).
+pub(crate) fn is_recorded(ty: &syn::Type) -> bool {
+    let ty = match ty {
+        syn::Type::Reference(r) => &*r.elem,
+        other => other,
+    };
+    type_path(ty)
+        .and_then(common::last_ident)
+        .is_some_and(|ident| ident == "RecordedEvent")
+}
+
+/// The type to suggest for the event argument: the user's, when one argument other than those
+/// `skip` rejects reads as an event reference, else `&Event`.
+pub(crate) fn suggested_event(args: &[&syn::PatType], skip: impl Fn(&syn::Type) -> bool) -> String {
+    args.iter()
+        .map(|arg| &*arg.ty)
+        .find(|ty| {
+            !skip(ty) && matches!(ty, syn::Type::Reference(r) if type_path(&r.elem).is_some())
+        })
+        .map_or_else(|| "&Event".to_owned(), common::display)
+}

@@ -12,19 +12,22 @@ mod event;
 mod handler;
 mod process_manager;
 mod projection;
+#[cfg(test)]
+mod stable_paths;
+mod stubs;
 
 use proc_macro::TokenStream;
 
 #[doc = include_str!("../doc/event.md")]
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
-    run(args, item, event::expand_event, &[])
+    run(args, item, event::expand_event, &[], no_stubs)
 }
 
 #[doc = include_str!("../doc/command.md")]
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
-    run(args, item, command::expand_command, &["id"])
+    run(args, item, command::expand_command, &["id"], no_stubs)
 }
 
 #[doc = include_str!("../doc/aggregate.md")]
@@ -35,13 +38,20 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
         item,
         aggregate::expand_aggregate,
         &["handle", "apply"],
+        aggregate::stubs,
     )
 }
 
 #[doc = include_str!("../doc/projection.md")]
 #[proc_macro_attribute]
 pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
-    run(args, item, projection::expand_projection, &["reset"])
+    run(
+        args,
+        item,
+        projection::expand_projection,
+        &["reset"],
+        projection::stubs,
+    )
 }
 
 #[doc = include_str!("../doc/process_manager.md")]
@@ -52,17 +62,40 @@ pub fn process_manager(args: TokenStream, item: TokenStream) -> TokenStream {
         item,
         process_manager::expand_process_manager,
         &["start", "on", "stop", "on_rejected", "on_timeout"],
+        process_manager::stubs,
     )
 }
 
 type Expand =
     fn(proc_macro2::TokenStream, proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream>;
 
-fn run(args: TokenStream, item: TokenStream, expand: Expand, helpers: &[&str]) -> TokenStream {
+/// What a macro emits on error besides the item: the stubs of what it generates, from its
+/// arguments and item.
+type Stubs = fn(&proc_macro2::TokenStream, &proc_macro2::TokenStream) -> proc_macro2::TokenStream;
+
+fn no_stubs(
+    _: &proc_macro2::TokenStream,
+    _: &proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    proc_macro2::TokenStream::new()
+}
+
+fn run(
+    args: TokenStream,
+    item: TokenStream,
+    expand: Expand,
+    helpers: &[&str],
+    stubs: Stubs,
+) -> TokenStream {
+    let args = proc_macro2::TokenStream::from(args);
     let item = proc_macro2::TokenStream::from(item);
-    match expand(args.into(), item.clone()) {
+    match expand(args.clone(), item.clone()) {
         Ok(out) => out.into(),
-        Err(error) => common::fallback(item, &error, helpers).into(),
+        Err(error) => {
+            let mut out = common::fallback(item.clone(), &error, helpers);
+            out.extend(stubs(&args, &item));
+            out.into()
+        }
     }
 }
 

@@ -84,7 +84,7 @@ fn expand_events(checked: &Checked) -> TokenStream {
                     __payload,
                 )
             {
-                return ::core::result::Result::map(__decoded, ::factum::Decoded::convert);
+                return ::core::result::Result::map(__decoded, ::factum::__private::Decoded::convert);
             }
         }
     });
@@ -139,17 +139,17 @@ fn expand_events(checked: &Checked) -> TokenStream {
 
             fn encode(
                 &self,
-            ) -> ::core::result::Result<::factum::Payload, ::factum::__private::serde_json::Error> {
+            ) -> ::core::result::Result<::factum::__private::Payload, ::factum::__private::serde_json::Error> {
                 match *self {
-                    #(Self::#variants(ref __event) => ::factum::Payload::encode(__event),)*
+                    #(Self::#variants(ref __event) => ::factum::__private::Payload::encode(__event),)*
                 }
             }
 
             fn decode(
                 __event_type: &str,
                 __schema_version: u32,
-                __payload: &::factum::Payload,
-            ) -> ::core::result::Result<::factum::Decoded<Self>, ::factum::DecodeError> {
+                __payload: &::factum::__private::Payload,
+            ) -> ::core::result::Result<::factum::__private::Decoded<Self>, ::factum::__private::DecodeError> {
                 #(#decode)*
                 ::core::result::Result::Err(::factum::__private::unknown_event(
                     <Self as ::factum::EventSet>::EVENT_TYPES,
@@ -348,13 +348,13 @@ fn expand_aggregate(checked: &Checked) -> TokenStream {
             fn encode_state(
                 &self,
             ) -> ::core::option::Option<
-                ::core::result::Result<::factum::Payload, ::factum::__private::serde_json::Error>,
+                ::core::result::Result<::factum::__private::Payload, ::factum::__private::serde_json::Error>,
             > {
                 #config::encode_state(self)
             }
 
             fn decode_state(
-                __state: &::factum::Payload,
+                __state: &::factum::__private::Payload,
             ) -> ::core::option::Option<
                 ::core::result::Result<Self, ::factum::__private::serde_json::Error>,
             > {

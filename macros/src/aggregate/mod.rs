@@ -5,10 +5,13 @@
 mod check;
 mod expand;
 mod parse;
+mod stubs;
 #[cfg(test)]
 mod tests;
 
 use proc_macro2::TokenStream;
+
+pub(crate) use stubs::stubs;
 
 /// The attribute's name, for messages.
 const ATTR: &str = "aggregate";

@@ -116,3 +116,49 @@ fn struct_errors() {
     ));
     insta::assert_snapshot!(message);
 }
+
+#[test]
+fn stubs_of_an_impl_on_error() {
+    let item = quote! {
+        impl Order {
+            #[handle]
+            fn place(&self, _: PlaceOrder) -> Result<OrderPlaced, OrderError> {
+                Ok(OrderPlaced {})
+            }
+
+            #[handle]
+            fn cancel(&self, _: &CancelOrder) -> Result<(), OrderError> {
+                Ok(())
+            }
+
+            #[handle]
+            fn cancel_again(&self, _: CancelOrder) -> Result<(), OrderError> {
+                Ok(())
+            }
+
+            #[apply]
+            fn placed(&mut self, _: &OrderPlaced) {}
+        }
+    };
+    let args = quote!(vis = pub(crate));
+    assert!(expand_aggregate(args.clone(), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&args, &item)));
+}
+
+#[test]
+fn stubs_of_a_struct_on_error() {
+    let item = quote!(
+        pub struct Order {}
+    );
+    let args = quote!(category = 1);
+    assert!(expand_aggregate(args.clone(), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&args, &item)));
+}
+
+#[test]
+fn no_stubs_for_a_generic_impl() {
+    let item = quote!(
+        impl<T> Order<T> {}
+    );
+    assert!(super::stubs(&quote!(), &item).is_empty());
+}

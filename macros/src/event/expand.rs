@@ -23,8 +23,8 @@ pub(super) fn expand(input: &Input) -> TokenStream {
 
                 fn decode_stored(
                     __version: u32,
-                    __payload: &::factum::Payload,
-                ) -> ::core::result::Result<::factum::Decoded<Self>, ::factum::DecodeError> {
+                    __payload: &::factum::__private::Payload,
+                ) -> ::core::result::Result<::factum::__private::Decoded<Self>, ::factum::__private::DecodeError> {
                     ::factum::__private::decode_stored::<Self>(__version, __payload)
                 }
             }
@@ -120,9 +120,9 @@ fn expand_schema(input: &Input, name: &str, version: u32) -> TokenStream {
             fn decode_history(
                 __name: &str,
                 __version: u32,
-                __payload: &::factum::Payload,
+                __payload: &::factum::__private::Payload,
             ) -> ::core::option::Option<
-                ::core::result::Result<::factum::Decoded<Self>, ::factum::DecodeError>,
+                ::core::result::Result<::factum::__private::Decoded<Self>, ::factum::__private::DecodeError>,
             > {
                 if __name == #name {
                     if __version == #version {
@@ -149,7 +149,7 @@ fn expand_upcast(input: &Input) -> TokenStream {
             ::factum::__private::IntoDecoded::<#next>::into_decoded(#with(self))
         },
         None => quote_spanned! {next.span()=>
-            ::factum::Decoded::One(<#next as ::core::convert::From<Self>>::from(self))
+            ::factum::__private::Decoded::One(<#next as ::core::convert::From<Self>>::from(self))
         },
     };
     let follows = quote_spanned! {next.span()=>
@@ -161,7 +161,7 @@ fn expand_upcast(input: &Input) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl ::factum::__private::UpcastTo<#next> for #ident {
-            fn upcast(self) -> ::factum::Decoded<#next> {
+            fn upcast(self) -> ::factum::__private::Decoded<#next> {
                 #body
             }
         }

@@ -81,7 +81,7 @@ pub(super) fn expand(checked: &Checked) -> TokenStream {
             fn route(
                 &self,
                 __event: &::factum::RecordedEvent,
-            ) -> ::core::result::Result<::factum::Route, ::factum::BoxError> {
+            ) -> ::core::result::Result<::factum::__private::Route, ::factum::BoxError> {
                 #(#routes)*
                 ::factum::__private::unhandled_route(#name, &[#(#histories),*], __event)
             }
@@ -135,10 +135,10 @@ fn route(handler: &Handler, name: &syn::LitStr) -> TokenStream {
                         &mut ::core::iter::IntoIterator::into_iter(__decoded),
                     ) {
                         ::core::option::Option::Some(__first) => {
-                            ::core::result::Result::Ok(::factum::Route::#variant(#key))
+                            ::core::result::Result::Ok(::factum::__private::Route::#variant(#key))
                         }
                         ::core::option::Option::None => {
-                            ::core::result::Result::Ok(::factum::Route::Ignore)
+                            ::core::result::Result::Ok(::factum::__private::Route::Ignore)
                         }
                     }
                 }

@@ -100,7 +100,8 @@ pub(super) fn handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handl
         )
     });
     let args = handler::typed_args(sig);
-    let (state, event) = match (count_ok, args.as_slice()) {
+    let order_ok = recorded_after_event(errors, sig, &args);
+    let (state, event) = match (count_ok && order_ok, args.as_slice()) {
         (true, [state, event, ..]) => (
             state_arg(errors, sig, &state.ty, HANDLER),
             handler::event_ref(errors, sig, &event.ty, HANDLER),
@@ -120,6 +121,32 @@ pub(super) fn handler(errors: &mut Errors, sig: &syn::Signature) -> Option<Handl
         }),
         _ => None,
     }
+}
+
+/// Reports `&RecordedEvent` where the state or the event goes; `false` when it did.
+fn recorded_after_event(errors: &mut Errors, sig: &syn::Signature, args: &[&syn::PatType]) -> bool {
+    let Some(arg) = args
+        .iter()
+        .take(2)
+        .find(|arg| handler::is_recorded(&arg.ty))
+    else {
+        return true;
+    };
+    let name = &sig.ident;
+    let state = args
+        .iter()
+        .find(|arg| matches!(&*arg.ty, syn::Type::Reference(r) if r.mutability.is_some()))
+        .map_or_else(|| "&mut State".to_owned(), |arg| common::display(&arg.ty));
+    let event = handler::suggested_event(args, |ty| {
+        handler::is_recorded(ty) || matches!(ty, syn::Type::Reference(r) if r.mutability.is_some())
+    });
+    errors.spanned(
+        &arg.ty,
+        format_args!(
+            "{HANDLER} `{name}` takes the state first, then the event, then optionally `&RecordedEvent`, which is the stored envelope and not an event: `fn {name}(&self, state: {state}, event: {event}, recorded: &RecordedEvent)`"
+        ),
+    );
+    false
 }
 
 /// `fn(&self, state: &mut State, command: &Command, error: &Rejection) -> Returns`.

@@ -135,3 +135,33 @@ fn rule_errors_are_reported_at_once() {
     ));
     insta::assert_snapshot!(message);
 }
+
+#[test]
+fn stubs_infer_state_and_command_on_error() {
+    let item = quote! {
+        impl OrderFulfillment {
+            #[start]
+            fn placed(&self, _: &mut Fulfillment, _: &OrderPlaced) -> Result<Vec<FulfillmentCommand>, String> {
+                Ok(Vec::new())
+            }
+        }
+    };
+    assert!(expand_process_manager(quote!(name = "f"), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&quote!(name = "f"), &item)));
+}
+
+#[test]
+fn stubs_take_explicit_state_and_command_on_error() {
+    let item = quote! {
+        impl OrderFulfillment {
+            fn helper(&self) {}
+        }
+    };
+    let args = quote!(
+        name = "f",
+        state = Fulfillment,
+        command = FulfillmentCommand
+    );
+    assert!(expand_process_manager(args.clone(), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&args, &item)));
+}

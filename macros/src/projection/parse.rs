@@ -295,6 +295,9 @@ fn parse_handler(
             return None;
         }
     }
+    if !argument_order(errors, sig, &args, transactional) {
+        return None;
+    }
     let skip = usize::from(transactional);
     let count_ok = handler::arg_count(errors, sig, 1 + skip, 2 + skip, |n| {
         if transactional {
@@ -337,6 +340,37 @@ fn parse_handler(
         }),
         _ => None,
     }
+}
+
+/// Reports a handler whose arguments are out of order: `&RecordedEvent` where the event goes,
+/// or, in a transactional projection, the transaction anywhere but first. `false` when it did.
+fn argument_order(
+    errors: &mut Errors,
+    sig: &syn::Signature,
+    args: &[&syn::PatType],
+    transactional: bool,
+) -> bool {
+    let skip = usize::from(transactional);
+    let misplaced = args.iter().enumerate().find(|(at, arg)| {
+        (transactional && *at > 0 && is_transaction(&arg.ty))
+            || (*at <= skip && handler::is_recorded(&arg.ty) && !is_transaction(&arg.ty))
+    });
+    let Some((_, arg)) = misplaced else {
+        return true;
+    };
+    let event = handler::suggested_event(args, |ty| is_transaction(ty) || handler::is_recorded(ty));
+    let name = &sig.ident;
+    let message = if transactional {
+        format!(
+            "{HANDLER} `{name}` of a `transactional` projection takes the transaction first, then the event, then optionally `&RecordedEvent`: `async fn {name}(&self, tx: &Transaction<'_>, event: {event}, recorded: &RecordedEvent)`"
+        )
+    } else {
+        format!(
+            "{HANDLER} `{name}` takes the event first, then optionally `&RecordedEvent`, which is the stored envelope and not an event: `async fn {name}(&self, event: {event}, recorded: &RecordedEvent)`"
+        )
+    };
+    errors.spanned(&arg.ty, message);
+    false
 }
 
 fn parse_reset(errors: &mut Errors, sig: &syn::Signature, transactional: bool) -> Option<Reset> {

@@ -163,3 +163,27 @@ fn skip_unknown_versions_takes_no_value() {
         "`skip_unknown_versions` takes no value: write `#[projection(name = \"...\", skip_unknown_versions)]`, or leave it out to fail on unknown versions"
     );
 }
+
+#[test]
+fn stubs_on_error() {
+    let item = quote! {
+        impl OrderList {
+            fn placed(&self, _: &OrderPlaced) {}
+        }
+    };
+    let args = quote!(name = "order_list");
+    assert!(expand_projection(args.clone(), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&args, &item)));
+}
+
+#[test]
+fn transactional_stubs_on_error() {
+    let item = quote! {
+        impl OrderList {
+            async fn placed(&self, _: &OrderPlaced) {}
+        }
+    };
+    let args = quote!(name = "order_list", transactional);
+    assert!(expand_projection(args.clone(), item.clone()).is_err());
+    insta::assert_snapshot!(pretty(super::stubs(&args, &item)));
+}
