@@ -126,7 +126,7 @@ pub trait Routed: Command {
 /// Visits the command types of a [`CommandSet`]; see [`CommandSet::visit_commands`].
 pub trait CommandVisitor<Set> {
     /// Called once for each command type `C` of the set.
-    fn visit<C: Command + Clone + Into<Set>>(&mut self);
+    fn visit<C: Command + Into<Set>>(&mut self);
 }
 
 /// The set of commands one aggregate accepts: the enum `#[aggregate]` generates.

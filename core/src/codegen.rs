@@ -725,7 +725,12 @@ mod tests {
         merge_effects(&mut all, effects_from_option::<Ship, Cmd>(None));
         merge_effects(
             &mut all,
-            effects_from(Effects::none().command(Ship(4)).cancel("t").complete()),
+            effects_from(
+                Effects::<Ship>::none()
+                    .command(Ship(4))
+                    .cancel("t")
+                    .complete(),
+            ),
         );
         merge_effects(&mut all, effects_from_one(Ship(5)));
         assert_eq!(

@@ -178,7 +178,7 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use factum::{CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore};
+/// use factum::coordination::{CheckpointStore, LeaseStore, MemoryCheckpointStore, MemoryLeaseStore};
 ///
 /// let (leases, checkpoints) = (MemoryLeaseStore::new(), MemoryCheckpointStore::new());
 /// let ttl = Duration::from_secs(30);

@@ -21,7 +21,8 @@ pub const MAX_EVENT_TYPE_LEN: usize = 255;
 ///
 /// ```
 /// # tokio_test_block(async {
-/// use factum::{EventStore, ExpectedVersion, MemoryStore, NewEvent, Payload, Metadata, StreamId, StreamRead};
+/// use factum::{EventStore, ExpectedVersion, MemoryStore, Metadata, StreamId};
+/// use factum::store::{NewEvent, Payload, StreamRead};
 /// let store = MemoryStore::new();
 /// let stream = StreamId::new("order", "o-1")?;
 /// let event = NewEvent {

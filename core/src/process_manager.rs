@@ -74,7 +74,8 @@ pub fn process_command_id(process: &str, key: &str, cause: Uuid, index: u32) -> 
 /// the runtime stores the state, dispatches the commands and fires the timeouts.
 ///
 /// ```
-/// use factum::{BoxError, Effects, ProcessManager, RecordedEvent, Route};
+/// use factum::{BoxError, Effects, ProcessManager, RecordedEvent};
+/// use factum::process::{Route};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Serialize, Deserialize)]

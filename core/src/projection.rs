@@ -27,7 +27,8 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use factum::{BoxError, MemoryStore, Projection, ProjectionOptions, ProjectionRunner, RecordedEvent};
+//! use factum::{BoxError, MemoryStore, Projection, RecordedEvent};
+//! use factum::projection::{ProjectionOptions, ProjectionRunner};
 //!
 //! #[derive(Default)]
 //! struct OrderCount(AtomicU64);

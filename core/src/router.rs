@@ -229,7 +229,7 @@ where
     A: Aggregate,
     S: EventStore,
 {
-    fn visit<C: Command + Clone + Into<A::Command>>(&mut self) {
+    fn visit<C: Command + Into<A::Command>>(&mut self) {
         let repository = self.repository.clone();
         let handler: Handler = Arc::new(move |command, metadata, expected| {
             let repository = repository.clone();

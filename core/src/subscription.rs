@@ -13,7 +13,8 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! use factum::{MemoryStore, Shutdown, Subscription, SubscriptionOptions};
+//! use factum::MemoryStore;
+//! use factum::subscription::{Shutdown, Subscription, SubscriptionOptions};
 //! let store = MemoryStore::new();
 //! let shutdown = Shutdown::new();
 //! let options = SubscriptionOptions::new().batch_size(100).event_types(["OrderPlaced"]);

@@ -2,7 +2,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use factum::{EventStore, ReadAll};
+//! use factum::{EventStore};
+//! use factum::store::{ReadAll};
 //! use factum_postgres::{PgConfig, PgStore};
 //!
 //! let store = PgStore::connect_with(

@@ -144,18 +144,12 @@ async fn deposits_and_withdrawals_through_the_repository() {
         account: "a-1".into(),
         amount: 100,
     };
-    accounts
-        .execute_on("a-1", deposit, Metadata::new())
-        .await
-        .unwrap();
+    accounts.execute(deposit, Metadata::new()).await.unwrap();
     let withdraw = WithdrawV1 {
         account: "a-1".into(),
         amount: 30,
     };
-    let executed = accounts
-        .execute_on("a-1", withdraw, Metadata::new())
-        .await
-        .unwrap();
+    let executed = accounts.execute(withdraw, Metadata::new()).await.unwrap();
     assert_eq!(
         executed.events,
         [AccountEvent::from(Withdrawn { amount: 30 })]
@@ -176,7 +170,7 @@ async fn rejections_and_invalid_commands_are_typed_errors() {
         amount: 1,
     };
     let error = accounts
-        .execute_on("a-2", too_much, Metadata::new())
+        .execute(too_much, Metadata::new())
         .await
         .unwrap_err();
     assert_eq!(
@@ -191,7 +185,7 @@ async fn rejections_and_invalid_commands_are_typed_errors() {
         account: "a-2".into(),
         amount: 0,
     };
-    match accounts.execute_on("a-2", zero, Metadata::new()).await {
+    match accounts.execute(zero, Metadata::new()).await {
         Err(factum::Error::InvalidCommand { command, message }) => {
             assert_eq!(command, "Withdraw");
             assert_eq!(message, "the amount must be positive");

@@ -69,7 +69,8 @@ impl<C: Routable> CommandDispatcher<C> for Router {
 /// A dispatcher from a closure returning a future, for quick wiring and tests.
 ///
 /// ```
-/// use factum::{dispatch_fn, DispatchError, Metadata};
+/// use factum::Metadata;
+/// use factum::process::{dispatch_fn, DispatchError};
 /// let dispatcher = dispatch_fn(|command: &String, _meta: &Metadata| {
 ///     let command = command.clone();
 ///     async move { if command.is_empty() { Err(DispatchError::Rejected(factum::Rejection::new("empty"))) } else { Ok(()) } }

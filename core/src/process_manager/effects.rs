@@ -60,9 +60,10 @@ impl<C> Effects<C> {
         }
     }
 
-    /// Adds a command.
-    pub fn command(mut self, command: C) -> Self {
-        self.commands.push(command);
+    /// Adds a command: one of `C`, or a command that converts into it (each variant's
+    /// command of a `#[command]` enum does).
+    pub fn command(mut self, command: impl Into<C>) -> Self {
+        self.commands.push(command.into());
         self
     }
 

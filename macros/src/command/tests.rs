@@ -100,3 +100,31 @@ fn errors() {
         "`version = 2` contradicts the `V1` suffix of `PlaceOrderV1`"
     );
 }
+
+#[test]
+fn enum_of_commands() {
+    insta::assert_snapshot!(expand(
+        quote!(),
+        quote!(
+            #[derive(Clone)]
+            pub enum FulfillmentCommand {
+                Reserve(ReserveStockV1),
+                Cancel(CancelOrderV1),
+            }
+        )
+    ));
+}
+
+#[test]
+fn enum_errors() {
+    insta::assert_snapshot!(error(expand_command(
+        quote!(version = 2),
+        quote!(
+            pub enum Steps<T> {
+                Unit,
+                Named { command: T },
+                Two(A, B),
+            }
+        )
+    )));
+}

@@ -39,7 +39,7 @@ fn fallible_handlers_and_hooks() {
                 #[on(by = payment_id)]
                 fn settled(&self, state: &mut PaymentState, event: &PaymentSettled) -> anyhow::Result<PaymentCommand> { todo!() }
                 #[on_rejected]
-                fn rejected(&self, state: &mut PaymentState, command: &PaymentCommand, error: &str) -> Result<Option<PaymentCommand>, PaymentError> { todo!() }
+                fn rejected(&self, state: &mut PaymentState, command: &PaymentCommand, error: &Rejection) -> Result<Option<PaymentCommand>, PaymentError> { todo!() }
                 #[on_timeout]
                 fn expired(&self, key: &str, state: &mut PaymentState, name: &str) -> Effects<PaymentCommand> { todo!() }
             }

@@ -33,10 +33,10 @@ impl OrderFulfillment {
     }
 
     #[on_rejected]
-    fn rejected(&self, _: &mut Fulfillment, _: &FulfillmentCommand, _: &str) {}
+    fn rejected(&self, _: &mut Fulfillment, _: &FulfillmentCommand, _: &factum::Rejection) {}
 
     #[on_rejected]
-    fn rejected_again(&self, _: &mut Fulfillment, _: &FulfillmentCommand, _: &str) {}
+    fn rejected_again(&self, _: &mut Fulfillment, _: &FulfillmentCommand, _: &factum::Rejection) {}
 }
 
 fn main() {}
