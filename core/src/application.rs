@@ -82,6 +82,10 @@ where
     /// Keeps checkpoints, leases, dead letters and process instances in `coordination`
     /// (e.g. PostgreSQL's `PgCoordination`) instead of memory, so that a restart resumes
     /// where it stopped and several processes share the work.
+    ///
+    /// # Panics
+    ///
+    /// When process managers were added already: choose the backend first.
     pub fn coordination<C2: Coordination>(self, coordination: C2) -> ApplicationBuilder<S, C2> {
         assert!(
             self.process_managers.is_empty(),

@@ -1,4 +1,5 @@
-//! Given / when / then for aggregates.
+//! Given / when / then for aggregates: the application's own tests of its domain. (Store
+//! authors' conformance suites are in `factum::testing`, behind the `testing` feature.)
 //!
 //! ```
 //! use factum::prelude::*;

@@ -1,4 +1,7 @@
-//! The store conformance suite: one set of tests that every [`EventStore`] must pass.
+//! For authors of event stores and coordination backends (feature `testing`): the
+//! conformance suites that every [`EventStore`] and [`Coordination`](crate::Coordination)
+//! must pass, and the runtime suites that run projections and process managers over them.
+//! Application tests use [`test_kit`](crate::test_kit) instead.
 //!
 //! Run it against a store with [`store_conformance_tests!`](crate::store_conformance_tests),
 //! giving an `async fn` that returns a fresh, empty store for each test:
