@@ -1,28 +1,33 @@
-//! The application layer: repositories, the fulfillment process and the read models over one
-//! event store, and the use cases the demo and the HTTP API call.
+//! The application layer: the aggregates, the fulfillment process and the read models over
+//! one event store, as one [`factum::Application`], and the use cases the demo and the HTTP
+//! API call.
 
 use std::fmt;
 use std::time::Duration;
 
-use factum::coordination::ParkedEvent;
-use factum::process::{CommandDispatcher, DispatchError, ProcessOptions, RunningProcessManagers};
+use factum::coordination::{Coordination, ParkedEvent};
+use factum::process::ProcessOptions;
 use factum::projection::{
     FailurePolicy, HealthProblem, ProjectionOptions, RebuildProgress, RunnerOptions,
 };
 use factum::store::StreamRead;
-use factum::{EventStore, Executed, Metadata, Repository, StreamId};
+use factum::{
+    Application, ApplicationBuilder, ApplicationError, Dispatched, EventStore, MemoryCoordination,
+    MemoryStore, Metadata, Rejection, Routed, StreamId,
+};
+use factum_postgres::{PgCoordination, PgStore};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::{Backend, Projections};
 use crate::domain::Line;
-use crate::domain::inventory::{Inventory, InventoryError, ReceiveStockV1};
+use crate::domain::inventory::{Inventory, ReceiveStockV1};
 use crate::domain::order::{CancelOrderV1, Order, OrderError, PlaceOrderV1, PlaceOrderV2};
 use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
 use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
-use crate::fulfillment::{FulfillmentCommand, ORDER_FULFILLMENT, OrderFulfillment};
+use crate::fulfillment::OrderFulfillment;
+use crate::pg_read_model::PgReadModels;
 use crate::read_model::{
-    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary, ReadModels,
+    CustomerStats, DailySales, MemoryReadModels, OrderSummary, READ_MODELS, ReadModels,
 };
 
 /// Why a use case failed, by what the caller can do about it.
@@ -37,12 +42,50 @@ pub enum AppError {
     /// The request contradicts the current state (an invariant, a concurrent change).
     #[error("{0}")]
     Conflict(String),
+    /// The request was made on a version of the stream that is no longer current (an HTTP
+    /// `If-Match` that no longer holds): nothing was changed; read again and decide again.
+    #[error("stream `{stream}` is at version {actual}, not at the expected version {expected}")]
+    VersionMismatch {
+        /// The stream.
+        stream: String,
+        /// The version the request expected.
+        expected: u64,
+        /// The version the stream has.
+        actual: u64,
+    },
+    /// A read model has not caught up with a position in time: try again later (health
+    /// says why).
+    #[error("{0}")]
+    Unavailable(String),
     /// The store or the runtime failed: try again later.
     #[error("{0}")]
     Internal(String),
 }
 
 impl AppError {
+    /// Maps a dispatched command's error; `rejected` maps the aggregate's own error, which
+    /// the rejection carries (match on it with [`Rejection::downcast_ref`]).
+    fn from_dispatch(
+        error: factum::Error<Rejection>,
+        rejected: impl FnOnce(&Rejection) -> Option<AppError>,
+    ) -> Self {
+        match error {
+            factum::Error::Rejected(rejection) => {
+                rejected(&rejection).unwrap_or_else(|| AppError::Conflict(rejection.to_string()))
+            }
+            factum::Error::VersionMismatch {
+                stream,
+                expected,
+                actual,
+            } => AppError::VersionMismatch {
+                stream: stream.as_str().to_owned(),
+                expected,
+                actual,
+            },
+            other => AppError::from_factum(other),
+        }
+    }
+
     fn from_factum<E: std::error::Error>(error: factum::Error<E>) -> Self {
         match error {
             factum::Error::Rejected(e) => AppError::Conflict(e.to_string()),
@@ -72,8 +115,8 @@ impl From<factum::projection::ProjectionError> for AppError {
     }
 }
 
-impl From<factum::process::ProcessError> for AppError {
-    fn from(error: factum::process::ProcessError) -> Self {
+impl From<ApplicationError> for AppError {
+    fn from(error: ApplicationError) -> Self {
         AppError::Internal(error.to_string())
     }
 }
@@ -132,8 +175,12 @@ pub struct Outcome {
     pub stream: String,
     /// The aggregate's id.
     pub id: String,
-    /// The stream's version after the command.
+    /// The stream's version after the command: send it back in `If-Match` to act on this
+    /// version only.
     pub version: u64,
+    /// The global position of the command's last event (0 when it recorded none): a read
+    /// model that reached it shows the command's writes.
+    pub position: u64,
     /// The types of the events it recorded.
     pub events: Vec<String>,
     /// Whether this is the recorded outcome of an earlier request with the same idempotency
@@ -141,19 +188,19 @@ pub struct Outcome {
     pub replayed: bool,
 }
 
-impl Outcome {
-    fn of<A: factum::Aggregate>(executed: &Executed<A>) -> Self {
-        use factum::EventSet as _;
+impl From<Dispatched> for Outcome {
+    fn from(dispatched: Dispatched) -> Self {
         Self {
-            stream: executed.stream_id.as_str().to_owned(),
-            id: executed.stream_id.id().to_owned(),
-            version: executed.version,
-            events: executed
-                .events
+            stream: dispatched.stream_id.as_str().to_owned(),
+            id: dispatched.stream_id.id().to_owned(),
+            version: dispatched.version,
+            position: dispatched.position,
+            events: dispatched
+                .event_types
                 .iter()
-                .map(|e| e.event_type().to_owned())
+                .map(|&t| t.to_owned())
                 .collect(),
-            replayed: executed.duplicate,
+            replayed: dispatched.duplicate,
         }
     }
 }
@@ -348,6 +395,9 @@ pub struct HealthReport {
 /// How the background workers run.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
+    /// How long a request that reads a read model after its own command waits for the read
+    /// model to catch up before it answers "unavailable": 30 s by default.
+    pub read_your_writes_within: Duration,
     /// How often caught-up projections and the process poll the store (store notifications
     /// usually wake them sooner).
     pub poll_interval: Duration,
@@ -367,6 +417,7 @@ pub struct AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         Self {
+            read_your_writes_within: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(10),
             failure: FailurePolicy::park_after(5)
@@ -377,88 +428,133 @@ impl Default for AppOptions {
 }
 
 // ANCHOR: app
-/// The application over the event store `S`: `factum::MemoryStore` or
-/// `factum_postgres::PgStore` (see [`Backend`]).
+/// The application over the event store `S` and the coordination backend `C`: on
+/// `MemoryStore` with everything in memory ([`in_memory`](App::in_memory)), or on `PgStore`
+/// with `PgCoordination` and read model tables ([`on_postgres`](App::on_postgres)).
 ///
 /// Starting it starts the projections and the fulfillment process in the background. In
 /// memory their checkpoints and the read models are rebuilt from the store at each start; on
 /// PostgreSQL they are tables in the store's schema, and a restart resumes from the
 /// checkpoints. [`shutdown`](Self::shutdown) stops them gracefully; dropping the `App`
 /// aborts them, as a crash would.
-pub struct App<S: Backend> {
-    store: S,
-    orders: Repository<Order, S>,
-    payments: Repository<Payment, S>,
-    inventory: Repository<Inventory, S>,
-    shipments: Repository<Shipment, S>,
-    read_models: S::ReadModels,
-    projections: Projections<S>,
-    processes: RunningProcessManagers,
+pub struct App<S, C = MemoryCoordination> {
+    app: Application<S, C>,
+    read_models: ReadModels,
+    read_your_writes_within: Duration,
 }
 
-impl<S: Backend> App<S> {
-    /// Starts the application on `store`, with default options.
-    pub async fn start(store: S) -> Result<Self, AppError> {
-        Self::start_with(store, &AppOptions::default()).await
-    }
+/// The domain, the same on every store: the four aggregates, whose commands the
+/// application's router dispatches, and the fulfillment process, which sends its commands
+/// through that router.
+fn domain<S: EventStore, C: Coordination>(
+    builder: ApplicationBuilder<S, C>,
+    options: &AppOptions,
+) -> ApplicationBuilder<S, C> {
+    let runner = RunnerOptions::new()
+        .lease_ttl(options.lease_ttl)
+        .lease_retry(Duration::from_millis(200))
+        .head_held_back_after(options.head_held_back_after);
+    builder
+        .options(runner)
+        .aggregate::<Order>()
+        .aggregate::<Payment>()
+        .aggregate::<Inventory>()
+        .aggregate::<Shipment>()
+        .process_manager(
+            OrderFulfillment,
+            ProcessOptions::new().poll_interval(options.poll_interval),
+        )
+}
 
-    /// Starts the application on `store`: prepares the read models (their tables, on
-    /// PostgreSQL), then starts the workers. Must be called within a tokio runtime.
-    pub async fn start_with(store: S, options: &AppOptions) -> Result<Self, AppError> {
-        store.prepare().await?;
-        let runner = RunnerOptions::new()
-            .lease_ttl(options.lease_ttl)
-            .lease_retry(Duration::from_millis(200))
-            .head_held_back_after(options.head_held_back_after);
-        let projection = ProjectionOptions::new()
-            .poll_interval(options.poll_interval)
-            .failure(options.failure);
-        let (read_models, projections) = store.start_projections(runner.clone(), &projection);
-        let dispatcher = Dispatcher {
-            orders: Repository::new(store.clone()),
-            payments: Repository::new(store.clone()),
-            inventory: Repository::new(store.clone()),
-            shipments: Repository::new(store.clone()),
-        };
-        let processes = store
-            .process_runner()
-            .options(runner)
-            .register(
-                OrderFulfillment,
-                dispatcher,
-                ProcessOptions::new().poll_interval(options.poll_interval),
-            )
+/// How the read models' projections poll and what they do with an event that keeps failing.
+fn projection_options(options: &AppOptions) -> ProjectionOptions {
+    ProjectionOptions::new()
+        .poll_interval(options.poll_interval)
+        .failure(options.failure)
+}
+
+impl App<MemoryStore> {
+    /// Starts the application on the in-memory `store`, its read models, checkpoints and
+    /// process instances in memory too. Must be called within a tokio runtime.
+    pub fn in_memory(store: MemoryStore, options: &AppOptions) -> Self {
+        let read_models = MemoryReadModels::new();
+        let projection = projection_options(options);
+        let app = domain(Application::builder(store), options)
+            .projection(read_models.orders.clone(), projection.clone())
+            .projection(read_models.customers.clone(), projection.clone())
+            .projection(read_models.sales.clone(), projection)
             .start();
-        Ok(Self {
-            orders: Repository::new(store.clone()),
-            payments: Repository::new(store.clone()),
-            inventory: Repository::new(store.clone()),
-            shipments: Repository::new(store.clone()),
-            store,
-            read_models,
-            projections,
-            processes,
-        })
+        Self::new(app, ReadModels::Memory(read_models), options)
     }
-    // ANCHOR_END: app
+}
+
+impl App<PgStore, PgCoordination> {
+    /// Starts the application on PostgreSQL: creates the read model tables when missing,
+    /// then starts the workers, with their checkpoints, leases, dead letters and process
+    /// instances in `PgCoordination`. Must be called within a tokio runtime.
+    pub async fn on_postgres(store: PgStore, options: &AppOptions) -> Result<Self, AppError> {
+        let read_models = PgReadModels::new(&store);
+        read_models
+            .create_tables()
+            .await
+            .map_err(|e| AppError::Internal(format!("creating the read model tables: {e}")))?;
+        let (order_list, customer_stats, daily_sales) = read_models.projections(&store);
+        let projection = projection_options(options);
+        let builder = Application::builder(store.clone()).coordination(PgCoordination::new(&store));
+        let app = domain(builder, options)
+            .projection(order_list, projection.clone())
+            .projection(customer_stats, projection.clone())
+            .projection(daily_sales, projection)
+            .start();
+        Ok(Self::new(app, ReadModels::Postgres(read_models), options))
+    }
+}
+// ANCHOR_END: app
+
+impl<S: EventStore, C: Coordination> App<S, C> {
+    fn new(app: Application<S, C>, read_models: ReadModels, options: &AppOptions) -> Self {
+        Self {
+            app,
+            read_models,
+            read_your_writes_within: options.read_your_writes_within,
+        }
+    }
 
     /// Stops the background workers gracefully.
     pub async fn shutdown(self) -> Result<(), AppError> {
-        let projections = self.projections.shutdown().await;
-        let processes = self.processes.shutdown().await;
-        projections?;
-        processes?;
-        Ok(())
+        Ok(self.app.shutdown().await?)
     }
 
     /// The event store.
     pub fn store(&self) -> &S {
-        &self.store
+        self.app.store()
+    }
+
+    /// The framework's application: its router, projections and process manager.
+    pub fn application(&self) -> &Application<S, C> {
+        &self.app
     }
 
     /// The read models.
-    pub fn read_models(&self) -> &S::ReadModels {
+    pub fn read_models(&self) -> &ReadModels {
         &self.read_models
+    }
+
+    /// Dispatches `command`, only at version `expected` of its instance when given.
+    async fn send<K: Routed>(
+        &self,
+        command: K,
+        expected: Option<u64>,
+        metadata: Metadata,
+    ) -> Result<Dispatched, factum::Error<Rejection>> {
+        match expected {
+            Some(version) => {
+                self.app
+                    .dispatch_expecting(command, version, metadata)
+                    .await
+            }
+            None => self.app.dispatch(command, metadata).await,
+        }
     }
 
     // ANCHOR: place
@@ -477,35 +573,36 @@ impl<S: Backend> App<S> {
                 format!("o-{}", &seed.to_string()[..16])
             }
         };
-        let executed = match order.currency {
+        let dispatched = match order.currency {
             None => {
                 let command = PlaceOrderV1 {
-                    order_id: order_id.clone(),
+                    order_id,
                     customer_id: order.customer_id,
                     lines: order.lines,
                 };
-                self.orders.execute_on(&order_id, command, meta).await
+                self.app.dispatch(command, meta).await
             }
             Some(currency) => {
                 let command = PlaceOrderV2 {
-                    order_id: order_id.clone(),
+                    order_id,
                     customer_id: order.customer_id,
                     lines: order.lines,
                     currency,
                 };
-                self.orders.execute_on(&order_id, command, meta).await
+                self.app.dispatch(command, meta).await
             }
         };
-        executed
-            .map(|e| Outcome::of(&e))
-            .map_err(AppError::from_factum)
+        dispatched
+            .map(Outcome::from)
+            .map_err(|e| AppError::from_dispatch(e, |_| None))
     }
     // ANCHOR_END: place
 
     /// Loads an order that must exist.
     async fn existing_order(&self, order_id: &str) -> Result<Order, AppError> {
         let loaded = self
-            .orders
+            .app
+            .repository::<Order>()
             .load(order_id)
             .await
             .map_err(AppError::from_factum)?;
@@ -516,10 +613,12 @@ impl<S: Backend> App<S> {
         }
     }
 
-    /// Captures the payment of an order, for its total.
+    /// Captures the payment of an order, for its total; only while its payment's stream is
+    /// at version `expected`, when given.
     pub async fn pay(
         &self,
         order_id: &str,
+        expected: Option<u64>,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
         let meta = metadata("pay", idempotency_key);
@@ -532,17 +631,15 @@ impl<S: Backend> App<S> {
             amount_cents: order.total_cents(),
             currency: order.currency().to_owned(),
         };
-        let executed = self
-            .payments
-            .execute_on(order_id, command, meta)
-            .await
-            .map_err(|e| match e {
-                factum::Error::Rejected(PaymentError::AlreadyCaptured) => {
-                    AppError::Conflict("the order is already paid".into())
+        let dispatched = self.send(command, expected, meta).await;
+        dispatched.map(Outcome::from).map_err(|e| {
+            AppError::from_dispatch(e, |rejection| match rejection.downcast_ref() {
+                Some(PaymentError::AlreadyCaptured) => {
+                    Some(AppError::Conflict("the order is already paid".into()))
                 }
-                other => AppError::from_factum(other),
-            })?;
-        Ok(Outcome::of(&executed))
+                _ => None,
+            })
+        })
     }
 
     /// Hands an order's shipment to a carrier. The shipment exists once the order is paid
@@ -559,23 +656,23 @@ impl<S: Backend> App<S> {
             order_id: order_id.to_owned(),
             carrier: carrier.to_owned(),
         };
-        self.shipments
-            .execute_on(order_id, command, meta)
-            .await
-            .map(|e| Outcome::of(&e))
-            .map_err(|e| match e {
-                factum::Error::Rejected(ShipmentError::NotCreated) => {
-                    AppError::Conflict(ShipmentError::NotCreated.to_string())
-                }
-                other => AppError::from_factum(other),
+        let dispatched = self.app.dispatch(command, meta).await;
+        dispatched.map(Outcome::from).map_err(|e| {
+            AppError::from_dispatch(e, |rejection| {
+                rejection
+                    .downcast_ref::<ShipmentError>()
+                    .map(|e| AppError::Conflict(e.to_string()))
             })
+        })
     }
 
-    /// Cancels an order; the fulfillment process then releases its stock and refunds it.
+    /// Cancels an order, only while its stream is at version `expected`, when given; the
+    /// fulfillment process then releases its stock and refunds it.
     pub async fn cancel(
         &self,
         order_id: &str,
         reason: &str,
+        expected: Option<u64>,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
         let meta = metadata("cancel", idempotency_key);
@@ -583,16 +680,15 @@ impl<S: Backend> App<S> {
             order_id: order_id.to_owned(),
             reason: reason.to_owned(),
         };
-        self.orders
-            .execute_on(order_id, command, meta)
-            .await
-            .map(|e| Outcome::of(&e))
-            .map_err(|e| match e {
-                factum::Error::Rejected(OrderError::NotPlaced) => {
-                    AppError::NotFound(format!("no order `{order_id}`"))
+        let dispatched = self.send(command, expected, meta).await;
+        dispatched.map(Outcome::from).map_err(|e| {
+            AppError::from_dispatch(e, |rejection| match rejection.downcast_ref() {
+                Some(OrderError::NotPlaced) => {
+                    Some(AppError::NotFound(format!("no order `{order_id}`")))
                 }
-                other => AppError::from_factum(other),
+                _ => None,
             })
+        })
     }
 
     /// Adds received stock of `sku`.
@@ -607,17 +703,18 @@ impl<S: Backend> App<S> {
             sku: sku.to_owned(),
             quantity,
         };
-        self.inventory
-            .execute_on(sku, command, meta)
+        self.app
+            .dispatch(command, meta)
             .await
-            .map(|e| Outcome::of(&e))
-            .map_err(AppError::from_factum::<InventoryError>)
+            .map(Outcome::from)
+            .map_err(|e| AppError::from_dispatch(e, |_| None))
     }
 
     /// The stock of `sku` (all zero for a SKU never received).
     pub async fn stock(&self, sku: &str) -> Result<StockLevel, AppError> {
         let loaded = self
-            .inventory
+            .app
+            .repository::<Inventory>()
             .load(sku)
             .await
             .map_err(AppError::from_factum)?;
@@ -633,7 +730,10 @@ impl<S: Backend> App<S> {
     pub async fn history(&self, order_id: &str) -> Result<Vec<HistoryEntry>, AppError> {
         let stream =
             StreamId::new("order", order_id).map_err(|e| AppError::BadRequest(e.to_string()))?;
-        let events = self.store.read_stream(&stream, &StreamRead::all()).await?;
+        let events = self
+            .store()
+            .read_stream(&stream, &StreamRead::all())
+            .await?;
         if events.is_empty() {
             return Err(AppError::NotFound(format!("no order `{order_id}`")));
         }
@@ -655,27 +755,40 @@ impl<S: Backend> App<S> {
             .collect()
     }
 
+    // ANCHOR: read_your_writes
+    /// Waits until the read model `projection` has handled every event up to `position` (a
+    /// command's [`Outcome::position`]), so that reading it shows that command's writes;
+    /// [`AppError::Unavailable`] after [`AppOptions::read_your_writes_within`].
+    pub async fn caught_up(&self, projection: &str, position: u64) -> Result<(), AppError> {
+        let within = self.read_your_writes_within;
+        match tokio::time::timeout(within, self.app.wait_for(projection, position)).await {
+            Ok(reached) => Ok(reached?),
+            Err(_) => {
+                tracing::warn!(
+                    projection,
+                    position,
+                    "a read model did not catch up with a request's own writes in time"
+                );
+                Err(AppError::Unavailable(format!(
+                    "the read model `{projection}` has not reached position {position} within {} s: see /health",
+                    within.as_secs()
+                )))
+            }
+        }
+    }
+    // ANCHOR_END: read_your_writes
+
     /// The order list.
     pub async fn orders(&self) -> Result<Vec<OrderSummary>, AppError> {
         Ok(self.read_models.order_list().await?)
     }
 
-    /// One order from the order list; from the order itself when the list has not caught up
-    /// with it yet.
+    /// One order from the order list.
     pub async fn order(&self, order_id: &str) -> Result<OrderSummary, AppError> {
-        if let Some(row) = self.read_models.order(order_id).await? {
-            return Ok(row);
-        }
-        let order = self.existing_order(order_id).await?;
-        Ok(OrderSummary {
-            order_id: order_id.to_owned(),
-            customer_id: order.customer_id().to_owned(),
-            status: order.status().to_owned(),
-            total_cents: order.total_cents(),
-            currency: order.currency().to_owned(),
-            tracking: None,
-            cancel_reason: None,
-        })
+        self.read_models
+            .order(order_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))
     }
 
     /// Customer statistics.
@@ -699,26 +812,10 @@ impl<S: Backend> App<S> {
     /// progress for `stalled_after` while behind, or an open transaction has kept committed
     /// events from every worker for [`AppOptions::head_held_back_after`] (named).
     pub fn health_report(&self, stalled_after: Duration) -> HealthReport {
-        let projections = self.projections.health(stalled_after);
-        let processes = self.processes.health(stalled_after);
-        let healthy = projections.is_healthy() && processes.is_healthy();
-        let mut problems: Vec<HealthIssue> =
-            projections.problems.iter().map(HealthIssue::from).collect();
-        // Both runners watch the same store: its head is reported once.
-        let head_reported = problems
-            .iter()
-            .any(|p| matches!(p, HealthIssue::HeadHeldBack { .. }));
-        problems.extend(
-            processes
-                .problems
-                .iter()
-                .filter(|p| !(head_reported && matches!(p, HealthProblem::HeadHeldBack { .. })))
-                .map(HealthIssue::from),
-        );
-        let workers = projections
+        let health = self.app.health(stalled_after);
+        let workers = health
             .partitions
             .iter()
-            .chain(&processes.partitions)
             .map(|p| WorkerHealth {
                 name: p.name.clone(),
                 partition: p.partition,
@@ -729,9 +826,9 @@ impl<S: Backend> App<S> {
             })
             .collect();
         HealthReport {
-            healthy,
+            healthy: health.is_healthy(),
             workers,
-            problems,
+            problems: health.problems.iter().map(HealthIssue::from).collect(),
         }
     }
 
@@ -747,8 +844,8 @@ impl<S: Backend> App<S> {
         &self,
         mut progress: impl FnMut(&RebuildProgress) + Send,
     ) -> Result<(), AppError> {
-        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
-            self.projections.rebuild(name, &mut progress).await?;
+        for name in READ_MODELS {
+            self.app.projections().rebuild(name, &mut progress).await?;
         }
         Ok(())
     }
@@ -758,8 +855,8 @@ impl<S: Backend> App<S> {
     /// by projection and position.
     pub async fn dead_letters(&self) -> Result<Vec<ParkedEvent>, AppError> {
         let mut parked = Vec::new();
-        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
-            parked.extend(self.projections.parked(name).await?);
+        for name in READ_MODELS {
+            parked.extend(self.app.projections().parked(name).await?);
         }
         Ok(parked)
     }
@@ -769,8 +866,8 @@ impl<S: Backend> App<S> {
     /// again.
     pub async fn replay_dead_letters(&self) -> Result<usize, AppError> {
         let mut marked = 0;
-        for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
-            marked += self.projections.replay_parked(name, None).await?;
+        for name in READ_MODELS {
+            marked += self.app.projections().replay_parked(name, None).await?;
         }
         Ok(marked)
     }
@@ -779,83 +876,14 @@ impl<S: Backend> App<S> {
     /// Waits until the fulfillment process and every projection have handled every event
     /// in the store, including those that the process's own commands appended.
     pub async fn settle(&self) -> Result<(), AppError> {
-        loop {
-            let head = self.store.head_position().await?;
-            self.processes.wait_for(ORDER_FULFILLMENT, head).await?;
-            for name in [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES] {
-                self.projections.wait_for(name, head).await?;
-            }
-            if self.store.head_position().await? == head {
-                return Ok(());
-            }
-        }
+        Ok(self.app.settle().await?)
     }
 }
 
-impl<S: Backend> fmt::Debug for App<S> {
+impl<S: EventStore, C: Coordination> fmt::Debug for App<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
-            .field("projections", &self.projections.status())
-            .field("processes", &self.processes.status())
+            .field("app", &self.app)
             .finish_non_exhaustive()
     }
 }
-
-// ANCHOR: dispatcher
-/// Executes the fulfillment process's commands on the aggregates. The metadata carries the
-/// command id the runtime derived, so a command dispatched again after a crash returns the
-/// first execution's outcome and appends nothing.
-#[derive(Clone, Debug)]
-struct Dispatcher<S> {
-    orders: Repository<Order, S>,
-    payments: Repository<Payment, S>,
-    inventory: Repository<Inventory, S>,
-    shipments: Repository<Shipment, S>,
-}
-
-impl<S: EventStore> CommandDispatcher<FulfillmentCommand> for Dispatcher<S> {
-    async fn dispatch(
-        &self,
-        command: &FulfillmentCommand,
-        metadata: &Metadata,
-    ) -> Result<(), DispatchError> {
-        let meta = metadata.clone();
-        match command.clone() {
-            FulfillmentCommand::ReserveStock(c) => {
-                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::ReleaseStock(c) => {
-                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::ShipStock(c) => {
-                self.inventory.execute_on(&c.sku.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::MarkOrderPaid(c) => {
-                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::ShipOrder(c) => {
-                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::CancelOrder(c) => {
-                self.orders.execute_on(&c.order_id.clone(), c, meta).await?;
-            }
-            FulfillmentCommand::RefundPayment(c) => {
-                self.payments
-                    .execute_on(&c.order_id.clone(), c, meta)
-                    .await?;
-            }
-            FulfillmentCommand::CreateShipment(c) => {
-                self.shipments
-                    .execute_on(&c.order_id.clone(), c, meta)
-                    .await?;
-            }
-            FulfillmentCommand::CancelShipment(c) => {
-                self.shipments
-                    .execute_on(&c.order_id.clone(), c, meta)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-// ANCHOR_END: dispatcher

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::Backend;
+use factum::{Coordination, EventStore};
 
 use crate::app::{App, AppError, NewOrder};
 use crate::domain::Line;
@@ -42,7 +42,7 @@ fn signed_money(cents: i64) -> String {
 ///
 /// Each step waits for the fulfillment process and the projections to settle, so the output
 /// is the same on every run and every store (positions aside).
-pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
+pub async fn run<S: EventStore, C: Coordination>(app: &App<S, C>) -> Result<String, AppError> {
     if app.history("o-1001").await.is_ok() {
         // A database the demo ran on before: show what it holds.
         app.settle().await?;
@@ -88,12 +88,12 @@ pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
     }
     app.settle().await?;
     for id in ["o-1001", "o-1002", "o-1003"] {
-        app.pay(id, None).await?;
+        app.pay(id, None, None).await?;
     }
     app.settle().await?;
     app.ship("o-1001", "dhl", None).await?;
     app.ship("o-1002", "ups", None).await?;
-    app.cancel("o-1003", "changed my mind", None).await?;
+    app.cancel("o-1003", "changed my mind", None, None).await?;
     app.settle().await?;
     report(app).await
 }
@@ -101,7 +101,7 @@ pub async fn run<S: Backend>(app: &App<S>) -> Result<String, AppError> {
 
 /// The read models, customer statistics, daily sales, stock and the event stream of one
 /// order, as the demo prints them.
-pub async fn report<S: Backend>(app: &App<S>) -> Result<String, AppError> {
+pub async fn report<S: EventStore, C: Coordination>(app: &App<S, C>) -> Result<String, AppError> {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "== Orders");

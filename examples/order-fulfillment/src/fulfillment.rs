@@ -15,12 +15,12 @@
 //! hold stock. Every command gets a deterministic id from the runtime, so an event delivered
 //! twice (after a crash) dispatches nothing twice.
 
-use factum::{Effects, RecordedEvent, process_manager};
+use factum::{Effects, RecordedEvent, Rejection, command, process_manager};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Line;
 use crate::domain::inventory::{
-    ReleaseStockV1, ReservationRejected, ReserveStockV1, ShipStockV1, StockReserved,
+    InventoryError, ReleaseStockV1, ReservationRejected, ReserveStockV1, ShipStockV1, StockReserved,
 };
 use crate::domain::order::{
     CancelOrderV1, MarkOrderPaidV1, OrderCancelled, OrderPlaced, ShipOrderV1,
@@ -36,7 +36,12 @@ pub const ORDER_FULFILLMENT: &str = "order_fulfillment";
 /// The timeout that closes a cancelled order's instance.
 const CLOSE: &str = "close";
 
-/// The commands the process sends, to every aggregate of the domain.
+// ANCHOR: commands
+/// The commands the process sends, to every aggregate of the domain. `#[command]` on the
+/// enum makes it `Routable`: the application's router dispatches each variant's command to
+/// the aggregate that accepts it, on the instance its `#[id]` names, and `From` each command
+/// builds the variant.
+#[command]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs, reason = "each variant is the command it holds")]
 pub enum FulfillmentCommand {
@@ -50,6 +55,7 @@ pub enum FulfillmentCommand {
     CreateShipment(CreateShipmentV1),
     CancelShipment(CancelShipmentV1),
 }
+// ANCHOR_END: commands
 
 /// One order's progress, stored between events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -251,13 +257,15 @@ impl OrderFulfillment {
         &self,
         state: &mut FulfillmentState,
         command: &FulfillmentCommand,
-        error: &str,
+        error: &Rejection,
     ) -> Option<FulfillmentCommand> {
-        tracing::info!(order_id = %state.order_id, ?command, error, "fulfillment command refused");
+        tracing::info!(order_id = %state.order_id, ?command, %error, "fulfillment command refused");
         match command {
             // Not expected (refusals are recorded as `ReservationRejected`), but if an
             // inventory ever refuses outright, the order cannot be served either.
-            FulfillmentCommand::ReserveStock(_) if !state.cancelled => {
+            FulfillmentCommand::ReserveStock(_)
+                if !state.cancelled && error.is::<InventoryError>() =>
+            {
                 state.reservation_failed = true;
                 Some(state.cancel_order(format!("reservation failed: {error}")))
             }

@@ -15,24 +15,37 @@
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
 //! gets the first one's outcome, marked `"replayed": true` and with the header
-//! `Idempotent-Replayed: true`, and changes nothing. Errors are JSON,
-//! `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an unknown order,
-//! 409 for a request the current state refuses, 500 when the store fails.
+//! `Idempotent-Replayed: true`, and changes nothing.
+//!
+//! A command's outcome carries the version of the stream it wrote as its `ETag` (and as
+//! `"version"`), and the global position of its last event as `"position"`. `pay` and
+//! `cancel` take `If-Match: "VERSION"`: the command runs only while the stream (`payment-ID`,
+//! `order-ID`) is at that version, else nothing changes and the answer is 412 with
+//! `"expected_version"` and `"actual_version"`. The read model endpoints take
+//! `?after=POSITION`: they answer once the read model has handled every event up to that
+//! position, so a client reads its own writes.
+//!
+//! Errors are JSON, `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an
+//! unknown order, 409 for a request the current state refuses, 412 for an `If-Match` that
+//! no longer holds, 503 when a read model does not reach `after` in time, 500 when the
+//! store fails.
 
 use std::sync::Arc;
 
-use crate::backend::Backend;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use factum::{Coordination, EventStore};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::app::{App, AppError, NewOrder, Outcome};
+use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST};
 
 /// The header carrying the idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -47,39 +60,48 @@ impl IntoResponse for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(message) => {
                 tracing::error!(%message, "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let body = json!({ "status": status.as_u16(), "error": self.to_string() });
+        let mut body = json!({ "status": status.as_u16(), "error": self.to_string() });
+        if let AppError::VersionMismatch {
+            expected, actual, ..
+        } = &self
+        {
+            body["expected_version"] = json!(expected);
+            body["actual_version"] = json!(actual);
+        }
         (status, axum::Json(body)).into_response()
     }
 }
 
 // ANCHOR: router
 /// The API's routes over `app`.
-pub fn router<S: Backend>(app: Arc<App<S>>) -> Router {
+pub fn router<S: EventStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
     Router::new()
-        .route("/orders", post(place::<S>).get(list_orders::<S>))
-        .route("/orders/{id}", get(get_order::<S>))
-        .route("/orders/{id}/history", get(history::<S>))
-        .route("/orders/{id}/pay", post(pay::<S>))
-        .route("/orders/{id}/ship", post(ship::<S>))
-        .route("/orders/{id}/cancel", post(cancel::<S>))
-        .route("/customers", get(customers::<S>))
-        .route("/sales/daily", get(daily_sales::<S>))
-        .route("/inventory/{sku}", get(stock::<S>))
-        .route("/inventory/{sku}/receive", post(receive::<S>))
-        .route("/health", get(health::<S>))
-        .route("/dead-letters", get(dead_letters::<S>))
-        .route("/dead-letters/replay", post(replay_dead_letters::<S>))
+        .route("/orders", post(place::<S, C>).get(list_orders::<S, C>))
+        .route("/orders/{id}", get(get_order::<S, C>))
+        .route("/orders/{id}/history", get(history::<S, C>))
+        .route("/orders/{id}/pay", post(pay::<S, C>))
+        .route("/orders/{id}/ship", post(ship::<S, C>))
+        .route("/orders/{id}/cancel", post(cancel::<S, C>))
+        .route("/customers", get(customers::<S, C>))
+        .route("/sales/daily", get(daily_sales::<S, C>))
+        .route("/inventory/{sku}", get(stock::<S, C>))
+        .route("/inventory/{sku}/receive", post(receive::<S, C>))
+        .route("/health", get(health::<S, C>))
+        .route("/dead-letters", get(dead_letters::<S, C>))
+        .route("/dead-letters/replay", post(replay_dead_letters::<S, C>))
         .fallback(|| async { AppError::NotFound("no such route".into()) })
         .with_state(app)
 }
 // ANCHOR_END: router
 
-type Shared<S> = State<Arc<App<S>>>;
+type Shared<S, C> = State<Arc<App<S, C>>>;
 
 /// The idempotency key, if the request has one.
 fn key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
@@ -112,9 +134,37 @@ fn optional_body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, AppE
     }
 }
 
+// ANCHOR: if_match
+/// The stream version an `If-Match: "3"` header asks for; none without the header or with
+/// `If-Match: *`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let malformed = || {
+        AppError::BadRequest(
+            "the If-Match header must be one stream version in quotes, such as \"3\", or *".into(),
+        )
+    };
+    let value = value.to_str().map_err(|_| malformed())?.trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    let version = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or_else(malformed)?;
+    version.parse().map(Some).map_err(|_| malformed())
+}
+
+/// A command's outcome, with the stream version it left as the `ETag`.
 fn outcome(status: StatusCode, outcome: Outcome) -> Response {
     let replayed = outcome.replayed;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", outcome.version));
     let mut response = (status, axum::Json(outcome)).into_response();
+    if let Ok(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
     if replayed {
         response
             .headers_mut()
@@ -122,9 +172,40 @@ fn outcome(status: StatusCode, outcome: Outcome) -> Response {
     }
     response
 }
+// ANCHOR_END: if_match
 
-async fn place<S: Backend>(
-    State(app): Shared<S>,
+/// The query of the read model endpoints: `?after=POSITION` waits until the read model has
+/// handled every event up to that position (a command's `position`), so that it shows the
+/// caller's own writes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct After {
+    after: Option<u64>,
+}
+
+impl After {
+    /// The query, or a 400 naming what is wrong with it.
+    fn from_query(query: Result<Query<After>, QueryRejection>) -> Result<Self, AppError> {
+        query
+            .map(|Query(after)| after)
+            .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
+    }
+
+    /// Waits for `projection` to reach the position asked for, if any.
+    async fn wait<S: EventStore, C: Coordination>(
+        &self,
+        app: &App<S, C>,
+        projection: &str,
+    ) -> Result<(), AppError> {
+        match self.after {
+            Some(position) => app.caught_up(projection, position).await,
+            None => Ok(()),
+        }
+    }
+}
+
+async fn place<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AppError> {
@@ -139,13 +220,14 @@ async fn place<S: Backend>(
     Ok(outcome(status, done))
 }
 
-async fn pay<S: Backend>(
-    State(app): Shared<S>,
+async fn pay<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let key = key(&headers)?;
-    let done = app.pay(&id, key.as_deref()).await?;
+    let expected = if_match(&headers)?;
+    let done = app.pay(&id, expected, key.as_deref()).await?;
     Ok(outcome(StatusCode::OK, done))
 }
 
@@ -164,8 +246,8 @@ impl Default for Ship {
     }
 }
 
-async fn ship<S: Backend>(
-    State(app): Shared<S>,
+async fn ship<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -191,15 +273,18 @@ impl Default for Cancel {
     }
 }
 
-async fn cancel<S: Backend>(
-    State(app): Shared<S>,
+async fn cancel<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AppError> {
     let key = key(&headers)?;
+    let expected = if_match(&headers)?;
     let request: Cancel = optional_body(&bytes)?;
-    let done = app.cancel(&id, &request.reason, key.as_deref()).await?;
+    let done = app
+        .cancel(&id, &request.reason, expected, key.as_deref())
+        .await?;
     Ok(outcome(StatusCode::OK, done))
 }
 
@@ -210,8 +295,8 @@ struct Receive {
     quantity: u32,
 }
 
-async fn receive<S: Backend>(
-    State(app): Shared<S>,
+async fn receive<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(sku): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -224,44 +309,64 @@ async fn receive<S: Backend>(
     Ok(outcome(StatusCode::OK, done))
 }
 
-async fn list_orders<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn list_orders<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
+    after: Result<Query<After>, QueryRejection>,
+) -> Result<Response, AppError> {
+    After::from_query(after)?.wait(&app, ORDER_LIST).await?;
     Ok(axum::Json(app.orders().await?).into_response())
 }
 
-async fn get_order<S: Backend>(
-    State(app): Shared<S>,
+// ANCHOR: get_order
+async fn get_order<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(id): Path<String>,
+    after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    After::from_query(after)?.wait(&app, ORDER_LIST).await?;
     Ok(axum::Json(app.order(&id).await?).into_response())
 }
+// ANCHOR_END: get_order
 
-async fn history<S: Backend>(
-    State(app): Shared<S>,
+async fn history<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.history(&id).await?).into_response())
 }
 
-async fn customers<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn customers<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
+    after: Result<Query<After>, QueryRejection>,
+) -> Result<Response, AppError> {
+    After::from_query(after)?.wait(&app, CUSTOMER_STATS).await?;
     Ok(axum::Json(app.customers().await?).into_response())
 }
 
-async fn daily_sales<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn daily_sales<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
+    after: Result<Query<After>, QueryRejection>,
+) -> Result<Response, AppError> {
+    After::from_query(after)?.wait(&app, DAILY_SALES).await?;
     Ok(axum::Json(app.daily_sales().await?).into_response())
 }
 
-async fn stock<S: Backend>(
-    State(app): Shared<S>,
+async fn stock<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.stock(&sku).await?).into_response())
 }
 
-async fn dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn dead_letters<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
+) -> Result<Response, AppError> {
     Ok(axum::Json(app.dead_letters().await?).into_response())
 }
 
-async fn replay_dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Response, AppError> {
+async fn replay_dead_letters<S: EventStore, C: Coordination>(
+    State(app): Shared<S, C>,
+) -> Result<Response, AppError> {
     let marked = app.replay_dead_letters().await?;
     Ok(axum::Json(json!({ "replay_requested": marked })).into_response())
 }
@@ -269,7 +374,7 @@ async fn replay_dead_letters<S: Backend>(State(app): Shared<S>) -> Result<Respon
 /// How long a worker may be behind without progress before it counts as stalled.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn health<S: Backend>(State(app): Shared<S>) -> Response {
+async fn health<S: EventStore, C: Coordination>(State(app): Shared<S, C>) -> Response {
     let report = app.health_report(STALLED_AFTER);
     let status = if report.healthy {
         StatusCode::OK

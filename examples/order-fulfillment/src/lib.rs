@@ -6,15 +6,14 @@
 //! - [`fulfillment`]: the `OrderFulfillment` process manager.
 //! - [`read_model`]: the order list, customer statistics and daily sales, in memory.
 //! - [`pg_read_model`]: the same read models in PostgreSQL tables.
-//! - [`backend`]: what runs where, on the in-memory store and on PostgreSQL.
-//! - [`app`]: the [`App`], its use cases and idempotency keys.
+//! - [`app`]: the [`App`] (one `factum::Application` on the in-memory store or on
+//!   PostgreSQL), its use cases and idempotency keys.
 //! - [`http`] and [`demo`]: the two ways in.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
 
 pub mod app;
-pub mod backend;
 pub mod demo;
 pub mod domain;
 pub mod fulfillment;
@@ -26,7 +25,6 @@ pub use app::{
     App, AppError, AppOptions, BlockerInfo, HealthIssue, HealthReport, NewOrder, Outcome,
     command_id_for,
 };
-pub use backend::Backend;
 
 /// The repository README's code, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use factum::MemoryStore;
+use factum::{Coordination, EventStore};
 use factum_postgres::{PgConfig, PgStore};
 use indicatif::{ProgressBar, ProgressStyle};
-use order_fulfillment::{App, AppError, Backend, demo, http};
+use order_fulfillment::{App, AppError, AppOptions, demo, http};
 
 const USAGE: &str =
     "usage: order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
@@ -115,11 +116,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match args.database_url {
         None => {
             eprintln!("store: in memory");
-            run_on(MemoryStore::new(), args.mode).await
+            let app = App::in_memory(MemoryStore::new(), &AppOptions::default());
+            run_on(app, args.mode).await
         }
         Some(url) => {
             let store = connect(&url, args.schema.as_deref()).await?;
-            run_on(store, args.mode).await
+            let app = App::on_postgres(store, &AppOptions::default()).await?;
+            run_on(app, args.mode).await
         }
     }
 }
@@ -142,8 +145,10 @@ async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, factum_post
 }
 // ANCHOR_END: connect
 
-async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::error::Error>> {
-    let app = App::start(store).await?;
+async fn run_on<S: EventStore, C: Coordination>(
+    app: App<S, C>,
+    mode: Mode,
+) -> Result<(), Box<dyn std::error::Error>> {
     match mode {
         Mode::Demo => {
             app.settle().await?;
@@ -179,7 +184,9 @@ async fn run_on<S: Backend>(store: S, mode: Mode) -> Result<(), Box<dyn std::err
 // ANCHOR: rebuild
 /// Rebuilds every read model, drawing one progress bar per read model on the terminal
 /// (nothing when standard error is not one) and a line per finished rebuild.
-async fn rebuild_with_progress<S: Backend>(app: &App<S>) -> Result<(), AppError> {
+async fn rebuild_with_progress<S: EventStore, C: Coordination>(
+    app: &App<S, C>,
+) -> Result<(), AppError> {
     let style = ProgressStyle::with_template("{prefix:>14} [{bar:40}] {percent:>3}%")
         .map(|style| style.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());

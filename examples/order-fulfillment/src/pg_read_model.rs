@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped};
 use crate::domain::payment::{PaymentCaptured, PaymentRefunded};
 use crate::domain::total_cents;
-use crate::read_model::{CustomerStats, DailySales, OrderSummary, ReadModels};
+use crate::read_model::{CustomerStats, DailySales, OrderSummary};
 
 /// Every statement, with the schema filled in once.
 #[derive(Debug)]
@@ -143,8 +143,9 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderSummary, BoxError> {
     })
 }
 
-impl ReadModels for PgReadModels {
-    async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
+impl PgReadModels {
+    /// Every order, by id.
+    pub async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
         self.query(&self.sql.query_orders, &[])
             .await?
             .iter()
@@ -152,7 +153,8 @@ impl ReadModels for PgReadModels {
             .collect()
     }
 
-    async fn order(&self, order_id: &str) -> Result<Option<OrderSummary>, BoxError> {
+    /// One order.
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderSummary>, BoxError> {
         self.query(&self.sql.query_order, &[&order_id])
             .await?
             .first()
@@ -160,7 +162,8 @@ impl ReadModels for PgReadModels {
             .transpose()
     }
 
-    async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
+    /// Every customer, by id.
+    pub async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
         let mut customers: Vec<CustomerStats> = Vec::new();
         for row in self.query(&self.sql.query_customers, &[]).await? {
             let customer_id: String = row.try_get("customer_id")?;
@@ -185,7 +188,8 @@ impl ReadModels for PgReadModels {
         Ok(customers)
     }
 
-    async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
+    /// Every day and currency, oldest first.
+    pub async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
         self.query(&self.sql.query_daily_sales, &[])
             .await?
             .iter()

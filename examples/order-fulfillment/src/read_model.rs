@@ -1,24 +1,24 @@
 //! Read models, each fed by its own projection: the order list, customer statistics and
 //! daily sales.
 //!
-//! Here they are kept in memory behind [`ReadModels`], for the application on the in-memory
-//! store, and rebuilt from the event store when it starts (the projections' checkpoints are in
-//! memory too). On PostgreSQL the same read models are tables
-//! ([`pg_read_model`](crate::pg_read_model)). Each projection
+//! Here they are kept in memory, each written by a `#[projection]`, for the application on the
+//! in-memory store, and rebuilt from the event store when it starts (the projections'
+//! checkpoints are in memory too). On PostgreSQL the same read models are tables
+//! ([`pg_read_model`](crate::pg_read_model)); [`ReadModels`] queries either. Each projection
 //! remembers, per stream, the version of the last event it applied and skips an event of that
 //! stream at or below it, so the at-least-once delivery of the runtime applies every event
 //! exactly once, a replayed dead letter included.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use factum::{BoxError, EventSet, Projection, RecordedEvent, StreamId};
+use factum::{BoxError, RecordedEvent, StreamId, projection};
 use serde::Serialize;
 
-use crate::domain::order::OrderEvent;
-use crate::domain::payment::PaymentEvent;
+use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped};
+use crate::domain::payment::{PaymentCaptured, PaymentRefunded};
 use crate::domain::total_cents;
+use crate::pg_read_model::PgReadModels;
 
 /// One row of the order list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -66,34 +66,67 @@ pub struct DailySales {
     pub net_cents: i64,
 }
 
-/// Where the application reads its read models from.
-pub trait ReadModels: Clone + Send + Sync + 'static {
-    /// Every order, by id.
-    fn order_list(&self) -> impl Future<Output = Result<Vec<OrderSummary>, BoxError>> + Send;
-    /// One order.
-    fn order(
-        &self,
-        order_id: &str,
-    ) -> impl Future<Output = Result<Option<OrderSummary>, BoxError>> + Send;
-    /// Every customer, by id.
-    fn customer_stats(&self) -> impl Future<Output = Result<Vec<CustomerStats>, BoxError>> + Send;
-    /// Every day and currency, oldest first.
-    fn daily_sales(&self) -> impl Future<Output = Result<Vec<DailySales>, BoxError>> + Send;
-}
-
 /// Projection names.
 pub const ORDER_LIST: &str = "order_list";
 /// Projection names.
 pub const CUSTOMER_STATS: &str = "customer_stats";
 /// Projection names.
 pub const DAILY_SALES: &str = "daily_sales";
+/// Every read model's projection, in the order they are registered and rebuilt.
+pub const READ_MODELS: [&str; 3] = [ORDER_LIST, CUSTOMER_STATS, DAILY_SALES];
 
-/// The read models in memory. Cloning shares them.
+/// Where the application reads its read models from: memory or the store's tables.
+#[derive(Clone, Debug)]
+pub enum ReadModels {
+    /// In memory, written by [`MemoryReadModels`]' projections.
+    Memory(MemoryReadModels),
+    /// In PostgreSQL tables, written by [`PgReadModels`]' transactional projections.
+    Postgres(PgReadModels),
+}
+
+impl ReadModels {
+    /// Every order, by id.
+    pub async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
+        match self {
+            Self::Memory(m) => Ok(m.orders.read(|rows| rows.values().cloned().collect())),
+            Self::Postgres(pg) => pg.order_list().await,
+        }
+    }
+
+    /// One order.
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderSummary>, BoxError> {
+        match self {
+            Self::Memory(m) => Ok(m.orders.read(|rows| rows.get(order_id).cloned())),
+            Self::Postgres(pg) => pg.order(order_id).await,
+        }
+    }
+
+    /// Every customer, by id.
+    pub async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
+        match self {
+            Self::Memory(m) => Ok(m.customers.read(|stats| stats.values().cloned().collect())),
+            Self::Postgres(pg) => pg.customer_stats().await,
+        }
+    }
+
+    /// Every day and currency, oldest first.
+    pub async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
+        match self {
+            Self::Memory(m) => Ok(m.sales.read(|days| days.values().cloned().collect())),
+            Self::Postgres(pg) => pg.daily_sales().await,
+        }
+    }
+}
+
+/// The read models in memory: the three projections that write them. Cloning shares them.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryReadModels {
-    orders: Arc<Mutex<Applied<OrderList>>>,
-    customers: Arc<Mutex<Applied<Customers>>>,
-    sales: Arc<Mutex<Applied<Sales>>>,
+    /// The order list.
+    pub orders: OrderList,
+    /// Customer statistics.
+    pub customers: Customers,
+    /// Daily sales.
+    pub sales: Sales,
 }
 
 impl MemoryReadModels {
@@ -101,245 +134,242 @@ impl MemoryReadModels {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// The three projections that feed these read models, to register with a runner.
-    pub fn projections(
-        &self,
-    ) -> (
-        MemoryProjection<OrderList>,
-        MemoryProjection<Customers>,
-        MemoryProjection<Sales>,
-    ) {
-        (
-            MemoryProjection(Arc::clone(&self.orders)),
-            MemoryProjection(Arc::clone(&self.customers)),
-            MemoryProjection(Arc::clone(&self.sales)),
-        )
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each model is changed by one `apply` at a time, which leaves it whole even if it
+    // Each model is changed by one handler at a time, which leaves it whole even if it
     // panicked half-way through (it only inserts and adds).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl ReadModels for MemoryReadModels {
-    async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
-        Ok(lock(&self.orders).model.0.values().cloned().collect())
-    }
-
-    async fn order(&self, order_id: &str) -> Result<Option<OrderSummary>, BoxError> {
-        Ok(lock(&self.orders).model.0.get(order_id).cloned())
-    }
-
-    async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
-        Ok(lock(&self.customers)
-            .model
-            .stats
-            .values()
-            .cloned()
-            .collect())
-    }
-
-    async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
-        Ok(lock(&self.sales).model.days.values().cloned().collect())
-    }
-}
-
-/// A read model that events change.
-pub trait Model: Default + Send + 'static {
-    /// The projection's name.
-    const NAME: &'static str;
-    /// The stored event types it reads.
-    const EVENT_TYPES: &'static [&'static str];
-    /// Applies one event.
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
-}
-
-/// A model and, per stream, the version of the last event applied to it.
+// ANCHOR: memory_projection
+/// A model held in memory and, per stream, the version of the last event applied to it.
+/// Cloning shares it.
 ///
 /// Per stream rather than one global position: the runtime delivers each stream in order,
 /// but not the streams in one global order. A parked event replayed after a fix sits below
 /// the positions of other streams' events applied meanwhile, and above its own stream's last
-/// applied version.
+/// applied version. (Each event type read here decodes to one event per stored event.)
+#[derive(Debug, Default)]
+pub struct Guarded<M>(Arc<Mutex<Applied<M>>>);
+
 #[derive(Debug, Default)]
 struct Applied<M> {
     model: M,
     versions: HashMap<StreamId, u64>,
 }
 
-/// The projection feeding a [`Model`] held in memory.
-#[derive(Debug)]
-pub struct MemoryProjection<M>(Arc<Mutex<Applied<M>>>);
-
-// ANCHOR: memory_projection
-impl<M: Model> Projection for MemoryProjection<M> {
-    fn name(&self) -> &str {
-        M::NAME
+impl<M> Clone for Guarded<M> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
     }
+}
 
-    fn event_types(&self) -> Vec<String> {
-        M::EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect()
-    }
-
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+impl<M: Default> Guarded<M> {
+    /// Applies `change` for `recorded`, unless an event of its stream at or above its version
+    /// was applied already (it is delivered again).
+    fn apply(&self, recorded: &RecordedEvent, change: impl FnOnce(&mut M)) {
         let mut applied = lock(&self.0);
-        let last = applied.versions.get(&event.stream_id).copied();
-        if last.is_some_and(|version| event.stream_version <= version) {
-            return Ok(()); // delivered again
+        let last = applied.versions.get(&recorded.stream_id).copied();
+        if last.is_some_and(|version| recorded.stream_version <= version) {
+            return;
         }
-        applied.model.apply(event)?;
+        change(&mut applied.model);
         applied
             .versions
-            .insert(event.stream_id.clone(), event.stream_version);
-        Ok(())
+            .insert(recorded.stream_id.clone(), recorded.stream_version);
     }
 
-    async fn reset(&self) -> Result<(), BoxError> {
+    /// Reads the model.
+    fn read<T>(&self, read: impl FnOnce(&M) -> T) -> T {
+        read(&lock(&self.0).model)
+    }
+
+    /// Empties the model, for a rebuild.
+    fn clear(&self) {
         *lock(&self.0) = Applied::default();
-        Ok(())
     }
 }
 // ANCHOR_END: memory_projection
 
 // ANCHOR: order_list
 /// The order list: one denormalised row per order.
-#[derive(Debug, Default)]
-pub struct OrderList(BTreeMap<String, OrderSummary>);
+#[derive(Clone, Debug, Default)]
+pub struct OrderList(Guarded<BTreeMap<String, OrderSummary>>);
 
-impl Model for OrderList {
-    const NAME: &'static str = ORDER_LIST;
-    const EVENT_TYPES: &'static [&'static str] =
-        &["OrderPlaced", "OrderPaid", "OrderShipped", "OrderCancelled"];
+#[projection(name = "order_list")]
+impl OrderList {
+    async fn placed(&self, e: &OrderPlaced, recorded: &RecordedEvent) {
+        self.0.apply(recorded, |rows| {
+            let row = OrderSummary {
+                order_id: e.order_id.clone(),
+                customer_id: e.customer_id.clone(),
+                status: "placed".into(),
+                total_cents: total_cents(&e.lines),
+                currency: e.currency.clone(),
+                tracking: None,
+                cancel_reason: None,
+            };
+            rows.insert(e.order_id.clone(), row);
+        });
+    }
 
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-        for event in OrderEvent::decode_recorded(event)? {
-            match event {
-                OrderEvent::OrderPlaced(e) => {
-                    let row = OrderSummary {
-                        order_id: e.order_id.clone(),
-                        customer_id: e.customer_id,
-                        status: "placed".into(),
-                        total_cents: total_cents(&e.lines),
-                        currency: e.currency,
-                        tracking: None,
-                        cancel_reason: None,
-                    };
-                    self.0.insert(e.order_id, row);
-                }
-                OrderEvent::OrderPaid(e) => self.update(&e.order_id, |row| {
-                    row.status = "paid".into();
-                }),
-                OrderEvent::OrderShipped(e) => self.update(&e.order_id, |row| {
-                    row.status = "shipped".into();
-                    row.tracking = Some(e.tracking.clone());
-                }),
-                OrderEvent::OrderCancelled(e) => self.update(&e.order_id, |row| {
-                    row.status = "cancelled".into();
-                    row.cancel_reason = Some(e.reason.clone());
-                }),
-            }
-        }
-        Ok(())
+    async fn paid(&self, e: &OrderPaid, recorded: &RecordedEvent) {
+        self.update(recorded, &e.order_id, |row| row.status = "paid".into());
+    }
+
+    async fn shipped(&self, e: &OrderShipped, recorded: &RecordedEvent) {
+        self.update(recorded, &e.order_id, |row| {
+            row.status = "shipped".into();
+            row.tracking = Some(e.tracking.clone());
+        });
+    }
+
+    async fn cancelled(&self, e: &OrderCancelled, recorded: &RecordedEvent) {
+        self.update(recorded, &e.order_id, |row| {
+            row.status = "cancelled".into();
+            row.cancel_reason = Some(e.reason.clone());
+        });
+    }
+
+    #[reset]
+    async fn clear(&self) {
+        self.0.clear();
     }
 }
 // ANCHOR_END: order_list
 
 impl OrderList {
-    fn update(&mut self, order_id: &str, f: impl FnOnce(&mut OrderSummary)) {
-        if let Some(row) = self.0.get_mut(order_id) {
-            f(row);
-        }
+    fn update(&self, recorded: &RecordedEvent, order_id: &str, f: impl FnOnce(&mut OrderSummary)) {
+        self.0.apply(recorded, |rows| {
+            if let Some(row) = rows.get_mut(order_id) {
+                f(row);
+            }
+        });
+    }
+
+    /// Reads the rows, by order id.
+    pub fn read<T>(&self, read: impl FnOnce(&BTreeMap<String, OrderSummary>) -> T) -> T {
+        self.0.read(read)
     }
 }
 
-/// Customer statistics. Payments name orders, not customers, so it also keeps which
-/// customer placed each order.
+/// What [`Customers`] keeps: the statistics, and which customer placed each order.
 #[derive(Debug, Default)]
-pub struct Customers {
+pub struct CustomerModel {
     stats: BTreeMap<String, CustomerStats>,
     customer_of: BTreeMap<String, String>,
 }
 
-impl Model for Customers {
-    const NAME: &'static str = CUSTOMER_STATS;
-    const EVENT_TYPES: &'static [&'static str] =
-        &["OrderPlaced", "PaymentCaptured", "PaymentRefunded"];
+/// Customer statistics. Payments name orders, not customers, so it also keeps which
+/// customer placed each order.
+#[derive(Clone, Debug, Default)]
+pub struct Customers(Guarded<CustomerModel>);
 
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-        if event.stream_id.category() == "order" {
-            for event in OrderEvent::decode_recorded(event)? {
-                if let OrderEvent::OrderPlaced(e) = event {
-                    let stats =
-                        self.stats
-                            .entry(e.customer_id.clone())
-                            .or_insert_with(|| CustomerStats {
-                                customer_id: e.customer_id.clone(),
-                                ..CustomerStats::default()
-                            });
-                    stats.order_count += 1;
-                    self.customer_of.insert(e.order_id, e.customer_id);
-                }
-            }
-            return Ok(());
-        }
-        for event in PaymentEvent::decode_recorded(event)? {
-            let (order_id, currency, add, sub) = match &event {
-                PaymentEvent::PaymentCaptured(e) => (&e.order_id, &e.currency, e.amount_cents, 0),
-                PaymentEvent::PaymentRefunded(e) => (&e.order_id, &e.currency, 0, e.amount_cents),
-            };
-            let Some(stats) = self
+#[projection(name = "customer_stats")]
+impl Customers {
+    async fn placed(&self, e: &OrderPlaced, recorded: &RecordedEvent) {
+        self.0.apply(recorded, |model| {
+            let stats = model
+                .stats
+                .entry(e.customer_id.clone())
+                .or_insert_with(|| CustomerStats {
+                    customer_id: e.customer_id.clone(),
+                    ..CustomerStats::default()
+                });
+            stats.order_count += 1;
+            model
                 .customer_of
-                .get(order_id)
-                .and_then(|c| self.stats.get_mut(c))
-            else {
-                continue;
-            };
-            let spent = stats.total_spent_cents.entry(currency.clone()).or_default();
-            *spent = spent.saturating_add(add).saturating_sub(sub);
-        }
-        Ok(())
+                .insert(e.order_id.clone(), e.customer_id.clone());
+        });
+    }
+
+    async fn captured(&self, e: &PaymentCaptured, recorded: &RecordedEvent) {
+        self.spent(recorded, &e.order_id, &e.currency, e.amount_cents, 0);
+    }
+
+    async fn refunded(&self, e: &PaymentRefunded, recorded: &RecordedEvent) {
+        self.spent(recorded, &e.order_id, &e.currency, 0, e.amount_cents);
+    }
+
+    #[reset]
+    async fn clear(&self) {
+        self.0.clear();
     }
 }
 
-/// Daily sales, by day and currency.
-#[derive(Debug, Default)]
-pub struct Sales {
-    days: BTreeMap<(String, String), DailySales>,
+impl Customers {
+    /// Adds `add` and takes `sub` from the spending of the order's customer.
+    fn spent(&self, recorded: &RecordedEvent, order_id: &str, currency: &str, add: u64, sub: u64) {
+        self.0.apply(recorded, |model| {
+            let Some(stats) = model
+                .customer_of
+                .get(order_id)
+                .and_then(|c| model.stats.get_mut(c))
+            else {
+                return;
+            };
+            let spent = stats
+                .total_spent_cents
+                .entry(currency.to_owned())
+                .or_default();
+            *spent = spent.saturating_add(add).saturating_sub(sub);
+        });
+    }
+
+    /// Reads the statistics, by customer id.
+    pub fn read<T>(&self, read: impl FnOnce(&BTreeMap<String, CustomerStats>) -> T) -> T {
+        self.0.read(|model| read(&model.stats))
+    }
 }
 
-impl Model for Sales {
-    const NAME: &'static str = DAILY_SALES;
-    const EVENT_TYPES: &'static [&'static str] = &["PaymentCaptured", "PaymentRefunded"];
+/// Daily sales, by day (UTC, as each payment or refund was recorded) and currency.
+#[derive(Clone, Debug, Default)]
+pub struct Sales(Guarded<BTreeMap<(String, String), DailySales>>);
 
-    fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-        let day = event.recorded_at.format("%Y-%m-%d").to_string();
-        for event in PaymentEvent::decode_recorded(event)? {
-            let currency = match &event {
-                PaymentEvent::PaymentCaptured(e) => &e.currency,
-                PaymentEvent::PaymentRefunded(e) => &e.currency,
-            };
-            let row = self
-                .days
-                .entry((day.clone(), currency.clone()))
+#[projection(name = "daily_sales")]
+impl Sales {
+    async fn captured(&self, e: &PaymentCaptured, recorded: &RecordedEvent) {
+        self.add(recorded, &e.currency, (1, 0), cents(e.amount_cents));
+    }
+
+    async fn refunded(&self, e: &PaymentRefunded, recorded: &RecordedEvent) {
+        self.add(recorded, &e.currency, (0, 1), -cents(e.amount_cents));
+    }
+
+    #[reset]
+    async fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+impl Sales {
+    /// Adds `(payments, refunds)` and `net` cents to the day `recorded` was recorded on.
+    fn add(
+        &self,
+        recorded: &RecordedEvent,
+        currency: &str,
+        (payments, refunds): (u64, u64),
+        net: i64,
+    ) {
+        let day = recorded.recorded_at.format("%Y-%m-%d").to_string();
+        self.0.apply(recorded, |days| {
+            let row = days
+                .entry((day.clone(), currency.to_owned()))
                 .or_insert_with(|| DailySales {
-                    day: day.clone(),
-                    currency: currency.clone(),
+                    day,
+                    currency: currency.to_owned(),
                     ..DailySales::default()
                 });
-            match &event {
-                PaymentEvent::PaymentCaptured(e) => {
-                    row.payments += 1;
-                    row.net_cents = row.net_cents.saturating_add(cents(e.amount_cents));
-                }
-                PaymentEvent::PaymentRefunded(e) => {
-                    row.refunds += 1;
-                    row.net_cents = row.net_cents.saturating_sub(cents(e.amount_cents));
-                }
-            }
-        }
-        Ok(())
+            row.payments += payments;
+            row.refunds += refunds;
+            row.net_cents = row.net_cents.saturating_add(net);
+        });
+    }
+
+    /// Reads the days, by day and currency.
+    pub fn read<T>(&self, read: impl FnOnce(&BTreeMap<(String, String), DailySales>) -> T) -> T {
+        self.0.read(read)
     }
 }
 
@@ -353,30 +383,38 @@ mod tests {
 
     use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner};
     use factum::store::NewEvent;
-    use factum::{EventStore, ExpectedVersion, MemoryStore, Metadata};
+    use factum::{EventStore, ExpectedVersion, MemoryStore, Metadata, Projection};
     use uuid::Uuid;
 
     use super::*;
     use crate::domain::Line;
-    use crate::domain::order::{OrderPaid, OrderPlaced, OrderShipped};
 
     /// The order list, failing on one chosen event until it is healed (as a bug fixed and
     /// redeployed would).
     #[derive(Debug, Default)]
     struct Flaky {
         orders: OrderList,
-        poison: Option<Uuid>,
+        poison: Arc<Mutex<Option<Uuid>>>,
     }
 
-    impl Model for Flaky {
-        const NAME: &'static str = "flaky_order_list";
-        const EVENT_TYPES: &'static [&'static str] = OrderList::EVENT_TYPES;
+    impl Projection for Flaky {
+        fn name(&self) -> &str {
+            "flaky_order_list"
+        }
 
-        fn apply(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
-            if self.poison == Some(event.event_id) {
+        fn event_types(&self) -> Vec<String> {
+            self.orders.event_types()
+        }
+
+        async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+            if *lock(&self.poison) == Some(event.event_id) {
                 return Err(format!("cannot apply the event at {}", event.position).into());
             }
-            self.orders.apply(event)
+            self.orders.handle(event).await
+        }
+
+        async fn reset(&self) -> Result<(), BoxError> {
+            self.orders.reset().await
         }
     }
 
@@ -420,13 +458,31 @@ mod tests {
             .last_position
     }
 
-    fn status(applied: &Mutex<Applied<Flaky>>, order_id: &str) -> Option<String> {
-        lock(applied)
-            .model
-            .orders
-            .0
-            .get(order_id)
-            .map(|row| row.status.clone())
+    fn status(orders: &OrderList, order_id: &str) -> Option<String> {
+        orders.read(|rows| rows.get(order_id).map(|row| row.status.clone()))
+    }
+
+    /// An event delivered again (as after a crash before the checkpoint moved) changes
+    /// nothing: the guard skips it by its stream version.
+    #[tokio::test]
+    async fn an_event_delivered_twice_is_applied_once() {
+        let store = MemoryStore::new();
+        append(&store, "order-a", placed("a")).await;
+        append(&store, "order-a", paid("a")).await;
+        let events = all(&store).await;
+        let customers = Customers::default();
+        for event in events.iter().chain(&events) {
+            customers.handle(event).await.expect("handled");
+        }
+        let orders = customers.read(|stats| stats["c-1"].order_count);
+        assert_eq!(orders, 1, "the order was counted once");
+    }
+
+    async fn all(store: &MemoryStore) -> Vec<RecordedEvent> {
+        store
+            .read_all(&factum::store::ReadAll::after(0))
+            .await
+            .expect("read_all")
     }
 
     /// An event parked while later events of other streams were applied is applied when
@@ -434,10 +490,14 @@ mod tests {
     #[tokio::test]
     async fn a_replayed_parked_event_is_applied() {
         let store = MemoryStore::new();
-        let applied = Arc::new(Mutex::new(Applied::<Flaky>::default()));
+        let flaky = Flaky::default();
+        let orders = flaky.orders.clone();
+        let healing = Arc::clone(&flaky.poison);
+        let poison = paid("a");
+        *lock(&healing) = Some(poison.event_id);
         let running = ProjectionRunner::new(store.clone())
             .register(
-                MemoryProjection(Arc::clone(&applied)),
+                flaky,
                 ProjectionOptions::new()
                     .poll_interval(Duration::from_millis(10))
                     .failure(
@@ -448,29 +508,27 @@ mod tests {
             .start();
         append(&store, "order-a", placed("a")).await;
         append(&store, "order-b", placed("b")).await;
-        let poison = paid("a");
-        lock(&applied).model.poison = Some(poison.event_id);
         append(&store, "order-a", poison).await;
         append(&store, "order-b", paid("b")).await;
         let head = append(&store, "order-b", shipped("b")).await;
         let patience = Duration::from_secs(60);
-        tokio::time::timeout(patience, running.wait_for(Flaky::NAME, head))
+        tokio::time::timeout(patience, running.wait_for("flaky_order_list", head))
             .await
             .expect("the projection reaches the head")
             .expect("the projection runs");
-        let parked = running.parked(Flaky::NAME).await.expect("parked");
+        let parked = running.parked("flaky_order_list").await.expect("parked");
         assert_eq!(parked.len(), 1, "{parked:?}");
-        assert_eq!(status(&applied, "a").as_deref(), Some("placed"));
-        assert_eq!(status(&applied, "b").as_deref(), Some("shipped"));
+        assert_eq!(status(&orders, "a").as_deref(), Some("placed"));
+        assert_eq!(status(&orders, "b").as_deref(), Some("shipped"));
 
-        lock(&applied).model.poison = None;
+        *lock(&healing) = None;
         running
-            .replay_parked(Flaky::NAME, None)
+            .replay_parked("flaky_order_list", None)
             .await
             .expect("replay");
         tokio::time::timeout(patience, async {
             while !running
-                .parked(Flaky::NAME)
+                .parked("flaky_order_list")
                 .await
                 .expect("parked")
                 .is_empty()
@@ -481,7 +539,7 @@ mod tests {
         .await
         .expect("the parked event is replayed");
         assert_eq!(
-            status(&applied, "a").as_deref(),
+            status(&orders, "a").as_deref(),
             Some("paid"),
             "the replayed event was applied, not skipped"
         );

@@ -4,7 +4,6 @@
 use factum::prelude::*;
 use factum::store::{NewEvent, Payload};
 use factum::{MemoryStore, Metadata, Repository, StreamId};
-use order_fulfillment::App;
 use order_fulfillment::domain::Line;
 use order_fulfillment::domain::inventory::{
     Inventory, InventoryError, InventoryEvent, ReceiveStockV1, ReleaseStockV1, ReservationRejected,
@@ -22,6 +21,7 @@ use order_fulfillment::domain::shipment::{
     CancelShipmentV1, CreateShipmentV1, DispatchShipmentV1, Shipment, ShipmentCancelled,
     ShipmentCreated, ShipmentDispatched, ShipmentError, ShipmentEvent, ShipmentLine,
 };
+use order_fulfillment::{App, AppOptions};
 use serde::Deserialize;
 
 fn lines() -> Vec<Line> {
@@ -461,7 +461,7 @@ async fn stored_v1_order_placed_events_are_read_as_v2_in_euros() {
 async fn read_models_show_upcast_orders_in_euros() {
     let store = MemoryStore::new();
     seed_fixtures(&store).await;
-    let app = App::start(store).await.unwrap();
+    let app = App::in_memory(store, &AppOptions::default());
     app.settle().await.unwrap();
     let order = app.order("o-0042").await.unwrap();
     assert_eq!(

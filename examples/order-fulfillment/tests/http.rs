@@ -11,30 +11,36 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use factum::MemoryStore;
-use order_fulfillment::{App, AppOptions, Backend, http};
+use factum::{Coordination, EventStore};
+use order_fulfillment::{App, AppOptions, http};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use common::stream_types;
 
-struct Api<S: Backend> {
-    app: Arc<App<S>>,
+struct Api<S, C> {
+    app: Arc<App<S, C>>,
     router: Router,
 }
 
-impl Api<MemoryStore> {
+impl Api<MemoryStore, factum::MemoryCoordination> {
     async fn new() -> Self {
-        Self::on(MemoryStore::new()).await
+        Self::on(App::in_memory(MemoryStore::new(), &AppOptions::default())).await
     }
 }
 
-impl<S: Backend> Api<S> {
-    async fn on(store: S) -> Self {
-        Self::on_with(store, &AppOptions::default()).await
-    }
+/// The application on a fresh PostgreSQL store.
+async fn on_postgres(
+    options: &AppOptions,
+) -> App<factum_postgres::PgStore, factum_postgres::PgCoordination> {
+    App::on_postgres(common::postgres().await, options)
+        .await
+        .unwrap()
+}
 
-    async fn on_with(store: S, options: &AppOptions) -> Self {
-        let app = Arc::new(App::start_with(store, options).await.unwrap());
+impl<S: EventStore, C: Coordination> Api<S, C> {
+    async fn on(app: App<S, C>) -> Self {
+        let app = Arc::new(app);
         let router = http::router(Arc::clone(&app));
         let api = Self { app, router };
         let (status, _) = api
@@ -45,9 +51,17 @@ impl<S: Backend> Api<S> {
     }
 
     async fn send(&self, request: Request<Body>) -> (StatusCode, Value, bool) {
+        let (status, body, headers) = self.send_with_headers(request).await;
+        (status, body, headers.get(http::REPLAYED).is_some())
+    }
+
+    async fn send_with_headers(
+        &self,
+        request: Request<Body>,
+    ) -> (StatusCode, Value, axum::http::HeaderMap) {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        let replayed = response.headers().get(http::REPLAYED).is_some();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -56,7 +70,7 @@ impl<S: Backend> Api<S> {
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        (status, body, replayed)
+        (status, body, headers)
     }
 
     async fn post_raw(
@@ -100,9 +114,9 @@ fn order(id: &str, quantity: u32) -> Value {
     })
 }
 
-/// The flow the book shows with curl, on `store`.
-async fn place_pay_ship<S: Backend>(store: S) {
-    let api = Api::on(store).await;
+/// The flow the book shows with curl, on `app`.
+async fn place_pay_ship<S: EventStore, C: Coordination>(app: App<S, C>) {
+    let api = Api::on(app).await;
     let (status, body) = api.post("/orders", order("o-1", 2)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["id"], "o-1");
@@ -167,12 +181,12 @@ async fn place_pay_ship<S: Backend>(store: S) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_pay_ship_in_memory() {
-    place_pay_ship(MemoryStore::new()).await;
+    place_pay_ship(App::in_memory(MemoryStore::new(), &AppOptions::default())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_pay_ship_on_postgres() {
-    place_pay_ship(common::postgres().await).await;
+    place_pay_ship(on_postgres(&AppOptions::default()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,8 +313,11 @@ async fn an_idempotency_key_replays_the_first_outcome() {
 
 /// Two concurrent requests with one `Idempotency-Key` get the same answer: the first
 /// outcome, never `200` for one and `409 the order is already paid` for the other.
-async fn concurrent_requests_with_one_key_agree<S: Backend>(store: S, rounds: usize) {
-    let api = Arc::new(Api::on(store).await);
+async fn concurrent_requests_with_one_key_agree<S: EventStore, C: Coordination>(
+    app: App<S, C>,
+    rounds: usize,
+) {
+    let api = Arc::new(Api::on(app).await);
     let (status, _) = api
         .post("/inventory/keyboard/receive", json!({"quantity": rounds}))
         .await;
@@ -336,12 +353,13 @@ async fn concurrent_requests_with_one_key_agree<S: Backend>(store: S, rounds: us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_agree_in_memory() {
-    concurrent_requests_with_one_key_agree(MemoryStore::new(), 100).await;
+    let app = App::in_memory(MemoryStore::new(), &AppOptions::default());
+    concurrent_requests_with_one_key_agree(app, 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_agree_on_postgres() {
-    concurrent_requests_with_one_key_agree(common::postgres().await, 300).await;
+    concurrent_requests_with_one_key_agree(on_postgres(&AppOptions::default()).await, 300).await;
 }
 
 #[tokio::test]
@@ -361,8 +379,8 @@ async fn store_failures_are_500_without_details_lost() {
 }
 
 /// Polls `GET path` until `check` accepts the answer, failing after a generous bound.
-async fn get_until<S: Backend>(
-    api: &Api<S>,
+async fn get_until<S: EventStore, C: Coordination>(
+    api: &Api<S, C>,
     path: &str,
     what: &str,
     check: impl Fn(StatusCode, &Value) -> bool,
@@ -386,12 +404,11 @@ async fn get_until<S: Backend>(
 /// stock is reserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
-    let store = common::postgres().await;
     let options = AppOptions {
         head_held_back_after: Duration::from_secs(1),
         ..AppOptions::default()
     };
-    let api = Api::on_with(store, &options).await;
+    let api = Api::on(on_postgres(&options).await).await;
     api.app.settle().await.unwrap();
 
     let url = factum_postgres::testing::TestDatabase::get().await.unwrap();
@@ -442,4 +459,134 @@ async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
         status == StatusCode::OK
     })
     .await;
+}
+
+/// A `POST` to `path` with an `If-Match` header: status, body and the `ETag` answered.
+async fn post_if_match<S: EventStore, C: Coordination>(
+    api: &Api<S, C>,
+    path: &str,
+    if_match: &str,
+) -> (StatusCode, Value, Option<String>) {
+    let request = Request::post(path)
+        .header("If-Match", if_match)
+        .body(Body::empty())
+        .unwrap();
+    let (status, body, headers) = api.send_with_headers(request).await;
+    let etag = headers.get("etag").map(|v| v.to_str().unwrap().to_owned());
+    (status, body, etag)
+}
+
+// ANCHOR: if_match_test
+/// `If-Match` carries the stream version the client decided on: the command runs only while
+/// the stream is at it, and a stale one is 412 with both versions, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_acts_on_the_expected_version_only() {
+    let api = Api::new().await;
+    let request = Request::post("/orders")
+        .header("content-type", "application/json")
+        .body(Body::from(order("o-1", 1).to_string()))
+        .unwrap();
+    let (status, placed, headers) = api.send_with_headers(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(headers.get("etag").unwrap(), "\"1\"");
+    assert_eq!(placed["version"], 1);
+
+    // Stale: the order is at version 1.
+    let (status, error, _) = post_if_match(&api, "/orders/o-1/cancel", "\"2\"").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{error}");
+    assert_eq!(error["status"], 412);
+    assert_eq!(
+        (&error["expected_version"], &error["actual_version"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        stream_types(api.app.store(), "order-o-1").await,
+        ["OrderPlaced"]
+    );
+    // Current: cancelled, and the answer names the new version.
+    let (status, body, etag) = post_if_match(&api, "/orders/o-1/cancel", "\"1\"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(etag.as_deref(), Some("\"2\""));
+    assert_eq!(body["events"], json!(["OrderCancelled"]));
+
+    // A payment's stream starts at version 0: `If-Match: "0"` pays once, and a retry on the
+    // same version is 412, not a second capture.
+    api.post("/orders", order("o-2", 1)).await;
+    let (status, error, _) = post_if_match(&api, "/orders/o-2/pay", "\"1\"").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{error}");
+    assert_eq!(
+        (&error["expected_version"], &error["actual_version"]),
+        (&json!(1), &json!(0))
+    );
+    let (status, body, etag) = post_if_match(&api, "/orders/o-2/pay", "\"0\"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(etag.as_deref(), Some("\"1\""));
+    let (status, error, _) = post_if_match(&api, "/orders/o-2/pay", "\"0\"").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{error}");
+    assert_eq!(
+        stream_types(api.app.store(), "payment-o-2").await,
+        ["PaymentCaptured"]
+    );
+    // `*` asks for no version; anything but a quoted version is malformed.
+    let (status, error, _) = post_if_match(&api, "/orders/o-2/pay", "*").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    for malformed in ["1", "\"one\"", "W/\"1\""] {
+        let (status, error, _) = post_if_match(&api, "/orders/o-2/cancel", malformed).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{malformed}: {error}");
+    }
+}
+// ANCHOR_END: if_match_test
+
+// ANCHOR: read_your_writes_test
+/// A command's answer carries the position of its last event; a read model asked for
+/// `?after=` that position shows the command's writes, without waiting for everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_after_a_position_shows_the_callers_own_writes() {
+    let api = Api::new().await;
+    let (status, placed) = api.post("/orders", order("o-1", 1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let position = placed["position"].as_u64().expect("a position");
+    let (status, row) = api.get(&format!("/orders/o-1?after={position}")).await;
+    assert_eq!((status, &row["status"]), (StatusCode::OK, &json!("placed")));
+
+    let (status, cancelled) = api.post("/orders/o-1/cancel", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let position = cancelled["position"].as_u64().expect("a position");
+    assert!(position > placed["position"].as_u64().unwrap());
+    let (status, row) = api.get(&format!("/orders/o-1?after={position}")).await;
+    assert_eq!(
+        (status, &row["status"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    let (status, list) = api.get(&format!("/orders?after={position}")).await;
+    assert_eq!(
+        (status, &list[0]["status"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    let (status, customers) = api.get(&format!("/customers?after={position}")).await;
+    assert_eq!(
+        (status, &customers[0]["order_count"]),
+        (StatusCode::OK, &json!(1))
+    );
+
+    let (status, error) = api.get("/orders?after=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+}
+// ANCHOR_END: read_your_writes_test
+
+/// A read model that does not reach the position in time answers 503, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_that_does_not_catch_up_in_time_is_503() {
+    let options = AppOptions {
+        read_your_writes_within: Duration::from_millis(100),
+        ..AppOptions::default()
+    };
+    let api = Api::on(App::in_memory(MemoryStore::new(), &options)).await;
+    let (status, error) = api.get("/orders/o-1?after=1000000").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("`order_list`") && message.contains("1000000"),
+        "{message}"
+    );
 }

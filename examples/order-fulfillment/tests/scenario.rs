@@ -8,25 +8,34 @@ use std::time::Duration;
 use factum::coordination::{CheckpointStore, ParkReason};
 use factum::projection::FailurePolicy;
 use factum::store::NewEvent;
-use factum::{EventStore as _, ExpectedVersion, MemoryStore};
+use factum::{Coordination, EventStore, ExpectedVersion, MemoryStore};
 use factum_postgres::{PgCoordination, PgStore};
 use order_fulfillment::app::NewOrder;
 use order_fulfillment::domain::Line;
 use order_fulfillment::read_model::{
     CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary,
 };
-use order_fulfillment::{App, AppError, AppOptions, Backend, demo};
+use order_fulfillment::{App, AppError, AppOptions, demo};
 
 use common::{all_events, fingerprint, postgres, read_model_tables, stream_types};
 
-/// Starts the application with short leases: a restart after a crash takes over the dead
-/// process's partitions (on PostgreSQL) within seconds.
-async fn start<S: Backend>(store: S) -> App<S> {
-    let options = AppOptions {
+/// Short leases: a restart after a crash takes over the dead process's partitions (on
+/// PostgreSQL) within seconds.
+fn options() -> AppOptions {
+    AppOptions {
         lease_ttl: Duration::from_secs(2),
         ..AppOptions::default()
-    };
-    App::start_with(store, &options).await.unwrap()
+    }
+}
+
+/// Starts the application in memory.
+async fn in_memory(store: MemoryStore) -> App<MemoryStore> {
+    App::in_memory(store, &options())
+}
+
+/// Starts the application on PostgreSQL.
+async fn on_postgres(store: PgStore) -> App<PgStore, PgCoordination> {
+    App::on_postgres(store, &options()).await.unwrap()
 }
 
 fn line(sku: &str, quantity: u32, unit_price_cents: u64) -> Line {
@@ -76,14 +85,17 @@ fn sales(days: &[DailySales]) -> Vec<(&str, u64, u64, i64)> {
         .collect()
 }
 
-async fn stock<S: Backend>(app: &App<S>, sku: &str) -> (u32, u32, u32) {
+async fn stock<S: EventStore, C: Coordination>(app: &App<S, C>, sku: &str) -> (u32, u32, u32) {
     let s = app.stock(sku).await.unwrap();
     (s.on_hand, s.reserved, s.available)
 }
 
 /// Runs the demo on `store` and checks every read model it prints; returns the application
 /// still running.
-async fn the_demo_scenario<S: Backend>(store: S) -> App<S> {
+async fn the_demo_scenario<S: EventStore, C: Coordination>(
+    store: S,
+    start: impl AsyncFn(S) -> App<S, C>,
+) -> App<S, C> {
     let app = start(store).await;
     let printed = demo::run(&app).await.unwrap();
 
@@ -138,7 +150,7 @@ async fn the_demo_scenario<S: Backend>(store: S) -> App<S> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_scenario_in_memory() {
-    let app = the_demo_scenario(MemoryStore::new()).await;
+    let app = the_demo_scenario(MemoryStore::new(), in_memory).await;
     app.shutdown().await.unwrap();
 }
 
@@ -154,7 +166,7 @@ async fn checkpoints(store: &PgStore) -> Vec<u64> {
 
 /// A copy of `store`'s events, in global order, into a new in-memory store: same ids,
 /// streams, versions, types, payloads and metadata.
-async fn copy_to_memory<S: factum::EventStore>(store: &S) -> MemoryStore {
+async fn copy_to_memory<S: EventStore>(store: &S) -> MemoryStore {
     let copy = MemoryStore::new();
     for event in all_events(store).await {
         let new = NewEvent {
@@ -178,28 +190,25 @@ async fn copy_to_memory<S: factum::EventStore>(store: &S) -> MemoryStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_models_agree_on_both_stores() {
     let store = postgres().await;
-    let on_postgres = the_demo_scenario(store.clone()).await;
+    let pg = the_demo_scenario(store.clone(), on_postgres).await;
     let copy = copy_to_memory(&store).await;
     let events = fingerprint(&copy).await;
-    let in_memory = start(copy.clone()).await;
-    in_memory.settle().await.unwrap();
+    let memory = in_memory(copy.clone()).await;
+    memory.settle().await.unwrap();
 
+    assert_eq!(memory.orders().await.unwrap(), pg.orders().await.unwrap());
     assert_eq!(
-        in_memory.orders().await.unwrap(),
-        on_postgres.orders().await.unwrap()
+        memory.customers().await.unwrap(),
+        pg.customers().await.unwrap()
     );
     assert_eq!(
-        in_memory.customers().await.unwrap(),
-        on_postgres.customers().await.unwrap()
-    );
-    assert_eq!(
-        sales(&in_memory.daily_sales().await.unwrap()),
-        sales(&on_postgres.daily_sales().await.unwrap())
+        sales(&memory.daily_sales().await.unwrap()),
+        sales(&pg.daily_sales().await.unwrap())
     );
     // The process found every command of the copied history already executed.
     assert_eq!(fingerprint(&copy).await, events);
-    in_memory.shutdown().await.unwrap();
-    on_postgres.shutdown().await.unwrap();
+    memory.shutdown().await.unwrap();
+    pg.shutdown().await.unwrap();
 }
 
 // ANCHOR: pg_rebuild
@@ -209,8 +218,8 @@ async fn the_read_models_agree_on_both_stores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_scenario_on_postgres() {
     let store = postgres().await;
-    let app = the_demo_scenario(store.clone()).await;
-    let head = factum::EventStore::head_position(&store).await.unwrap();
+    let app = the_demo_scenario(store.clone(), on_postgres).await;
+    let head = EventStore::head_position(&store).await.unwrap();
     assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
 
     let tables = read_model_tables(&store).await;
@@ -225,7 +234,7 @@ async fn the_demo_scenario_on_postgres() {
     app.shutdown().await.unwrap();
 
     // A restart resumes from the checkpoints: nothing is applied twice.
-    let again = start(store.clone()).await;
+    let again = on_postgres(store.clone()).await;
     again.settle().await.unwrap();
     assert_eq!(read_model_tables(&store).await, tables);
     again.shutdown().await.unwrap();
@@ -235,7 +244,10 @@ async fn the_demo_scenario_on_postgres() {
 // ANCHOR: compensation
 /// An order whose second line cannot be reserved is cancelled, and the first line's stock
 /// is released; a payment that raced the cancellation is refunded.
-async fn a_failed_reservation_is_compensated<S: Backend>(store: S) {
+async fn a_failed_reservation_is_compensated<S: EventStore, C: Coordination>(
+    store: S,
+    start: impl AsyncFn(S) -> App<S, C>,
+) {
     let app = start(store).await;
     app.receive_stock("keyboard", 5, None).await.unwrap();
     app.receive_stock("monitor", 1, None).await.unwrap();
@@ -247,7 +259,7 @@ async fn a_failed_reservation_is_compensated<S: Backend>(store: S) {
     app.place_order(order, None).await.unwrap();
     // Paying at once races the process: the payment is either refused (the order is already
     // cancelled) or captured, and then refunded.
-    let paid = app.pay("o-1", None).await;
+    let paid = app.pay("o-1", None, None).await;
     app.settle().await.unwrap();
 
     let order = app.order("o-1").await.unwrap();
@@ -280,18 +292,21 @@ async fn a_failed_reservation_is_compensated<S: Backend>(store: S) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_reservation_is_compensated_in_memory() {
-    a_failed_reservation_is_compensated(MemoryStore::new()).await;
+    a_failed_reservation_is_compensated(MemoryStore::new(), in_memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_reservation_is_compensated_on_postgres() {
-    a_failed_reservation_is_compensated(postgres().await).await;
+    a_failed_reservation_is_compensated(postgres().await, on_postgres).await;
 }
 
 /// The flow of several orders, with the application dropped (as a crash: its workers are
 /// aborted wherever they are) twice in the middle and started again on the same store.
 /// Everything completes, and every effect happens exactly once.
-async fn a_crash_and_restart_loses_nothing<S: Backend>(store: S) {
+async fn a_crash_and_restart_loses_nothing<S: EventStore, C: Coordination>(
+    store: S,
+    start: impl AsyncFn(S) -> App<S, C>,
+) {
     let first = start(store.clone()).await;
     first.receive_stock("keyboard", 10, None).await.unwrap();
     first.receive_stock("monitor", 1, None).await.unwrap();
@@ -311,11 +326,11 @@ async fn a_crash_and_restart_loses_nothing<S: Backend>(store: S) {
             .await
             .unwrap();
     }
-    first.pay("o-1", None).await.unwrap();
+    first.pay("o-1", None, None).await.unwrap();
     drop(first);
 
     let second = start(store.clone()).await;
-    second.pay("o-2", None).await.unwrap();
+    second.pay("o-2", None, None).await.unwrap();
     drop(second);
 
     let third = start(store.clone()).await;
@@ -381,14 +396,14 @@ async fn a_crash_and_restart_loses_nothing<S: Backend>(store: S) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_and_restart_loses_nothing_in_memory() {
-    a_crash_and_restart_loses_nothing(MemoryStore::new()).await;
+    a_crash_and_restart_loses_nothing(MemoryStore::new(), in_memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_and_restart_loses_nothing_on_postgres() {
     let store = postgres().await;
-    a_crash_and_restart_loses_nothing(store.clone()).await;
-    let head = factum::EventStore::head_position(&store).await.unwrap();
+    a_crash_and_restart_loses_nothing(store.clone(), on_postgres).await;
+    let head = EventStore::head_position(&store).await.unwrap();
     assert_eq!(checkpoints(&store).await, [head; 4].to_vec());
     // Workers aborted inside their transactions left nothing behind on the pooled
     // connections.
@@ -445,7 +460,7 @@ async fn dead_letters_are_parked_and_replayed_on_postgres() {
             .backoff(Duration::from_millis(10), Duration::from_millis(50)),
         ..AppOptions::default()
     };
-    let app = App::start_with(store.clone(), &options).await.unwrap();
+    let app = App::on_postgres(store.clone(), &options).await.unwrap();
     app.receive_stock("keyboard", 5, None).await.unwrap();
     let schema = store.config().schema.quoted();
     let client = store.pool().get().await.unwrap();
@@ -458,7 +473,7 @@ async fn dead_letters_are_parked_and_replayed_on_postgres() {
 
     let order = new_order("o-1", "alice", vec![line("keyboard", 1, 4_999)]);
     app.place_order(order, None).await.unwrap();
-    app.pay("o-1", None).await.unwrap();
+    app.pay("o-1", None, None).await.unwrap();
     app.settle().await.unwrap();
     let parked = app.dead_letters().await.unwrap();
     let parked: Vec<_> = parked
