@@ -40,6 +40,7 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 mod transactional;
 
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
@@ -47,19 +48,13 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use transaction::PgTransaction;
 pub use transactional::{PgProjection, Transactional};
 
 /// The PostgreSQL client this store is built on: its types appear in this crate's API
-/// ([`PgProjection`] handlers get a [`tokio_postgres::Transaction`]), so use this re-export
+/// ([`PgTransaction`] dereferences to a [`tokio_postgres::Transaction`]), so use this re-export
 /// to stay on the same version.
 pub use tokio_postgres;
 
 /// The connection pool this store is built on ([`PgStore::pool`]).
 pub use deadpool_postgres;
-
-/// Support for the code that `#[projection(name = "...", transactional)]` generates; not a
-/// public API.
-#[doc(hidden)]
-pub mod __private {
-    pub use tokio_postgres::Transaction;
-}

@@ -224,9 +224,9 @@ mod transactional_macro {
         Payload, ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, StreamId,
         event, projection,
     };
+    use factum_postgres::PgTransaction;
     use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
     use serde::{Deserialize, Serialize};
-    use tokio_postgres::Transaction;
     use uuid::Uuid;
 
     use super::common::{raw_client, schema, store};
@@ -285,7 +285,7 @@ mod transactional_macro {
     impl Balances {
         async fn deposited(
             &self,
-            tx: &Transaction<'_>,
+            tx: &PgTransaction<'_>,
             event: &Deposited,
         ) -> Result<(), tokio_postgres::Error> {
             tx.execute(&self.upsert, &[&event.account, &event.cents])
@@ -295,7 +295,7 @@ mod transactional_macro {
 
         async fn withdrawn(
             &self,
-            tx: &Transaction<'_>,
+            tx: &PgTransaction<'_>,
             event: &Withdrawn,
             recorded: &RecordedEvent,
         ) -> Result<(), BoxError> {
@@ -310,7 +310,7 @@ mod transactional_macro {
         }
 
         #[reset]
-        async fn clear(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), tokio_postgres::Error> {
             tx.execute(&self.clear, &[]).await.map(drop)
         }
     }

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::PgTransaction;
 use factum::testing::projections::append_tested;
 use factum::{
     BoxError, CheckpointStore, DeadLetterStore, FailurePolicy, ProjectionOptions, ProjectionRunner,
     RecordedEvent, RunnerOptions,
 };
 use tokio::sync::watch;
-use tokio_postgres::Transaction;
 
 use super::{PgProjection, Transactional};
 use crate::PgStore;
@@ -36,7 +36,7 @@ impl PgProjection for Shared {
         vec!["Tested".to_owned()]
     }
 
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
         let delivery = self.0.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
         let position = i64::try_from(event.position)?;
         tx.execute(
@@ -55,7 +55,7 @@ impl PgProjection for Shared {
         Ok(())
     }
 
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+    async fn reset(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
         tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
             .await?;
         Ok(())

@@ -9,8 +9,8 @@ use std::time::Duration;
 use factum::{
     BoxError, ProjectionOptions, ProjectionRunner, RecordedEvent, RunnerOptions, RunningProjections,
 };
+use factum_postgres::PgTransaction;
 use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{raw_client, schema};
@@ -136,7 +136,7 @@ impl PgProjection for CountsProjection {
         vec!["Tested".to_owned()]
     }
 
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
         let counts = &self.0;
         if counts.poisoned().contains(&event.event_id) {
             return Err(format!("poisoned event at position {}", event.position).into());
@@ -167,7 +167,7 @@ impl PgProjection for CountsProjection {
         Ok(())
     }
 
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+    async fn reset(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
         tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
             .await?;
         if self.0.fail_reset.swap(false, Ordering::SeqCst) {
