@@ -170,3 +170,6 @@ impl<'a> Deref for PgTransaction<'a> {
         &self.tx
     }
 }
+
+#[cfg(test)]
+mod tests;
