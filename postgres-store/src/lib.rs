@@ -26,6 +26,10 @@
 //! - The events table is append-only at the database level.
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.
+//! - [`Transactional`] runs a [`PgProjection`] whose read model lives in the same database,
+//!   its writes and its checkpoint in one transaction. Handlers get a [`PgTransaction`]: its
+//!   `search_path` is the store's schema, so their SQL names tables plainly, and it prepares
+//!   each SQL text once per transaction.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
