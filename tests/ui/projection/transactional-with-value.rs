@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {}
 
-/// Stands for `factum_postgres::PgTransaction`.
 pub struct PgTransaction<'a>(&'a ());
 
 #[derive(Debug, Default)]
