@@ -39,6 +39,15 @@ pub enum PgError {
         /// The unknown version.
         version: i32,
     },
+    /// A transaction in the store's schema cannot begin
+    /// ([`PgTransaction::begin`](crate::PgTransaction::begin)).
+    #[error("cannot begin a transaction in schema `{schema}`: {source}")]
+    Begin {
+        /// The schema.
+        schema: String,
+        /// What the database reported.
+        source: tokio_postgres::Error,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),

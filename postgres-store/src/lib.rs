@@ -27,6 +27,10 @@
 //! - The events table is append-only at the database level.
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.
+//! - [`Transactional`] runs a [`PgProjection`] whose read model lives in the same database,
+//!   its writes and its checkpoint in one transaction. Handlers get a [`PgTransaction`]: its
+//!   `search_path` is the store's schema, so their SQL names tables plainly, and it prepares
+//!   each SQL text once per transaction.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
@@ -41,6 +45,7 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 mod transactional;
 
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
@@ -48,19 +53,13 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use transaction::PgTransaction;
 pub use transactional::{PgProjection, Transactional};
 
 /// The PostgreSQL client this store is built on: its types appear in this crate's API
-/// ([`PgProjection`] handlers get a [`tokio_postgres::Transaction`]), so use this re-export
+/// ([`PgTransaction`] dereferences to a [`tokio_postgres::Transaction`]), so use this re-export
 /// to stay on the same version.
 pub use tokio_postgres;
 
 /// The connection pool this store is built on ([`PgStore::pool`]).
 pub use deadpool_postgres;
-
-/// Support for the code that `#[projection(name = "...", transactional)]` generates; not a
-/// public API.
-#[doc(hidden)]
-pub mod __private {
-    pub use tokio_postgres::Transaction;
-}

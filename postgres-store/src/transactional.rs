@@ -5,17 +5,18 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::config::SchemaName;
+use crate::sql::render;
+use crate::{PgStore, PgTransaction};
 use deadpool_postgres::Pool;
 use factum::coordination::{CoordinationError, Lease};
 use factum::projection::{HandleContext, ResetContext};
 use factum::{BoxError, Projection, RecordedEvent};
-use tokio_postgres::Transaction;
-
-use crate::PgStore;
-use crate::sql::render;
 
 /// A projection whose read model lives in the store's database. Its handler gets the
-/// transaction that will also save the checkpoint.
+/// transaction that will also save the checkpoint, a [`PgTransaction`]: its `search_path` is
+/// the store's schema (then `public`), so the handler's SQL names its tables plainly, and its
+/// `execute`/`query` methods prepare each distinct SQL text once per transaction.
 ///
 /// Run it wrapped in [`Transactional`], in a `factum::projection::ProjectionRunner` whose checkpoints
 /// are the same database's ([`PgCoordination`](crate::PgCoordination)).
@@ -37,18 +38,19 @@ pub trait PgProjection: Send + Sync + 'static {
     /// and is retried per the projection's failure policy.
     fn handle(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Updates the read model for several events, in position order, inside `tx`: the events
     /// of one batch, which [`Transactional`] handles in one transaction (or a single event
     /// when it handles them one by one). By default, calls [`handle`](Self::handle) for each
-    /// event. Override it to prepare statements once per batch, or to write a batch in fewer
-    /// statements. An error rolls the whole transaction back.
+    /// event; the statements `handle` runs through `tx` are prepared once for the whole batch
+    /// already. Override it to write a batch in fewer statements. An error rolls the whole
+    /// transaction back.
     fn handle_batch(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         events: &[&RecordedEvent],
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         async move {
@@ -62,7 +64,7 @@ pub trait PgProjection: Send + Sync + 'static {
     /// Empties the read model inside `tx`, before a rebuild. In a runner, `tx` also removes
     /// the projection's parked events and sets its checkpoints to 0, so an error here (or a
     /// crash before the commit) leaves the old read model, dead letters and checkpoints.
-    fn reset(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), BoxError>> + Send {
+    fn reset(&self, tx: &PgTransaction<'_>) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = tx;
         async { Ok(()) }
     }
@@ -83,6 +85,7 @@ pub trait PgProjection: Send + Sync + 'static {
 pub struct Transactional<P> {
     projection: P,
     pool: Pool,
+    schema: SchemaName,
     sql: Arc<Sql>,
     batched: bool,
 }
@@ -102,6 +105,7 @@ impl<P: PgProjection> Transactional<P> {
         Self {
             projection,
             pool: store.pool().clone(),
+            schema: schema.clone(),
             sql: Arc::new(Sql {
                 save: render(include_str!("coordination/checkpoint_save.sql"), schema),
                 fence: render(include_str!("coordination/checkpoint_load.sql"), schema),
@@ -126,6 +130,16 @@ impl<P: PgProjection> Transactional<P> {
         &self.projection
     }
 
+    /// Begins a transaction on `client` in the store's schema.
+    async fn begin<'c>(
+        &self,
+        client: &'c mut deadpool_postgres::Client,
+    ) -> Result<PgTransaction<'c>, BoxError> {
+        PgTransaction::begin(client, &self.schema)
+            .await
+            .map_err(boxed)
+    }
+
     /// Handles `events` and saves the checkpoint at the last one's position with `lease`'s
     /// fence, in one transaction.
     async fn in_transaction(
@@ -137,7 +151,7 @@ impl<P: PgProjection> Transactional<P> {
             return Ok(());
         };
         let mut client = self.pool.get().await.map_err(boxed)?;
-        let tx = client.transaction().await.map_err(boxed)?;
+        let tx = self.begin(&mut client).await?;
         self.projection.handle_batch(&tx, events).await?;
         self.save_checkpoint(&tx, lease, last.position).await?;
         tx.commit().await.map_err(boxed)
@@ -148,7 +162,7 @@ impl<P: PgProjection> Transactional<P> {
     /// caller drops `tx`, which rolls it back).
     async fn save_checkpoint(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &PgTransaction<'_>,
         lease: &Lease,
         position: u64,
     ) -> Result<(), BoxError> {
@@ -156,6 +170,8 @@ impl<P: PgProjection> Transactional<P> {
             .map_err(|_| out_of_range("partition", lease.partition.into()))?;
         let fence = i64::try_from(lease.fence).map_err(|_| out_of_range("fence", lease.fence))?;
         let position = i64::try_from(position).map_err(|_| out_of_range("position", position))?;
+        // The runtime's statements name their schema: cached for the connection's lifetime.
+        let tx = tx.pooled();
         let save = tx.prepare_cached(&self.sql.save).await.map_err(boxed)?;
         let saved = tx
             .execute(&save, &[&lease.name, &partition, &fence, &position])
@@ -206,7 +222,7 @@ impl<P: PgProjection> Projection for Transactional<P> {
     /// checkpoint.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         let mut client = self.pool.get().await.map_err(boxed)?;
-        let tx = client.transaction().await.map_err(boxed)?;
+        let tx = self.begin(&mut client).await?;
         self.projection.handle(&tx, event).await?;
         tx.commit().await.map_err(boxed)
     }
@@ -234,7 +250,7 @@ impl<P: PgProjection> Projection for Transactional<P> {
     /// Outside a runner: empties the read model in a transaction of its own.
     async fn reset(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await.map_err(boxed)?;
-        let tx = client.transaction().await.map_err(boxed)?;
+        let tx = self.begin(&mut client).await?;
         self.projection.reset(&tx).await?;
         tx.commit().await.map_err(boxed)
     }
@@ -245,13 +261,17 @@ impl<P: PgProjection> Projection for Transactional<P> {
     async fn reset_in(&self, context: &ResetContext) -> Result<bool, BoxError> {
         let name = self.projection.name();
         let mut client = self.pool.get().await.map_err(boxed)?;
-        let tx = client.transaction().await.map_err(boxed)?;
+        let tx = self.begin(&mut client).await?;
         self.projection.reset(&tx).await?;
         let clear = tx
+            .pooled()
             .prepare_cached(&self.sql.clear_dead_letters)
             .await
             .map_err(boxed)?;
-        tx.execute(&clear, &[&name]).await.map_err(boxed)?;
+        tx.transaction()
+            .execute(&clear, &[&name])
+            .await
+            .map_err(boxed)?;
         for lease in &context.leases {
             self.save_checkpoint(&tx, lease, 0).await?;
         }

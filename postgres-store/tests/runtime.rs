@@ -227,9 +227,9 @@ mod transactional_macro {
     use factum::{
         BoxError, EventStore, ExpectedVersion, Metadata, RecordedEvent, StreamId, event, projection,
     };
+    use factum_postgres::PgTransaction;
     use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
     use serde::{Deserialize, Serialize};
-    use tokio_postgres::Transaction;
     use uuid::Uuid;
 
     use super::common::{raw_client, schema, store};
@@ -288,7 +288,7 @@ mod transactional_macro {
     impl Balances {
         async fn deposited(
             &self,
-            tx: &Transaction<'_>,
+            tx: &PgTransaction<'_>,
             event: &Deposited,
         ) -> Result<(), tokio_postgres::Error> {
             tx.execute(&self.upsert, &[&event.account, &event.cents])
@@ -298,7 +298,7 @@ mod transactional_macro {
 
         async fn withdrawn(
             &self,
-            tx: &Transaction<'_>,
+            tx: &PgTransaction<'_>,
             event: &Withdrawn,
             recorded: &RecordedEvent,
         ) -> Result<(), BoxError> {
@@ -313,7 +313,7 @@ mod transactional_macro {
         }
 
         #[reset]
-        async fn clear(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), tokio_postgres::Error> {
             tx.execute(&self.clear, &[]).await.map(drop)
         }
     }

@@ -7,14 +7,13 @@
 //! `#[projection(transactional)]`, run inside [`Transactional`]: the changes of a batch of
 //! events and the projection's checkpoint commit in one transaction, so a crash at any point
 //! neither loses nor repeats an event, and a restart resumes from the checkpoint instead of
-//! replaying the store. The SQL is in `src/sql/*.sql`, with `__SCHEMA__` standing for the store's schema.
-
-use std::sync::Arc;
+//! replaying the store. The SQL is in `src/sql/*.sql` and names its tables plainly: every
+//! statement runs in a [`PgTransaction`], whose `search_path` is the store's schema and which
+//! prepares each statement once per transaction.
 
 use deadpool_postgres::Pool;
 use factum::{BoxError, RecordedEvent, projection};
-use factum_postgres::{PgStore, Transactional};
-use tokio_postgres::Transaction;
+use factum_postgres::{PgStore, PgTransaction, SchemaName, Transactional};
 use tokio_postgres::types::ToSql;
 
 use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped};
@@ -22,44 +21,21 @@ use crate::domain::payment::{PaymentCaptured, PaymentRefunded};
 use crate::domain::total_cents;
 use crate::read_model::{CustomerStats, DailySales, OrderSummary};
 
-/// Every statement, with the schema filled in once.
-#[derive(Debug)]
-struct Sql {
-    schema: String,
-    order_placed: String,
-    order_status: String,
-    order_list_reset: String,
-    customer_order_placed: String,
-    customer_payment: String,
-    customer_stats_reset: String,
-    daily_sale: String,
-    daily_sales_reset: String,
-    query_orders: String,
-    query_order: String,
-    query_customers: String,
-    query_daily_sales: String,
-}
-
-impl Sql {
-    fn new(store: &PgStore) -> Self {
-        let schema = store.config().schema.quoted();
-        let r = |template: &str| template.replace("__SCHEMA__", &schema);
-        Self {
-            schema: r(include_str!("sql/schema.sql")),
-            order_placed: r(include_str!("sql/order_placed.sql")),
-            order_status: r(include_str!("sql/order_status.sql")),
-            order_list_reset: r(include_str!("sql/order_list_reset.sql")),
-            customer_order_placed: r(include_str!("sql/customer_order_placed.sql")),
-            customer_payment: r(include_str!("sql/customer_payment.sql")),
-            customer_stats_reset: r(include_str!("sql/customer_stats_reset.sql")),
-            daily_sale: r(include_str!("sql/daily_sale.sql")),
-            daily_sales_reset: r(include_str!("sql/daily_sales_reset.sql")),
-            query_orders: r(include_str!("sql/query_orders.sql")),
-            query_order: r(include_str!("sql/query_order.sql")),
-            query_customers: r(include_str!("sql/query_customers.sql")),
-            query_daily_sales: r(include_str!("sql/query_daily_sales.sql")),
-        }
-    }
+/// The statements, from `src/sql/`.
+mod sql {
+    pub(super) const SCHEMA: &str = include_str!("sql/schema.sql");
+    pub(super) const ORDER_PLACED: &str = include_str!("sql/order_placed.sql");
+    pub(super) const ORDER_STATUS: &str = include_str!("sql/order_status.sql");
+    pub(super) const ORDER_LIST_RESET: &str = include_str!("sql/order_list_reset.sql");
+    pub(super) const CUSTOMER_ORDER_PLACED: &str = include_str!("sql/customer_order_placed.sql");
+    pub(super) const CUSTOMER_PAYMENT: &str = include_str!("sql/customer_payment.sql");
+    pub(super) const CUSTOMER_STATS_RESET: &str = include_str!("sql/customer_stats_reset.sql");
+    pub(super) const DAILY_SALE: &str = include_str!("sql/daily_sale.sql");
+    pub(super) const DAILY_SALES_RESET: &str = include_str!("sql/daily_sales_reset.sql");
+    pub(super) const QUERY_ORDERS: &str = include_str!("sql/query_orders.sql");
+    pub(super) const QUERY_ORDER: &str = include_str!("sql/query_order.sql");
+    pub(super) const QUERY_CUSTOMERS: &str = include_str!("sql/query_customers.sql");
+    pub(super) const QUERY_DAILY_SALES: &str = include_str!("sql/query_daily_sales.sql");
 }
 
 /// Cents as a `bigint`.
@@ -77,7 +53,7 @@ fn from_db(value: i64) -> Result<u64, BoxError> {
 #[derive(Clone, Debug)]
 pub struct PgReadModels {
     pool: Pool,
-    sql: Arc<Sql>,
+    schema: SchemaName,
 }
 
 impl PgReadModels {
@@ -86,7 +62,7 @@ impl PgReadModels {
     pub fn new(store: &PgStore) -> Self {
         Self {
             pool: store.pool().clone(),
-            sql: Arc::new(Sql::new(store)),
+            schema: store.config().schema.clone(),
         }
     }
 
@@ -94,8 +70,8 @@ impl PgReadModels {
     /// first). Safe to run from several processes at once.
     pub async fn create_tables(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(&self.sql.schema).await?;
+        let tx = PgTransaction::begin(&mut client, &self.schema).await?;
+        tx.batch_execute(sql::SCHEMA).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -113,9 +89,9 @@ impl PgReadModels {
         Transactional<PgDailySales>,
     ) {
         (
-            Transactional::new(store, PgOrderList(Arc::clone(&self.sql))),
-            Transactional::new(store, PgCustomerStats(Arc::clone(&self.sql))),
-            Transactional::new(store, PgDailySales(Arc::clone(&self.sql))),
+            Transactional::new(store, PgOrderList),
+            Transactional::new(store, PgCustomerStats),
+            Transactional::new(store, PgDailySales),
         )
     }
     // ANCHOR_END: pg_projections
@@ -125,9 +101,11 @@ impl PgReadModels {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, BoxError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        let mut client = self.pool.get().await?;
+        let tx = PgTransaction::begin(&mut client, &self.schema).await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }
 
@@ -146,7 +124,7 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderSummary, BoxError> {
 impl PgReadModels {
     /// Every order, by id.
     pub async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
-        self.query(&self.sql.query_orders, &[])
+        self.query(sql::QUERY_ORDERS, &[])
             .await?
             .iter()
             .map(order_row)
@@ -155,7 +133,7 @@ impl PgReadModels {
 
     /// One order.
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderSummary>, BoxError> {
-        self.query(&self.sql.query_order, &[&order_id])
+        self.query(sql::QUERY_ORDER, &[&order_id])
             .await?
             .first()
             .map(order_row)
@@ -165,7 +143,7 @@ impl PgReadModels {
     /// Every customer, by id.
     pub async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
         let mut customers: Vec<CustomerStats> = Vec::new();
-        for row in self.query(&self.sql.query_customers, &[]).await? {
+        for row in self.query(sql::QUERY_CUSTOMERS, &[]).await? {
             let customer_id: String = row.try_get("customer_id")?;
             if customers
                 .last()
@@ -190,7 +168,7 @@ impl PgReadModels {
 
     /// Every day and currency, oldest first.
     pub async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
-        self.query(&self.sql.query_daily_sales, &[])
+        self.query(sql::QUERY_DAILY_SALES, &[])
             .await?
             .iter()
             .map(|row| {
@@ -209,36 +187,37 @@ impl PgReadModels {
 // ANCHOR: pg_order_list
 /// The projection writing the `order_list` table: one handler per event type, each given the
 /// transaction that also moves the checkpoint (`#[projection(transactional)]` generates the
-/// `PgProjection` impl).
+/// `PgProjection` impl). The statements name the table plainly and run once per event; the
+/// transaction prepares each once per batch.
 #[derive(Debug)]
-pub struct PgOrderList(Arc<Sql>);
+pub struct PgOrderList;
 
 #[projection(name = "order_list", transactional)]
 impl PgOrderList {
-    async fn placed(&self, tx: &Transaction<'_>, e: &OrderPlaced) -> Result<(), BoxError> {
+    async fn placed(&self, tx: &PgTransaction<'_>, e: &OrderPlaced) -> Result<(), BoxError> {
         let total = db_cents(total_cents(&e.lines))?;
         let params: [&(dyn ToSql + Sync); 4] = [&e.order_id, &e.customer_id, &total, &e.currency];
-        tx.execute(&self.0.order_placed, &params).await?;
+        tx.execute(sql::ORDER_PLACED, &params).await?;
         Ok(())
     }
 
-    async fn paid(&self, tx: &Transaction<'_>, e: &OrderPaid) -> Result<(), BoxError> {
+    async fn paid(&self, tx: &PgTransaction<'_>, e: &OrderPaid) -> Result<(), BoxError> {
         self.status(tx, &e.order_id, "paid", None, None).await
     }
 
-    async fn shipped(&self, tx: &Transaction<'_>, e: &OrderShipped) -> Result<(), BoxError> {
+    async fn shipped(&self, tx: &PgTransaction<'_>, e: &OrderShipped) -> Result<(), BoxError> {
         self.status(tx, &e.order_id, "shipped", Some(&e.tracking), None)
             .await
     }
 
-    async fn cancelled(&self, tx: &Transaction<'_>, e: &OrderCancelled) -> Result<(), BoxError> {
+    async fn cancelled(&self, tx: &PgTransaction<'_>, e: &OrderCancelled) -> Result<(), BoxError> {
         self.status(tx, &e.order_id, "cancelled", None, Some(&e.reason))
             .await
     }
 
     #[reset]
-    async fn clear(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
-        tx.batch_execute(&self.0.order_list_reset).await?;
+    async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute(sql::ORDER_LIST_RESET).await?;
         Ok(())
     }
 }
@@ -248,14 +227,14 @@ impl PgOrderList {
     /// Sets an order's status, and its tracking number or cancellation reason when given.
     async fn status(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         order_id: &str,
         status: &str,
         tracking: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), BoxError> {
         let params: [&(dyn ToSql + Sync); 4] = [&order_id, &status, &tracking, &reason];
-        tx.execute(&self.0.order_status, &params).await?;
+        tx.execute(sql::ORDER_STATUS, &params).await?;
         Ok(())
     }
 }
@@ -264,29 +243,29 @@ impl PgOrderList {
 /// tables. Payments name orders, not customers: `customer_orders` remembers whose each order
 /// is.
 #[derive(Debug)]
-pub struct PgCustomerStats(Arc<Sql>);
+pub struct PgCustomerStats;
 
 #[projection(name = "customer_stats", transactional)]
 impl PgCustomerStats {
-    async fn placed(&self, tx: &Transaction<'_>, e: &OrderPlaced) -> Result<(), BoxError> {
+    async fn placed(&self, tx: &PgTransaction<'_>, e: &OrderPlaced) -> Result<(), BoxError> {
         let params: [&(dyn ToSql + Sync); 2] = [&e.order_id, &e.customer_id];
-        tx.execute(&self.0.customer_order_placed, &params).await?;
+        tx.execute(sql::CUSTOMER_ORDER_PLACED, &params).await?;
         Ok(())
     }
 
-    async fn captured(&self, tx: &Transaction<'_>, e: &PaymentCaptured) -> Result<(), BoxError> {
+    async fn captured(&self, tx: &PgTransaction<'_>, e: &PaymentCaptured) -> Result<(), BoxError> {
         self.spent(tx, &e.order_id, &e.currency, e.amount_cents, 0)
             .await
     }
 
-    async fn refunded(&self, tx: &Transaction<'_>, e: &PaymentRefunded) -> Result<(), BoxError> {
+    async fn refunded(&self, tx: &PgTransaction<'_>, e: &PaymentRefunded) -> Result<(), BoxError> {
         self.spent(tx, &e.order_id, &e.currency, 0, e.amount_cents)
             .await
     }
 
     #[reset]
-    async fn clear(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
-        tx.batch_execute(&self.0.customer_stats_reset).await?;
+    async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute(sql::CUSTOMER_STATS_RESET).await?;
         Ok(())
     }
 }
@@ -295,7 +274,7 @@ impl PgCustomerStats {
     /// Adds `captured` and takes `refunded` from the spending of the order's customer.
     async fn spent(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         order_id: &str,
         currency: &str,
         captured: u64,
@@ -303,7 +282,7 @@ impl PgCustomerStats {
     ) -> Result<(), BoxError> {
         let (captured, refunded) = (db_cents(captured)?, db_cents(refunded)?);
         let params: [&(dyn ToSql + Sync); 4] = [&order_id, &currency, &captured, &refunded];
-        tx.execute(&self.0.customer_payment, &params).await?;
+        tx.execute(sql::CUSTOMER_PAYMENT, &params).await?;
         Ok(())
     }
 }
@@ -311,13 +290,13 @@ impl PgCustomerStats {
 /// The projection writing the `daily_sales` table, by the day (UTC) each payment or refund
 /// was recorded.
 #[derive(Debug)]
-pub struct PgDailySales(Arc<Sql>);
+pub struct PgDailySales;
 
 #[projection(name = "daily_sales", transactional)]
 impl PgDailySales {
     async fn captured(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         e: &PaymentCaptured,
         recorded: &RecordedEvent,
     ) -> Result<(), BoxError> {
@@ -327,7 +306,7 @@ impl PgDailySales {
 
     async fn refunded(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         e: &PaymentRefunded,
         recorded: &RecordedEvent,
     ) -> Result<(), BoxError> {
@@ -336,8 +315,8 @@ impl PgDailySales {
     }
 
     #[reset]
-    async fn clear(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
-        tx.batch_execute(&self.0.daily_sales_reset).await?;
+    async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
+        tx.batch_execute(sql::DAILY_SALES_RESET).await?;
         Ok(())
     }
 }
@@ -346,14 +325,14 @@ impl PgDailySales {
     /// Adds `(payments, refunds, net cents)` to the day `recorded` was recorded on.
     async fn add(
         &self,
-        tx: &Transaction<'_>,
+        tx: &PgTransaction<'_>,
         recorded: &RecordedEvent,
         currency: &str,
         (payments, refunds, net): (i64, i64, i64),
     ) -> Result<(), BoxError> {
         let day = recorded.recorded_at.format("%Y-%m-%d").to_string();
         let params: [&(dyn ToSql + Sync); 5] = [&day, &currency, &payments, &refunds, &net];
-        tx.execute(&self.0.daily_sale, &params).await?;
+        tx.execute(sql::DAILY_SALE, &params).await?;
         Ok(())
     }
 }

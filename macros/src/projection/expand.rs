@@ -45,7 +45,7 @@ pub(super) fn expand(input: &Input) -> TokenStream {
     let (projection_trait, tx_param) = if input.transactional {
         (
             quote!(::factum_postgres::PgProjection),
-            quote!(__tx: &::factum_postgres::__private::Transaction<'_>,),
+            quote!(__tx: &::factum_postgres::PgTransaction<'_>,),
         )
     } else {
         (quote!(::factum::Projection), TokenStream::new())

@@ -22,7 +22,7 @@ pub(super) struct Input {
 }
 
 /// An event handler: `async fn(&self, &Event[, &RecordedEvent]) -> Result<(), E>` or `-> ()`,
-/// with `&Transaction<'_>` first when the projection is transactional.
+/// with `&PgTransaction<'_>` first when the projection is transactional.
 pub(super) struct Handler {
     pub(super) method: syn::Ident,
     /// The type of its transaction argument (transactional projections).
@@ -34,7 +34,7 @@ pub(super) struct Handler {
 }
 
 /// The `#[reset]` method: `async fn(&self) -> Result<(), E>` or `-> ()`, with
-/// `&Transaction<'_>` when the projection is transactional.
+/// `&PgTransaction<'_>` when the projection is transactional.
 pub(super) struct Reset {
     pub(super) method: syn::Ident,
     /// The type of its transaction argument (transactional projections).
@@ -241,16 +241,22 @@ fn method_shape(errors: &mut Errors, sig: &syn::Signature, what: &str) -> bool {
     ok & handler::shared_self(errors, sig, what)
 }
 
-/// Whether a type reads as a transaction: `&Transaction<'_>` or a path ending in
-/// `Transaction`.
-fn is_transaction(ty: &syn::Type) -> bool {
+/// The last segment of a type's path, through a reference: `PgTransaction` for
+/// `&factum_postgres::PgTransaction<'_>`.
+fn type_name(ty: &syn::Type) -> Option<String> {
     let ty = match ty {
         syn::Type::Reference(r) => &*r.elem,
         other => other,
     };
     handler::type_path(ty)
         .and_then(common::last_ident)
-        .is_some_and(|ident| ident == "Transaction")
+        .map(ToString::to_string)
+}
+
+/// Whether a type reads as a transaction: a path ending in `PgTransaction` or `Transaction`,
+/// or a reference to one.
+fn is_transaction(ty: &syn::Type) -> bool {
+    type_name(ty).is_some_and(|name| name == "PgTransaction" || name == "Transaction")
 }
 
 /// The transaction argument of a transactional projection's method, which must be a shared
@@ -262,12 +268,23 @@ fn transaction_arg(
     what: &str,
 ) -> Option<syn::Type> {
     match ty {
+        // `tokio_postgres::Transaction` (or the pool's): the type before `PgTransaction`.
+        syn::Type::Reference(_) if type_name(ty).is_some_and(|name| name == "Transaction") => {
+            errors.spanned(
+                ty,
+                format_args!(
+                    "{what} `{}` of a `transactional` projection takes `&factum_postgres::PgTransaction<'_>`, not `&Transaction<'_>`: it dereferences to `tokio_postgres::Transaction`, sets the store's schema as the `search_path` and prepares each SQL text once per transaction",
+                    sig.ident
+                ),
+            );
+            None
+        }
         syn::Type::Reference(r) if r.mutability.is_none() => Some(ty.clone()),
         _ => {
             errors.spanned(
                 ty,
                 format_args!(
-                    "{what} `{}` of a `transactional` projection takes the transaction first, as `&Transaction<'_>`",
+                    "{what} `{}` of a `transactional` projection takes the transaction first, as `&PgTransaction<'_>`",
                     sig.ident
                 ),
             );
@@ -302,7 +319,7 @@ fn parse_handler(
     let count_ok = handler::arg_count(errors, sig, 1 + skip, 2 + skip, |n| {
         if transactional {
             format!(
-                "{HANDLER} `{}` of a `transactional` projection takes `&Transaction<'_>`, `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
+                "{HANDLER} `{}` of a `transactional` projection takes `&PgTransaction<'_>`, `&Event` and optionally `&RecordedEvent` after `&self`, found {}; every method of a `#[projection]` impl block handles an event: move helpers to another `impl` block",
                 sig.ident,
                 handler::arguments(n)
             )
@@ -380,7 +397,7 @@ fn parse_reset(errors: &mut Errors, sig: &syn::Signature, transactional: bool) -
     let count_ok = handler::arg_count(errors, sig, count, count, |n| {
         if transactional {
             format!(
-                "{WHAT} `{}` of a `transactional` projection takes `&Transaction<'_>` after `&self`, found {}",
+                "{WHAT} `{}` of a `transactional` projection takes `&PgTransaction<'_>` after `&self`, found {}",
                 sig.ident,
                 handler::arguments(n)
             )

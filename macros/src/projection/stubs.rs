@@ -21,7 +21,7 @@ pub(crate) fn stubs(args: &TokenStream, item: &TokenStream) -> TokenStream {
     let (projection_trait, tx_param) = if transactional {
         (
             quote!(::factum_postgres::PgProjection),
-            quote!(_: &::factum_postgres::__private::Transaction<'_>,),
+            quote!(_: &::factum_postgres::PgTransaction<'_>,),
         )
     } else {
         (quote!(::factum::Projection), TokenStream::new())

@@ -56,10 +56,10 @@ fn transactional() {
         quote!(name = "order_list", categories = ["order"], transactional),
         quote! {
             impl OrderList {
-                async fn placed(&self, tx: &Transaction<'_>, event: &OrderPlaced) -> Result<(), tokio_postgres::Error> { todo!() }
-                async fn shipped(&self, tx: &tokio_postgres::Transaction<'_>, event: &OrderShipped, recorded: &RecordedEvent) {}
+                async fn placed(&self, tx: &PgTransaction<'_>, event: &OrderPlaced) -> Result<(), tokio_postgres::Error> { todo!() }
+                async fn shipped(&self, tx: &factum_postgres::PgTransaction<'_>, event: &OrderShipped, recorded: &RecordedEvent) {}
                 #[reset]
-                async fn clear(&self, tx: &Transaction<'_>) -> Result<(), BoxError> { todo!() }
+                async fn clear(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> { todo!() }
             }
         }
     ));
@@ -72,7 +72,7 @@ fn transactional_errors_are_reported_at_once() {
         quote! {
             impl OrderList {
                 async fn no_tx(&self, event: &OrderPlaced) {}
-                async fn tx_by_value(&self, tx: Transaction<'_>, event: &OrderShipped) {}
+                async fn tx_by_value(&self, tx: PgTransaction<'_>, event: &OrderShipped) {}
                 #[reset]
                 async fn clear(&self) {}
             }
@@ -88,6 +88,25 @@ fn transactional_errors_are_reported_at_once() {
         },
     ));
     insta::assert_snapshot!(message);
+}
+
+#[test]
+fn transactional_handlers_take_the_store_transaction() {
+    let message = error(expand_projection(
+        quote!(name = "order_list", transactional),
+        quote! {
+            impl OrderList {
+                async fn placed(&self, tx: &tokio_postgres::Transaction<'_>, event: &OrderPlaced) {}
+                #[reset]
+                async fn clear(&self, tx: &Transaction<'_>) {}
+            }
+        },
+    ));
+    assert_eq!(
+        message,
+        "projection handler `placed` of a `transactional` projection takes `&factum_postgres::PgTransaction<'_>`, not `&Transaction<'_>`: it dereferences to `tokio_postgres::Transaction`, sets the store's schema as the `search_path` and prepares each SQL text once per transaction\n\
+         `#[reset]` method `clear` of a `transactional` projection takes `&factum_postgres::PgTransaction<'_>`, not `&Transaction<'_>`: it dereferences to `tokio_postgres::Transaction`, sets the store's schema as the `search_path` and prepares each SQL text once per transaction"
+    );
 }
 
 #[test]

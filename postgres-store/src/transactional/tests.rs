@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::PgTransaction;
 use factum::coordination::{CheckpointStore, DeadLetterStore};
 use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner, RunnerOptions};
 use factum::testing::projections::append_tested;
 use factum::{BoxError, RecordedEvent};
 use tokio::sync::watch;
-use tokio_postgres::Transaction;
 
 use super::{PgProjection, Transactional};
 use crate::PgStore;
@@ -35,7 +35,7 @@ impl PgProjection for Shared {
         vec!["Tested".to_owned()]
     }
 
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
         let delivery = self.0.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
         let position = i64::try_from(event.position)?;
         tx.execute(
@@ -54,7 +54,7 @@ impl PgProjection for Shared {
         Ok(())
     }
 
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+    async fn reset(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
         tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
             .await?;
         Ok(())

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use factum::projection::{ProjectionOptions, ProjectionRunner, RunnerOptions, RunningProjections};
 use factum::{BoxError, RecordedEvent};
+use factum_postgres::PgTransaction;
 use factum_postgres::{PgCoordination, PgProjection, PgStore, Transactional};
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{raw_client, schema};
@@ -133,7 +133,7 @@ impl PgProjection for CountsProjection {
         vec!["Tested".to_owned()]
     }
 
-    async fn handle(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
         let counts = &self.0;
         if counts.poisoned().contains(&event.event_id) {
             return Err(format!("poisoned event at position {}", event.position).into());
@@ -164,7 +164,7 @@ impl PgProjection for CountsProjection {
         Ok(())
     }
 
-    async fn reset(&self, tx: &Transaction<'_>) -> Result<(), BoxError> {
+    async fn reset(&self, tx: &PgTransaction<'_>) -> Result<(), BoxError> {
         tx.execute(&format!("DELETE FROM {}", self.0.table), &[])
             .await?;
         if self.0.fail_reset.swap(false, Ordering::SeqCst) {

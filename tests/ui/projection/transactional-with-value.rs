@@ -5,14 +5,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {}
 
-pub struct Transaction<'a>(&'a ());
+pub struct PgTransaction<'a>(&'a ());
 
 #[derive(Debug, Default)]
 pub struct OrderList {}
 
 #[projection(name = "order_list", transactional = true)]
 impl OrderList {
-    async fn placed(&self, _: &Transaction<'_>, _: &OrderPlaced) {}
+    async fn placed(&self, _: &PgTransaction<'_>, _: &OrderPlaced) {}
 }
 
 fn main() {}

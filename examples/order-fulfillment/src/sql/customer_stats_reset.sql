@@ -1,3 +1,3 @@
-DELETE FROM __SCHEMA__.customer_spent;
-DELETE FROM __SCHEMA__.customer_stats;
-DELETE FROM __SCHEMA__.customer_orders;
+DELETE FROM customer_spent;
+DELETE FROM customer_stats;
+DELETE FROM customer_orders;

@@ -1,1 +1,1 @@
-DELETE FROM __SCHEMA__.daily_sales
+DELETE FROM daily_sales

@@ -1,1 +1,1 @@
-DELETE FROM __SCHEMA__.order_list
+DELETE FROM order_list

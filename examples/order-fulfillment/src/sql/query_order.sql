@@ -1,3 +1,3 @@
 SELECT order_id, customer_id, status, total_cents, currency, tracking, cancel_reason
-FROM __SCHEMA__.order_list
+FROM order_list
 WHERE order_id = $1

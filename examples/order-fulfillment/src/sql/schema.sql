@@ -1,10 +1,11 @@
--- The read models of the order-fulfillment example, next to the events in the store's schema.
+-- The read models of the order-fulfillment example, next to the events in the store's schema:
+-- run in a `PgTransaction`, whose `search_path` is that schema, so tables are named plainly.
 -- Idempotent: run at every start, under a transaction-scoped advisory lock so that several
 -- processes starting together do not race on the catalog.
-SELECT pg_advisory_xact_lock(hashtext('__SCHEMA__.order_fulfillment_read_models'));
+SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.order_fulfillment_read_models'));
 
 -- The order list: one denormalised row per order (projection `order_list`).
-CREATE TABLE IF NOT EXISTS __SCHEMA__.order_list (
+CREATE TABLE IF NOT EXISTS order_list (
     order_id      text PRIMARY KEY,
     customer_id   text NOT NULL,
     status        text NOT NULL,
@@ -13,27 +14,27 @@ CREATE TABLE IF NOT EXISTS __SCHEMA__.order_list (
     tracking      text,
     cancel_reason text
 );
-CREATE INDEX IF NOT EXISTS order_list_customer ON __SCHEMA__.order_list (customer_id);
+CREATE INDEX IF NOT EXISTS order_list_customer ON order_list (customer_id);
 
 -- Customer statistics (projection `customer_stats`). Payments name orders, not customers, so
 -- the projection also keeps which customer placed each order.
-CREATE TABLE IF NOT EXISTS __SCHEMA__.customer_stats (
+CREATE TABLE IF NOT EXISTS customer_stats (
     customer_id text PRIMARY KEY,
     order_count bigint NOT NULL CHECK (order_count >= 0)
 );
-CREATE TABLE IF NOT EXISTS __SCHEMA__.customer_spent (
-    customer_id text NOT NULL REFERENCES __SCHEMA__.customer_stats (customer_id),
+CREATE TABLE IF NOT EXISTS customer_spent (
+    customer_id text NOT NULL REFERENCES customer_stats (customer_id),
     currency    text NOT NULL,
     spent_cents bigint NOT NULL CHECK (spent_cents >= 0),
     PRIMARY KEY (customer_id, currency)
 );
-CREATE TABLE IF NOT EXISTS __SCHEMA__.customer_orders (
+CREATE TABLE IF NOT EXISTS customer_orders (
     order_id    text PRIMARY KEY,
     customer_id text NOT NULL
 );
 
 -- Daily sales by day (UTC) and currency (projection `daily_sales`).
-CREATE TABLE IF NOT EXISTS __SCHEMA__.daily_sales (
+CREATE TABLE IF NOT EXISTS daily_sales (
     day       date NOT NULL,
     currency  text NOT NULL,
     payments  bigint NOT NULL CHECK (payments >= 0),
