@@ -33,7 +33,7 @@ pub use memory::MemoryStore;
 pub use metadata::Metadata;
 pub use process_manager::{Effects, ProcessManager};
 pub use projection::Projection;
-pub use repository::{AsOf, Executed, Loaded, Repository};
+pub use repository::{AsOf, Executed, Loaded, Repository, Speculation};
 pub use router::{Dispatched, Rejection, Routable, Router};
 pub use store::EventStore;
 pub use stream::{ExpectedVersion, StreamId};

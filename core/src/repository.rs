@@ -1,6 +1,9 @@
 //! Loading aggregates and executing commands against a store.
 
+mod cache;
+
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -11,7 +14,10 @@ use crate::error::{Error, StoreError};
 use crate::event::{EventSet, NewEvent, Payload};
 use crate::metadata::Metadata;
 use crate::store::{EventStore, ReplayEvent, Snapshot, StreamRead};
+
 use crate::stream::{ExpectedVersion, StreamId};
+pub use cache::Speculation;
+use cache::{AggregateCache, SpeculationStats};
 
 /// Namespace of the deterministic event ids derived from command ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_6a8e_4f0b_4c53_9a51_2b6e_0c1d_f4a7);
@@ -67,12 +73,27 @@ pub struct Executed<A: Aggregate> {
 
 /// Loads aggregates of type `A` from a store and executes commands on them.
 ///
-/// Cloning is cheap when the store is.
-#[derive(Debug)]
+/// A repository keeps the aggregates its commands loaded in a bounded cache (1,024 streams by
+/// default, [`with_cache`](Self::with_cache)), so that a command on a cached aggregate is
+/// decided on the cached state and appended with its version in one round trip; the store's
+/// version check catches a stale entry, which is then brought up to date and the command
+/// decided again. Commands on an aggregate that is not cached may first be decided on the
+/// initial state ([`Speculation`]), so that creating an aggregate is one round trip too.
+/// Loads ([`load`](Self::load), [`load_as_of`](Self::load_as_of)) always read the store.
+///
+/// Clones share the store and the cache, and are cheap when the store is.
 pub struct Repository<A, S> {
     store: S,
     conflict_retries: u32,
+    speculation: Speculation,
+    shared: Arc<Shared<A>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+/// What the clones of a repository share.
+struct Shared<A> {
+    cache: AggregateCache<A>,
+    speculation: SpeculationStats,
 }
 
 impl<A, S: Clone> Clone for Repository<A, S> {
@@ -80,8 +101,27 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Self {
             store: self.store.clone(),
             conflict_retries: self.conflict_retries,
+            speculation: self.speculation,
+            shared: Arc::clone(&self.shared),
             _aggregate: PhantomData,
         }
+    }
+}
+
+impl<A, S: std::fmt::Debug> std::fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &std::any::type_name::<A>())
+            .field("store", &self.store)
+            .field("conflict_retries", &self.conflict_retries)
+            .field("cache_capacity", &self.shared.cache.capacity())
+            .field("cached", &self.shared.cache.len())
+            .field("speculation", &self.speculation)
+            .field(
+                "speculation_conflict_rate",
+                &self.shared.speculation.conflict_rate(),
+            )
+            .finish()
     }
 }
 
@@ -89,11 +129,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// How many times a conflicting append is retried by default.
     pub const DEFAULT_CONFLICT_RETRIES: u32 = 3;
 
-    /// A repository over `store`.
+    /// How many streams the aggregate cache holds by default.
+    pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
+
+    /// A repository over `store`, with a cache of
+    /// [`DEFAULT_CACHE_ENTRIES`](Self::DEFAULT_CACHE_ENTRIES) and adaptive
+    /// [`Speculation`].
     pub fn new(store: S) -> Self {
         Self {
             store,
             conflict_retries: Self::DEFAULT_CONFLICT_RETRIES,
+            speculation: Speculation::default(),
+            shared: Arc::new(Shared::new(Self::DEFAULT_CACHE_ENTRIES)),
             _aggregate: PhantomData,
         }
     }
@@ -101,10 +148,38 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Sets how many times a command is re-run on fresh state after losing an append race
     /// (0: report the first conflict). Handlers are pure functions of state and command, so a
     /// re-run is safe; turn it off when a handler has side effects outside the store.
+    ///
+    /// A stale cache entry or a failed speculation is not a lost race: the command is
+    /// decided once more on the stream's current state without counting against this limit.
+    /// A handler with side effects therefore also wants [`with_cache(0)`](Self::with_cache)
+    /// and [`Speculation::Never`].
     #[must_use]
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
         self.conflict_retries = retries;
         self
+    }
+
+    /// Keeps the states of up to `entries` streams between commands, the least recently
+    /// and least frequently used making way for new ones (0 turns the cache off). An entry
+    /// holds one aggregate state; size the cache by the number of aggregates that receive
+    /// commands repeatedly and by the size of their states. The new cache starts empty and
+    /// is shared by the clones made from here on.
+    #[must_use]
+    pub fn with_cache(mut self, entries: usize) -> Self {
+        self.shared = Arc::new(Shared::new(entries));
+        self
+    }
+
+    /// Sets whether commands on uncached aggregates are first decided on the initial state.
+    #[must_use]
+    pub fn with_speculation(mut self, speculation: Speculation) -> Self {
+        self.speculation = speculation;
+        self
+    }
+
+    /// How many streams have an entry in the cache now.
+    pub fn cached(&self) -> usize {
+        self.shared.cache.len()
     }
 
     /// The store.
@@ -152,52 +227,59 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         stream: &StreamId,
         max_version: Option<u64>,
     ) -> Result<Loaded<A>, Error<A::Error>> {
-        let mut loaded = self.load_snapshot(stream, max_version).await?;
-        let mut read = StreamRead::from_version(loaded.version + 1);
-        read.to = max_version;
-        if max_version.is_some_and(|max| max <= loaded.version) {
-            return Ok(loaded);
-        }
-        let events = self.store.replay_stream(stream, &read).await?;
+        let mut loaded = Loaded::initial();
+        let events = if A::SNAPSHOT == crate::SnapshotPolicy::Never {
+            self.replay(stream, 1, max_version).await?
+        } else {
+            let read = self
+                .store
+                .load_aggregate(stream, A::STATE_VERSION, max_version)
+                .await?;
+            match read
+                .snapshot
+                .map(|s| (s.version, A::decode_state(&s.state)))
+            {
+                None => read.events,
+                Some((version, Some(Ok(state)))) => {
+                    loaded = Loaded { state, version };
+                    read.events
+                }
+                Some((version, Some(Err(error)))) => {
+                    tracing::warn!(
+                        stream = %stream,
+                        version,
+                        %error,
+                        "ignoring a snapshot that no longer decodes; replaying the stream"
+                    );
+                    self.replay(stream, 1, max_version).await?
+                }
+                Some((_, None)) => self.replay(stream, 1, max_version).await?,
+            }
+        };
         apply_all(stream, &mut loaded, &events)?;
         Ok(loaded)
     }
 
-    async fn load_snapshot(
+    async fn replay(
         &self,
         stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Loaded<A>, Error<A::Error>> {
-        let empty = Loaded {
-            state: A::default(),
-            version: 0,
-        };
-        if A::SNAPSHOT == crate::SnapshotPolicy::Never {
-            return Ok(empty);
-        }
-        let Some(snapshot) = self
-            .store
-            .load_snapshot(stream, A::STATE_VERSION, max_version)
-            .await?
-        else {
-            return Ok(empty);
-        };
-        match A::decode_state(&snapshot.state) {
-            Some(Ok(state)) => Ok(Loaded {
-                state,
-                version: snapshot.version,
-            }),
-            Some(Err(error)) => {
-                tracing::warn!(
-                    stream = %stream,
-                    version = snapshot.version,
-                    %error,
-                    "ignoring a snapshot that no longer decodes; replaying the stream"
-                );
-                Ok(empty)
-            }
-            None => Ok(empty),
-        }
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<ReplayEvent>, Error<A::Error>> {
+        let mut read = StreamRead::from_version(from);
+        read.to = to;
+        Ok(self.store.replay_stream(stream, &read).await?)
+    }
+
+    /// Applies the events after `loaded.version`; returns whether there were any.
+    async fn catch_up(
+        &self,
+        stream: &StreamId,
+        loaded: &mut Loaded<A>,
+    ) -> Result<bool, Error<A::Error>> {
+        let events = self.replay(stream, loaded.version + 1, None).await?;
+        apply_all(stream, loaded, &events)?;
+        Ok(!events.is_empty())
     }
 
     /// Executes `command` on the instance its `#[id]` field names: validates it, loads the
@@ -297,118 +379,179 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
         }
 
+        let slot = self.shared.cache.slot(&stream);
+        let mut entry = match &slot {
+            Some(slot) => Some(slot.lock().await),
+            None => None,
+        };
+        // Taken out while the command runs: put back only once it is current again, so that
+        // a failure, a panic in a handler or a cancelled call leaves no stale state behind.
+        let cached = entry.as_mut().and_then(|entry| entry.take());
+        let command = Decision {
+            stream: &stream,
+            command,
+            command_id,
+            event_meta: &event_meta,
+            expected,
+            original: original.as_ref(),
+        };
+        let (outcome, current) = self.decide(command, cached).await?;
+        if let (Some(entry), Some(current)) = (entry.as_mut(), current) {
+            **entry = Some(current);
+        }
+        drop(entry);
+        match outcome {
+            Outcome::Done(executed) => Ok(executed),
+            Outcome::Decided { version, outcome } => {
+                self.decided(&stream, original.as_ref(), command_id, version, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// Decides the command and appends its events, starting from the cached state when there
+    /// is one, or from the initial state when speculating; returns the outcome and the state
+    /// to cache, when it is known to be current.
+    async fn decide(
+        &self,
+        d: Decision<'_, A>,
+        cached: Option<Loaded<A>>,
+    ) -> Result<(Outcome<A>, Option<Loaded<A>>), Error<A::Error>> {
+        let stream = d.stream;
+        let mismatch = |expected, actual| Error::VersionMismatch {
+            stream: stream.clone(),
+            expected,
+            actual,
+        };
         let mut attempts = 0u32;
         let mut pauses = conflict_pauses();
-        let mut command = Some(command);
-        while let Some(next) = command.take() {
-            attempts += 1;
-            let last_try = expected.is_some() || attempts > self.conflict_retries;
-            let this_try = if last_try {
-                next
-            } else {
-                let copy = next.clone();
-                command = Some(next);
-                copy
+        let mut current = cached.map(|loaded| (loaded, Basis::Cached));
+        if current.is_none()
+            && d.expected.is_none_or(|v| v == 0)
+            && self.shared.speculation.should_speculate(self.speculation)
+        {
+            current = Some((Loaded::initial(), Basis::Initial));
+        }
+        loop {
+            let (mut loaded, basis) = match current.take() {
+                Some(current) => current,
+                None => (self.load_stream(stream, None).await?, Basis::Store),
             };
-            let failure = match self
-                .attempt(&stream, this_try, command_id, &event_meta, expected)
-                .await?
-            {
-                Attempt::Done(executed) => return Ok(executed),
-                Attempt::Decided { version, outcome } => {
-                    return self
-                        .decided(&stream, original.as_ref(), command_id, version, outcome)
-                        .await;
+            if let Some(expected) = d.expected.filter(|v| *v != loaded.version) {
+                if basis == Basis::Cached {
+                    // The entry may only be stale.
+                    self.catch_up(stream, &mut loaded).await?;
+                    current = Some((loaded, Basis::Store));
+                    continue;
                 }
-                Attempt::Conflict {
-                    expected: at,
-                    actual,
-                } => match expected {
-                    Some(expected) => Error::VersionMismatch {
-                        stream: stream.clone(),
-                        expected,
-                        actual,
-                    },
-                    None => Error::Conflict {
-                        stream: stream.clone(),
-                        attempts,
-                        expected: at,
-                        actual,
-                    },
-                },
-                Attempt::Duplicate(e) => e.into(),
+                return Err(mismatch(expected, loaded.version));
+            }
+            let events = match loaded.state.handle(d.command.clone()) {
+                Ok(events) if !events.is_empty() => events,
+                outcome => {
+                    // Nothing to append, so nothing checks the state: unless it was just
+                    // read, it is brought up to date first, and the command decided again
+                    // if it moved.
+                    let moved = match basis {
+                        Basis::Store => false,
+                        Basis::Cached => self.catch_up(stream, &mut loaded).await?,
+                        Basis::Initial => {
+                            loaded = self.load_stream(stream, None).await?;
+                            loaded.version > 0
+                        }
+                    };
+                    if !moved {
+                        let version = loaded.version;
+                        let outcome = outcome.map(drop);
+                        return Ok((Outcome::Decided { version, outcome }, Some(loaded)));
+                    }
+                    if let Some(expected) = d.expected {
+                        return Err(mismatch(expected, loaded.version));
+                    }
+                    current = Some((loaded, Basis::Store));
+                    continue;
+                }
+            };
+            let new_events = encode_all::<A>(stream, &events, d.command_id, d.event_meta)?;
+            let at = loaded.version;
+            let appended = self
+                .store
+                .append(stream, ExpectedVersion::Exact(at), &new_events)
+                .await;
+            if basis == Basis::Initial {
+                let conflicted = matches!(appended, Err(StoreError::WrongExpectedVersion { .. }));
+                self.shared.speculation.record(conflicted);
+            }
+            let failure = match appended {
+                Ok(result) => {
+                    let position = result.last_position;
+                    let version = result.version;
+                    let current =
+                        (!result.replayed && version == at + events.len() as u64).then(|| {
+                            for event in &events {
+                                loaded.state.apply(event);
+                            }
+                            loaded.version = version;
+                            loaded
+                        });
+                    if let Some(current) = &current {
+                        self.maybe_snapshot(stream, current, at).await;
+                    }
+                    let executed = Executed {
+                        stream_id: stream.clone(),
+                        events,
+                        version,
+                        position,
+                        duplicate: result.replayed,
+                    };
+                    return Ok((Outcome::Done(executed), current));
+                }
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    if let Some(expected) = d.expected {
+                        return Err(mismatch(expected, actual));
+                    }
+                    match basis {
+                        // A stale entry or a stream that exists: not a lost race.
+                        Basis::Cached => {
+                            self.catch_up(stream, &mut loaded).await?;
+                            current = Some((loaded, Basis::Store));
+                            continue;
+                        }
+                        Basis::Initial => continue,
+                        Basis::Store => {
+                            attempts += 1;
+                            Error::Conflict {
+                                stream: stream.clone(),
+                                attempts,
+                                expected: at,
+                                actual,
+                            }
+                        }
+                    }
+                }
+                Err(
+                    e @ (StoreError::DuplicateEventId { .. } | StoreError::CommandDecided { .. }),
+                ) => {
+                    // The derived event ids are stored with other content: the same command
+                    // id was executed concurrently on another state, or reused for another
+                    // command.
+                    e.into()
+                }
+                Err(e) => return Err(e.into()),
             };
             // A concurrent execution of the same command may have won the race.
-            if let Some(original) = &original {
-                if let Some(done) = self.earlier_outcome(&stream, original, command_id).await? {
-                    return Ok(done);
+            if let Some(original) = d.original {
+                if let Some(done) = self.earlier_outcome(stream, original, d.command_id).await? {
+                    return Ok((Outcome::Done(done), None));
                 }
             }
-            if last_try || matches!(failure, Error::Store(_)) {
+            if attempts > self.conflict_retries || !matches!(failure, Error::Conflict { .. }) {
                 return Err(failure);
             }
             // Writers that conflicted together do not race again in step.
             tokio::time::sleep(pauses.next().unwrap_or_default()).await;
-        }
-        unreachable!("the last try always returns")
-    }
-
-    /// Loads, decides and appends once.
-    async fn attempt(
-        &self,
-        stream: &StreamId,
-        command: A::Command,
-        command_id: Uuid,
-        event_meta: &Metadata,
-        expected: Option<u64>,
-    ) -> Result<Attempt<A>, Error<A::Error>> {
-        let loaded = self.load_stream(stream, None).await?;
-        if let Some(expected) = expected.filter(|v| *v != loaded.version) {
-            return Ok(Attempt::Conflict {
-                expected,
-                actual: loaded.version,
-            });
-        }
-        let events = match loaded.state.handle(command) {
-            Ok(events) if events.is_empty() => {
-                return Ok(Attempt::Decided {
-                    version: loaded.version,
-                    outcome: Ok(()),
-                });
-            }
-            Ok(events) => events,
-            Err(error) => {
-                return Ok(Attempt::Decided {
-                    version: loaded.version,
-                    outcome: Err(error),
-                });
-            }
-        };
-        let new_events = encode_all::<A>(stream, &events, command_id, event_meta)?;
-        let expected = ExpectedVersion::Exact(loaded.version);
-        match self.store.append(stream, expected, &new_events).await {
-            Ok(result) => {
-                let position = result.last_position;
-                let version = result.version;
-                if !result.replayed {
-                    self.maybe_snapshot(stream, loaded, &events, version).await;
-                }
-                Ok(Attempt::Done(Executed {
-                    stream_id: stream.clone(),
-                    events,
-                    version,
-                    position,
-                    duplicate: result.replayed,
-                }))
-            }
-            Err(StoreError::WrongExpectedVersion { actual, .. }) => Ok(Attempt::Conflict {
-                expected: loaded.version,
-                actual,
-            }),
-            Err(e @ (StoreError::DuplicateEventId { .. } | StoreError::CommandDecided { .. })) => {
-                Ok(Attempt::Duplicate(e))
-            }
-            Err(e) => Err(e.into()),
+            self.catch_up(stream, &mut loaded).await?;
+            current = Some((loaded, Basis::Store));
         }
     }
 
@@ -579,20 +722,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }))
     }
 
-    async fn maybe_snapshot(
-        &self,
-        stream: &StreamId,
-        mut loaded: Loaded<A>,
-        events: &[A::Event],
-        version: u64,
-    ) {
-        if !A::SNAPSHOT.due(loaded.version, version) {
+    /// Saves a snapshot of `current` when the policy asks for one between version `before`
+    /// and the current version.
+    async fn maybe_snapshot(&self, stream: &StreamId, current: &Loaded<A>, before: u64) {
+        let version = current.version;
+        if !A::SNAPSHOT.due(before, version) {
             return;
         }
-        for event in events {
-            loaded.state.apply(event);
-        }
-        let Some(state) = loaded.state.encode_state() else {
+        let Some(state) = current.state.encode_state() else {
             return;
         };
         let result = match state {
@@ -618,6 +755,25 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
+impl<A> Shared<A> {
+    fn new(cache_entries: usize) -> Self {
+        Self {
+            cache: AggregateCache::new(cache_entries),
+            speculation: SpeculationStats::default(),
+        }
+    }
+}
+
+impl<A: Default> Loaded<A> {
+    /// The state of an aggregate without events.
+    fn initial() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+        }
+    }
+}
+
 /// Refuses a command whose `#[id]` names an instance other than `id`.
 fn check_instance<C: Command, E>(command: &C, id: &str) -> Result<(), Error<E>> {
     match command.aggregate_id() {
@@ -630,20 +786,37 @@ fn check_instance<C: Command, E>(command: &C, id: &str) -> Result<(), Error<E>> 
     }
 }
 
-enum Attempt<A: Aggregate> {
+/// A command being decided, and what it needs besides a state.
+struct Decision<'a, A: Aggregate> {
+    stream: &'a StreamId,
+    command: A::Command,
+    command_id: Uuid,
+    event_meta: &'a Metadata,
+    /// The version it must be decided on (`execute_expecting`).
+    expected: Option<u64>,
+    /// The command as given, when it has a command id.
+    original: Option<&'a A::Command>,
+}
+
+/// Where the state a command is decided on came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Basis {
+    /// Read from the store for this command: current, but for concurrent writers.
+    Store,
+    /// The cache: current unless another process or repository wrote to the stream since.
+    Cached,
+    /// The initial state, assumed because the stream was not cached: current if the
+    /// stream has no events.
+    Initial,
+}
+
+enum Outcome<A: Aggregate> {
     Done(Executed<A>),
     /// The handler appended nothing (`Ok`) or rejected the command, on `version`.
     Decided {
         version: u64,
         outcome: Result<(), A::Error>,
     },
-    Conflict {
-        expected: u64,
-        actual: u64,
-    },
-    /// The derived event ids are stored with other content: the same command id was
-    /// executed concurrently on another state, or reused for another command.
-    Duplicate(StoreError),
 }
 
 fn encode_all<A: Aggregate>(

@@ -199,6 +199,15 @@ impl From<RecordedEvent> for ReplayEvent {
     }
 }
 
+/// What [`EventStore::load_aggregate`] read: a snapshot, and the events after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AggregateRead {
+    /// The latest snapshot at or below the version asked for, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The events after the snapshot (from version 1 without one), in stream order.
+    pub events: Vec<ReplayEvent>,
+}
+
 /// A saved aggregate state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -293,6 +302,34 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// What loading an aggregate reads: the latest snapshot of `schema_version` at or below
+    /// `max_version`, and the events after it up to `max_version` (all events from version 1
+    /// when there is no such snapshot). Stores override it to read both at once; the default
+    /// runs [`load_snapshot`](Self::load_snapshot), then [`replay_stream`](Self::replay_stream).
+    fn load_aggregate(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> impl Future<Output = Result<AggregateRead, StoreError>> + Send {
+        async move {
+            let snapshot = self
+                .load_snapshot(stream, schema_version, max_version)
+                .await?;
+            let from = snapshot.as_ref().map_or(0, |s| s.version) + 1;
+            if max_version.is_some_and(|max| max < from) {
+                return Ok(AggregateRead {
+                    snapshot,
+                    events: Vec::new(),
+                });
+            }
+            let mut read = StreamRead::from_version(from);
+            read.to = max_version;
+            let events = self.replay_stream(stream, &read).await?;
+            Ok(AggregateRead { snapshot, events })
+        }
+    }
 
     // --- Command log: the first outcome of each command id ----------------------------------
 
