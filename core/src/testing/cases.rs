@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::counter::{Counter, CounterError, Increment, Incremented};
 use super::tab::{Open, Paid, Pay, Tab, TabError};
+use crate::aggregate::Aggregate;
 use crate::command_log::{CommandOutcome, CommandRecord};
 use crate::error::{DecodeError, Error, StoreError};
 use crate::event::{NewEvent, Payload, RecordedEvent};
@@ -1041,11 +1042,12 @@ pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
     assert_eq!(loaded.state.value, TASKS * (TASKS + 1) / 2);
     assert_eq!(loaded.version, TASKS);
 
-    let strict = CounterRepo::new(store.clone()).with_conflict_retries(0);
+    // One repository per task, as separate processes have: no shared cache queues them.
     let barrier = Arc::new(tokio::sync::Barrier::new(16));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (strict, barrier) = (strict.clone(), barrier.clone());
+        let strict = CounterRepo::new(store.clone()).with_conflict_retries(0);
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             strict
@@ -1071,6 +1073,192 @@ pub async fn repository_concurrent_commands<S: EventStore>(store: S) {
     }
     assert!(ok >= 1);
     assert_eq!(repo.load("c-2").await.expect("load").version, ok);
+}
+
+/// Two repositories over one store, as two processes have, each with its own cache: every
+/// command is decided on the stream's current state, whatever the other wrote since.
+pub async fn repository_cache_sees_other_writers<S: EventStore>(store: S) {
+    let a = CounterRepo::new(store.clone()).with_conflict_retries(0);
+    let b = CounterRepo::new(store.clone()).with_conflict_retries(0);
+    let mut sum = 0;
+    for i in 1..=12u64 {
+        let repo = if i % 3 == 0 { &b } else { &a };
+        let done = repo
+            .execute_on("c-1", Increment { by: i }, Metadata::new())
+            .await
+            .expect("a stale cache entry is caught up, never a conflict");
+        sum += i;
+        assert_eq!((done.version, done.events.len()), (i, 1));
+    }
+    assert_eq!(a.cached(), 1);
+    let loaded = b.load("c-1").await.expect("load");
+    assert_eq!((loaded.state.value, loaded.version), (sum, 12));
+    assert_eq!(
+        store
+            .stream_version(&stream("counter-c-1"))
+            .await
+            .expect("version"),
+        12
+    );
+}
+
+/// A rejection or an empty outcome decided on a cached state, or on the initial state of a
+/// stream that was not cached, is checked against the stream: a stream that moved has the
+/// command decided again on its current state.
+pub async fn repository_cache_never_trusts_a_stale_rejection<S: EventStore>(store: S) {
+    type TabRepo<S> = Repository<Tab, S>;
+    let a = TabRepo::new(store.clone());
+    let b = TabRepo::new(store.clone());
+    let pay = |only_if_open| Pay {
+        amount: 5,
+        only_if_open,
+    };
+    // `a` caches the tab as not open.
+    assert!(matches!(
+        a.execute_on("t-1", pay(false), Metadata::new()).await,
+        Err(Error::Rejected(TabError::NotOpen))
+    ));
+    let nothing = a
+        .execute_on("t-1", pay(true), Metadata::new())
+        .await
+        .expect("no-op");
+    assert_eq!((nothing.version, nothing.events.len()), (0, 0));
+    // Another process opens it.
+    b.execute_on("t-1", Open, Metadata::new())
+        .await
+        .expect("open");
+    let paid = a
+        .execute_on("t-1", pay(false), Metadata::new())
+        .await
+        .expect("decided again on the opened tab");
+    assert_eq!(paid.version, 2);
+    assert_eq!(paid.events.len(), 1);
+
+    // A repository that never saw the tab decides `Pay` on the initial state first: the
+    // rejection there is not the answer.
+    b.execute_on("t-2", Open, Metadata::new())
+        .await
+        .expect("open");
+    let c = TabRepo::new(store.clone());
+    let paid = c
+        .execute_on("t-2", pay(false), Metadata::new())
+        .await
+        .expect("paid on the loaded state");
+    assert_eq!(paid.version, 2);
+    // `Open` on an existing open tab, uncached: speculation appends nothing twice.
+    let d = TabRepo::new(store.clone());
+    let again = d
+        .execute_on("t-2", Open, Metadata::new())
+        .await
+        .expect("no-op");
+    assert_eq!((again.version, again.events.len()), (2, 0));
+    let types: Vec<String> = store
+        .read_stream(&stream("tab-t-2"), &StreamRead::all())
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(types, ["TabOpened", "TabPaid"]);
+
+    // An expected version is checked against the stream, not the cache (`execute_expecting`
+    // for a command without `#[id]`).
+    async fn expecting<S: EventStore>(
+        repo: &Repository<Tab, S>,
+        id: &str,
+        pay: Pay,
+        version: u64,
+    ) -> Result<crate::Executed<Tab>, Error<TabError>> {
+        let stream = stream(&format!("tab-{id}"));
+        repo.run(stream, pay.into(), Metadata::new(), Some(version))
+            .await
+    }
+    assert!(matches!(
+        expecting(&a, "t-2", pay(false), 1).await,
+        Err(Error::VersionMismatch {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    b.execute_on("t-3", Open, Metadata::new())
+        .await
+        .expect("open");
+    a.execute_on("t-3", Open, Metadata::new())
+        .await
+        .expect("a no-op, cached at 1");
+    b.execute_on("t-3", pay(false), Metadata::new())
+        .await
+        .expect("paid elsewhere");
+    assert!(matches!(
+        expecting(&a, "t-3", pay(false), 1).await,
+        Err(Error::VersionMismatch {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        expecting(&a, "t-3", pay(false), 2).await,
+        Err(Error::Rejected(TabError::AlreadyPaid))
+    ));
+}
+
+/// Commands on one aggregate through one repository queue behind each other instead of
+/// racing: none conflicts, even without retries.
+pub async fn repository_cache_queues_commands_on_one_aggregate<S: EventStore>(store: S) {
+    const TASKS: u64 = 16;
+    let repo = CounterRepo::new(store.clone()).with_conflict_retries(0);
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+    let mut tasks = Vec::new();
+    for i in 1..=TASKS {
+        let (repo, barrier) = (repo.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            repo.execute_on("c-1", Increment { by: i }, Metadata::new())
+                .await
+        }));
+    }
+    let mut versions = BTreeSet::new();
+    for t in tasks {
+        let done = t.await.expect("task").expect("no conflict");
+        versions.insert(done.version);
+    }
+    assert_eq!(versions, (1..=TASKS).collect());
+    let loaded = repo.load("c-1").await.expect("load");
+    assert_eq!(loaded.state.value, TASKS * (TASKS + 1) / 2);
+}
+
+/// Snapshots are taken from the cached state as from a loaded one: every `Every(5)`
+/// crossing saves the state at that version, and loads from it equal a full replay.
+pub async fn repository_cache_takes_snapshots<S: EventStore>(store: S) {
+    let repo = CounterRepo::new(store.clone());
+    let other = CounterRepo::new(store.clone());
+    for i in 1..=12u64 {
+        let repo = if i == 7 { &other } else { &repo };
+        repo.execute_on("c-1", Increment { by: i }, Metadata::new())
+            .await
+            .expect("execute");
+    }
+    let snapshot = store
+        .load_snapshot(&stream("counter-c-1"), 1, None)
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert_eq!(snapshot.version, 10);
+    let state: Counter = snapshot.state.decode().expect("decode");
+    assert_eq!((state.value, state.increments), ((1..=10).sum(), 10));
+    let loaded = repo.load("c-1").await.expect("load");
+    let mut replayed = Counter::default();
+    for recorded in store
+        .read_stream(&stream("counter-c-1"), &StreamRead::all())
+        .await
+        .expect("read")
+    {
+        let by = recorded.payload.decode::<Incremented>().expect("decode").by;
+        replayed.apply(&Incremented { by }.into());
+    }
+    assert_eq!((loaded.state, loaded.version), (replayed, 12));
 }
 
 /// Loading from a snapshot plus the tail gives the same state as a full replay; a snapshot
