@@ -1527,12 +1527,14 @@ pub async fn repository_empty_outcome_is_remembered<S: EventStore>(store: S) {
     assert_eq!(versions(&store, &stream("tab-t-1")).await, [1]);
 }
 
-/// A store whose next append or command record fails with a backend error.
+/// A store whose next append or command record fails with a backend error, and that counts
+/// the calls made to it (round trips, for a store that makes one per call).
 #[derive(Clone)]
 struct Flaky<S> {
     store: S,
     fail_append: Arc<std::sync::atomic::AtomicBool>,
     fail_record: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 impl<S> Flaky<S> {
@@ -1541,7 +1543,17 @@ impl<S> Flaky<S> {
             store,
             fail_append: Arc::default(),
             fail_record: Arc::default(),
+            calls: Arc::default(),
         }
+    }
+
+    fn call(&self, name: &'static str) {
+        self.calls.lock().expect("calls").push(name);
+    }
+
+    /// The calls made since the last time this was asked.
+    fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().expect("calls"))
     }
 
     fn injected(flag: &std::sync::atomic::AtomicBool) -> Result<(), StoreError> {
@@ -1559,6 +1571,7 @@ impl<S: EventStore> EventStore for Flaky<S> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<crate::store::AppendResult, StoreError> {
+        self.call("append");
         Self::injected(&self.fail_append)?;
         self.store.append(stream, expected, events).await
     }
@@ -1567,21 +1580,46 @@ impl<S: EventStore> EventStore for Flaky<S> {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.call("read_stream");
         self.store.read_stream(stream, read).await
     }
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<crate::store::ReplayEvent>, StoreError> {
+        self.call("replay_stream");
+        self.store.replay_stream(stream, read).await
+    }
+    async fn load_aggregate(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<crate::store::AggregateRead, StoreError> {
+        self.call("load_aggregate");
+        self.store
+            .load_aggregate(stream, schema_version, max_version)
+            .await
+    }
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.call("stream_version");
         self.store.stream_version(stream).await
     }
     async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.call("read_all");
         self.store.read_all(read).await
     }
     async fn head_position(&self) -> Result<u64, StoreError> {
+        self.call("head_position");
         self.store.head_position().await
     }
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.call("event_by_id");
         self.store.event_by_id(event_id).await
     }
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.call("save_snapshot");
         self.store.save_snapshot(snapshot).await
     }
     async fn load_snapshot(
@@ -1590,6 +1628,7 @@ impl<S: EventStore> EventStore for Flaky<S> {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>, StoreError> {
+        self.call("load_snapshot");
         self.store
             .load_snapshot(stream, schema_version, max_version)
             .await
@@ -1598,11 +1637,75 @@ impl<S: EventStore> EventStore for Flaky<S> {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        self.call("record_command");
         Self::injected(&self.fail_record)?;
         self.store.record_command(record).await
     }
     async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        self.call("command_record");
         self.store.command_record(command_id).await
+    }
+}
+
+/// What commands cost in store calls: creating an aggregate and a command on a cached one
+/// are one append each; a stale entry adds the failed append and a read of what it missed; a
+/// rejection costs one read; without cache and speculation, every command reads first.
+pub async fn repository_round_trips<S: EventStore>(store: S) {
+    let counted = Flaky::new(store.clone());
+    let repo = CounterRepo::new(counted.clone());
+    let inc = |by| Increment { by };
+    for (i, calls) in [(1, "create"), (2, "cached")] {
+        repo.execute_on("c-1", inc(i), Metadata::new())
+            .await
+            .expect("execute");
+        assert_eq!(counted.take_calls(), ["append"], "{calls}");
+    }
+    CounterRepo::new(store.clone())
+        .execute_on("c-1", inc(3), Metadata::new())
+        .await
+        .expect("another writer");
+    let done = repo
+        .execute_on("c-1", inc(4), Metadata::new())
+        .await
+        .expect("stale");
+    assert_eq!(done.version, 4);
+    assert_eq!(counted.take_calls(), ["append", "replay_stream", "append"]);
+    let done = repo
+        .execute_on("c-1", inc(5), Metadata::new())
+        .await
+        .expect("snapshot due");
+    assert_eq!(done.version, 5);
+    assert_eq!(counted.take_calls(), ["append", "save_snapshot"]);
+
+    let cold = CounterRepo::new(counted.clone()).with_cache(0);
+    cold.execute_on("c-2", inc(1), Metadata::new())
+        .await
+        .expect("create");
+    assert_eq!(
+        counted.take_calls(),
+        ["append"],
+        "speculation without cache"
+    );
+    cold.execute_on("c-2", inc(1), Metadata::new())
+        .await
+        .expect("existing");
+    assert_eq!(
+        counted.take_calls(),
+        ["append", "load_aggregate", "append"],
+        "a failed speculation"
+    );
+    let plain = cold.with_speculation(crate::Speculation::Never);
+    plain
+        .execute_on("c-3", inc(1), Metadata::new())
+        .await
+        .expect("create");
+    assert_eq!(counted.take_calls(), ["load_aggregate", "append"]);
+
+    let tabs = TabRepo::new(counted.clone());
+    for calls in ["uncached", "cached"] {
+        let rejected = tabs.execute_on("t-1", pay(5), Metadata::new()).await;
+        assert!(matches!(rejected, Err(Error::Rejected(TabError::NotOpen))));
+        assert_eq!(counted.take_calls(), ["replay_stream"], "{calls}");
     }
 }
 

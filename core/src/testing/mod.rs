@@ -80,6 +80,7 @@ macro_rules! store_conformance_tests {
             repository_cache_never_trusts_a_stale_rejection,
             repository_cache_queues_commands_on_one_aggregate,
             repository_cache_takes_snapshots,
+            repository_round_trips,
             repository_snapshot_equals_replay,
             repository_temporal_loads,
             repository_decode_error_names_the_event,
