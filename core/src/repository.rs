@@ -372,12 +372,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let event_meta = metadata.caused_by(command_id);
         // Kept to decide a recorded rejection again.
         let original = explicit_id.then(|| command.clone());
-
-        if let Some(original) = &original {
-            if let Some(done) = self.earlier_outcome(&stream, original, command_id).await? {
-                return Ok(done);
-            }
-        }
+        // A command id that has an outcome already is not looked up first: the append claims
+        // the id in the command log and fails when it has an outcome, or finds the events it
+        // derived; recording an outcome without events returns the first one. Either way the
+        // first outcome is then returned, and a first execution costs no extra round trip.
 
         let slot = self.shared.cache.slot(&stream);
         let mut entry = match &slot {

@@ -1677,6 +1677,21 @@ pub async fn repository_round_trips<S: EventStore>(store: S) {
     assert_eq!(done.version, 5);
     assert_eq!(counted.take_calls(), ["append", "save_snapshot"]);
 
+    // A command id is claimed by the append itself: no lookup first.
+    let keyed = Metadata::new().command_id(Uuid::now_v7());
+    let first = repo
+        .execute_on("c-4", inc(1), keyed.clone())
+        .await
+        .expect("keyed");
+    assert_eq!(counted.take_calls(), ["append"], "a command with an id");
+    let again = repo
+        .execute_on("c-4", inc(1), keyed)
+        .await
+        .expect("retried");
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!((again.version, again.events), (1, first.events));
+    counted.take_calls();
+
     let cold = CounterRepo::new(counted.clone()).with_cache(0);
     cold.execute_on("c-2", inc(1), Metadata::new())
         .await
