@@ -2,7 +2,7 @@
 //! in-memory store, and through the test kit.
 
 use factum::prelude::*;
-use factum::{MemoryStore, Metadata, Repository};
+use factum::{MemoryStore, Metadata, Repository, Speculation};
 use serde::{Deserialize, Serialize};
 
 // ANCHOR: events
@@ -193,4 +193,33 @@ async fn rejections_and_invalid_commands_are_typed_errors() {
         other => panic!("expected an invalid command, got {other:?}"),
     }
     assert!(accounts.store().is_empty());
+}
+
+#[tokio::test]
+async fn the_cache_holds_the_accounts_that_received_commands() {
+    let store = MemoryStore::new();
+    // ANCHOR: cache
+    let accounts = Repository::<Account, _>::new(store.clone())
+        // Keep up to 10,000 accounts between commands (0 turns the cache off).
+        .with_cache(10_000)
+        // Decide commands on uncached accounts on the initial state first, while that pays.
+        .with_speculation(Speculation::Adaptive);
+    // ANCHOR_END: cache
+    for account in ["a-1", "a-2", "a-3"] {
+        let deposit = DepositV1 {
+            account: account.into(),
+            amount: 10,
+        };
+        accounts.execute(deposit, Metadata::new()).await.unwrap();
+    }
+    assert_eq!(accounts.cached(), 3);
+
+    let uncached = Repository::<Account, _>::new(store).with_cache(0);
+    let deposit = DepositV1 {
+        account: "a-1".into(),
+        amount: 5,
+    };
+    let executed = uncached.execute(deposit, Metadata::new()).await.unwrap();
+    assert_eq!((executed.version, uncached.cached()), (2, 0));
+    assert_eq!(accounts.load("a-1").await.unwrap().state.balance, 15);
 }
