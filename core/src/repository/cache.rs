@@ -92,7 +92,7 @@ impl SpeculationStats {
             Speculation::Adaptive => {
                 let n = self.uncached.fetch_add(1, Ordering::Relaxed);
                 self.conflict_rate.load(Ordering::Relaxed) < STOP_RATE
-                    || n.is_multiple_of(PROBE_EVERY)
+                    || n % PROBE_EVERY == 0
             }
         }
     }
