@@ -393,7 +393,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             expected,
             original: original.as_ref(),
         };
-        let (outcome, current) = self.decide(command, cached).await?;
+        let decision = self.decide(command, cached).await;
+        let (outcome, current) = match (decision, &original) {
+            // A retried request expecting the version its first execution moved past.
+            (Err(mismatch @ Error::VersionMismatch { .. }), Some(original)) => {
+                drop(entry);
+                return match self.earlier_outcome(&stream, original, command_id).await? {
+                    Some(done) => Ok(done),
+                    None => Err(mismatch),
+                };
+            }
+            (decision, _) => decision?,
+        };
         if let (Some(entry), Some(current)) = (entry.as_mut(), current) {
             **entry = Some(current);
         }

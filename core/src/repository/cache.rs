@@ -91,8 +91,7 @@ impl SpeculationStats {
             Speculation::Never => false,
             Speculation::Adaptive => {
                 let n = self.uncached.fetch_add(1, Ordering::Relaxed);
-                self.conflict_rate.load(Ordering::Relaxed) < STOP_RATE
-                    || n % PROBE_EVERY == 0
+                self.conflict_rate.load(Ordering::Relaxed) < STOP_RATE || n % PROBE_EVERY == 0
             }
         }
     }
