@@ -20,6 +20,9 @@
 //!
 //! - Appends are one round trip: a PL/pgSQL function checks the expected version, reserves
 //!   global positions and inserts every event, all-or-nothing.
+//! - Loading an aggregate is one statement: the latest snapshot and the events after it, read
+//!   by an ordered index scan of the stream's versions in every plan
+//!   (`docs/adr/09-lean-statements.md`).
 //! - A reader following global positions never skips or reorders a committed event: reads
 //!   are bounded by the oldest running transaction that may write to the store's database
 //!   (`docs/adr/02-postgres-ordering.md`). One that stays open is reported by

@@ -139,6 +139,45 @@ pub(crate) fn replay_event(row: &Row, stream: &StreamId) -> Result<ReplayEvent, 
     })
 }
 
+/// A row of `load_aggregate.sql`: the snapshot, or an event after it.
+pub(crate) enum AggregateRow {
+    /// The snapshot (its row has no position).
+    Snapshot(Snapshot),
+    /// An event, as [`replay_event`] decodes it.
+    Event(ReplayEvent),
+}
+
+/// Decodes a row of `load_aggregate.sql` for `stream` and the snapshot schema version asked
+/// for: `stream_version, position, event_type, schema_version, payload, taken_at`, where the
+/// snapshot's row has no position, its version in `stream_version`, its state in `payload`.
+pub(crate) fn aggregate_row(
+    row: &Row,
+    stream: &StreamId,
+    schema_version: u32,
+) -> Result<AggregateRow, StoreError> {
+    let position: Option<i64> = row
+        .try_get(1)
+        .map_err(|e| corrupt(format!("stream `{stream}`"), e))?;
+    if position.is_some() {
+        return replay_event(row, stream).map(AggregateRow::Event);
+    }
+    let version: i64 = row
+        .try_get(0)
+        .map_err(|e| corrupt(format!("snapshot of stream `{stream}`"), e))?;
+    let location = format!("snapshot of stream `{stream}` at version {version}");
+    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    let version = u64::try_from(version).map_err(|e| fail("version", &e))?;
+    let state: RawJson<'_> = row.try_get(4).map_err(|e| fail("state", &e))?;
+    let taken_at: DateTime<Utc> = row.try_get(5).map_err(|e| fail("taken at", &e))?;
+    Ok(AggregateRow::Snapshot(Snapshot {
+        stream_id: stream.clone(),
+        version,
+        schema_version,
+        state: Payload::from_trusted_json(state.0.to_owned()),
+        taken_at,
+    }))
+}
+
 /// Decodes a snapshot row of the columns `stream_id, schema_version, version, state,
 /// taken_at`.
 pub(crate) fn snapshot(row: &Row) -> Result<Snapshot, StoreError> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::store::{
-    AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent, ReadAll,
-    ReplayEvent, Snapshot, StreamRead, check_retry, validate_batch,
+    AggregateRead, AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent,
+    ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, validate_batch,
 };
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::config::PgConfig;
 use crate::error::{PgError, backend};
 use crate::notify::{ListenerConfig, Notifier};
-use crate::rows;
+use crate::rows::{self, AggregateRow};
 use crate::sql::Statements;
 
 /// How many times an append is retried after losing a race that was not a version
@@ -389,7 +389,7 @@ async fn stream_rows<T>(
 }
 
 impl PgStore {
-    /// Runs a stream read (`read_stream.sql` or `replay_stream.sql`, which take the same
+    /// Runs a stream read (`read_stream.sql` or `replay_stream_until.sql`, which take the same
     /// parameters) and decodes its rows as they arrive.
     async fn scan_stream<T>(
         &self,
@@ -413,6 +413,95 @@ impl PgStore {
             decode,
         )
         .await
+    }
+}
+
+impl PgStore {
+    /// Replays `stream` within the version bounds and limit of `read`, without a time bound
+    /// (`replay_stream.sql`), decoding rows as they arrive.
+    async fn replay_untimed(
+        &self,
+        stream: &StreamId,
+        read: &StreamRead,
+    ) -> Result<Vec<ReplayEvent>, StoreError> {
+        let from = clamp(read.from.max(1));
+        let to = read.to.map_or(i64::MAX, clamp);
+        if to < from || read.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let limit = read.limit.map(|l| clamp(l as u64));
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.replay_stream)
+            .await
+            .map_err(backend)?;
+        stream_rows(
+            &client,
+            &statement,
+            &[&stream.as_str(), &from, &to, &limit],
+            |row| rows::replay_event(row, stream),
+        )
+        .await
+    }
+
+    /// [`EventStore::load_aggregate`] in one statement (`load_aggregate.sql`): the snapshot's
+    /// row, then the events after it.
+    async fn load_aggregate_at(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<AggregateRead, StoreError> {
+        let Ok(stored_version) = i32::try_from(schema_version) else {
+            // No snapshot of this schema version can be stored: the events alone.
+            let mut read = StreamRead::from_version(1);
+            read.to = max_version;
+            let events = self.replay_untimed(stream, &read).await?;
+            return Ok(AggregateRead {
+                snapshot: None,
+                events,
+            });
+        };
+        let max_version = max_version.map_or(i64::MAX, clamp);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.load_aggregate)
+            .await
+            .map_err(backend)?;
+        let rows = stream_rows(
+            &client,
+            &statement,
+            &[&stream.as_str(), &stored_version, &max_version],
+            |row| rows::aggregate_row(row, stream, schema_version),
+        )
+        .await?;
+        let mut read = AggregateRead {
+            snapshot: None,
+            events: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            match row {
+                AggregateRow::Event(event) => read.events.push(event),
+                AggregateRow::Snapshot(snapshot) => {
+                    if let Some(first) = &read.snapshot {
+                        return Err(StoreError::Corrupt {
+                            location: format!("snapshots of stream `{stream}`"),
+                            message: format!(
+                                "two latest snapshots of schema version {schema_version} \
+                                 (versions {} and {})",
+                                first.version, snapshot.version
+                            ),
+                        });
+                    }
+                    read.snapshot = Some(snapshot);
+                }
+            }
+        }
+        // The statement returns the events in stream order; this holds whatever plan ran.
+        if !read.events.is_sorted_by_key(|e| e.stream_version) {
+            read.events.sort_by_key(|e| e.stream_version);
+        }
+        Ok(read)
     }
 }
 
@@ -587,7 +676,10 @@ impl EventStore for PgStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<ReplayEvent>, StoreError> {
-        self.scan_stream(stream, read, &self.inner.sql.replay_stream, |row| {
+        if read.until.is_none() {
+            return self.replay_untimed(stream, read).await;
+        }
+        self.scan_stream(stream, read, &self.inner.sql.replay_stream_until, |row| {
             rows::replay_event(row, stream)
         })
         .await
@@ -709,6 +801,17 @@ impl EventStore for PgStore {
             .await
             .map_err(backend)?;
         row.as_ref().map(rows::snapshot).transpose()
+    }
+
+    /// One statement: the snapshot and the events after it (`load_aggregate.sql`).
+    async fn load_aggregate(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<AggregateRead, StoreError> {
+        self.load_aggregate_at(stream, schema_version, max_version)
+            .await
     }
 
     async fn record_command(

@@ -1908,3 +1908,109 @@ pub async fn command_log_first_outcome_wins<S: EventStore>(store: S) {
         }
     }
 }
+
+/// What `load_aggregate` reads for (`schema_version`, `max_version`): checked against
+/// `load_snapshot` and `replay_stream` of the tail, and against the snapshot and event
+/// versions expected.
+async fn check_load_aggregate<S: EventStore>(
+    store: &S,
+    s: &StreamId,
+    schema_version: u32,
+    max_version: Option<u64>,
+    snapshot: Option<u64>,
+    (first, last): (u64, u64),
+) {
+    let case = format!("schema version {schema_version}, max version {max_version:?}");
+    let read = store
+        .load_aggregate(s, schema_version, max_version)
+        .await
+        .expect("load aggregate");
+    assert_eq!(
+        read.snapshot.as_ref().map(|s| s.version),
+        snapshot,
+        "snapshot, {case}"
+    );
+    if let Some(snapshot) = &read.snapshot {
+        assert_eq!(
+            (&snapshot.stream_id, snapshot.schema_version),
+            (s, schema_version),
+            "{case}"
+        );
+    }
+    let versions: Vec<u64> = read.events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(
+        versions,
+        (first..=last).collect::<Vec<_>>(),
+        "events, {case}"
+    );
+
+    let expected_snapshot = store
+        .load_snapshot(s, schema_version, max_version)
+        .await
+        .expect("load snapshot");
+    let from = expected_snapshot.as_ref().map_or(0, |s| s.version) + 1;
+    let mut tail = StreamRead::from_version(from);
+    tail.to = max_version;
+    let expected_events = if max_version.is_some_and(|max| max < from) {
+        Vec::new()
+    } else {
+        store.replay_stream(s, &tail).await.expect("replay stream")
+    };
+    assert_eq!(read.snapshot, expected_snapshot, "{case}");
+    assert_eq!(read.events, expected_events, "{case}");
+}
+
+/// `load_aggregate` reads what `load_snapshot` and then `replay_stream` of the events after
+/// the snapshot read: without a snapshot, with one at the end, in the middle, below the
+/// version asked for, and ignoring snapshots of other schema versions.
+pub async fn load_aggregate_matches_snapshot_and_replay<S: EventStore>(store: S) {
+    let s = stream("counter-agg");
+    let other = stream("counter-other");
+    for chunk in 0..3 {
+        store
+            .append(&s, ExpectedVersion::Exact(chunk * 10), &events(10))
+            .await
+            .expect("append");
+        store
+            .append(&other, ExpectedVersion::Any, &events(3))
+            .await
+            .expect("append other");
+    }
+    let snap = |version: u64, schema_version: u32| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version,
+        state: Payload::encode(&json!({ "value": version })).expect("json"),
+        taken_at: Utc::now(),
+    };
+    let none = Option::<u64>::None;
+
+    // No snapshot.
+    check_load_aggregate(&store, &s, 1, None, none, (1, 30)).await;
+    check_load_aggregate(&store, &s, 1, Some(10), none, (1, 10)).await;
+    check_load_aggregate(&store, &s, 1, Some(0), none, (1, 0)).await;
+    check_load_aggregate(&store, &stream("counter-missing"), 1, None, none, (1, 0)).await;
+
+    // A snapshot at the end.
+    store.save_snapshot(&snap(30, 1)).await.expect("save");
+    check_load_aggregate(&store, &s, 1, None, Some(30), (31, 30)).await;
+    check_load_aggregate(&store, &s, 1, Some(30), Some(30), (31, 30)).await;
+    check_load_aggregate(&store, &s, 1, Some(1000), Some(30), (31, 30)).await;
+
+    // Snapshots in the middle; a version asked for below some of them.
+    store.save_snapshot(&snap(12, 1)).await.expect("save");
+    store.save_snapshot(&snap(5, 1)).await.expect("save");
+    check_load_aggregate(&store, &s, 1, Some(29), Some(12), (13, 29)).await;
+    check_load_aggregate(&store, &s, 1, Some(12), Some(12), (13, 12)).await;
+    check_load_aggregate(&store, &s, 1, Some(11), Some(5), (6, 11)).await;
+    check_load_aggregate(&store, &s, 1, Some(4), none, (1, 4)).await;
+    check_load_aggregate(&store, &s, 1, Some(0), none, (1, 0)).await;
+
+    // Snapshots of other schema versions are ignored.
+    store.save_snapshot(&snap(25, 2)).await.expect("save");
+    check_load_aggregate(&store, &s, 1, None, Some(30), (31, 30)).await;
+    check_load_aggregate(&store, &s, 2, None, Some(25), (26, 30)).await;
+    check_load_aggregate(&store, &s, 2, Some(24), none, (1, 24)).await;
+    check_load_aggregate(&store, &s, 3, None, none, (1, 30)).await;
+    check_load_aggregate(&store, &s, u32::MAX, Some(7), none, (1, 7)).await;
+}

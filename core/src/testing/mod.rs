@@ -84,6 +84,7 @@ macro_rules! store_conformance_tests {
             repository_snapshot_equals_replay,
             repository_temporal_loads,
             repository_decode_error_names_the_event,
+            load_aggregate_matches_snapshot_and_replay,
         );
     };
     (@cases $make_store:path; $($case:ident),* $(,)?) => {

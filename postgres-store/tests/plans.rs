@@ -1,0 +1,130 @@
+//! The plans of the statements that load aggregates: an ordered index scan of the stream's
+//! versions, never a sort, from the first execution of the prepared statement to the
+//! generic plan that PostgreSQL switches to after the fifth.
+
+mod common;
+
+use common::{raw_client, schema, store};
+use factum::store::NewEvent;
+use factum::{EventStore, ExpectedVersion, StreamId};
+use serde_json::Value;
+
+/// Executions explained per statement: five custom plans, then the generic one.
+const EXECUTIONS: usize = 8;
+
+/// A stream of 10,000 events among 95 of 1,000, with fresh statistics: what makes the planner choose a
+/// bitmap scan and a sort for the long stream when it sees the stream id.
+async fn long_stream() -> (factum_postgres::PgStore, StreamId) {
+    let store = store().await;
+    let long = StreamId::new("counter", "long").expect("stream id");
+    for chunk in 0..10 {
+        store
+            .append(
+                &long,
+                ExpectedVersion::Exact(chunk * 1000),
+                &common::events(1000),
+            )
+            .await
+            .expect("append");
+    }
+    for i in 0..95 {
+        let events: Vec<NewEvent> = common::events(1000);
+        store
+            .append(
+                &common::stream(&format!("o{i}")),
+                ExpectedVersion::NoStream,
+                &events,
+            )
+            .await
+            .expect("append");
+    }
+    raw_client()
+        .await
+        .batch_execute(&format!("ANALYZE {}.events", schema(&store)))
+        .await
+        .expect("analyze");
+    (store, long)
+}
+
+/// The plan nodes of `plan` (the `Plan` of `EXPLAIN (FORMAT JSON)`) and of its children.
+fn nodes(plan: &Value, out: &mut Vec<Value>) {
+    out.push(plan.clone());
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        nodes(child, out);
+    }
+}
+
+/// Prepares `sql` (with the store's schema) as `name(types)`, explains `EXECUTE
+/// name(args)` [`EXECUTIONS`] times, and checks that every plan reads the events by an
+/// index scan of `events_stream_version_key` and sorts nothing.
+async fn assert_ordered_index_scan(
+    store: &factum_postgres::PgStore,
+    name: &str,
+    sql: &str,
+    types: &str,
+    args: &str,
+) {
+    let client = raw_client().await;
+    let sql = sql.replace("__SCHEMA__", &schema(store));
+    client
+        .batch_execute(&format!("PREPARE {name}({types}) AS {sql}"))
+        .await
+        .expect("prepare");
+    for execution in 1..=EXECUTIONS {
+        let row = client
+            .query_one(
+                &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({args})"),
+                &[],
+            )
+            .await
+            .expect("explain");
+        let explained: Value = row.get(0);
+        let mut all = Vec::new();
+        nodes(&explained[0]["Plan"], &mut all);
+        let kinds: Vec<&str> = all
+            .iter()
+            .map(|n| n["Node Type"].as_str().unwrap_or("?"))
+            .collect();
+        let on_events: Vec<&Value> = all
+            .iter()
+            .filter(|n| n["Relation Name"] == "events")
+            .collect();
+        assert!(
+            !on_events.is_empty()
+                && on_events.iter().all(|n| n["Node Type"] == "Index Scan"
+                    && n["Index Name"] == "events_stream_version_key"),
+            "{name}, execution {execution}: events not read by an index scan of \
+             events_stream_version_key: {kinds:?}\n{explained:#}"
+        );
+        assert!(
+            !kinds.contains(&"Sort") && !kinds.contains(&"Incremental Sort"),
+            "{name}, execution {execution}: the plan sorts: {kinds:?}\n{explained:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replay_is_an_ordered_index_scan_in_every_plan() {
+    let (store, long) = long_stream().await;
+    assert_ordered_index_scan(
+        &store,
+        "replay",
+        include_str!("../sql/replay_stream.sql"),
+        "text, bigint, bigint, bigint",
+        &format!("'{long}', 1, 9223372036854775807, NULL"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn load_aggregate_is_an_ordered_index_scan_in_every_plan() {
+    let (store, long) = long_stream().await;
+    assert_ordered_index_scan(
+        &store,
+        "load",
+        include_str!("../sql/load_aggregate.sql"),
+        "text, integer, bigint",
+        &format!("'{long}', 1, 9223372036854775807"),
+    )
+    .await;
+}
