@@ -519,6 +519,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     if let Some(expected) = d.expected {
                         return Err(mismatch(expected, actual));
                     }
+                    redecided(stream, basis, at, actual);
                     match basis {
                         // A stale entry or a stream that exists: not a lost race.
                         Basis::Cached => {
@@ -781,6 +782,25 @@ impl<A: Default> Loaded<A> {
             version: 0,
         }
     }
+}
+
+/// Reports a command decided again after its append conflicted: a stale cache entry, a
+/// stream that was not new, or a lost race. Many of the first kind mean that several
+/// processes write the same aggregates; many of the second, that speculation does not pay.
+fn redecided(stream: &StreamId, basis: Basis, expected: u64, actual: u64) {
+    let reason = match basis {
+        Basis::Cached => "stale_cache",
+        Basis::Initial => "speculation",
+        Basis::Store => "conflict",
+    };
+    tracing::debug!(stream = %stream, expected, actual, reason, "deciding a command again");
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "factum_commands_redecided_total",
+        "category" => stream.category().to_owned(),
+        "reason" => reason,
+    )
+    .increment(1);
 }
 
 /// Refuses a command whose `#[id]` names an instance other than `id`.

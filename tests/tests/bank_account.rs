@@ -223,3 +223,41 @@ async fn the_cache_holds_the_accounts_that_received_commands() {
     assert_eq!((executed.version, uncached.cached()), (2, 0));
     assert_eq!(accounts.load("a-1").await.unwrap().state.balance, 15);
 }
+
+#[tokio::test]
+async fn commands_decided_again_are_counted_by_reason() {
+    let capture = factum_tests::counters::Capture::default();
+    let values = std::sync::Arc::clone(&capture.0);
+    let _guard = metrics::set_default_local_recorder(&capture);
+    let store = MemoryStore::new();
+    let a = Repository::<Account, _>::new(store.clone());
+    let b = Repository::<Account, _>::new(store.clone());
+    let deposit = |amount| DepositV1 {
+        account: "a-1".into(),
+        amount,
+    };
+    a.execute(deposit(10), Metadata::new()).await.unwrap();
+    // `b` has not seen the account: a deposit on the initial state is accepted, and its
+    // append as the stream's first event fails.
+    b.execute(deposit(5), Metadata::new()).await.unwrap();
+    // `a` decides on its cached state at version 1; the stream is at 2.
+    let done = a.execute(deposit(1), Metadata::new()).await.unwrap();
+    assert_eq!(done.version, 3);
+    assert_eq!(a.load("a-1").await.unwrap().state.balance, 16);
+    let values = values.lock().unwrap();
+    let counted = |reason: &str| {
+        values
+            .get(&format!(
+                "factum_commands_redecided_total{{category=account,reason={reason}}}"
+            ))
+            .copied()
+    };
+    assert_eq!(
+        (
+            counted("speculation"),
+            counted("stale_cache"),
+            counted("conflict")
+        ),
+        (Some(1), Some(1), None)
+    );
+}
