@@ -1,4 +1,10 @@
-//! What the benchmark binaries share: SQL rendering, the server description, medians.
+//! What the benchmark binaries share: SQL rendering, the server description, medians, timed
+//! runs and the report lines.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use factum_postgres::PgStore;
 
@@ -38,4 +44,96 @@ pub(crate) async fn describe_server(store: &PgStore) {
         let (name, setting): (String, String) = (row.get(0), row.get(1));
         println!("  {name} = {setting}");
     }
+}
+
+/// When the tasks of a timed run stop.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) enum Stop {
+    /// When this much time has passed since the start.
+    After(Duration),
+    /// When each task has run this many operations.
+    Ops(u64),
+}
+
+/// Runs `op` in `tasks` concurrent loops for `run`; returns operations per second.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) async fn throughput<F, Fut>(tasks: u64, run: Duration, op: F) -> f64
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    timed(tasks, Stop::After(run), op).await
+}
+
+/// Runs `op(task, i)` in `tasks` concurrent loops until `stop`; returns operations per
+/// second over all tasks.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) async fn timed<F, Fut>(tasks: u64, stop: Stop, op: F) -> f64
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (op, count) = (op.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while match stop {
+                    Stop::After(run) => start.elapsed() < run,
+                    Stop::Ops(ops) => i < ops,
+                } {
+                    op(task, i).await;
+                    i += 1;
+                }
+                count.fetch_add(i, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs `op` `times` times; returns runs per second.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) async fn rate<F, Fut>(times: u32, mut op: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let start = Instant::now();
+    for _ in 0..times {
+        op().await;
+    }
+    f64::from(times) / start.elapsed().as_secs_f64()
+}
+
+/// Prints the medians of both sides and the median of the per-round ratios: each factum run
+/// is compared with the baseline run next to it in time, which cancels most of the noise of
+/// a shared machine.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) fn report(
+    case: &str,
+    unit: &str,
+    factum_runs: &[f64],
+    raw_runs: &[f64],
+    target: Option<f64>,
+) {
+    let ratios: Vec<f64> = factum_runs
+        .iter()
+        .zip(raw_runs)
+        .map(|(f, r)| f / r)
+        .collect();
+    let (factum, raw, ratio) = (median(factum_runs), median(raw_runs), median(&ratios));
+    let verdict = match target {
+        Some(t) if ratio >= t => format!("meets {t}x"),
+        Some(t) => format!("BELOW {t}x"),
+        None => String::new(),
+    };
+    println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
 }
