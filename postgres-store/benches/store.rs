@@ -13,7 +13,10 @@ use factum::{
 };
 mod common;
 
-use common::{describe_server, median, rate, report, sql, throughput};
+use common::{
+    baseline_store, describe_server, median, print_header, rate, report, sql, throughput,
+    wanted_cases,
+};
 use factum_postgres::testing::{TestDatabase, fresh_store_with};
 use factum_postgres::{PgConfig, PgStore};
 use serde::{Deserialize, Serialize};
@@ -592,26 +595,14 @@ async fn run() {
         .expect("a database for the benchmarks");
     let config = PgConfig::default().pool_size(40);
     let store = fresh_store_with(config.clone()).await.unwrap();
-    let base = fresh_store_with(config.clone()).await.unwrap();
-    base.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&sql(include_str!("sql/baseline_setup.sql"), &base))
-        .await
-        .unwrap();
+    let base = baseline_store(config.clone()).await;
 
     describe_server(&store).await;
     let client = store.pool().get().await.unwrap();
     drop(client);
     let _ = url;
-    println!();
-    println!(
-        "{:<44} {:>12} {:>12} {:<9} {:>7}",
-        "case", "factum", "raw SQL", "unit", "ratio"
-    );
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
+    print_header();
+    let wanted = wanted_cases();
     // Untimed: a new cluster first creates WAL segments and connections, which would slow
     // whichever case runs first.
     if wanted("append") || wanted("claim") {
@@ -652,10 +643,5 @@ async fn run() {
 }
 
 fn main() {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    common::block_on(run());
 }

@@ -6,11 +6,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use factum_postgres::PgStore;
+use factum_postgres::testing::fresh_store_with;
+use factum_postgres::{PgConfig, PgStore};
 
 /// Fills the schema placeholder of a benchmark `.sql` file.
 pub(crate) fn sql(template: &str, store: &PgStore) -> String {
     template.replace("__SCHEMA__", &store.config().schema.quoted())
+}
+
+/// Runs a benchmark on two runtime threads, as many as the machine's cores.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// A fresh schema for the raw-SQL side, with its position counter (a plain sequence).
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) async fn baseline_store(config: PgConfig) -> PgStore {
+    let base = fresh_store_with(config).await.unwrap();
+    base.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(&sql(include_str!("../sql/baseline_setup.sql"), &base))
+        .await
+        .unwrap();
+    base
 }
 
 /// The median of `values` (0 when empty).
@@ -44,6 +69,24 @@ pub(crate) async fn describe_server(store: &PgStore) {
         let (name, setting): (String, String) = (row.get(0), row.get(1));
         println!("  {name} = {setting}");
     }
+}
+
+/// Prints the header of the lines of [`report`].
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) fn print_header() {
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:<9} {:>7}",
+        "case", "factum", "raw SQL", "unit", "ratio"
+    );
+}
+
+/// Whether a case is to run: `BENCH_ONLY` (a comma-separated list of cases) names it, or is
+/// not set.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) fn wanted_cases() -> impl Fn(&str) -> bool {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    move |case| only.is_empty() || only.split(',').any(|c| c == case)
 }
 
 /// When the tasks of a timed run stop.
