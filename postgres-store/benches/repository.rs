@@ -15,8 +15,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::{
-    Stop, baseline_store, describe_server, print_header, rate, report, sql, throughput, timed,
-    wanted_cases,
+    Side, Stop, baseline_store, describe_server, print_header, rate, report, report_cpu, sql,
+    throughput, timed, wanted_cases,
 };
 use factum::__private::Routed;
 use factum::prelude::*;
@@ -465,19 +465,18 @@ async fn creates(store: &PgStore, raw: &Raw, tasks: u64, rounds: usize, warm_up:
     let tag = if warm_up { "w" } else { "" };
     let speculating = Repository::<Account, _>::new(store.clone());
     let loading = Repository::<Account, _>::new(store.clone()).with_speculation(Speculation::Never);
-    let (mut raw_runs, mut spec_runs, mut load_runs) = (vec![], vec![], vec![]);
+    let (mut raw_runs, mut spec_runs, mut load_runs) = <(Side, Side, Side)>::default();
     for r in 0..rounds {
         let raw = raw.clone();
-        raw_runs.push(
-            throughput(tasks, RUN, move |task, i| {
+        raw_runs
+            .measure(throughput(tasks, RUN, move |task, i| {
                 let raw = raw.clone();
                 async move {
                     raw.create(&format!("account-{tag}r{r}-{tasks}-{task}-{i}"))
                         .await
                 }
-            })
-            .await,
-        );
+            }))
+            .await;
         for (repo, side, runs) in [
             (&speculating, "s", &mut spec_runs),
             (&loading, "n", &mut load_runs),
@@ -486,14 +485,17 @@ async fn creates(store: &PgStore, raw: &Raw, tasks: u64, rounds: usize, warm_up:
                 account: format!("{tag}{side}{r}-{tasks}-{task}-{i}"),
                 owner: "bench".into(),
             };
-            runs.push(executing(repo, tasks, Stop::After(RUN), open).await);
+            runs.measure(executing(repo, tasks, Stop::After(RUN), open))
+                .await;
         }
     }
     if !warm_up {
         let case = format!("create, {tasks} tasks");
-        report(&case, "cmds/s", &spec_runs, &raw_runs, Some(0.8));
+        report(&case, "cmds/s", &spec_runs.runs, &raw_runs.runs, Some(0.8));
+        report_cpu(&spec_runs, &raw_runs);
         let case = format!("create, {tasks} tasks, Speculation::Never");
-        report(&case, "cmds/s", &load_runs, &raw_runs, None);
+        report(&case, "cmds/s", &load_runs.runs, &raw_runs.runs, None);
+        report_cpu(&load_runs, &raw_runs);
     }
 }
 
@@ -522,37 +524,38 @@ async fn commands(store: &PgStore, raw: &Raw, events: u64, tasks: u64) {
     // Warms the cache: one command on each aggregate.
     on_sets(&cached, "c").await;
     let filled = cached.cached();
-    let (mut raw_runs, mut cold_runs, mut cached_runs) = (vec![], vec![], vec![]);
+    let (mut raw_runs, mut cold_runs, mut cached_runs) = <(Side, Side, Side)>::default();
     for _ in 0..ROUNDS {
         let (raw, prefix) = (raw.clone(), prefix("r"));
-        raw_runs.push(
-            timed(tasks, Stop::Ops(per_task), move |task, i| {
+        raw_runs
+            .measure(timed(tasks, Stop::Ops(per_task), move |task, i| {
                 let (raw, prefix) = (raw.clone(), prefix.clone());
                 async move {
                     raw.command::<Account>(&format!("account-{prefix}-{task}-{i}"))
                         .await
                 }
-            })
-            .await,
-        );
-        cold_runs.push(on_sets(&cold, "f").await);
-        cached_runs.push(on_sets(&cached, "c").await);
+            }))
+            .await;
+        cold_runs.measure(on_sets(&cold, "f")).await;
+        cached_runs.measure(on_sets(&cached, "c")).await;
     }
     let case = format!("command, {events}-event aggregates, {tasks} tasks");
     report(
         &format!("{case}, cold"),
         "cmds/s",
-        &cold_runs,
-        &raw_runs,
+        &cold_runs.runs,
+        &raw_runs.runs,
         Some(0.9),
     );
+    report_cpu(&cold_runs, &raw_runs);
     report(
         &format!("{case}, cached"),
         "cmds/s",
-        &cached_runs,
-        &raw_runs,
+        &cached_runs.runs,
+        &raw_runs.runs,
         Some(1.0),
     );
+    report_cpu(&cached_runs, &raw_runs);
     if filled < COMMAND_AGGREGATES as usize {
         println!(
             "{:<44} (the cache held {filled} of {COMMAND_AGGREGATES})",
@@ -715,12 +718,21 @@ async fn loads(store: &PgStore) {
         (false, 10, "load 10,000 events, no snapshot"),
         (true, 200, "load 10,000 events, snapshot + 100"),
     ] {
-        let (mut raw_runs, mut factum_runs) = (vec![], vec![]);
+        let (mut raw_runs, mut factum_runs) = <(Side, Side)>::default();
         for _ in 0..ROUNDS {
-            raw_runs.push(rate(times, || raw_load(snapshot)).await);
-            factum_runs.push(rate(times, || factum_load(snapshot)).await);
+            raw_runs.measure(rate(times, || raw_load(snapshot))).await;
+            factum_runs
+                .measure(rate(times, || factum_load(snapshot)))
+                .await;
         }
-        report(case, "loads/s", &factum_runs, &raw_runs, Some(0.9));
+        report(
+            case,
+            "loads/s",
+            &factum_runs.runs,
+            &raw_runs.runs,
+            Some(0.9),
+        );
+        report_cpu(&factum_runs, &raw_runs);
         let raw_peak = peak(|| raw_load(snapshot)).await;
         let factum_peak = peak(|| factum_load(snapshot)).await;
         println!(

@@ -180,3 +180,59 @@ pub(crate) fn report(
     };
     println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
 }
+
+/// The runs of one side of a case, and the CPU time this process spent in them: the client's
+/// share of the two cores it shares with the server.
+#[derive(Debug, Default)]
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) struct Side {
+    /// Operations per second, one per run.
+    pub(crate) runs: Vec<f64>,
+    cpu: Duration,
+    ops: f64,
+}
+
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+impl Side {
+    /// Runs `run`, which returns operations per second, and keeps its rate and CPU time.
+    pub(crate) async fn measure(&mut self, run: impl Future<Output = f64>) {
+        let (cpu, start) = (process_cpu(), Instant::now());
+        let rate = run.await;
+        self.ops += rate * start.elapsed().as_secs_f64();
+        self.cpu += process_cpu().saturating_sub(cpu);
+        self.runs.push(rate);
+    }
+
+    /// This process's CPU time per operation, in microseconds.
+    pub(crate) fn cpu_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ops.max(1.0)
+    }
+}
+
+/// Prints the client CPU time per operation of a case's sides.
+#[allow(dead_code, reason = "not every benchmark binary uses every helper")]
+pub(crate) fn report_cpu(factum: &Side, raw: &Side) {
+    let (f, r) = (factum.cpu_per_op(), raw.cpu_per_op());
+    let label = "  client CPU per operation";
+    println!(
+        "{label:<44} {f:>12.0} {r:>12.0} {:<9} {:>6.3}x",
+        "µs",
+        f / r
+    );
+}
+
+/// The CPU time (user and system) this process has used, from `/proc/self/stat` (0 where
+/// there is none); in clock ticks of 10 ms.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which may hold spaces: `state` is the first, `utime`
+    // and `stime` the 12th and 13th.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    Duration::from_millis(ticks * 10)
+}
