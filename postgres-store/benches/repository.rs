@@ -20,7 +20,7 @@ use common::{
 };
 use factum::__private::Routed;
 use factum::prelude::*;
-use factum::store::{NewEvent, Payload, Snapshot};
+use factum::store::{NewEvent, Payload, Snapshot, StreamRead};
 use factum::{ExpectedVersion, Metadata, Repository, SnapshotPolicy, Speculation, StreamId};
 use factum_postgres::testing::fresh_store_with;
 use factum_postgres::{PgConfig, PgStore};
@@ -339,6 +339,14 @@ impl Raw {
         }
     }
 
+    /// The rows of `stream`'s events, without decoding them.
+    async fn rows(&self, stream: &str) -> u64 {
+        let client = self.base.pool().get().await.unwrap();
+        let statement = client.prepare_cached(&self.load).await.unwrap();
+        let rows = client.query(&statement, &[&stream, &0i64]).await.unwrap();
+        rows.len() as u64
+    }
+
     /// The state and version of `stream` from the snapshot row (when `snapshot_sql` is given)
     /// and the events after it.
     async fn load(&self, stream: &str, snapshot_sql: Option<&str>) -> (Account, i64) {
@@ -466,6 +474,7 @@ async fn creates(store: &PgStore, raw: &Raw, tasks: u64, rounds: usize, warm_up:
     let speculating = Repository::<Account, _>::new(store.clone());
     let loading = Repository::<Account, _>::new(store.clone()).with_speculation(Speculation::Never);
     let (mut raw_runs, mut spec_runs, mut load_runs) = <(Side, Side, Side)>::default();
+    let mut store_runs = Side::default();
     for r in 0..rounds {
         let raw = raw.clone();
         raw_runs
@@ -488,6 +497,21 @@ async fn creates(store: &PgStore, raw: &Raw, tasks: u64, rounds: usize, warm_up:
             runs.measure(executing(repo, tasks, Stop::After(RUN), open))
                 .await;
         }
+        let store = store.clone();
+        store_runs
+            .measure(throughput(tasks, RUN, move |task, i| {
+                let store = store.clone();
+                let stream = format!("{tag}a{r}-{tasks}-{task}-{i}");
+                async move {
+                    let stream = StreamId::new("account", &stream).unwrap();
+                    let opened = new_event(&AccountOpened {
+                        owner: "bench".into(),
+                    });
+                    let at = ExpectedVersion::NoStream;
+                    store.append(&stream, at, &[opened]).await.unwrap();
+                }
+            }))
+            .await;
     }
     if !warm_up {
         let case = format!("create, {tasks} tasks");
@@ -496,6 +520,9 @@ async fn creates(store: &PgStore, raw: &Raw, tasks: u64, rounds: usize, warm_up:
         let case = format!("create, {tasks} tasks, Speculation::Never");
         report(&case, "cmds/s", &load_runs.runs, &raw_runs.runs, None);
         report_cpu(&load_runs, &raw_runs);
+        let case = format!("  {tasks} tasks, PgStore::append alone");
+        report(&case, "appends/s", &store_runs.runs, &raw_runs.runs, None);
+        report_cpu(&store_runs, &raw_runs);
     }
 }
 
@@ -744,6 +771,20 @@ async fn loads(store: &PgStore) {
             factum_peak as f64 / raw_peak as f64
         );
     }
+    // The first phase of a load alone: the rows read and turned into values, not decoded.
+    let (mut raw_runs, mut factum_runs) = <(Side, Side)>::default();
+    for _ in 0..ROUNDS {
+        let raw_rows = || async { assert_eq!(raw.rows("account-big").await, LOAD_EVENTS) };
+        raw_runs.measure(rate(10, raw_rows)).await;
+        let factum_rows = || async {
+            let events = store.replay_stream(&stream, &StreamRead::all()).await;
+            assert_eq!(events.unwrap().len() as u64, LOAD_EVENTS);
+        };
+        factum_runs.measure(rate(10, factum_rows)).await;
+    }
+    let case = "  rows only (replay_stream, SELECT)";
+    report(case, "reads/s", &factum_runs.runs, &raw_runs.runs, None);
+    report_cpu(&factum_runs, &raw_runs);
 }
 
 /// The most bytes allocated at once above what was allocated before, during `op` (the
