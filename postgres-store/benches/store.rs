@@ -4,9 +4,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark program")]
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use factum::store::{DecodeError, Decoded, NewEvent, Payload, ReadAll, Snapshot};
@@ -16,7 +13,10 @@ use factum::{
 };
 mod common;
 
-use common::{describe_server, median, sql};
+use common::{
+    baseline_store, describe_server, median, print_header, rate, report, sql, throughput,
+    wanted_cases,
+};
 use factum_postgres::testing::{TestDatabase, fresh_store_with};
 use factum_postgres::{PgConfig, PgStore};
 use serde::{Deserialize, Serialize};
@@ -223,65 +223,6 @@ impl Appends {
     }
 }
 
-/// Runs `op` in `tasks` concurrent loops for [`RUN`]; returns operations per second.
-async fn throughput<F, Fut>(tasks: u64, op: F) -> f64
-where
-    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|task| {
-            let (op, count) = (op.clone(), count.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while start.elapsed() < RUN {
-                    op(task, i).await;
-                    i += 1;
-                }
-                count.fetch_add(i, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Runs `op` `times` times; returns runs per second.
-async fn rate<F, Fut>(times: u32, mut op: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let start = Instant::now();
-    for _ in 0..times {
-        op().await;
-    }
-    f64::from(times) / start.elapsed().as_secs_f64()
-}
-
-/// Prints the medians of both sides and the median of the per-round ratios: each factum run
-/// is compared with the baseline run next to it in time, which cancels most of the noise of
-/// a shared machine.
-fn report(case: &str, unit: &str, factum_runs: &[f64], raw_runs: &[f64], target: Option<f64>) {
-    let ratios: Vec<f64> = factum_runs
-        .iter()
-        .zip(raw_runs)
-        .map(|(f, r)| f / r)
-        .collect();
-    let (factum, raw, ratio) = (median(factum_runs), median(raw_runs), median(&ratios));
-    let verdict = match target {
-        Some(t) if ratio >= t => format!("meets {t}x"),
-        Some(t) => format!("BELOW {t}x"),
-        None => String::new(),
-    };
-    println!("{case:<44} {factum:>12.0} {raw:>12.0} {unit:<9} {ratio:>6.3}x  {verdict}");
-}
-
 /// The baseline's metadata text and command id for one append: the same text every time for
 /// plain appends, a fresh command id serialized into it for keyed ones.
 fn raw_metadata(appends: Appends, plain: String) -> (String, Option<Uuid>) {
@@ -332,7 +273,7 @@ async fn append_one_runs(
         let (pool, insert, plain) = (base.pool().clone(), insert.clone(), plain_metadata.clone());
         let raw_prefix = prefix.clone();
         raw_runs.push(
-            throughput(tasks, move |task, i| {
+            throughput(tasks, RUN, move |task, i| {
                 let (pool, insert, plain) = (pool.clone(), insert.clone(), plain.clone());
                 let prefix = raw_prefix.clone();
                 async move {
@@ -361,7 +302,7 @@ async fn append_one_runs(
         );
         let (store, factum_prefix) = (store.clone(), prefix.clone());
         factum_runs.push(
-            throughput(tasks, move |task, i| {
+            throughput(tasks, RUN, move |task, i| {
                 let (store, prefix) = (store.clone(), factum_prefix.clone());
                 async move {
                     let stream =
@@ -393,7 +334,7 @@ async fn append_hundred(store: &PgStore, base: &PgStore, appends: Appends) {
     for r in 0..ROUNDS {
         let (pool, insert, plain) = (base.pool().clone(), insert.clone(), plain_metadata.clone());
         raw_runs.push(
-            throughput(1, move |_, i| {
+            throughput(1, RUN, move |_, i| {
                 let (pool, insert, plain) = (pool.clone(), insert.clone(), plain.clone());
                 async move {
                     let client = pool.get().await.unwrap();
@@ -419,7 +360,7 @@ async fn append_hundred(store: &PgStore, base: &PgStore, appends: Appends) {
         );
         let store = store.clone();
         factum_runs.push(
-            throughput(1, move |_, i| {
+            throughput(1, RUN, move |_, i| {
                 let store = store.clone();
                 async move {
                     let stream = StreamId::new("batch", &format!("{prefix}{r}-{i}")).unwrap();
@@ -654,26 +595,14 @@ async fn run() {
         .expect("a database for the benchmarks");
     let config = PgConfig::default().pool_size(40);
     let store = fresh_store_with(config.clone()).await.unwrap();
-    let base = fresh_store_with(config.clone()).await.unwrap();
-    base.pool()
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&sql(include_str!("sql/baseline_setup.sql"), &base))
-        .await
-        .unwrap();
+    let base = baseline_store(config.clone()).await;
 
     describe_server(&store).await;
     let client = store.pool().get().await.unwrap();
     drop(client);
     let _ = url;
-    println!();
-    println!(
-        "{:<44} {:>12} {:>12} {:<9} {:>7}",
-        "case", "factum", "raw SQL", "unit", "ratio"
-    );
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
+    print_header();
+    let wanted = wanted_cases();
     // Untimed: a new cluster first creates WAL segments and connections, which would slow
     // whichever case runs first.
     if wanted("append") || wanted("claim") {
@@ -714,10 +643,5 @@ async fn run() {
 }
 
 fn main() {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+    common::block_on(run());
 }
