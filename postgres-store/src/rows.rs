@@ -118,8 +118,13 @@ pub(crate) fn replay_event(row: &Row, stream: &StreamId) -> Result<ReplayEvent, 
     let version: i64 = row
         .try_get(0)
         .map_err(|e| corrupt(format!("stream `{stream}`"), e))?;
-    let location = format!("stream `{stream}` version {version}");
-    let fail = |what: &str, e: &dyn std::fmt::Display| corrupt(&location, format!("{what}: {e}"));
+    // The location is only formatted for a row that fails: this runs once per event of a load.
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        corrupt(
+            format!("stream `{stream}` version {version}"),
+            format!("{what}: {e}"),
+        )
+    };
     let stream_version = u64::try_from(version).map_err(|e| fail("stream version", &e))?;
     if stream_version == 0 {
         return Err(fail("stream version", &"versions start at 1"));
