@@ -388,6 +388,17 @@ async fn stream_rows<T>(
     Ok(events)
 }
 
+/// The first and last version and the limit of `read` as statement parameters, or `None`
+/// when it selects nothing.
+fn version_bounds(read: &StreamRead) -> Option<(i64, i64, Option<i64>)> {
+    let from = clamp(read.from.max(1));
+    let to = read.to.map_or(i64::MAX, clamp);
+    if to < from || read.limit == Some(0) {
+        return None;
+    }
+    Some((from, to, read.limit.map(|l| clamp(l as u64))))
+}
+
 impl PgStore {
     /// Runs a stream read (`read_stream.sql` or `replay_stream_until.sql`, which take the same
     /// parameters) and decodes its rows as they arrive.
@@ -398,12 +409,9 @@ impl PgStore {
         sql: &str,
         decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let from = clamp(read.from.max(1));
-        let to = read.to.map_or(i64::MAX, clamp);
-        if to < from || read.limit == Some(0) {
+        let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
-        }
-        let limit = read.limit.map(|l| clamp(l as u64));
+        };
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(backend)?;
         stream_rows(
@@ -424,12 +432,9 @@ impl PgStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<ReplayEvent>, StoreError> {
-        let from = clamp(read.from.max(1));
-        let to = read.to.map_or(i64::MAX, clamp);
-        if to < from || read.limit == Some(0) {
+        let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
-        }
-        let limit = read.limit.map(|l| clamp(l as u64));
+        };
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.replay_stream)
