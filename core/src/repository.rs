@@ -385,7 +385,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         // Taken out while the command runs: put back only once it is current again, so that
         // a failure, a panic in a handler or a cancelled call leaves no stale state behind.
         let cached = entry.as_mut().and_then(|entry| entry.take());
-        let command = Decision {
+        let decision = Decision {
             stream: &stream,
             command,
             command_id,
@@ -393,8 +393,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             expected,
             original: original.as_ref(),
         };
-        let decision = self.decide(command, cached).await;
-        let (outcome, current) = match (decision, &original) {
+        let result = self.decide(decision, cached).await;
+        let (outcome, current) = match (result, &original) {
             // A retried request expecting the version its first execution moved past.
             (Err(mismatch @ Error::VersionMismatch { .. }), Some(original)) => {
                 drop(entry);
@@ -403,7 +403,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     None => Err(mismatch),
                 };
             }
-            (decision, _) => decision?,
+            (result, _) => result?,
         };
         if let (Some(entry), Some(current)) = (entry.as_mut(), current) {
             **entry = Some(current);
