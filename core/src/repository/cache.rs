@@ -33,15 +33,12 @@ impl<A> AggregateCache<A> {
 
     /// The slot of `stream`, created empty when it has none; `None` when the cache is off.
     pub(super) fn slot(&self, stream: &StreamId) -> Option<Slot<A>> {
-        let slots = self.slots.as_ref()?;
-        if let Some(slot) = slots.get(stream) {
-            return Some(slot);
-        }
-        let slot: Slot<A> = Arc::default();
-        // Two tasks creating the same slot at once keep separate ones: each decides on its
-        // own state, and the store's version check settles between them.
-        slots.insert(stream.clone(), slot.clone());
-        Some(slot)
+        // Tasks asking for the same new slot at once get one slot, so that they queue.
+        let slot = self
+            .slots
+            .as_ref()?
+            .get_or_insert_with(stream, || Ok::<_, std::convert::Infallible>(Arc::default()));
+        slot.ok()
     }
 
     /// How many streams have a slot (full or empty).
