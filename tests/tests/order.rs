@@ -101,16 +101,24 @@ pub struct OrderPaid {
     pub method: String,
 }
 
+// A stored payload can be any JSON: an upcaster refuses what it cannot read (indexing a
+// `Value` mutably panics on anything but an object, and so does an overflow).
 fn paid_v1_to_v2(mut v1: serde_json::Value) -> Result<serde_json::Value, String> {
     let euros = v1["amount"]
         .as_u64()
         .ok_or_else(|| format!("`amount` is not a whole number: {}", v1["amount"]))?;
-    v1["amount_cents"] = json!(euros * 100);
+    let cents = euros
+        .checked_mul(100)
+        .ok_or_else(|| format!("{euros} euros do not fit in cents"))?;
+    v1["amount_cents"] = json!(cents);
     Ok(v1)
 }
 
-fn paid_v2_to_v3(mut v2: serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
-    v2["method"] = json!("card");
+fn paid_v2_to_v3(mut v2: serde_json::Value) -> Result<serde_json::Value, String> {
+    let Some(fields) = v2.as_object_mut() else {
+        return Err(format!("not an object: {v2}"));
+    };
+    fields.insert("method".into(), json!("card"));
     Ok(v2)
 }
 // ANCHOR_END: json
