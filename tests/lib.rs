@@ -1,5 +1,7 @@
 //! Cross-crate tests for factum; the tests live in `tests/`.
 
+pub mod fuzzing;
+
 pub mod ledger {
     //! An aggregate whose events record the state they were decided on, so that a test can
     //! tell a decision on a stale state from one on the current state.
