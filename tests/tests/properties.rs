@@ -427,6 +427,7 @@ fn state_json(order: &Order) -> Value {
     serde_json::to_value(order).expect("an order's state encodes")
 }
 
+// ANCHOR: order_properties
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(MEMORY_CASES))]
 
@@ -444,6 +445,7 @@ proptest! {
         run(async { order_property(postgres().await, ops, cache).await })?;
     }
 }
+// ANCHOR_END: order_properties
 
 // ---------------------------------------------------------------------------------------
 // The ledger: every entry is decided on the total of the entries before it.

@@ -435,13 +435,12 @@ async fn order_property<S: EventStore>(
                     carrier: "post".into(),
                     tracking: "t-1".into(),
                 };
-                let expected = model.open().and_then(|()| {
-                    if model.paid {
-                        Ok(1)
-                    } else {
-                        Err(OrderError::PaymentRequired)
-                    }
-                });
+                let paid = if model.paid {
+                    Ok(1)
+                } else {
+                    Err(OrderError::PaymentRequired)
+                };
+                let expected = model.open().and(paid);
                 model.shipped |= expected.is_ok();
                 (expected, orders.execute(command, Metadata::new()).await)
             }
