@@ -8,7 +8,8 @@
 //!   on the total of the entries before it;
 //! - folding the stored events gives the state the repository loads;
 //! - for the snapshotted order, the state loaded as of every version (latest snapshot at or
-//!   below it, plus the events after it) equals a full replay up to that version.
+//!   below it, plus the events after it) equals a full replay up to that version, and the
+//!   state loaded as of each event's time equals the fold of the events recorded by then.
 //!
 //! And for stored payloads of older versions, generated at random: each upcasts to the
 //! current type with the expected field mapping, read alone and through both stores; and
@@ -419,6 +420,18 @@ async fn order_property<S: EventStore>(
             "at {}",
             version
         );
+    }
+    // A temporal load as of each event's time is the fold of the events recorded by then.
+    for event in &events {
+        let by_then: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.recorded_at <= event.recorded_at)
+            .cloned()
+            .collect();
+        let at = orders.load_as_of(&id, event.recorded_at).await.unwrap();
+        prop_assert_eq!(at.version, by_then.last().unwrap().stream_version);
+        let replayed: Order = fold(&decoded::<OrderEvent>(&by_then));
+        prop_assert_eq!(state_json(&at.state), state_json(&replayed));
     }
     Ok(())
 }

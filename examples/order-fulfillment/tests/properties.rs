@@ -4,8 +4,9 @@
 //! - the inventory never reserves more than it holds (reserved ≤ on hand after every
 //!   command), refuses a reservation exactly when it does not fit the available units, and
 //!   ships only what was reserved; folding its stored events gives the state the repository
-//!   loads, and the state loaded as of every version (latest snapshot at or below it plus the
-//!   events after it) equals a full replay up to that version;
+//!   loads, the state loaded as of every version (latest snapshot at or below it plus the
+//!   events after it) equals a full replay up to that version, and the state loaded as of
+//!   each event's time equals the fold of the events recorded by then;
 //! - an order is placed once, shipped only when paid, never cancelled once shipped and never
 //!   changed once cancelled; folding its stored events gives the state the repository loads.
 //!
@@ -270,6 +271,18 @@ async fn inventory_property<S: EventStore>(
         let prefix = &events[..usize::try_from(version).unwrap()];
         let replayed: Inventory = fold(&decoded::<InventoryEvent>(prefix));
         prop_assert_eq!(json(&at.state), json(&replayed), "at {}", version);
+    }
+    // A temporal load as of each event's time is the fold of the events recorded by then.
+    for event in &events {
+        let by_then: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.recorded_at <= event.recorded_at)
+            .cloned()
+            .collect();
+        let at = inventory.load_as_of(&sku, event.recorded_at).await.unwrap();
+        prop_assert_eq!(at.version, by_then.last().unwrap().stream_version);
+        let replayed: Inventory = fold(&decoded::<InventoryEvent>(&by_then));
+        prop_assert_eq!(json(&at.state), json(&replayed));
     }
     Ok(())
 }
