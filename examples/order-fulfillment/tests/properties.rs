@@ -8,7 +8,9 @@
 //!   events after it) equals a full replay up to that version, and the state loaded as of
 //!   each event's time equals the fold of the events recorded by then;
 //! - an order is placed once, shipped only when paid, never cancelled once shipped and never
-//!   changed once cancelled; folding its stored events gives the state the repository loads.
+//!   changed once cancelled; folding its stored events gives the state the repository loads;
+//! - a payment is captured once and refunded at most once, for the amount and currency
+//!   captured.
 //!
 //! And every stored version-1 `OrderPlaced`, generated at random, upcasts to the current
 //! type with its fields kept and the currency set to euros, read alone and through both
@@ -32,6 +34,9 @@ use order_fulfillment::domain::inventory::{
 use order_fulfillment::domain::order::{
     CancelOrderV1, MarkOrderPaidV1, Order, OrderError, OrderEvent, OrderPlaced, PlaceOrderV1,
     PlaceOrderV2, ShipOrderV1,
+};
+use order_fulfillment::domain::payment::{
+    CapturePaymentV1, Payment, PaymentError, PaymentEvent, RefundPaymentV1,
 };
 use order_fulfillment::domain::{Line, total_cents};
 use proptest::prelude::*;
@@ -535,6 +540,129 @@ proptest! {
         ops in order_ops(),
     ) {
         run(async { order_property(postgres().await, customer, ops).await })?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The payment: captured once, refunded at most once, for the amount captured.
+
+#[derive(Clone, Debug)]
+enum PaymentOp {
+    Capture(u64, String),
+    Refund,
+}
+
+fn payment_ops() -> impl Strategy<Value = Vec<PaymentOp>> {
+    let op = prop_oneof![
+        (0u64..100_000, "[A-Z]{3}")
+            .prop_map(|(cents, currency)| PaymentOp::Capture(cents, currency)),
+        Just(PaymentOp::Refund),
+    ];
+    prop::collection::vec(op, 1..8)
+}
+
+async fn payment_property<S: EventStore>(
+    store: S,
+    ops: Vec<PaymentOp>,
+) -> Result<(), TestCaseError> {
+    let payments = Repository::<Payment, _>::new(store.clone());
+    let id = fresh_id();
+    let mut captured: Option<(u64, String)> = None;
+    let mut refunded = false;
+    let mut version = 0;
+    for op in ops {
+        match op {
+            PaymentOp::Capture(amount_cents, currency) => {
+                let command = CapturePaymentV1 {
+                    order_id: id.clone(),
+                    amount_cents,
+                    currency: currency.clone(),
+                };
+                let result = payments.execute(command, Metadata::new()).await;
+                if amount_cents == 0 {
+                    let invalid = matches!(result, Err(factum::Error::InvalidCommand { .. }));
+                    prop_assert!(invalid, "{result:?}");
+                } else if captured.is_some() {
+                    let error = result.unwrap_err();
+                    prop_assert_eq!(error.rejection(), Some(&PaymentError::AlreadyCaptured));
+                } else {
+                    prop_assert_eq!(result.unwrap().events.len(), 1);
+                    captured = Some((amount_cents, currency));
+                    version += 1;
+                }
+            }
+            PaymentOp::Refund => {
+                let command = RefundPaymentV1 {
+                    order_id: id.clone(),
+                    reason: "returned".into(),
+                };
+                let result = payments.execute(command, Metadata::new()).await;
+                match &captured {
+                    None => {
+                        let error = result.unwrap_err();
+                        prop_assert_eq!(error.rejection(), Some(&PaymentError::NotCaptured));
+                    }
+                    Some((amount, currency)) => {
+                        let done = result.unwrap();
+                        if refunded {
+                            prop_assert!(done.events.is_empty(), "{:?}", done.events);
+                        } else {
+                            let refund = matches!(
+                                done.events.as_slice(),
+                                [PaymentEvent::PaymentRefunded(e)]
+                                    if (e.amount_cents, &e.currency) == (*amount, currency)
+                            );
+                            prop_assert!(refund, "{:?}", done.events);
+                            refunded = true;
+                            version += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let stream = StreamId::new(Payment::CATEGORY, &id).unwrap();
+    let history: Vec<PaymentEvent> = decoded(&stored(&store, &stream).await);
+    prop_assert_eq!(history.len() as u64, version);
+    // At most one capture, first; at most one refund, after it.
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|e| match e {
+            PaymentEvent::PaymentCaptured(_) => "captured",
+            PaymentEvent::PaymentRefunded(_) => "refunded",
+        })
+        .collect();
+    let allowed: [&[&str]; 3] = [&[], &["captured"], &["captured", "refunded"]];
+    prop_assert!(allowed.contains(&kinds.as_slice()), "{:?}", kinds);
+
+    let loaded = payments.load(&id).await.unwrap();
+    let folded: Payment = fold(&history);
+    prop_assert_eq!(loaded.version, version);
+    for state in [&loaded.state, &folded] {
+        prop_assert_eq!(
+            (state.is_captured(), state.is_refunded()),
+            (captured.is_some(), refunded)
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(MEMORY_CASES))]
+
+    #[test]
+    fn payment_is_captured_once_and_refunded_at_most_once_in_memory(ops in payment_ops()) {
+        run(payment_property(MemoryStore::new(), ops))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(POSTGRES_CASES))]
+
+    #[test]
+    fn payment_is_captured_once_and_refunded_at_most_once_on_postgres(ops in payment_ops()) {
+        run(async { payment_property(postgres().await, ops).await })?;
     }
 }
 
