@@ -1,6 +1,7 @@
 //! Events: the stored envelope, payloads, and the traits the macros implement.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -59,6 +60,84 @@ impl Payload {
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
         self.decode()
     }
+
+    /// Where the payload holds the NUL character (`\u0000`), which no store keeps
+    /// (PostgreSQL's `jsonb` refuses it): the JSONPath of the first string value or object
+    /// key holding it, such as `$.lines[2].sku` or `$["a\u0000b"]`; `None` when there is none.
+    ///
+    /// Stores call it before appending ([`validate_batch`](crate::store::validate_batch)).
+    /// Text without the escape `\u0000` (or a raw NUL byte) is passed over without parsing.
+    ///
+    /// ```
+    /// use factum::store::Payload;
+    /// let clean = Payload::encode(&serde_json::json!({"note": "a\\u0000 is fine"}))?;
+    /// assert_eq!(clean.nul_character(), None);
+    /// let nul = Payload::encode(&serde_json::json!({"lines": [{"sku": "a\u{0}"}]}))?;
+    /// assert_eq!(nul.nul_character().as_deref(), Some("$.lines[0].sku"));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn nul_character(&self) -> Option<String> {
+        let text = self.as_str();
+        if !text.contains("\\u0000") && !text.as_bytes().contains(&0) {
+            return None;
+        }
+        match self.to_value() {
+            Ok(value) => nul_path(&value),
+            // Only trusted text can be malformed; a raw NUL byte in it has no path.
+            Err(_) => Some("$".to_owned()),
+        }
+    }
+}
+
+/// The JSONPath of the first string value or object key of `value` that holds the NUL
+/// character, or `None`.
+pub(crate) fn nul_path(value: &serde_json::Value) -> Option<String> {
+    let mut path = String::from("$");
+    find_nul(value, &mut path).then_some(path)
+}
+
+fn find_nul(value: &serde_json::Value, path: &mut String) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            let _ = write!(path, "[{i}]");
+            let found = find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Object(members) => members.iter().any(|(key, item)| {
+            let len = path.len();
+            push_member(path, key);
+            let found = key.contains('\0') || find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Appends the member `key` to a JSONPath: `.key` for a plain name, `["key"]` (a JSON
+/// string, control characters escaped) otherwise.
+pub(crate) fn push_member(path: &mut String, key: &str) {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::Value::from(key).to_string());
+        path.push(']');
+    }
 }
 
 /// Two payloads are equal when they hold the same JSON value, whatever the key order or
@@ -104,13 +183,16 @@ impl<'de> Deserialize<'de> for Payload {
 pub struct NewEvent {
     /// Unique id. Appending the same ids again is an idempotent retry.
     pub event_id: Uuid,
-    /// Stored type name, such as `OrderPlaced`.
+    /// Stored type name, such as `OrderPlaced`: 1 to
+    /// [`MAX_EVENT_TYPE_LEN`](crate::store::MAX_EVENT_TYPE_LEN) bytes of any text but control
+    /// characters (quotes, `%`, `_`, emoji are stored and filtered on exactly).
     pub event_type: String,
     /// Schema version of the payload.
     pub schema_version: u32,
-    /// The event's data.
+    /// The event's data. Its strings and keys may hold any text but the NUL character
+    /// (`\u0000`): see [`Payload::nul_character`].
     pub payload: Payload,
-    /// Correlation, causation, actor, tenant, free key-values.
+    /// Correlation, causation, actor, tenant, free key-values; the same rule for NUL.
     pub metadata: Metadata,
 }
 
