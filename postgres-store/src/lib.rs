@@ -43,6 +43,7 @@ mod coordination;
 mod error;
 mod migrate;
 mod notify;
+mod roles;
 mod rows;
 mod sql;
 mod store;
@@ -51,7 +52,7 @@ pub mod testing;
 mod transaction;
 mod transactional;
 
-pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
+pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;

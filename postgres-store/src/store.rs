@@ -123,8 +123,13 @@ impl PgStore {
 
     /// Creates the schema and tables, or applies the migrations they lack. Concurrent calls,
     /// from this or other processes, wait for each other.
+    ///
+    /// With [`PgConfig::application_role`] set, it then grants that role what it needs at
+    /// run time, and nothing more. When every migration is applied and no role is set, it
+    /// only reads the applied versions: an application running as a role that may not
+    /// create tables can call it at start-up.
     pub async fn migrate(&self) -> Result<(), PgError> {
-        crate::migrate::migrate(&self.inner.pool, &self.inner.config.schema, &self.inner.sql).await
+        crate::migrate::migrate(&self.inner.pool, &self.inner.config, &self.inner.sql).await
     }
 
     /// The configuration.
