@@ -28,9 +28,15 @@ impl Payload {
         serde_json::to_string(value).map(|s| Self(s.into_boxed_str()))
     }
 
-    /// Takes JSON text, checking that it is well-formed.
+    /// Takes JSON text, checking that it is well-formed, escapes included: a `\uD800` to
+    /// `\uDFFF` escape that is not half of a surrogate pair is refused, since it encodes no
+    /// character (and PostgreSQL's `jsonb` refuses it).
     pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
+        if json.contains("\\ud") || json.contains("\\uD") {
+            // Skipping a string does not decode its escapes: decoding it checks the pairs.
+            serde_json::from_str::<serde_json::Value>(&json)?;
+        }
         Ok(Self(json.into_boxed_str()))
     }
 
@@ -383,6 +389,35 @@ mod tests {
         let bad = Payload::from_trusted_json("{nope".into());
         assert!(bad.decode::<serde_json::Value>().is_err());
         assert!(serde_json::to_string(&bad).is_err());
+    }
+
+    #[test]
+    fn nul_paths_name_values_and_keys() {
+        let p = |v: serde_json::Value| Payload::encode(&v).unwrap().nul_character();
+        assert_eq!(p(serde_json::json!({"a": "\\u0000"})), None);
+        assert_eq!(
+            p(serde_json::json!({"a": 1, "b": [null, "\u{0}"]})),
+            Some("$.b[1]".into())
+        );
+        assert_eq!(
+            p(serde_json::json!({"x y": {"\u{0}": 1}})),
+            Some(r#"$["x y"]["\u0000"]"#.into())
+        );
+        assert_eq!(
+            p(serde_json::json!([{"_k9": "\u{0}"}])),
+            Some("$[0]._k9".into())
+        );
+        let raw = Payload::from_trusted_json("\"a\u{0}\"".into());
+        assert_eq!(raw.nul_character(), Some("$".into()));
+    }
+
+    #[test]
+    fn lone_surrogates_are_not_well_formed() {
+        for bad in [r#"{"a":"\ud800"}"#, r#"["\uDC00"]"#, r#"{"\udbff":1}"#] {
+            assert!(Payload::from_json(bad.into()).is_err(), "{bad}");
+        }
+        let pair = Payload::from_json(r#"{"a":"\ud83d\ude00"}"#.into()).unwrap();
+        assert_eq!(pair.to_value().unwrap(), serde_json::json!({"a": "😀"}));
     }
 
     #[test]
