@@ -19,6 +19,28 @@ use uuid::Uuid;
 
 use common::{events, raw_client, stream, url};
 
+// ANCHOR: roles
+/// At deployment, as the owner role: create or upgrade the schema, and grant the application
+/// role what it needs at run time.
+async fn migrate_as_owner(owner_url: &str, schema: &str, app_role: &str) -> Result<(), PgError> {
+    let config = PgConfig::default()
+        .schema(schema)?
+        .application_role(app_role)?;
+    PgStore::connect_with(owner_url, config)
+        .await?
+        .migrate()
+        .await
+}
+
+/// At start-up, as the application role: connect, and refuse to run with more privileges
+/// than appending and reading events.
+async fn connect_as_application(app_url: &str, schema: &str) -> Result<PgStore, PgError> {
+    let store = PgStore::connect_with(app_url, PgConfig::default().schema(schema)?).await?;
+    store.check_least_privilege().await?;
+    Ok(store)
+}
+// ANCHOR_END: roles
+
 /// An owner role, an application role and a schema owned by the owner, made by the recipe.
 struct Roles {
     owner: String,
@@ -45,10 +67,9 @@ impl Roles {
             .batch_execute(&recipe)
             .await
             .expect("the recipe runs");
-        let owner = roles
-            .store_as(&roles.owner, roles.config().application_role(&roles.app))
-            .await;
-        owner.migrate().await.expect("the owner migrates");
+        migrate_as_owner(&url_as(&roles.owner).await, &roles.schema, &roles.app)
+            .await
+            .expect("the owner migrates");
         roles
     }
 
@@ -66,7 +87,9 @@ impl Roles {
 
     /// A store connected as the application role.
     async fn app_store(&self) -> PgStore {
-        self.store_as(&self.app, Ok(self.config())).await
+        connect_as_application(&url_as(&self.app).await, &self.schema)
+            .await
+            .expect("the application role connects, with no more privileges than it needs")
     }
 
     /// A raw connection as `role`.
