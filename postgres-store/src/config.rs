@@ -244,6 +244,30 @@ mod tests {
     }
 
     #[test]
+    fn role_names_are_validated_like_schema_names() {
+        assert_eq!(
+            RoleName::new("factum_App").unwrap().quoted(),
+            "\"factum_App\""
+        );
+        for bad in [
+            "",
+            "a\"; DROP ROLE x; --",
+            "1app",
+            "pg_monitor",
+            "app-role",
+            "ü",
+        ] {
+            match RoleName::new(bad) {
+                Err(PgError::InvalidRoleName { name, .. }) => assert_eq!(name, bad),
+                other => panic!("{bad:?}: expected InvalidRoleName, got {other:?}"),
+            }
+        }
+        let config = PgConfig::default().application_role("app").unwrap();
+        assert_eq!(config.application_role, Some(RoleName::new("app").unwrap()));
+        assert!(PgConfig::default().application_role.is_none());
+    }
+
+    #[test]
     fn channel_fits_an_identifier() {
         let name = SchemaName::new(&"z".repeat(63)).unwrap();
         assert!(name.channel().len() < 63);
