@@ -425,7 +425,11 @@ impl EventStore for MemoryStore {
         if let Some(first) = inner.command_record(record.command_id) {
             return Ok(Some(first));
         }
-        inner.commands.insert(record.command_id, record.clone());
+        let mut stored = record.clone();
+        if let CommandOutcome::Rejected { message } = &mut stored.outcome {
+            *message = crate::command_log::storable_message(message).into_owned();
+        }
+        inner.commands.insert(record.command_id, stored);
         Ok(None)
     }
 

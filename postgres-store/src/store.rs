@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::store::{
     AggregateRead, AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent,
-    ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, validate_batch,
+    ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, storable_message, validate_batch,
 };
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
@@ -828,11 +828,12 @@ impl EventStore for PgStore {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let (outcome, message): (i16, Option<&str>) = match &record.outcome {
+        let (outcome, message): (i16, Option<std::borrow::Cow<'_, str>>) = match &record.outcome {
             CommandOutcome::Appended => (0, None),
             CommandOutcome::NoEvents => (1, None),
-            CommandOutcome::Rejected { message } => (2, Some(message)),
+            CommandOutcome::Rejected { message } => (2, Some(storable_message(message))),
         };
+        let message = message.as_deref();
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.record_command)

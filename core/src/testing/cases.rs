@@ -2472,3 +2472,35 @@ pub async fn control_characters_in_event_types_are_refused<S: EventStore>(store:
         .expect("a format character is allowed");
     assert_eq!(versions(&store, &s).await, [1]);
 }
+
+/// A rejection's text holding a NUL character (a command's input can carry one into it) is
+/// recorded by every store, and reads back with U+FFFD in its place, every other character
+/// kept.
+pub async fn command_log_keeps_hostile_messages<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let command_id = Uuid::now_v7();
+    let record = CommandRecord {
+        command_id,
+        stream_id: s.clone(),
+        version: 0,
+        outcome: CommandOutcome::Rejected {
+            message: format!("bad name 'a\u{0}b'; --{}", big_hostile_text()),
+        },
+    };
+    assert_eq!(store.record_command(&record).await.expect("record"), None);
+    let stored = CommandRecord {
+        outcome: CommandOutcome::Rejected {
+            message: format!("bad name 'a\u{fffd}b'; --{}", big_hostile_text()),
+        },
+        ..record.clone()
+    };
+    assert_eq!(
+        store.command_record(command_id).await.expect("read"),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        store.record_command(&record).await.expect("record again"),
+        Some(stored),
+        "the first outcome, as stored"
+    );
+}

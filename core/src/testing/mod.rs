@@ -90,6 +90,7 @@ macro_rules! store_conformance_tests {
             hostile_metadata_and_payload_round_trip,
             nul_characters_are_refused,
             control_characters_in_event_types_are_refused,
+            command_log_keeps_hostile_messages,
         );
     };
     (@cases $make_store:path; $($case:ident),* $(,)?) => {
