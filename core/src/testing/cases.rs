@@ -2184,7 +2184,7 @@ pub async fn hostile_stream_ids_round_trip<S: EventStore>(store: S) {
 
 /// Event type names holding SQL metacharacters, `LIKE` wildcards, emoji and combining
 /// characters, and one of exactly the longest length, are stored exactly and filtered on
-/// exactly (`o%` matches neither `o_` nor `o'1`); one byte longer is refused.
+/// exactly (`o%` matches neither `o_` nor `o'1`); one byte longer, or 10 KB, is refused.
 pub async fn hostile_event_types_round_trip<S: EventStore>(store: S) {
     let longest = format!("{}é!", "😀".repeat(63));
     assert_eq!(longest.len(), crate::store::MAX_EVENT_TYPE_LEN);
@@ -2240,11 +2240,17 @@ pub async fn hostile_event_types_round_trip<S: EventStore>(store: S) {
     let delivered = subscribe(&store, options, 3).await;
     assert_eq!(types_of(&delivered), wanted);
 
-    let too_long = event(&format!("{longest}x"), 0);
-    assert!(matches!(
-        store.append(&s, ExpectedVersion::Any, &[too_long]).await,
-        Err(StoreError::InvalidEventType { .. })
-    ));
+    for too_long in [format!("{longest}x"), big_hostile_text()] {
+        match store
+            .append(&s, ExpectedVersion::Any, &[event(&too_long, 0)])
+            .await
+        {
+            Err(StoreError::InvalidEventType { event_type, stream }) => {
+                assert_eq!((event_type, stream), (too_long, s.clone()));
+            }
+            other => panic!("expected InvalidEventType, got {other:?}"),
+        }
+    }
     assert_eq!(
         store.stream_version(&s).await.expect("version"),
         types.len() as u64
