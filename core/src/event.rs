@@ -83,15 +83,47 @@ impl Payload {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn nul_character(&self) -> Option<String> {
-        let text = self.as_str();
-        if !text.contains("\\u0000") && !text.as_bytes().contains(&0) {
+        if !may_hold_nul(self.as_str().as_bytes()) {
             return None;
         }
+        let text = self.as_str();
         match self.to_value() {
             Ok(value) => nul_path(&value),
             // Only trusted text can be malformed; a raw NUL byte in it has no path.
             Err(_) => Some("$".to_owned()),
         }
+    }
+}
+
+/// Whether JSON text may encode the NUL character: it holds the escape `\u0000` (not an
+/// escaped backslash followed by `u0000`) or a raw NUL byte. One vectorised pass.
+fn may_hold_nul(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\\', 0, &text[at..]) {
+        let i = at + found;
+        if text[i] == 0 || text[i + 1..].starts_with(b"u0000") {
+            return true;
+        }
+        // Skips the escaped character, so that `\\u0000` is not taken for `\u0000`.
+        at = i + 2;
+        if at >= text.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether a string value or object key of `value` holds the NUL character; allocates
+/// nothing.
+pub(crate) fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, item)| key.contains('\0') || has_nul(item)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -409,6 +441,21 @@ mod tests {
         );
         let raw = Payload::from_trusted_json("\"a\u{0}\"".into());
         assert_eq!(raw.nul_character(), Some("$".into()));
+    }
+
+    #[test]
+    fn the_scan_tells_escapes_apart() {
+        for (text, nul) in [
+            (r#""\u0000""#, true),
+            (r#""\\u0000""#, false),
+            (r#""\\\u0000""#, true),
+            (r#""a\"b\\""#, false),
+            ("\"\u{0}\"", true),
+            (r#"{"\n":"\\"}"#, false),
+            ("\\", false),
+        ] {
+            assert_eq!(may_hold_nul(text.as_bytes()), nul, "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{nul_path, push_member};
+use crate::event::{has_nul, nul_path, push_member};
 
 /// Metadata stored beside an event's payload, and given with a command.
 ///
@@ -113,6 +113,16 @@ impl Metadata {
     /// assert_eq!(meta.nul_character().as_deref(), Some("$.extra.trace[1]"));
     /// ```
     pub fn nul_character(&self) -> Option<String> {
+        let nul = |s: &str| s.contains('\0');
+        let clean = !self.actor.as_deref().is_some_and(nul)
+            && !self.tenant.as_deref().is_some_and(nul)
+            && !self
+                .extra
+                .iter()
+                .any(|(key, value)| nul(key) || has_nul(value));
+        if clean {
+            return None;
+        }
         if self.actor.as_deref().is_some_and(|s| s.contains('\0')) {
             return Some("$.actor".to_owned());
         }
