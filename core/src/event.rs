@@ -86,7 +86,6 @@ impl Payload {
         if !may_hold_nul(self.as_str().as_bytes()) {
             return None;
         }
-        let text = self.as_str();
         match self.to_value() {
             Ok(value) => nul_path(&value),
             // Only trusted text can be malformed; a raw NUL byte in it has no path.
