@@ -3,7 +3,9 @@
 //! change nor remove events, nor disable or drop the append-only triggers.
 //!
 //! Each test creates its own roles and schema with the recipe of the book
-//! (`tests/roles.sql`), run by the test cluster's superuser, and migrates as the owner.
+//! (`tests/roles.sql`), run by the test cluster's superuser, and migrates as the owner. The
+//! roles connect without a password: the throwaway cluster trusts local connections (a
+//! `DATABASE_URL` server must too, for these tests).
 
 mod common;
 
