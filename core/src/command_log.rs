@@ -16,8 +16,27 @@ pub enum CommandOutcome {
     Rejected {
         /// The rejection's text, for people reading the log. A retry gets the typed
         /// rejection back by deciding the command again on the state it was rejected on.
+        /// Stores keep it as [`storable_message`] gives it: a NUL character, which
+        /// PostgreSQL's `text` cannot hold, reads back as U+FFFD.
         message: String,
     },
+}
+
+/// A rejection's text as every store keeps it: NUL characters (which a rejection can carry
+/// from a command's input, and PostgreSQL's `text` cannot hold) replaced by U+FFFD, every
+/// other character kept.
+///
+/// ```
+/// use factum::store::storable_message;
+/// assert_eq!(storable_message("bad name 'a\u{0}b'"), "bad name 'a\u{fffd}b'");
+/// assert_eq!(storable_message("😀 --"), "😀 --");
+/// ```
+pub fn storable_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.contains('\0') {
+        std::borrow::Cow::Owned(message.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(message)
+    }
 }
 
 /// The first outcome of a command id.

@@ -132,9 +132,9 @@ pub enum StoreError {
         /// The stream appended to.
         stream: StreamId,
     },
-    /// The event type name is empty or too long.
+    /// The event type name is empty, too long, or holds a control character.
     #[error(
-        "invalid event type name `{event_type}` in append to stream `{stream}`: expected 1 to 255 bytes"
+        "invalid event type name {event_type:?} in append to stream `{stream}`: expected 1 to 255 bytes without control characters"
     )]
     InvalidEventType {
         /// The name given.
@@ -172,6 +172,43 @@ pub enum StoreError {
     /// The backend failed (connection, I/O, database error).
     #[error("event store backend error: {0}")]
     Backend(#[source] BoxError),
+    /// A string of an event's payload or metadata (a value or an object key) holds the NUL
+    /// character (`\u0000`), which no store keeps (PostgreSQL's `jsonb` refuses it). Every
+    /// store refuses the whole append before writing anything.
+    #[error(
+        "event `{event_type}` ({event_id}) in append to stream `{stream}` has a NUL character (\\u0000) in its {part} at {path}"
+    )]
+    NulCharacter {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The event's id.
+        event_id: Uuid,
+        /// The event's type name.
+        event_type: String,
+        /// The payload or the metadata.
+        part: EventPart,
+        /// The JSONPath of the string or key holding it, such as `$.lines[0].sku`.
+        path: String,
+    },
+}
+
+/// A part of an event that holds JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventPart {
+    /// The payload.
+    Payload,
+    /// The metadata.
+    Metadata,
+}
+
+impl std::fmt::Display for EventPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventPart::Payload => "payload",
+            EventPart::Metadata => "metadata",
+        })
+    }
 }
 
 impl StoreError {

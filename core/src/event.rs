@@ -1,6 +1,7 @@
 //! Events: the stored envelope, payloads, and the traits the macros implement.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -27,9 +28,15 @@ impl Payload {
         serde_json::to_string(value).map(|s| Self(s.into_boxed_str()))
     }
 
-    /// Takes JSON text, checking that it is well-formed.
+    /// Takes JSON text, checking that it is well-formed, escapes included: a `\uD800` to
+    /// `\uDFFF` escape that is not half of a surrogate pair is refused, since it encodes no
+    /// character (and PostgreSQL's `jsonb` refuses it).
     pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
+        if json.contains("\\ud") || json.contains("\\uD") {
+            // Skipping a string does not decode its escapes: decoding it checks the pairs.
+            serde_json::from_str::<serde_json::Value>(&json)?;
+        }
         Ok(Self(json.into_boxed_str()))
     }
 
@@ -58,6 +65,115 @@ impl Payload {
     /// Parses the payload into a generic JSON value (for JSON-level upcasters).
     pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
         self.decode()
+    }
+
+    /// Where the payload holds the NUL character (`\u0000`), which no store keeps
+    /// (PostgreSQL's `jsonb` refuses it): the JSONPath of the first string value or object
+    /// key holding it, such as `$.lines[2].sku` or `$["a\u0000b"]`; `None` when there is none.
+    ///
+    /// Stores call it before appending ([`validate_batch`](crate::store::validate_batch)).
+    /// Text without the escape `\u0000` (or a raw NUL byte) is passed over without parsing.
+    ///
+    /// ```
+    /// use factum::store::Payload;
+    /// let clean = Payload::encode(&serde_json::json!({"note": "a\\u0000 is fine"}))?;
+    /// assert_eq!(clean.nul_character(), None);
+    /// let nul = Payload::encode(&serde_json::json!({"lines": [{"sku": "a\u{0}"}]}))?;
+    /// assert_eq!(nul.nul_character().as_deref(), Some("$.lines[0].sku"));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn nul_character(&self) -> Option<String> {
+        if !may_hold_nul(self.as_str().as_bytes()) {
+            return None;
+        }
+        match self.to_value() {
+            Ok(value) => nul_path(&value),
+            // Only trusted text can be malformed; a raw NUL byte in it has no path.
+            Err(_) => Some("$".to_owned()),
+        }
+    }
+}
+
+/// Whether JSON text may encode the NUL character: it holds the escape `\u0000` (not an
+/// escaped backslash followed by `u0000`) or a raw NUL byte. One vectorised pass.
+fn may_hold_nul(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\\', 0, &text[at..]) {
+        let i = at + found;
+        if text[i] == 0 || text[i + 1..].starts_with(b"u0000") {
+            return true;
+        }
+        // Skips the escaped character, so that `\\u0000` is not taken for `\u0000`.
+        at = i + 2;
+        if at >= text.len() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether a string value or object key of `value` holds the NUL character; allocates
+/// nothing.
+pub(crate) fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, item)| key.contains('\0') || has_nul(item)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The JSONPath of the first string value or object key of `value` that holds the NUL
+/// character, or `None`.
+pub(crate) fn nul_path(value: &serde_json::Value) -> Option<String> {
+    let mut path = String::from("$");
+    find_nul(value, &mut path).then_some(path)
+}
+
+fn find_nul(value: &serde_json::Value, path: &mut String) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            let _ = write!(path, "[{i}]");
+            let found = find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Object(members) => members.iter().any(|(key, item)| {
+            let len = path.len();
+            push_member(path, key);
+            let found = key.contains('\0') || find_nul(item, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Appends the member `key` to a JSONPath: `.key` for a plain name, `["key"]` (a JSON
+/// string, control characters escaped) otherwise.
+pub(crate) fn push_member(path: &mut String, key: &str) {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::Value::from(key).to_string());
+        path.push(']');
     }
 }
 
@@ -104,13 +220,16 @@ impl<'de> Deserialize<'de> for Payload {
 pub struct NewEvent {
     /// Unique id. Appending the same ids again is an idempotent retry.
     pub event_id: Uuid,
-    /// Stored type name, such as `OrderPlaced`.
+    /// Stored type name, such as `OrderPlaced`: 1 to
+    /// [`MAX_EVENT_TYPE_LEN`](crate::store::MAX_EVENT_TYPE_LEN) bytes of any text but control
+    /// characters (quotes, `%`, `_`, emoji are stored and filtered on exactly).
     pub event_type: String,
     /// Schema version of the payload.
     pub schema_version: u32,
-    /// The event's data.
+    /// The event's data. Its strings and keys may hold any text but the NUL character
+    /// (`\u0000`): see [`Payload::nul_character`].
     pub payload: Payload,
-    /// Correlation, causation, actor, tenant, free key-values.
+    /// Correlation, causation, actor, tenant, free key-values; the same rule for NUL.
     pub metadata: Metadata,
 }
 
@@ -301,6 +420,50 @@ mod tests {
         let bad = Payload::from_trusted_json("{nope".into());
         assert!(bad.decode::<serde_json::Value>().is_err());
         assert!(serde_json::to_string(&bad).is_err());
+    }
+
+    #[test]
+    fn nul_paths_name_values_and_keys() {
+        let p = |v: serde_json::Value| Payload::encode(&v).unwrap().nul_character();
+        assert_eq!(p(serde_json::json!({"a": "\\u0000"})), None);
+        assert_eq!(
+            p(serde_json::json!({"a": 1, "b": [null, "\u{0}"]})),
+            Some("$.b[1]".into())
+        );
+        assert_eq!(
+            p(serde_json::json!({"x y": {"\u{0}": 1}})),
+            Some(r#"$["x y"]["\u0000"]"#.into())
+        );
+        assert_eq!(
+            p(serde_json::json!([{"_k9": "\u{0}"}])),
+            Some("$[0]._k9".into())
+        );
+        let raw = Payload::from_trusted_json("\"a\u{0}\"".into());
+        assert_eq!(raw.nul_character(), Some("$".into()));
+    }
+
+    #[test]
+    fn the_scan_tells_escapes_apart() {
+        for (text, nul) in [
+            (r#""\u0000""#, true),
+            (r#""\\u0000""#, false),
+            (r#""\\\u0000""#, true),
+            (r#""a\"b\\""#, false),
+            ("\"\u{0}\"", true),
+            (r#"{"\n":"\\"}"#, false),
+            ("\\", false),
+        ] {
+            assert_eq!(may_hold_nul(text.as_bytes()), nul, "{text}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_not_well_formed() {
+        for bad in [r#"{"a":"\ud800"}"#, r#"["\uDC00"]"#, r#"{"\udbff":1}"#] {
+            assert!(Payload::from_json(bad.into()).is_err(), "{bad}");
+        }
+        let pair = Payload::from_json(r#"{"a":"\ud83d\ude00"}"#.into()).unwrap();
+        assert_eq!(pair.to_value().unwrap(), serde_json::json!({"a": "😀"}));
     }
 
     #[test]

@@ -8,13 +8,14 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command_log::{CommandOutcome, CommandRecord};
-use crate::error::StoreError;
+use crate::error::{EventPart, StoreError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::repository::derived_event_id;
 use crate::store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
 use crate::stream::{ExpectedVersion, StreamId};
 
-/// Longest event type name accepted, in bytes.
+/// Longest event type name accepted, in bytes. Type names hold 1 to this many bytes of any
+/// text but control characters ([`validate_batch`]).
 pub const MAX_EVENT_TYPE_LEN: usize = 255;
 
 /// An event store held in memory. Cloning shares the same events.
@@ -201,8 +202,14 @@ impl MemoryStore {
     }
 }
 
-/// Checks what every store checks before touching storage: no id twice in one batch, and
-/// sane type names.
+/// Checks what every store checks before touching storage, so that every store refuses the
+/// same batches with the same errors, and stores nothing of them:
+///
+/// - no event id twice in one batch ([`StoreError::RepeatedEventIdInBatch`]);
+/// - type names of 1 to [`MAX_EVENT_TYPE_LEN`] bytes without control characters
+///   ([`StoreError::InvalidEventType`]); any other text is allowed, quotes and emoji included;
+/// - no NUL character (`\u0000`) in a string or key of a payload or of metadata
+///   ([`StoreError::NulCharacter`], naming the event and the JSONPath).
 pub fn validate_batch(stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
     for event in events {
@@ -212,11 +219,27 @@ pub fn validate_batch(stream: &StreamId, events: &[NewEvent]) -> Result<(), Stor
                 stream: stream.clone(),
             });
         }
-        if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+        if event.event_type.is_empty()
+            || event.event_type.len() > MAX_EVENT_TYPE_LEN
+            || event.event_type.chars().any(char::is_control)
+        {
             return Err(StoreError::InvalidEventType {
                 event_type: event.event_type.clone(),
                 stream: stream.clone(),
             });
+        }
+        let nul = |part, path| StoreError::NulCharacter {
+            stream: stream.clone(),
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            part,
+            path,
+        };
+        if let Some(path) = event.payload.nul_character() {
+            return Err(nul(EventPart::Payload, path));
+        }
+        if let Some(path) = event.metadata.nul_character() {
+            return Err(nul(EventPart::Metadata, path));
         }
     }
     Ok(())
@@ -402,7 +425,11 @@ impl EventStore for MemoryStore {
         if let Some(first) = inner.command_record(record.command_id) {
             return Ok(Some(first));
         }
-        inner.commands.insert(record.command_id, record.clone());
+        let mut stored = record.clone();
+        if let CommandOutcome::Rejected { message } = &mut stored.outcome {
+            *message = crate::command_log::storable_message(message).into_owned();
+        }
+        inner.commands.insert(record.command_id, stored);
         Ok(None)
     }
 

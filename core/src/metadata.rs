@@ -5,7 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::event::{has_nul, nul_path, push_member};
+
 /// Metadata stored beside an event's payload, and given with a command.
+///
+/// Its strings (actor, tenant, the keys and values of `extra`) may hold any text: quotes,
+/// SQL metacharacters, emoji, combining characters and long values are stored and read back
+/// exactly. The one exception is the NUL character (`\u0000`), which no store keeps: an
+/// append with it is refused with [`StoreError::NulCharacter`](crate::StoreError::NulCharacter)
+/// and stores nothing.
 ///
 /// When a command is executed, its events get `causation_id` = the command id (generated when
 /// none was given) and inherit the command's correlation id (or start a correlation at the command id), actor, tenant and
@@ -90,6 +98,45 @@ impl Metadata {
     pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.extra.insert(key.into(), value.into());
         self
+    }
+
+    /// Where the metadata holds the NUL character (`\u0000`), which no store keeps
+    /// (PostgreSQL's `jsonb` refuses it): the JSONPath of the first string holding it in the
+    /// stored metadata document, such as `$.actor`, `$.tenant` or `$.extra.ip` (a key holding
+    /// it is named by its own path); `None` when there is none. Stores call it before
+    /// appending ([`validate_batch`](crate::store::validate_batch)).
+    ///
+    /// ```
+    /// use factum::Metadata;
+    /// assert_eq!(Metadata::new().actor("a'; --").nul_character(), None);
+    /// let meta = Metadata::new().with("trace", serde_json::json!(["ok", "a\u{0}"]));
+    /// assert_eq!(meta.nul_character().as_deref(), Some("$.extra.trace[1]"));
+    /// ```
+    pub fn nul_character(&self) -> Option<String> {
+        let nul = |s: &str| s.contains('\0');
+        let clean = !self.actor.as_deref().is_some_and(nul)
+            && !self.tenant.as_deref().is_some_and(nul)
+            && !self
+                .extra
+                .iter()
+                .any(|(key, value)| nul(key) || has_nul(value));
+        if clean {
+            return None;
+        }
+        if self.actor.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Some("$.actor".to_owned());
+        }
+        if self.tenant.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Some("$.tenant".to_owned());
+        }
+        self.extra.iter().find_map(|(key, value)| {
+            let mut path = String::from("$.extra");
+            push_member(&mut path, key);
+            if key.contains('\0') {
+                return Some(path);
+            }
+            nul_path(value).map(|inner| path + &inner[1..])
+        })
     }
 
     /// The metadata of an event caused by the message whose metadata is `self` and whose id is

@@ -10,8 +10,8 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::stream::{ExpectedVersion, StreamId};
 
-pub use crate::command_log::{CommandOutcome, CommandRecord};
-pub use crate::error::{DecodeError, StreamIdError};
+pub use crate::command_log::{CommandOutcome, CommandRecord, storable_message};
+pub use crate::error::{DecodeError, EventPart, StreamIdError};
 pub use crate::event::{Decoded, DecodedIter, NewEvent, Payload};
 pub use crate::head::{Blocker, HeadStatus};
 pub use crate::memory::{MAX_EVENT_TYPE_LEN, check_retry, validate_batch};

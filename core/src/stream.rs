@@ -13,7 +13,10 @@ pub const MAX_STREAM_ID_LEN: usize = 255;
 /// The name of one stream: `{category}-{id}`, for example `order-o-1`.
 ///
 /// The category is everything before the first `-`, so it never contains one; the id is
-/// everything after it and may contain anything but control characters.
+/// everything after it and may contain anything but control characters: quotes, `;`, `--`,
+/// `\`, `%`, `_`, `$1`, emoji and combining characters are stored, read and filtered on
+/// exactly. The whole name holds at most [`MAX_STREAM_ID_LEN`] bytes (not characters: an
+/// emoji takes four).
 ///
 /// ```
 /// let stream = factum::StreamId::new("order", "o-1")?;

@@ -78,6 +78,43 @@ impl Default for SchemaName {
     }
 }
 
+/// A validated role name, for [`PgConfig::application_role`]: the same rules as a
+/// [`SchemaName`] (1 to 63 bytes of ASCII letters, digits and `_`, not starting with a digit
+/// nor with `pg_`). Always quoted in SQL, so its case is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RoleName(String);
+
+impl RoleName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, PgError> {
+        match SchemaName::new(name) {
+            Ok(valid) => Ok(Self(valid.0)),
+            Err(PgError::InvalidSchemaName { reason, .. }) => Err(PgError::InvalidRoleName {
+                name: name.to_owned(),
+                reason,
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name quoted for SQL: `"name"`.
+    pub fn quoted(&self) -> String {
+        // Validation leaves no `"` to escape.
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// How [`PgStore`](crate::PgStore) connects and where it keeps its tables.
 ///
 /// ```
@@ -102,6 +139,13 @@ pub struct PgConfig {
     /// How long `read_all` and `head_position` wait, at most, for appends still committing
     /// when they started (default 250 ms); see [`PgStore`](crate::PgStore). Zero: never wait.
     pub settle_timeout: Duration,
+    /// The role the application runs as, when it is not the one that migrates (default
+    /// none): [`PgStore::migrate`](crate::PgStore::migrate) grants it what the store and
+    /// the runtime need at run time (append and read events; read and write snapshots, the
+    /// command log, checkpoints, leases, members, dead letters and process instances) and
+    /// nothing more: it cannot update, delete or truncate events, nor drop or disable the
+    /// append-only triggers. See "Roles" in the book's PostgreSQL chapter.
+    pub application_role: Option<RoleName>,
 }
 
 impl Default for PgConfig {
@@ -112,6 +156,7 @@ impl Default for PgConfig {
             poll_interval: Duration::from_secs(1),
             settle_timeout: Duration::from_millis(250),
             notify_interval: Duration::from_millis(5),
+            application_role: None,
         }
     }
 }
@@ -150,6 +195,25 @@ impl PgConfig {
         self.poll_interval = interval;
         self
     }
+
+    /// Sets the role the application runs as, validating the name: migrations run with this
+    /// configuration grant it what it needs at run time, and nothing more
+    /// ([`PgConfig::application_role`]).
+    ///
+    /// ```
+    /// use factum_postgres::{PgConfig, PgError};
+    /// let config = PgConfig::default().application_role("factum_app")?;
+    /// assert_eq!(config.application_role.unwrap().as_str(), "factum_app");
+    /// assert!(matches!(
+    ///     PgConfig::default().application_role("app\"; DROP"),
+    ///     Err(PgError::InvalidRoleName { .. })
+    /// ));
+    /// # Ok::<(), PgError>(())
+    /// ```
+    pub fn application_role(mut self, role: &str) -> Result<Self, PgError> {
+        self.application_role = Some(RoleName::new(role)?);
+        Ok(self)
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +241,30 @@ mod tests {
             assert!(matches!(err, PgError::InvalidSchemaName { .. }), "{bad}");
         }
         assert_eq!(SchemaName::new("Ab").unwrap().quoted(), "\"Ab\"");
+    }
+
+    #[test]
+    fn role_names_are_validated_like_schema_names() {
+        assert_eq!(
+            RoleName::new("factum_App").unwrap().quoted(),
+            "\"factum_App\""
+        );
+        for bad in [
+            "",
+            "a\"; DROP ROLE x; --",
+            "1app",
+            "pg_monitor",
+            "app-role",
+            "ü",
+        ] {
+            match RoleName::new(bad) {
+                Err(PgError::InvalidRoleName { name, .. }) => assert_eq!(name, bad),
+                other => panic!("{bad:?}: expected InvalidRoleName, got {other:?}"),
+            }
+        }
+        let config = PgConfig::default().application_role("app").unwrap();
+        assert_eq!(config.application_role, Some(RoleName::new("app").unwrap()));
+        assert!(PgConfig::default().application_role.is_none());
     }
 
     #[test]

@@ -51,6 +51,40 @@ pub enum PgError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The role name is not a valid identifier.
+    #[error("invalid role name `{name}`: {reason}")]
+    InvalidRoleName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Granting the application role its privileges failed (for example: no such role).
+    #[error(
+        "cannot grant role `{role}` its privileges on schema `{schema}`: {}",
+        db_message(source)
+    )]
+    Grant {
+        /// The application role.
+        role: String,
+        /// The schema.
+        schema: String,
+        /// What the database reported.
+        source: tokio_postgres::Error,
+    },
+    /// The store's role can do more to the events than append and read them
+    /// ([`PgStore::check_least_privilege`](crate::PgStore::check_least_privilege)).
+    #[error(
+        "role `{role}` {reason} in schema `{schema}`: run the application as a role that can only append and read events (PgConfig::application_role)"
+    )]
+    Privileged {
+        /// The role the store connects as.
+        role: String,
+        /// The schema.
+        schema: String,
+        /// What it can do.
+        reason: &'static str,
+    },
 }
 
 /// Wraps a backend error.
@@ -59,4 +93,11 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     StoreError::Backend(Box::new(error))
+}
+
+/// The server's message of a database error, or the client's description of another error.
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned())
 }

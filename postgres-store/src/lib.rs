@@ -27,7 +27,10 @@
 //!   are bounded by the oldest running transaction that may write to the store's database
 //!   (`docs/adr/02-postgres-ordering.md`). One that stays open is reported by
 //!   [`EventStore::head_status`](factum::EventStore::head_status), naming its session.
-//! - The events table is append-only at the database level.
+//! - The events table is append-only at the database level. Migrated by an owner role with
+//!   [`PgConfig::application_role`] set, it leaves the application a role that can append and
+//!   read events but neither change them nor switch the triggers off
+//!   ([`PgStore::check_least_privilege`] checks it at start-up).
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.
 //! - [`Transactional`] runs a [`PgProjection`] whose read model lives in the same database,
@@ -43,6 +46,7 @@ mod coordination;
 mod error;
 mod migrate;
 mod notify;
+mod roles;
 mod rows;
 mod sql;
 mod store;
@@ -51,7 +55,7 @@ pub mod testing;
 mod transaction;
 mod transactional;
 
-pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, SchemaName};
+pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;

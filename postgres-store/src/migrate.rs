@@ -2,7 +2,7 @@
 
 use deadpool_postgres::Pool;
 
-use crate::config::SchemaName;
+use crate::config::{PgConfig, RoleName, SchemaName};
 use crate::error::{PgError, backend};
 use crate::sql::{MIGRATE_LOCK_CLASS, Statements, render};
 
@@ -23,12 +23,20 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory
-/// lock so that concurrent callers wait for each other and nothing outlives the transaction.
+/// lock so that concurrent callers wait for each other and nothing outlives the transaction,
+/// then grants the application role, when one is configured, its privileges.
+///
+/// When every migration is applied already and no role is to be granted, it only reads
+/// `schema_migrations`: the application role can call it too.
 pub(crate) async fn migrate(
     pool: &Pool,
-    schema: &SchemaName,
+    config: &PgConfig,
     statements: &Statements,
 ) -> Result<(), PgError> {
+    let schema = &config.schema;
+    if config.application_role.is_none() && up_to_date(pool, schema, statements).await {
+        return Ok(());
+    }
     let mut client = pool.get().await.map_err(backend)?;
     let tx = client.transaction().await.map_err(backend)?;
     tx.execute(
@@ -73,6 +81,44 @@ pub(crate) async fn migrate(
             .await
             .map_err(failed)?;
     }
+    if let Some(role) = &config.application_role {
+        tx.batch_execute(&grants(schema, role))
+            .await
+            .map_err(|source| PgError::Grant {
+                role: role.to_string(),
+                schema: schema.to_string(),
+                source,
+            })?;
+    }
     tx.commit().await.map_err(backend)?;
     Ok(())
+}
+
+/// The grants of the application role `role` (`sql/grant.sql`).
+fn grants(schema: &SchemaName, role: &RoleName) -> String {
+    render(include_str!("../sql/grant.sql"), schema).replace("__ROLE__", &role.quoted())
+}
+
+/// Whether every migration this build knows is applied, read without writing anything. Any
+/// failure (no schema, no table, no privilege) is a no: the full path reports it.
+async fn up_to_date(pool: &Pool, schema: &SchemaName, statements: &Statements) -> bool {
+    let Ok(client) = pool.get().await else {
+        return false;
+    };
+    let table = format!("{}.schema_migrations", schema.quoted());
+    let exists = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0));
+    if !matches!(exists, Ok(true)) {
+        return false;
+    }
+    let Ok(rows) = client.query(&statements.migrations_applied, &[]).await else {
+        return false;
+    };
+    let applied: Vec<i32> = rows.iter().filter_map(|row| row.try_get(0).ok()).collect();
+    applied.len() == MIGRATIONS.len()
+        && MIGRATIONS
+            .iter()
+            .all(|(version, _, _)| applied.contains(version))
 }

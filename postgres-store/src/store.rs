@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::store::{
     AggregateRead, AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent,
-    ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, validate_batch,
+    ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, storable_message, validate_batch,
 };
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
@@ -123,8 +123,13 @@ impl PgStore {
 
     /// Creates the schema and tables, or applies the migrations they lack. Concurrent calls,
     /// from this or other processes, wait for each other.
+    ///
+    /// With [`PgConfig::application_role`] set, it then grants that role what it needs at
+    /// run time, and nothing more. When every migration is applied and no role is set, it
+    /// only reads the applied versions: an application running as a role that may not
+    /// create tables can call it at start-up.
     pub async fn migrate(&self) -> Result<(), PgError> {
-        crate::migrate::migrate(&self.inner.pool, &self.inner.config.schema, &self.inner.sql).await
+        crate::migrate::migrate(&self.inner.pool, &self.inner.config, &self.inner.sql).await
     }
 
     /// The configuration.
@@ -823,11 +828,12 @@ impl EventStore for PgStore {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let (outcome, message): (i16, Option<&str>) = match &record.outcome {
+        let (outcome, message): (i16, Option<std::borrow::Cow<'_, str>>) = match &record.outcome {
             CommandOutcome::Appended => (0, None),
             CommandOutcome::NoEvents => (1, None),
-            CommandOutcome::Rejected { message } => (2, Some(message)),
+            CommandOutcome::Rejected { message } => (2, Some(storable_message(message))),
         };
+        let message = message.as_deref();
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.record_command)

@@ -2014,3 +2014,499 @@ pub async fn load_aggregate_matches_snapshot_and_replay<S: EventStore>(store: S)
     check_load_aggregate(&store, &s, 3, None, none, (1, 30)).await;
     check_load_aggregate(&store, &s, u32::MAX, Some(7), none, (1, 7)).await;
 }
+
+// Hostile values: text that breaks naive quoting, encoding or matching is stored and read
+// back exactly; the NUL character and control characters in type names are refused alike
+// by every store, before anything is written.
+
+/// Stream ids, type names and strings that break naive SQL quoting, `LIKE` patterns,
+/// UTF-16 or byte-length assumptions.
+pub const HOSTILE_TEXTS: &[&str] = &[
+    "o'1",
+    "o\"1",
+    "o;1",
+    "o--1",
+    "o\\1",
+    "o%",
+    "o_",
+    "$1",
+    "x'); DELETE FROM events; --",
+    "\\'%_\\%",
+    "😀🎉𝄞",
+    "e\u{301}",
+    "Z\u{351}\u{36b}\u{343}\u{36a}",
+    "\u{202e}rtl\u{200b}\u{feff}",
+];
+
+/// A string of about 10 KB mixing every hostile text (and a `\u0000` look-alike: a
+/// backslash followed by `u0000`).
+fn big_hostile_text() -> String {
+    let mut text = String::from("\\u0000");
+    while text.len() < 10 * 1024 {
+        for piece in HOSTILE_TEXTS {
+            text.push_str(piece);
+        }
+    }
+    text
+}
+
+/// Follows the store from the start with a [`Subscription`](crate::subscription::Subscription)
+/// filtered by `options` until it has delivered `n` events (at most a minute).
+async fn subscribe<S: EventStore>(
+    store: &S,
+    options: crate::subscription::SubscriptionOptions,
+    n: usize,
+) -> Vec<RecordedEvent> {
+    use crate::subscription::{Shutdown, Subscription};
+    let mut subscription = Subscription::new(
+        store.clone(),
+        0,
+        options.poll_interval(std::time::Duration::from_millis(20)),
+    );
+    let shutdown = Shutdown::new();
+    let mut delivered = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while delivered.len() < n {
+        let batch = tokio::time::timeout_at(deadline, subscription.next(&shutdown))
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} events delivered in a minute", delivered.len()))
+            .expect("subscription")
+            .expect("not shut down");
+        delivered.extend(batch.events);
+    }
+    delivered
+}
+
+/// Stream ids holding quotes, `;`, `--`, `\`, `%`, `_`, `$1`, emoji and combining
+/// characters, and one of exactly the longest length, round-trip exactly through append,
+/// stream reads, `read_all`, aggregate loads, the repository and a subscription; one byte
+/// longer, a 10 KB id or a control character is refused by the stream id's own validation.
+pub async fn hostile_stream_ids_round_trip<S: EventStore>(store: S) {
+    let longest = format!("{}abc", "😀".repeat(61));
+    assert_eq!(
+        "hostile-".len() + longest.len(),
+        crate::stream::MAX_STREAM_ID_LEN
+    );
+    let mut ids: Vec<String> = HOSTILE_TEXTS.iter().map(|s| (*s).to_owned()).collect();
+    ids.push(longest.clone());
+    let mut appended = Vec::new();
+    for id in &ids {
+        let s = StreamId::new("hostile", id).expect("an allowed stream id");
+        assert_eq!(s.id(), id);
+        let batch = events(2);
+        store
+            .append(&s, ExpectedVersion::NoStream, &batch)
+            .await
+            .expect("append");
+        appended.push((s, batch));
+    }
+    for (s, batch) in &appended {
+        let read = store
+            .read_stream(s, &StreamRead::all())
+            .await
+            .expect("read stream");
+        assert_eq!(
+            read.iter()
+                .map(|e| (e.event_id, e.stream_id.as_str(), e.stream_version))
+                .collect::<Vec<_>>(),
+            [
+                (batch[0].event_id, s.as_str(), 1),
+                (batch[1].event_id, s.as_str(), 2)
+            ],
+            "stream {s:?} reads exactly its own events"
+        );
+        assert_eq!(store.stream_version(s).await.expect("version"), 2);
+        let loaded = store.load_aggregate(s, 1, None).await.expect("load");
+        assert_eq!(
+            loaded
+                .events
+                .iter()
+                .map(|e| e.stream_version)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let by_id = store
+            .event_by_id(batch[1].event_id)
+            .await
+            .expect("by id")
+            .expect("stored");
+        assert_eq!(by_id.stream_id, *s);
+        assert_eq!(by_id.stream_id.id(), s.id());
+    }
+    let expected: Vec<(Uuid, String)> = appended
+        .iter()
+        .flat_map(|(s, batch)| batch.iter().map(|e| (e.event_id, s.as_str().to_owned())))
+        .collect();
+    let all = store
+        .read_all(&ReadAll::after(0).categories(["hostile"]))
+        .await
+        .expect("read all");
+    let ids_of = |events: &[RecordedEvent]| {
+        events
+            .iter()
+            .map(|e| (e.event_id, e.stream_id.as_str().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids_of(&all), expected, "read_all, in append order");
+    let options = crate::subscription::SubscriptionOptions::new().categories(["hostile"]);
+    let delivered = subscribe(&store, options, expected.len()).await;
+    assert_eq!(ids_of(&delivered), expected, "the subscription");
+
+    // Through the repository, whose stream id is built from the aggregate id.
+    let repo = CounterRepo::new(store.clone());
+    for id in [HOSTILE_TEXTS[8], HOSTILE_TEXTS[10], HOSTILE_TEXTS[12]] {
+        repo.execute_on(id, Increment { by: 7 }, Metadata::new())
+            .await
+            .expect("execute");
+        let loaded = repo.load(id).await.expect("load");
+        assert_eq!((loaded.state.value, loaded.version), (7, 1), "{id:?}");
+    }
+
+    for (bad, what) in [
+        (format!("{longest}d"), "one byte too long"),
+        ("x".repeat(10 * 1024), "10 KB"),
+    ] {
+        assert!(
+            matches!(
+                StreamId::new("hostile", &bad),
+                Err(crate::error::StreamIdError::TooLong { .. })
+            ),
+            "{what}"
+        );
+    }
+    for bad in ["a\u{0}b", "a\nb", "\u{7f}", "\u{85}"] {
+        assert!(matches!(
+            StreamId::new("hostile", bad),
+            Err(crate::error::StreamIdError::ControlCharacter { .. })
+        ));
+    }
+}
+
+/// Event type names holding SQL metacharacters, `LIKE` wildcards, emoji and combining
+/// characters, and one of exactly the longest length, are stored exactly and filtered on
+/// exactly (`o%` matches neither `o_` nor `o'1`); one byte longer, or 10 KB, is refused.
+pub async fn hostile_event_types_round_trip<S: EventStore>(store: S) {
+    let longest = format!("{}é!", "😀".repeat(63));
+    assert_eq!(longest.len(), crate::store::MAX_EVENT_TYPE_LEN);
+    let mut types: Vec<String> = HOSTILE_TEXTS.iter().map(|s| (*s).to_owned()).collect();
+    types.push(longest.clone());
+    types.push("oX".to_owned());
+    let s = stream("types-1");
+    let batch: Vec<NewEvent> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| event(t, i as u64))
+        .collect();
+    store
+        .append(&s, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    let read = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read stream");
+    let types_of = |events: &[RecordedEvent]| {
+        events
+            .iter()
+            .map(|e| e.event_type.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types_of(&read), types);
+    let replayed = store
+        .replay_stream(&s, &StreamRead::all())
+        .await
+        .expect("replay");
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|e| e.event_type.clone())
+            .collect::<Vec<_>>(),
+        types
+    );
+    for (t, new) in types.iter().zip(&batch) {
+        let only = store
+            .read_all(&ReadAll::after(0).event_types([t.as_str()]))
+            .await
+            .expect("read all");
+        assert_eq!(
+            only.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            [new.event_id],
+            "the filter on {t:?} matches exactly that type"
+        );
+        assert_eq!(only[0].event_type, *t);
+    }
+    let wanted = [HOSTILE_TEXTS[5], HOSTILE_TEXTS[10], longest.as_str()];
+    let options = crate::subscription::SubscriptionOptions::new().event_types(wanted);
+    let delivered = subscribe(&store, options, 3).await;
+    assert_eq!(types_of(&delivered), wanted);
+
+    for too_long in [format!("{longest}x"), big_hostile_text()] {
+        match store
+            .append(&s, ExpectedVersion::Any, &[event(&too_long, 0)])
+            .await
+        {
+            Err(StoreError::InvalidEventType { event_type, stream }) => {
+                assert_eq!((event_type, stream), (too_long, s.clone()));
+            }
+            other => panic!("expected InvalidEventType, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        types.len() as u64
+    );
+}
+
+/// Metadata (actor, tenant, keys and values of free entries) and payload strings and keys
+/// with SQL metacharacters, emoji, combining characters, 10 KB strings and a `\u0000`
+/// look-alike round-trip exactly through append, stream reads, `read_all`, reads by id,
+/// aggregate loads (with a snapshot of such a state) and a subscription.
+pub async fn hostile_metadata_and_payload_round_trip<S: EventStore>(store: S) {
+    let big = big_hostile_text();
+    assert!(big.len() >= 10 * 1024);
+    let mut metadata = Metadata::new()
+        .command_id(Uuid::now_v7())
+        .correlation_id(Uuid::now_v7())
+        .causation_id(Uuid::now_v7())
+        .actor(big.clone())
+        .tenant(HOSTILE_TEXTS.concat());
+    let mut payload = serde_json::Map::new();
+    for (i, text) in HOSTILE_TEXTS.iter().enumerate() {
+        metadata = metadata.with(*text, json!({ *text: [*text, i] }));
+        payload.insert((*text).to_owned(), json!([*text, { *text: *text }]));
+    }
+    metadata = metadata.with(big.clone(), big.clone());
+    payload.insert(big.clone(), json!({ "big": big, "nested": [[big]] }));
+    let payload = serde_json::Value::Object(payload);
+    let new = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "Hostile".into(),
+        schema_version: 1,
+        payload: Payload::encode(&payload).expect("json"),
+        metadata: metadata.clone(),
+    };
+    let s = stream("hostile-payloads");
+    store
+        .append(&s, ExpectedVersion::NoStream, std::slice::from_ref(&new))
+        .await
+        .expect("append");
+    let check = |e: &RecordedEvent, via: &str| {
+        assert_eq!(e.event_id, new.event_id, "{via}");
+        assert_eq!(e.payload.to_value().expect("payload"), payload, "{via}");
+        assert_eq!(e.metadata, metadata, "{via}");
+    };
+    let read = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read stream");
+    assert_eq!(read.len(), 1);
+    check(&read[0], "read_stream");
+    check(
+        &store
+            .event_by_id(new.event_id)
+            .await
+            .expect("by id")
+            .expect("stored"),
+        "event_by_id",
+    );
+    let all = read_everything(&store, 10).await;
+    assert_eq!(all.len(), 1);
+    check(&all[0], "read_all");
+    let options = crate::subscription::SubscriptionOptions::new().event_types(["Hostile"]);
+    check(&subscribe(&store, options, 1).await[0], "subscription");
+
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 1,
+        schema_version: 1,
+        state: Payload::encode(&payload).expect("json"),
+        taken_at: Utc::now(),
+    };
+    store.save_snapshot(&snapshot).await.expect("save snapshot");
+    let loaded = store.load_aggregate(&s, 1, None).await.expect("load");
+    let state = loaded.snapshot.expect("snapshot").state;
+    assert_eq!(state.to_value().expect("state"), payload);
+    let replayed = store
+        .replay_stream(&s, &StreamRead::all())
+        .await
+        .expect("replay");
+    assert_eq!(replayed[0].payload.to_value().expect("payload"), payload);
+}
+
+/// A NUL character (`\u0000`) anywhere in a payload string (nested, or in an object key) or a
+/// metadata string gets [`StoreError::NulCharacter`] naming the stream, the event and the
+/// JSONPath, before anything is written: the other events of the batch are not stored.
+pub async fn nul_characters_are_refused<S: EventStore>(store: S) {
+    use crate::error::EventPart;
+    let payload = |value: serde_json::Value| Payload::encode(&value).expect("json");
+    let cases: Vec<(Payload, Metadata, EventPart, &str)> = vec![
+        (
+            payload(json!({"note": "a\u{0}b"})),
+            Metadata::new(),
+            EventPart::Payload,
+            "$.note",
+        ),
+        (
+            payload(json!({"lines": [{"sku": "ok"}, {"sku": "x\u{0}"}]})),
+            Metadata::new(),
+            EventPart::Payload,
+            "$.lines[1].sku",
+        ),
+        (
+            payload(json!({"deep": {"we'ird key": [1, "\u{0}"]}})),
+            Metadata::new(),
+            EventPart::Payload,
+            "$.deep[\"we'ird key\"][1]",
+        ),
+        (
+            payload(json!({"a": {"k\u{0}ey": 1}})),
+            Metadata::new(),
+            EventPart::Payload,
+            "$.a[\"k\\u0000ey\"]",
+        ),
+        (
+            payload(json!("\u{0}")),
+            Metadata::new(),
+            EventPart::Payload,
+            "$",
+        ),
+        (
+            Payload::from_json(r#"{"a": ["\u0000"]}"#.to_owned()).expect("json"),
+            Metadata::new(),
+            EventPart::Payload,
+            "$.a[0]",
+        ),
+        (
+            payload(json!({})),
+            Metadata::new().actor("al\u{0}ice"),
+            EventPart::Metadata,
+            "$.actor",
+        ),
+        (
+            payload(json!({})),
+            Metadata::new().tenant("\u{0}"),
+            EventPart::Metadata,
+            "$.tenant",
+        ),
+        (
+            payload(json!({})),
+            Metadata::new().with("ip\u{0}", "1"),
+            EventPart::Metadata,
+            "$.extra[\"ip\\u0000\"]",
+        ),
+        (
+            payload(json!({})),
+            Metadata::new().with("trace", json!({"x": ["ok", "\u{0}"]})),
+            EventPart::Metadata,
+            "$.extra.trace.x[1]",
+        ),
+    ];
+    let s = stream("nul-1");
+    for (payload, metadata, part, path) in cases {
+        let bad = NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Nul'Carrier".into(),
+            schema_version: 1,
+            payload,
+            metadata,
+        };
+        let mut batch = events(1);
+        batch.push(bad.clone());
+        batch.extend(events(1));
+        for attempt in [batch, vec![bad.clone()]] {
+            match store.append(&s, ExpectedVersion::Any, &attempt).await {
+                Err(StoreError::NulCharacter {
+                    stream: st,
+                    event_id,
+                    event_type,
+                    part: p,
+                    path: at,
+                }) => {
+                    assert_eq!(st, s);
+                    assert_eq!(event_id, bad.event_id);
+                    assert_eq!(event_type, "Nul'Carrier");
+                    assert_eq!((p, at.as_str()), (part, path));
+                }
+                other => panic!("expected NulCharacter at {part} {path}, got {other:?}"),
+            }
+            for event in &attempt {
+                assert_eq!(
+                    store.event_by_id(event.event_id).await.expect("by id"),
+                    None,
+                    "nothing of the batch is stored"
+                );
+            }
+        }
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), 0);
+    assert!(read_everything(&store, 10).await.is_empty());
+    assert_eq!(store.head_position().await.expect("head"), 0);
+}
+
+/// Event type names holding a control character (C0, DEL or C1) are refused with
+/// [`StoreError::InvalidEventType`] naming the name and the stream; nothing of the batch is
+/// stored. Format characters such as a zero-width space are text, and allowed.
+pub async fn control_characters_in_event_types_are_refused<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    for bad in [
+        "A\nB",
+        "\u{0}",
+        "Tab\t",
+        "Del\u{7f}",
+        "C1\u{85}",
+        "\u{1b}[31mRed",
+    ] {
+        let mut batch = events(2);
+        batch[1].event_type = bad.to_owned();
+        match store.append(&s, ExpectedVersion::Any, &batch).await {
+            Err(StoreError::InvalidEventType {
+                event_type,
+                stream: st,
+            }) => {
+                assert_eq!(event_type, bad);
+                assert_eq!(st, s);
+            }
+            other => panic!("expected InvalidEventType for {bad:?}, got {other:?}"),
+        }
+    }
+    assert!(versions(&store, &s).await.is_empty());
+    assert_eq!(store.head_position().await.expect("head"), 0);
+    let allowed = event("Zero\u{200b}Width", 1);
+    store
+        .append(&s, ExpectedVersion::NoStream, &[allowed])
+        .await
+        .expect("a format character is allowed");
+    assert_eq!(versions(&store, &s).await, [1]);
+}
+
+/// A rejection's text holding a NUL character (a command's input can carry one into it) is
+/// recorded by every store, and reads back with U+FFFD in its place, every other character
+/// kept.
+pub async fn command_log_keeps_hostile_messages<S: EventStore>(store: S) {
+    let s = stream("order-1");
+    let command_id = Uuid::now_v7();
+    let record = CommandRecord {
+        command_id,
+        stream_id: s.clone(),
+        version: 0,
+        outcome: CommandOutcome::Rejected {
+            message: format!("bad name 'a\u{0}b'; --{}", big_hostile_text()),
+        },
+    };
+    assert_eq!(store.record_command(&record).await.expect("record"), None);
+    let stored = CommandRecord {
+        outcome: CommandOutcome::Rejected {
+            message: format!("bad name 'a\u{fffd}b'; --{}", big_hostile_text()),
+        },
+        ..record.clone()
+    };
+    assert_eq!(
+        store.command_record(command_id).await.expect("read"),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        store.record_command(&record).await.expect("record again"),
+        Some(stored),
+        "the first outcome, as stored"
+    );
+}

@@ -85,6 +85,12 @@ macro_rules! store_conformance_tests {
             repository_temporal_loads,
             repository_decode_error_names_the_event,
             load_aggregate_matches_snapshot_and_replay,
+            hostile_stream_ids_round_trip,
+            hostile_event_types_round_trip,
+            hostile_metadata_and_payload_round_trip,
+            nul_characters_are_refused,
+            control_characters_in_event_types_are_refused,
+            command_log_keeps_hostile_messages,
         );
     };
     (@cases $make_store:path; $($case:ident),* $(,)?) => {
