@@ -85,8 +85,13 @@ where
     let payload = match Payload::from_json(text.clone()) {
         Ok(payload) => payload,
         Err(_) => {
+            // `from_json` also refuses JSON whose strings hold a lone surrogate escape, which a
+            // decoder skipping an unknown field never looks into: only text that is not JSON
+            // at all must fail the trusted decode.
+            let syntax_ok = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
             let trusted = Payload::from_trusted_json(text);
             match E::decode(name, version, &trusted) {
+                Ok(_) if syntax_ok => {}
                 Ok(decoded) => panic!("text that is not JSON decoded as {decoded:?}"),
                 Err(error) => check_error::<E>(name, version, &error),
             }
