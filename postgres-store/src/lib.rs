@@ -48,6 +48,7 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod transaction;
 mod transactional;
 
@@ -56,6 +57,7 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};
 pub use transaction::PgTransaction;
 pub use transactional::{PgProjection, Transactional};
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::{PgConfig, PgError, PgStore};
+use crate::{PgConfig, PgConnectOptions, PgError, PgStore};
 
 /// Why no test database could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -92,19 +92,21 @@ pub struct OpenTransaction {
 impl OpenTransaction {
     /// Connects to `url` as `application_name`, begins a transaction, takes a transaction id
     /// and leaves the session idle.
-    pub async fn begin(url: &str, application_name: &str) -> Result<Self, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
+    pub async fn begin(url: &str, application_name: &str) -> Result<Self, PgError> {
+        let client = PgConnectOptions::parse(url)?.connect().await?;
+        let backend = |e: tokio_postgres::Error| PgError::Store(crate::error::backend(e));
         client
             .query_one(
                 "SELECT set_config('application_name', $1, false)",
                 &[&application_name],
             )
-            .await?;
-        client.batch_execute("BEGIN").await?;
+            .await
+            .map_err(backend)?;
+        client.batch_execute("BEGIN").await.map_err(backend)?;
         let row = client
             .query_one("SELECT pg_backend_pid(), pg_current_xact_id()::text", &[])
-            .await?;
+            .await
+            .map_err(backend)?;
         let pid: i32 = row.get(0);
         Ok(Self {
             client,
