@@ -384,7 +384,7 @@ impl Cluster {
             let port = free_port()?;
             let options = format!(
                 "-c listen_addresses='{TLS_HOST},{OTHER_HOST}' -p {port} -k {base} \
-                 -c max_connections=100 -c ssl=on -c ssl_cert_file='{cert}' \
+                 -c max_connections=100 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file='{cert}' \
                  -c ssl_key_file='{key}' -c hba_file='{hba}'",
                 base = cluster.base.display(),
                 cert = files.server_cert.display(),
