@@ -213,6 +213,7 @@ async fn verify_ca_ignores_the_name_and_verify_full_names_the_host() {
             db.other_host.as_str(),
         ),
     ] {
+        // ANCHOR: wrong_host
         let err = connect(&url).await.expect_err("the name is checked");
         let PgError::Tls {
             host: named,
@@ -221,6 +222,7 @@ async fn verify_ca_ignores_the_name_and_verify_full_names_the_host() {
         else {
             panic!("{url}: {err:?}");
         };
+        // ANCHOR_END: wrong_host
         assert_eq!(named, host);
         assert_eq!(presented, &["localhost", "127.0.0.1"]);
         let message = err.to_string();
