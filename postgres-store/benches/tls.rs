@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 mod common;
 
-use common::{describe_server, median, sql, throughput};
+use common::{Side, describe_server, median, sql, throughput};
 
 /// How long each timed run lasts.
 const RUN: Duration = Duration::from_millis(500);
@@ -126,8 +126,8 @@ async fn raw_run(store: &PgStore, tasks: u64, tag: String) -> f64 {
 /// The runs of one case: (factum, raw) per transport, plain then TLS.
 #[derive(Default)]
 struct Runs {
-    factum: [Vec<f64>; 2],
-    raw: [Vec<f64>; 2],
+    factum: [Side; 2],
+    raw: [Side; 2],
 }
 
 fn ratio(over: &[f64], under: &[f64]) -> f64 {
@@ -140,8 +140,12 @@ async fn case(transports: &[Transport; 2], tasks: u64, rounds: usize, tag: &str)
     for round in 0..rounds {
         for (t, transport) in transports.iter().enumerate() {
             let tag = format!("{tag}{round}-{t}-{tasks}");
-            runs.raw[t].push(raw_run(&transport.raw, tasks, tag.clone()).await);
-            runs.factum[t].push(factum_run(&transport.factum, tasks, tag).await);
+            runs.raw[t]
+                .measure(raw_run(&transport.raw, tasks, tag.clone()))
+                .await;
+            runs.factum[t]
+                .measure(factum_run(&transport.factum, tasks, tag))
+                .await;
         }
     }
     runs
@@ -150,20 +154,28 @@ async fn case(transports: &[Transport; 2], tasks: u64, rounds: usize, tag: &str)
 fn report(tasks: u64, runs: &Runs) {
     println!();
     println!("append 1 event, {tasks} task(s), appends/s");
-    for (side, values) in [("factum", &runs.factum), ("raw SQL", &runs.raw)] {
+    for (side, sides) in [("factum", &runs.factum), ("raw SQL", &runs.raw)] {
         println!(
             "  {side:<10} {:>10.0} {:>10.0} {:>14.3}x",
-            median(&values[0]),
-            median(&values[1]),
-            ratio(&values[1], &values[0]),
+            median(&sides[0].runs),
+            median(&sides[1].runs),
+            ratio(&sides[1].runs, &sides[0].runs),
         );
     }
     println!(
         "  {:<10} {:>9.3}x {:>9.3}x",
         "factum/raw",
-        ratio(&runs.factum[0], &runs.raw[0]),
-        ratio(&runs.factum[1], &runs.raw[1]),
+        ratio(&runs.factum[0].runs, &runs.raw[0].runs),
+        ratio(&runs.factum[1].runs, &runs.raw[1].runs),
     );
+    for (side, sides) in [("factum", &runs.factum), ("raw SQL", &runs.raw)] {
+        let (plain, tls) = (sides[0].cpu_per_op(), sides[1].cpu_per_op());
+        println!(
+            "  {:<10} {plain:>10.0} {tls:>10.0} {:>14.3}x",
+            format!("{side} µs"),
+            tls / plain
+        );
+    }
 }
 
 async fn run() {
@@ -186,6 +198,7 @@ async fn run() {
         if !described {
             describe_server(&transports[1].factum).await;
             println!("plain: sslmode=disable over TCP; TLS: sslmode=verify-full (rustls, ring)");
+            println!("µs: this process's CPU time per append (client side)");
             described = true;
             // Untimed: warm the caches, WAL and pools first.
             case(&transports, 8, 1, "w").await;
