@@ -18,6 +18,9 @@
 //! # }
 //! ```
 //!
+//! - Every connection honours `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+//!   `verify-full`) and `sslrootcert` from the URL, through rustls; see the [`tls`] module and
+//!   [`PgStore::connect_with`] for what each mode checks and the typed errors.
 //! - Appends are one round trip: a PL/pgSQL function checks the expected version, reserves
 //!   global positions and inserts every event, all-or-nothing.
 //! - Loading an aggregate is one statement: the latest snapshot and the events after it, read
