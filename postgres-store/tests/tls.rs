@@ -235,6 +235,29 @@ async fn verify_ca_ignores_the_name_and_verify_full_names_the_host() {
 }
 
 #[tokio::test]
+async fn each_host_of_a_list_is_checked_under_its_own_name() {
+    let db = cluster().await;
+    // The first host's name is not in the certificate: the next one is tried, and taken.
+    let url = format!(
+        "host={},{} port={} user=postgres dbname=postgres sslmode=verify-full \
+         sslrootcert='{}' target_session_attrs=read-write",
+        db.other_host,
+        db.host,
+        db.port,
+        db.ca_file.display()
+    );
+    let store = connect(&url).await.expect("the second host connects");
+    assert!(session_tls(&store).await.0);
+    let client = store.pool().get().await.expect("pooled connection");
+    let address: String = client
+        .query_one("SELECT host(inet_server_addr())", &[])
+        .await
+        .expect("server address")
+        .get(0);
+    assert_eq!(address, db.host);
+}
+
+#[tokio::test]
 async fn an_unknown_authority_is_named() {
     let db = cluster().await;
     for mode in ["verify-full", "verify-ca", "require"] {
