@@ -2,6 +2,8 @@
 
 use factum::StoreError;
 
+use crate::tls::{RootCertProblem, TlsFailure};
+
 /// What connecting to or migrating the store reports.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -17,6 +19,42 @@ pub enum PgError {
     /// The connection URL cannot be parsed.
     #[error("invalid connection URL: {0}")]
     InvalidUrl(#[source] tokio_postgres::Error),
+    /// A connection option has a value the store does not accept.
+    #[error("invalid connection option `{key}={value}`: {reason}")]
+    InvalidOption {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The CA certificates `sslrootcert` names cannot be used.
+    #[error("cannot use sslrootcert `{path}`: {problem}")]
+    RootCert {
+        /// The file, or `system` for the platform's roots.
+        path: String,
+        /// What is wrong with it.
+        problem: RootCertProblem,
+    },
+    /// TLS with a server failed: it does not offer TLS, or its certificate is refused.
+    #[error("TLS connection to `{host}` failed: {cause}")]
+    Tls {
+        /// The host name the certificate was checked against (all the hosts, comma
+        /// separated, when the server refused TLS).
+        host: String,
+        /// Why.
+        cause: TlsFailure,
+    },
+    /// The first connection failed for a reason other than TLS: unreachable server,
+    /// refused by `pg_hba.conf`, wrong credentials, ...
+    #[error("cannot connect: {reason}")]
+    Connect {
+        /// The cause; the server's message when it refused the connection.
+        reason: String,
+        /// The error reported.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The pool cannot be built.
     #[error("cannot build the connection pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),

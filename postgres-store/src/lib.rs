@@ -18,6 +18,9 @@
 //! # }
 //! ```
 //!
+//! - Every connection honours `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+//!   `verify-full`) and `sslrootcert` from the URL, through rustls; see the [`tls`] module and
+//!   [`PgStore::connect_with`] for what each mode checks and the typed errors.
 //! - Appends are one round trip: a PL/pgSQL function checks the expected version, reserves
 //!   global positions and inserts every event, all-or-nothing.
 //! - Loading an aggregate is one statement: the latest snapshot and the events after it, read
@@ -52,6 +55,7 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod transaction;
 mod transactional;
 
@@ -60,6 +64,7 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};
 pub use transaction::PgTransaction;
 pub use transactional::{PgProjection, Transactional};
 

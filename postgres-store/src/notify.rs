@@ -8,7 +8,9 @@ use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::tls::TlsConnector;
 
 /// Longest wait between two reconnection attempts of the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -17,6 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub(crate) struct ListenerConfig {
     pub(crate) pg_config: tokio_postgres::Config,
+    /// TLS as the store's connections use it.
+    pub(crate) tls: TlsConnector,
     pub(crate) channel: String,
     pub(crate) head_sql: String,
     pub(crate) poll_interval: Duration,
@@ -163,7 +167,7 @@ async fn session(
     head: &watch::Sender<u64>,
     local: &mut watch::Receiver<u64>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let (client, mut connection) = config.pg_config.connect(NoTls).await?;
+    let (client, mut connection) = config.pg_config.connect(config.tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -13,7 +13,6 @@ use factum::store::{
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -22,6 +21,7 @@ use crate::error::{PgError, backend};
 use crate::notify::{ListenerConfig, Notifier};
 use crate::rows::{self, AggregateRow};
 use crate::sql::Statements;
+use crate::tls::{PgConnectOptions, pool_error};
 
 /// How many times an append is retried after losing a race that was not a version
 /// conflict: a unique violation when `ExpectedVersion::Any` (or `StreamExists`) still
@@ -83,28 +83,63 @@ struct Head {
 
 impl PgStore {
     /// Connects to `url` with the default configuration (schema `factum`).
+    ///
+    /// See [`PgStore::connect_with`].
     pub async fn connect(url: &str) -> Result<Self, PgError> {
         Self::connect_with(url, PgConfig::default()).await
     }
 
     /// Connects to `url` (a `postgresql://` URL or a `key=value` string) with `config`.
     ///
-    /// Connections are opened lazily; this fails only on a malformed URL.
+    /// `sslmode` (`disable`, `prefer` by default, `require`, `verify-ca`, `verify-full`) and
+    /// `sslrootcert` (a PEM file of CAs, or `system`) apply to every connection of the store,
+    /// pooled or not, through rustls; see [`PgConnectOptions`] and the [`tls`](crate::tls)
+    /// module for what each mode checks:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), factum_postgres::PgError> {
+    /// use factum_postgres::PgStore;
+    /// let store = PgStore::connect(
+    ///     "postgresql://app@db.example/app?sslmode=verify-full&sslrootcert=/etc/app/ca.pem",
+    /// )
+    /// .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// One connection is opened before this returns, so that a wrong address, credentials or
+    /// TLS setting fail here: [`PgError::Tls`] names the host and the cause (no TLS on the
+    /// server, a certificate for another name, an unknown authority),
+    /// [`PgError::RootCert`] an unusable `sslrootcert`, [`PgError::InvalidOption`] an
+    /// unknown `sslmode`, and [`PgError::Connect`] anything else, with the server's message.
     pub async fn connect_with(url: &str, config: PgConfig) -> Result<Self, PgError> {
-        let pg_config: tokio_postgres::Config = url.parse().map_err(PgError::InvalidUrl)?;
+        Self::connect_options(PgConnectOptions::parse(url)?, config).await
+    }
+
+    /// Connects with parsed options; see [`PgStore::connect_with`].
+    pub async fn connect_options(
+        options: PgConnectOptions,
+        config: PgConfig,
+    ) -> Result<Self, PgError> {
+        let tls = options.connector()?;
+        let pg_config = options.effective_config();
         let manager = Manager::from_config(
             pg_config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager).max_size(config.pool_size).build()?;
+        // The first connection stays in the pool.
+        drop(pool.get().await.map_err(|e| pool_error(&pg_config, e))?);
         let sql = Statements::new(&config.schema);
         let mut listener_config = pg_config;
         listener_config.application_name("factum-head-listener");
         let listener = ListenerConfig {
             pg_config: listener_config,
+            tls,
             channel: config.schema.channel(),
             head_sql: sql.head_position.clone(),
             poll_interval: config.poll_interval,

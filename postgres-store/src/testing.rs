@@ -9,15 +9,18 @@
 //! process exits.
 //!
 //! [`fresh_store`] gives each test its own schema.
+//!
+//! [`TestDatabase::tls`] starts a second cluster, once per process, that speaks TLS with
+//! certificates generated on start: see [`TlsTestDatabase`].
 
 use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::{PgConfig, PgError, PgStore};
+use crate::{PgConfig, PgConnectOptions, PgError, PgStore};
 
 /// Why no test database could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +55,97 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| Err(TestDatabaseError::Start(e.to_string())))
     }
+}
+
+/// The TLS cluster of this process ([`TestDatabase::tls`]): it listens on `127.0.0.1` and
+/// `127.0.0.2` on a free port with `ssl=on`, its certificate (for `localhost` and
+/// `127.0.0.1`, not `127.0.0.2`) signed by a CA generated on start. Its `pg_hba.conf` refuses
+/// plaintext TCP, except from the role [`plain_user`](Self::plain_user), there for
+/// comparisons. The database is `postgres`, its superuser `postgres`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TlsTestDatabase {
+    /// `127.0.0.1`, a name in the certificate.
+    pub host: String,
+    /// `127.0.0.2`, the same server under a name the certificate does not hold.
+    pub other_host: String,
+    /// The port of both.
+    pub port: u16,
+    /// The PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// The PEM file of another CA, that signed nothing the server shows.
+    pub foreign_ca_file: PathBuf,
+    /// A superuser allowed to connect without TLS.
+    pub plain_user: String,
+}
+
+impl TlsTestDatabase {
+    /// A URL to [`host`](Self::host) as `postgres` with `sslmode` and the right CA as
+    /// `sslrootcert`.
+    pub fn url(&self, sslmode: &str) -> String {
+        self.url_to(&self.host, sslmode, Some(&self.ca_file))
+    }
+
+    /// A URL to `host` on the cluster's port as `postgres` with `sslmode` and, when given,
+    /// `sslrootcert`.
+    pub fn url_to(&self, host: &str, sslmode: &str, root_cert: Option<&Path>) -> String {
+        let mut url = format!(
+            "postgresql://postgres@{host}:{port}/postgres?sslmode={sslmode}",
+            port = self.port
+        );
+        if let Some(path) = root_cert {
+            let path = path.to_string_lossy();
+            let encoded =
+                percent_encoding::utf8_percent_encode(&path, percent_encoding::NON_ALPHANUMERIC);
+            let _ = write!(url, "&sslrootcert={encoded}");
+        }
+        url
+    }
+
+    /// A plaintext URL (`sslmode=disable`) as [`plain_user`](Self::plain_user).
+    pub fn plain_url(&self) -> String {
+        format!(
+            "postgresql://{user}@{host}:{port}/postgres?sslmode=disable",
+            user = self.plain_user,
+            host = self.host,
+            port = self.port
+        )
+    }
+}
+
+static TLS: tokio::sync::OnceCell<Result<TlsTestDatabase, TestDatabaseError>> =
+    tokio::sync::OnceCell::const_new();
+
+impl TestDatabase {
+    /// The TLS cluster of this process, started on the first call (whatever
+    /// `DATABASE_URL` says).
+    pub async fn tls() -> Result<TlsTestDatabase, TestDatabaseError> {
+        TLS.get_or_init(|| async {
+            let db = tokio::task::spawn_blocking(start_tls)
+                .await
+                .unwrap_or_else(|e| Err(TestDatabaseError::Start(e.to_string())))?;
+            let create_role = async {
+                let client = PgConnectOptions::parse(&db.url("verify-full"))?
+                    .connect()
+                    .await?;
+                client
+                    .batch_execute(&format!("CREATE ROLE {PLAIN_USER} LOGIN SUPERUSER"))
+                    .await
+                    .map_err(|e| PgError::Store(crate::error::backend(e)))
+            };
+            create_role.await.map_err(|e| {
+                TestDatabaseError::Start(format!("cannot create {PLAIN_USER}: {e}"))
+            })?;
+            Ok(db)
+        })
+        .await
+        .clone()
+    }
+}
+
+fn start_tls() -> Result<TlsTestDatabase, TestDatabaseError> {
+    let bin = find_binaries().ok_or(TestDatabaseError::BinariesNotFound)?;
+    Cluster::start_tls(&bin).map_err(TestDatabaseError::Start)
 }
 
 /// A store on the test database in a new schema with a random name, migrated.
@@ -92,19 +186,21 @@ pub struct OpenTransaction {
 impl OpenTransaction {
     /// Connects to `url` as `application_name`, begins a transaction, takes a transaction id
     /// and leaves the session idle.
-    pub async fn begin(url: &str, application_name: &str) -> Result<Self, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
+    pub async fn begin(url: &str, application_name: &str) -> Result<Self, PgError> {
+        let client = PgConnectOptions::parse(url)?.connect().await?;
+        let backend = |e: tokio_postgres::Error| PgError::Store(crate::error::backend(e));
         client
             .query_one(
                 "SELECT set_config('application_name', $1, false)",
                 &[&application_name],
             )
-            .await?;
-        client.batch_execute("BEGIN").await?;
+            .await
+            .map_err(backend)?;
+        client.batch_execute("BEGIN").await.map_err(backend)?;
         let row = client
             .query_one("SELECT pg_backend_pid(), pg_current_xact_id()::text", &[])
-            .await?;
+            .await
+            .map_err(backend)?;
         let pid: i32 = row.get(0);
         Ok(Self {
             client,
@@ -130,7 +226,7 @@ fn start() -> Result<String, TestDatabaseError> {
         }
     }
     let bin = find_binaries().ok_or(TestDatabaseError::BinariesNotFound)?;
-    Cluster::start(&bin).map_err(TestDatabaseError::Start)
+    Cluster::start_plain(&bin).map_err(TestDatabaseError::Start)
 }
 
 fn find_binaries() -> Option<PathBuf> {
@@ -161,10 +257,17 @@ fn find_binaries_in(path: Option<&std::ffi::OsStr>, debian_root: &Path) -> Optio
     versions.pop().map(|(_, bin)| bin)
 }
 
-struct Cluster;
+/// A cluster directory with an initialised data directory, not started yet.
+struct Cluster {
+    base: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    as_root: bool,
+}
 
 impl Cluster {
-    fn start(bin: &Path) -> Result<String, String> {
+    /// Creates the directory and runs `initdb`.
+    fn init(bin: &Path) -> Result<Self, String> {
         let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         // The `postgres` user must reach the directory: as root, stay out of a private
         // `TMPDIR`.
@@ -179,52 +282,209 @@ impl Cluster {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-        let data = base.join("data");
-        let log = base.join("server.log");
+        let cluster = Self {
+            data: base.join("data"),
+            log: base.join("server.log"),
+            base,
+            as_root,
+        };
         if as_root {
             ensure_postgres_user()?;
-            run(Command::new("chown").arg("postgres:").arg(&base))?;
         }
-        let user_cmd = |program: &Path| -> Command {
-            if as_root {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", "postgres", "--"]).arg(program);
-                cmd
-            } else {
-                Command::new(program)
-            }
-        };
-        run(user_cmd(&bin.join("initdb")).arg("-D").arg(&data).args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ]))?;
-        // Sockets only in our own directory; no TCP listener at all.
+        cluster.own(&cluster.base)?;
+        run(cluster
+            .user_cmd(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&cluster.data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]))?;
+        Ok(cluster)
+    }
+
+    fn user_cmd(&self, program: &Path) -> Command {
+        if self.as_root {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Gives `path` to the `postgres` user when running as root.
+    fn own(&self, path: &Path) -> Result<(), String> {
+        if self.as_root {
+            run(Command::new("chown").arg("postgres:").arg(path))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server with `options` and waits until it accepts connections.
+    fn start(&self, bin: &Path, options: &str) -> Result<(), String> {
+        run(self
+            .user_cmd(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "-o", options, "start"]))
+        .map_err(|e| {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            format!("{e}\nserver log:\n{log}")
+        })
+    }
+
+    /// The plain cluster: a Unix socket in its directory, no TCP listener at all.
+    fn start_plain(bin: &Path) -> Result<String, String> {
+        let cluster = Self::init(bin)?;
         let options = format!(
             "-c listen_addresses='' -k {} -p 5432 -c max_connections=300 -c shared_buffers=256MB",
-            base.display()
+            cluster.base.display()
         );
-        run(user_cmd(&bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "-o", &options, "start"]))
-        .map_err(|e| {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            format!("{e}\nserver log:\n{log}")
-        })?;
-        spawn_watchdog(bin, &base, &data, as_root)?;
+        cluster.start(bin, &options)?;
+        spawn_watchdog(bin, &cluster.base, &cluster.data, cluster.as_root)?;
         Ok(format!(
             "postgresql://postgres@/postgres?host={}&port=5432",
-            base.display()
+            cluster.base.display()
         ))
     }
+
+    /// The TLS cluster ([`TlsTestDatabase`]).
+    fn start_tls(bin: &Path) -> Result<TlsTestDatabase, String> {
+        let cluster = Self::init(bin)?;
+        spawn_watchdog(bin, &cluster.base, &cluster.data, cluster.as_root)?;
+        let files = write_certificates(&cluster.base)?;
+        for path in [&files.server_cert, &files.server_key] {
+            cluster.own(path)?;
+        }
+        let hba = cluster.base.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "local all all trust\n\
+                 hostssl all all 127.0.0.0/8 trust\n\
+                 hostnossl all {PLAIN_USER} 127.0.0.0/8 trust\n\
+                 hostnossl all all 0.0.0.0/0 reject\n"
+            ),
+        )
+        .map_err(|e| format!("write {}: {e}", hba.display()))?;
+        cluster.own(&hba)?;
+        // Another process may take the free port before the server binds it: try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port()?;
+            let options = format!(
+                "-c listen_addresses='{TLS_HOST},{OTHER_HOST}' -p {port} -k {base} \
+                 -c max_connections=100 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file='{cert}' \
+                 -c ssl_key_file='{key}' -c hba_file='{hba}'",
+                base = cluster.base.display(),
+                cert = files.server_cert.display(),
+                key = files.server_key.display(),
+                hba = hba.display(),
+            );
+            match cluster.start(bin, &options) {
+                Ok(()) => {
+                    return Ok(TlsTestDatabase {
+                        host: TLS_HOST.to_owned(),
+                        other_host: OTHER_HOST.to_owned(),
+                        port,
+                        ca_file: files.ca,
+                        foreign_ca_file: files.foreign_ca,
+                        plain_user: PLAIN_USER.to_owned(),
+                    });
+                }
+                Err(e) if attempts >= 5 => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The address of the TLS cluster, in its certificate.
+const TLS_HOST: &str = "127.0.0.1";
+/// Another address of the TLS cluster, not in its certificate.
+const OTHER_HOST: &str = "127.0.0.2";
+/// The role the TLS cluster accepts plaintext TCP from.
+const PLAIN_USER: &str = "plain_tcp";
+
+/// A TCP port free on both addresses of the TLS cluster, now.
+fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let listener = std::net::TcpListener::bind((TLS_HOST, 0))
+            .map_err(|e| format!("cannot bind {TLS_HOST}: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound port: {e}"))?
+            .port();
+        if std::net::TcpListener::bind((OTHER_HOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no TCP port free on both 127.0.0.1 and 127.0.0.2".to_owned())
+}
+
+struct CertificateFiles {
+    ca: PathBuf,
+    foreign_ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+/// A CA, a server certificate for `localhost` and `127.0.0.1` signed by it, and another
+/// CA, written as PEM files in `dir` (the server's key with mode 0600).
+fn write_certificates(dir: &Path) -> Result<CertificateFiles, String> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let err = |e: rcgen::Error| format!("cannot generate the test certificates: {e}");
+    let ca = new_ca("factum test CA")?;
+    let foreign_ca = new_ca("factum foreign test CA")?;
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), TLS_HOST.to_owned()]).map_err(err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = params.signed_by(&key, &ca).map_err(err)?;
+    let files = CertificateFiles {
+        ca: dir.join("ca.pem"),
+        foreign_ca: dir.join("foreign-ca.pem"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    };
+    let write = |path: &Path, pem: String| {
+        std::fs::write(path, pem).map_err(|e| format!("write {}: {e}", path.display()))
+    };
+    write(&files.ca, ca.pem())?;
+    write(&files.foreign_ca, foreign_ca.pem())?;
+    write(&files.server_cert, cert.pem())?;
+    write(&files.server_key, key.serialize_pem())?;
+    std::fs::set_permissions(&files.server_key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", files.server_key.display()))?;
+    Ok(files)
+}
+
+fn new_ca(name: &str) -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let err = |e: rcgen::Error| format!("cannot generate the test CA: {e}");
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(err)?).map_err(err)
 }
 
 /// Stops the cluster and removes its directory once this process is gone.

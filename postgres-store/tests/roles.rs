@@ -96,14 +96,11 @@ impl Roles {
 
     /// A raw connection as `role`.
     async fn client_as(&self, role: &str) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&url_as(role).await, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        factum_postgres::PgConnectOptions::parse(&url_as(role).await)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
     }
 }
 

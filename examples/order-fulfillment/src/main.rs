@@ -20,7 +20,9 @@ const USAGE: &str =
            them (in memory, after running the scenario)
   serve    start the HTTP API (default address 127.0.0.1:3000)
 
-  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory)
+  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory); TLS as
+                       the URL's sslmode and sslrootcert say, e.g.
+                       postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem
   --schema NAME        the PostgreSQL schema of the events (default: factum)";
 
 #[derive(Debug, PartialEq)]

@@ -116,3 +116,29 @@ fn bad_arguments_print_the_usage() {
     );
     assert!(stderr.contains("usage: order-fulfillment"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_demo_runs_over_tls_and_names_an_unknown_authority() {
+    let db = match factum_postgres::testing::TestDatabase::tls().await {
+        Ok(db) => db,
+        Err(e) => panic!("no PostgreSQL for the tests: {e}"),
+    };
+    let schema = format!("demo_tls_{}", uuid::Uuid::new_v4().simple());
+    let url = db.url_to("localhost", "verify-full", Some(&db.ca_file));
+    assert_read_models(&run(&["--database-url", &url, "--schema", &schema]));
+
+    // Another CA: the binary stops before running anything, naming the cause.
+    let url = db.url_to("localhost", "verify-full", Some(&db.foreign_ca_file));
+    let output = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+        .args(["--database-url", &url, "--schema", &schema])
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "TLS connection to `localhost` failed: certificate signed by an unknown authority"
+        ),
+        "{stderr}"
+    );
+}

@@ -6,8 +6,8 @@ pub mod counts;
 
 use factum::store::{NewEvent, Payload};
 use factum::{Metadata, StreamId};
-use factum_postgres::PgStore;
 use factum_postgres::testing::{TestDatabase, fresh_store};
+use factum_postgres::{PgConnectOptions, PgStore};
 use uuid::Uuid;
 
 pub async fn store() -> PgStore {
@@ -20,13 +20,11 @@ pub async fn url() -> String {
 
 /// A raw connection to the test database, outside any store.
 pub async fn raw_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&url().await, tokio_postgres::NoTls)
+    PgConnectOptions::parse(&url().await)
+        .expect("url")
+        .connect()
         .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
+        .expect("connect")
 }
 
 pub fn stream(id: &str) -> StreamId {
@@ -60,16 +58,9 @@ pub async fn other_database() -> (String, tokio_postgres::Client) {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create database");
-    let mut config: tokio_postgres::Config = url().await.parse().expect("url");
-    config.dbname(&name);
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    (name, client)
+    let mut options = PgConnectOptions::parse(&url().await).expect("url");
+    options.pg_config_mut().dbname(&name);
+    (name, options.connect().await.expect("connect"))
 }
 
 /// Drops a database made by [`other_database`], closing its connections.
