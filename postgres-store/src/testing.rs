@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 
 use crate::{PgConfig, PgError, PgStore};
 
+pub mod proxy;
+
 /// Why no test database could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
