@@ -692,7 +692,19 @@ enum Framing {
     Opaque,
 }
 
-/// Forwards `from` to `to` message by message, applying stalls, rules and cuts.
+/// What a pump sends at once: the whole messages (or opaque bytes) read so far, cut short
+/// where a rule fires.
+#[derive(Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// Whole protocol messages among `bytes`.
+    messages: u64,
+    /// The rule that cuts the connection once `bytes` are sent.
+    cut_by: Option<Arc<ArmedRule>>,
+}
+
+/// Forwards `from` to `to`: whole messages only (each run of messages read together in one
+/// write), applying rules as messages are read, then stalls and cuts.
 async fn pump<R, W>(
     direction: Direction,
     mut from: R,
@@ -714,8 +726,8 @@ where
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        // Forward every whole message in the buffer.
-        loop {
+        let mut out = Outgoing::default();
+        while out.cut_by.is_none() {
             if direction == Direction::ToClient && awaiting_answer.swap(false, Ordering::SeqCst) {
                 framing = Framing::OneByte;
             }
@@ -747,31 +759,25 @@ where
             }
             let frontend = (direction == Direction::ToServer && framing != Framing::Opaque)
                 .then_some(FrontendMessage { tag, body });
-            if !forward(
-                direction,
-                &message,
-                frontend,
-                &mut to,
-                shared,
-                connection,
-                &mut cut_rx,
-                &mut stall_rx,
-            )
-            .await?
-            {
-                return finish(direction, from, to).await;
-            }
+            let (allowed, cut_by) = apply_rules(direction, &message, frontend, shared, connection);
+            out.bytes.extend_from_slice(&message[..allowed]);
+            out.messages += u64::from(allowed == message.len());
+            out.cut_by = cut_by;
         }
         if framing == Framing::Untyped && buffer.first() == Some(&0x16) {
             // A TLS handshake record where a startup message would be.
             framing = Framing::Opaque;
         }
-        if framing == Framing::Opaque && !buffer.is_empty() {
+        if out.cut_by.is_none() && framing == Framing::Opaque && !buffer.is_empty() {
             let bytes = std::mem::take(&mut buffer);
-            if !forward(
+            let (allowed, cut_by) = apply_rules(direction, &bytes, None, shared, connection);
+            out.bytes.extend_from_slice(&bytes[..allowed]);
+            out.cut_by = cut_by;
+        }
+        if (!out.bytes.is_empty() || out.cut_by.is_some())
+            && !send(
                 direction,
-                &bytes,
-                None,
+                out,
                 &mut to,
                 shared,
                 connection,
@@ -779,9 +785,8 @@ where
                 &mut stall_rx,
             )
             .await?
-            {
-                return finish(direction, from, to).await;
-            }
+        {
+            return finish(direction, from, to).await;
         }
         let read = tokio::select! {
             read = from.read(&mut chunk) => read?,
@@ -881,13 +886,11 @@ fn record_startup(connection: &Connection, body: &[u8]) {
     }
 }
 
-/// Forwards one message (or opaque bytes), waiting out a stall; returns `false` when the
-/// connection is cut (by a rule here, or from elsewhere).
-#[allow(clippy::too_many_arguments)]
-async fn forward<W>(
+/// Sends `out`, waiting out a stall; returns `false` when the connection is cut (by the
+/// rule that fired on `out`, or from elsewhere).
+async fn send<W>(
     direction: Direction,
-    bytes: &[u8],
-    frontend: Option<FrontendMessage<'_>>,
+    out: Outgoing,
     to: &mut W,
     shared: &Shared,
     connection: &Connection,
@@ -910,26 +913,21 @@ where
     if *cut_rx.borrow() {
         return Ok(false);
     }
-    let (allowed, cut_after) = apply_rules(direction, bytes, frontend, shared, connection);
-    let whole = frontend.is_some() || allowed == bytes.len();
     tokio::select! {
-        written = to.write_all(&bytes[..allowed]) => written?,
+        written = to.write_all(&out.bytes) => written?,
         () = cut_signal(cut_rx) => return Ok(false),
     }
     {
-        let mut info = connection.info();
-        match direction {
-            Direction::ToServer => {
-                info.bytes_to_server += allowed as u64;
-                info.messages_to_server += u64::from(whole && allowed > 0);
-            }
-            Direction::ToClient => {
-                info.bytes_to_client += allowed as u64;
-                info.messages_to_client += u64::from(whole && allowed > 0);
-            }
-        }
+        let mut guard = connection.info();
+        let info = &mut *guard;
+        let (bytes, messages) = match direction {
+            Direction::ToServer => (&mut info.bytes_to_server, &mut info.messages_to_server),
+            Direction::ToClient => (&mut info.bytes_to_client, &mut info.messages_to_client),
+        };
+        *bytes += out.bytes.len() as u64;
+        *messages += out.messages;
     }
-    if let Some(rule) = cut_after {
+    if let Some(rule) = out.cut_by {
         to.flush().await?;
         cut(shared, connection, &format!("rule {:?}", rule.rule.trigger));
         return Ok(false);
