@@ -202,6 +202,7 @@ async fn a_commit_whose_reply_is_lost_is_resolved_by_retrying_with_the_same_ids(
             .await
             .expect("first events");
         let batch = events(n as u64);
+        // ANCHOR: lost_reply
         let needle = s.as_str().as_bytes().to_vec();
         // The append's Bind carries the stream id; its exchange ends with the Sync.
         let armed = proxy.arm(Rule::on_client_exchange(move |m| {
@@ -213,6 +214,7 @@ async fn a_commit_whose_reply_is_lost_is_resolved_by_retrying_with_the_same_ids(
             .expect_err("no reply reaches the client");
         assert!(is_closed_connection(&error), "{error:?}");
         assert_eq!(armed.fired(), 1);
+        // ANCHOR_END: lost_reply
         cut_connections_closed(&proxy).await;
 
         let stored = direct
@@ -836,6 +838,7 @@ async fn a_partitioned_worker_past_its_lease_is_fenced_off() {
         "a acknowledged its first batch"
     );
 
+    // ANCHOR: partition
     proxy.stall(Stall::Both);
     let b = ProjectionRunner::new(direct.clone())
         .coordination(checkpoints.clone())
@@ -851,6 +854,7 @@ async fn a_partitioned_worker_past_its_lease_is_fenced_off() {
     // `a` comes back and goes on with the batch it held.
     go.notify_one();
     proxy.release();
+    // ANCHOR_END: partition
     eventually("a's checkpoint save to be refused", || async {
         fenced.load(Ordering::SeqCst) >= 1
     })
