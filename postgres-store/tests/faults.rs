@@ -22,6 +22,7 @@ use factum_postgres::testing::proxy::{ConnectionInfo, Direction, Proxy, Rule, St
 use factum_postgres::{
     PgConfig, PgCoordination, PgProjection, PgStore, PgTransaction, Transactional,
 };
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
@@ -148,6 +149,43 @@ async fn the_proxy_counts_cuts_stalls_and_refuses() {
     proxy.release();
     insert.await.expect("task").expect("the reply arrives");
 
+    // Cut after exactly 7 more bytes to the client, in the middle of the reply.
+    let (named, connection) = tokio_postgres::connect(
+        &format!("{} application_name=bytes", proxy.url()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(connection);
+    let before = proxy
+        .connections()
+        .into_iter()
+        .find(|c| c.application_name.as_deref() == Some("bytes"))
+        .expect("named connection");
+    let armed = proxy.arm(Rule::after_bytes(Direction::ToClient, 7).application_name("bytes"));
+    let error = named.simple_query("SELECT 5").await.expect_err("cut");
+    assert!(error.is_closed(), "{error}");
+    assert_eq!(armed.fired(), 1);
+    let after = proxy
+        .connections()
+        .into_iter()
+        .find(|c| c.id == before.id)
+        .expect("same connection");
+    assert_eq!(after.bytes_to_client, before.bytes_to_client + 7);
+    assert!(after.cut);
+
+    // A malformed startup message (a negative length) ends that connection, nothing else.
+    let mut garbage = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    garbage
+        .write_all(&[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0])
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    let _ = garbage.read_to_end(&mut reply).await;
+    assert!(reply.is_empty(), "{reply:?}");
+
     proxy.refuse_new(true);
     assert!(proxied_client(&proxy).await.is_err(), "refused");
     assert_eq!(proxy.stats().refused, 1);
@@ -160,7 +198,7 @@ async fn the_proxy_counts_cuts_stalls_and_refuses() {
     assert_eq!(proxy.cut_all(), 1);
     let error = last.simple_query("SELECT 4").await.expect_err("cut");
     assert!(error.is_closed(), "{error}");
-    assert_eq!(proxy.stats().cut, 2);
+    assert_eq!(proxy.stats().cut, 3);
     raw_client()
         .await
         .batch_execute(&format!("DROP TABLE {table}"))

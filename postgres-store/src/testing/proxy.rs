@@ -654,22 +654,39 @@ async fn serve(client: TcpStream, shared: Arc<Shared>, connection: Arc<Connectio
     let (server_read, server_write) = tokio::io::split(server);
     // Set when the client asked for TLS or GSSAPI encryption: the server answers one byte.
     let awaiting_answer = Arc::new(AtomicBool::new(false));
-    let to_server = pump(
-        Direction::ToServer,
-        client_read,
-        server_write,
-        &shared,
-        &connection,
-        &awaiting_answer,
-    );
-    let to_client = pump(
-        Direction::ToClient,
-        server_read,
-        client_write,
-        &shared,
-        &connection,
-        &awaiting_answer,
-    );
+    // A pump that fails (an I/O error, a malformed message) ends the other one too.
+    let ended = |result: std::io::Result<()>| {
+        if result.is_err() {
+            connection.cut.send_replace(true);
+        }
+        result
+    };
+    let to_server = async {
+        ended(
+            pump(
+                Direction::ToServer,
+                client_read,
+                server_write,
+                &shared,
+                &connection,
+                &awaiting_answer,
+            )
+            .await,
+        )
+    };
+    let to_client = async {
+        ended(
+            pump(
+                Direction::ToClient,
+                server_read,
+                client_write,
+                &shared,
+                &connection,
+                &awaiting_answer,
+            )
+            .await,
+        )
+    };
     let (a, b) = tokio::join!(to_server, to_client);
     for (direction, result) in [(Direction::ToServer, a), (Direction::ToClient, b)] {
         if let Err(error) = result {
@@ -713,6 +730,50 @@ async fn pump<R, W>(
     connection: &Connection,
     awaiting_answer: &AtomicBool,
 ) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ended = forward_messages(
+        direction,
+        &mut from,
+        &mut to,
+        shared,
+        connection,
+        awaiting_answer,
+    )
+    .await;
+    // Pass the end on: the sender closed, failed or was cut.
+    let _ = to.shutdown().await;
+    match ended {
+        Ok(Ended::Cut) if direction == Direction::ToClient => {
+            // `from` is the server: read until it closes, dropping everything, so that it
+            // runs what it received.
+            let mut sink = vec![0u8; 16 * 1024];
+            while matches!(from.read(&mut sink).await, Ok(n) if n > 0) {}
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Why [`forward_messages`] returned.
+enum Ended {
+    /// The sender closed its side.
+    Closed,
+    /// The connection was cut.
+    Cut,
+}
+
+async fn forward_messages<R, W>(
+    direction: Direction,
+    from: &mut R,
+    to: &mut W,
+    shared: &Shared,
+    connection: &Connection,
+    awaiting_answer: &AtomicBool,
+) -> std::io::Result<Ended>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -778,7 +839,7 @@ where
             && !send(
                 direction,
                 out,
-                &mut to,
+                to,
                 shared,
                 connection,
                 &mut cut_rx,
@@ -786,18 +847,14 @@ where
             )
             .await?
         {
-            return finish(direction, from, to).await;
+            return Ok(Ended::Cut);
         }
         let read = tokio::select! {
             read = from.read(&mut chunk) => read?,
-            () = cut_signal(&mut cut_rx) => {
-                return finish(direction, from, to).await;
-            }
+            () = cut_signal(&mut cut_rx) => return Ok(Ended::Cut),
         };
         if read == 0 {
-            // The sender closed its side: pass the end on.
-            let _ = to.shutdown().await;
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
@@ -807,22 +864,6 @@ where
 async fn cut_signal(rx: &mut watch::Receiver<bool>) {
     // An error means the sender is gone: the connection is over as well.
     let _ = rx.wait_for(|&cut| cut).await.map(drop);
-}
-
-/// After a cut: the client's side is closed; the server's side is half-closed and drained,
-/// so that it runs what it received.
-async fn finish<R, W>(direction: Direction, mut from: R, mut to: W) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let _ = to.shutdown().await;
-    if direction == Direction::ToClient {
-        // `from` is the server: read until it closes, dropping everything.
-        let mut sink = vec![0u8; 16 * 1024];
-        while matches!(from.read(&mut sink).await, Ok(n) if n > 0) {}
-    }
-    Ok(())
 }
 
 /// The length of the next whole message in `buffer`, if it holds one.
