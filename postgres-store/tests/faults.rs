@@ -206,6 +206,30 @@ async fn the_proxy_counts_cuts_stalls_and_refuses() {
         .expect("drop");
 }
 
+/// A proxy forwards to a TCP server as well: here, another proxy.
+#[tokio::test]
+async fn a_proxy_forwards_to_a_tcp_upstream() {
+    let inner = Proxy::to_test_database().await.expect("proxy");
+    let outer = Proxy::start(inner.url()).await.expect("proxy of the proxy");
+    let client = proxied_client(&outer).await.expect("connect");
+    let rows = client.simple_query("SELECT 42").await.expect("query");
+    assert!(
+        rows.iter().any(|m| matches!(
+            m,
+            tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("42")
+        )),
+        "{rows:?}"
+    );
+    assert_eq!(inner.stats().accepted, 1);
+    assert_eq!(outer.stats().accepted, 1);
+    assert_eq!(inner.cut_all(), 1);
+    let error = client
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("cut inside");
+    assert!(error.is_closed(), "{error}");
+}
+
 // --- Unknown outcome ------------------------------------------------------------------------
 
 /// The connection is cut after the client sent the append and its commit (`Sync`, which

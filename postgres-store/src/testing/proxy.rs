@@ -17,6 +17,9 @@
 //! - [`connections`](Proxy::connections) and [`stats`](Proxy::stats) count bytes, messages,
 //!   connections, cuts and refusals.
 //!
+//! Rules see each message as it is read from its sender; a stall then holds what is ready to
+//! be sent.
+//!
 //! The proxy parses the framing of the frontend and backend protocols (the startup message
 //! has no type byte; every later message is a type byte and a big-endian `i32` length that
 //! counts itself), and forwards whole messages only, so a cut between messages leaves no
