@@ -748,6 +748,22 @@ fn the_checker_accepts_a_consistent_history_and_reports_each_corruption() {
         [Violation::WrongResult { batch: 0, .. }]
     ));
 
+    // A reader saw an event that was never stored (a dirty read).
+    let mut dirty = history.clone();
+    dirty.reads[0].events.push(Seen {
+        id: id(9),
+        stream: 0,
+        version: 3,
+        position: 12,
+    });
+    assert_eq!(
+        check(&dirty, &stored),
+        [Violation::Unstored {
+            reader: "stream reader 0".into(),
+            id: id(9)
+        }]
+    );
+
     // The follower misses an event, and delivers another twice.
     let mut missed = history.clone();
     missed.followed.remove(1);
