@@ -700,6 +700,12 @@ impl EventStore for PgStore {
                     if attempts > TRANSIENT_RETRIES {
                         return Err(backend(error));
                     }
+                    tracing::debug!(
+                        %stream,
+                        append_retry = attempts,
+                        sqlstate = code.as_ref().map(SqlState::code),
+                        "append lost a race to a concurrent one; retrying"
+                    );
                 }
             }
         }

@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 
 use crate::{PgConfig, PgConnectOptions, PgError, PgStore};
 
+pub mod proxy;
+
 /// Why no test database could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

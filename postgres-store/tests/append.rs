@@ -242,20 +242,29 @@ async fn an_id_reused_concurrently_in_two_streams_is_a_duplicate() {
 
 /// Writers that each append one event to the same stream, reloading the version after every
 /// conflict, until each has appended `per_writer` events.
+/// Runs `writers` tasks appending `per_writer` events each to `s` with the version they
+/// read; returns how many conflicts they met. Every writer reads the version before any
+/// appends, so all but one lose the first race: at least `writers - 1` conflicts. Each
+/// conflict names the stream, the version the writer expected and a later actual version.
 async fn race_on_one_stream(
     store: &factum_postgres::PgStore,
     writers: u64,
     per_writer: u64,
     s: &factum::StreamId,
-) {
+) -> u64 {
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(writers as usize));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let (store, s) = (store.clone(), s.clone());
+            let (store, s, start) = (store.clone(), s.clone(), start.clone());
             tokio::spawn(async move {
                 let mut done = 0;
                 let mut conflicts = 0u64;
+                let mut first = true;
                 while done < per_writer {
                     let version = store.stream_version(&s).await.unwrap();
+                    if std::mem::take(&mut first) {
+                        start.wait().await;
+                    }
                     match store
                         .append(
                             &s,
@@ -268,8 +277,15 @@ async fn race_on_one_stream(
                             assert_eq!(r.version, version + 1);
                             done += 1;
                         }
-                        Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                            assert!(actual > version);
+                        Err(StoreError::WrongExpectedVersion {
+                            stream,
+                            expected,
+                            actual,
+                        }) => {
+                            assert_eq!(stream, s);
+                            assert_eq!(expected, ExpectedVersion::Exact(version));
+                            assert!(actual > version, "actual {actual} after {version}");
+                            assert!(actual <= writers * per_writer);
                             conflicts += 1;
                         }
                         Err(other) => panic!("unexpected error: {other}"),
@@ -279,9 +295,11 @@ async fn race_on_one_stream(
             })
         })
         .collect();
+    let mut conflicts = 0;
     for task in tasks {
-        task.await.unwrap();
+        conflicts += task.await.unwrap();
     }
+    conflicts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +309,11 @@ async fn sixty_four_writers_on_one_stream_keep_versions_gapless() {
         .unwrap();
     for round in 0..3 {
         let s = stream(&format!("hot-{round}"));
-        race_on_one_stream(&store, 64, 2, &s).await;
+        let conflicts = race_on_one_stream(&store, 64, 2, &s).await;
+        assert!(
+            conflicts >= 63,
+            "round {round}: {conflicts} conflicts among 64 writers"
+        );
         let read = store.read_stream(&s, &StreamRead::all()).await.unwrap();
         assert_eq!(read.len(), 128);
         for (i, e) in read.iter().enumerate() {
@@ -337,7 +359,8 @@ async fn serialization_failures_surface_as_typed_conflicts() {
     assert_eq!(level, "serializable");
     drop(client);
     let s = stream("serial");
-    race_on_one_stream(&serializable, 16, 3, &s).await;
+    let conflicts = race_on_one_stream(&serializable, 16, 3, &s).await;
+    assert!(conflicts >= 15, "{conflicts} conflicts among 16 writers");
     assert_eq!(serializable.stream_version(&s).await.unwrap(), 48);
 }
 
