@@ -403,3 +403,74 @@ async fn raw_connections_take_the_same_options() {
         "{err:?}"
     );
 }
+
+/// The fault proxy forwards a TLS session untouched (it stops parsing once the handshake
+/// starts), so fault scenarios apply to encrypted connections too: a cut ends the session, and
+/// the store carries on over a new, verified one.
+#[tokio::test]
+async fn tls_runs_through_the_fault_proxy_and_survives_a_cut() {
+    use factum_postgres::testing::proxy::Proxy;
+
+    let db = cluster().await;
+    let proxy = Proxy::start(&db.url_to(&db.host, "require", None))
+        .await
+        .expect("proxy to the TLS cluster");
+    // The proxy listens on 127.0.0.1, a name in the server's certificate.
+    let url = format!(
+        "{} sslmode=verify-full sslrootcert='{}'",
+        proxy.url(),
+        db.ca_file.display()
+    );
+    let store = connect(&url).await.expect("verify-full through the proxy");
+    store.migrate().await.expect("migrate");
+    assert!(session_tls(&store).await.0, "the session is encrypted");
+
+    let s = stream("through-proxy");
+    store
+        .append(&s, ExpectedVersion::NoStream, &events(3))
+        .await
+        .expect("append over TLS through the proxy");
+    let before = proxy.stats();
+    assert!(before.accepted >= 1 && before.cut == 0, "{before:?}");
+    // Only the startup-level exchange is framed: the SSL request, then opaque bytes.
+    for connection in proxy.connections() {
+        assert!(
+            connection.messages_to_server <= 1 && connection.bytes_to_server > 100,
+            "an encrypted connection is passed through, not parsed: {connection:?}"
+        );
+    }
+
+    let cut = proxy.cut_all();
+    assert!(cut >= 1, "the store's connections went through the proxy");
+    // The store gives back the connections it finds closed and opens new ones: the next
+    // appends succeed, each after at most a failure on a connection cut under it.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut stored = 0;
+    while stored < 2 {
+        match store
+            .append(&s, ExpectedVersion::Exact(3 + stored), &events(1))
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(factum::StoreError::Backend(error)) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no recovery: {error}"
+                );
+            }
+            Err(other) => panic!("unexpected error after a cut: {other}"),
+        }
+    }
+    let after = proxy.stats();
+    assert!(
+        after.accepted > before.accepted,
+        "new connections: {after:?}"
+    );
+    assert!(session_tls(&store).await.0, "the new session is encrypted");
+    let read = store
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read back");
+    let versions: Vec<u64> = read.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+}
