@@ -190,6 +190,19 @@ pub enum StoreError {
         /// The JSONPath of the string or key holding it, such as `$.lines[0].sku`.
         path: String,
     },
+    /// A snapshot's state holds a NUL character (`\u0000`), which PostgreSQL's `jsonb` cannot
+    /// store: every store refuses it before writing, so the stores behave the same.
+    #[error(
+        "snapshot of stream `{stream}` at version {version} has a NUL character (\\u0000) in its state at {path}"
+    )]
+    NulCharacterInSnapshot {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The stream version the state reflects.
+        version: u64,
+        /// The JSONPath of the string or key holding it.
+        path: String,
+    },
 }
 
 /// A part of an event that holds JSON.

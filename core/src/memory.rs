@@ -245,6 +245,20 @@ pub fn validate_batch(stream: &StreamId, events: &[NewEvent]) -> Result<(), Stor
     Ok(())
 }
 
+/// Checks a snapshot before any store writes it: its state holds no NUL character
+/// ([`StoreError::NulCharacterInSnapshot`]). Every store runs it, so a state the in-memory
+/// store keeps is one PostgreSQL keeps too.
+pub fn validate_snapshot(snapshot: &Snapshot) -> Result<(), StoreError> {
+    match snapshot.state.nul_character() {
+        Some(path) => Err(StoreError::NulCharacterInSnapshot {
+            stream: snapshot.stream_id.clone(),
+            version: snapshot.version,
+            path,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Decides whether `events` is a retry of an append already stored as `stored` (the stored
 /// events with the same ids, in batch order, `None` where an id is not stored).
 ///
@@ -387,6 +401,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        validate_snapshot(snapshot)?;
         self.lock()
             .snapshots
             .entry((

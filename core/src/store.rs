@@ -14,7 +14,7 @@ pub use crate::command_log::{CommandOutcome, CommandRecord, storable_message};
 pub use crate::error::{DecodeError, EventPart, StreamIdError};
 pub use crate::event::{Decoded, DecodedIter, NewEvent, Payload};
 pub use crate::head::{Blocker, HeadStatus};
-pub use crate::memory::{MAX_EVENT_TYPE_LEN, check_retry, validate_batch};
+pub use crate::memory::{MAX_EVENT_TYPE_LEN, check_retry, validate_batch, validate_snapshot};
 pub use crate::repository::derived_event_id;
 pub use crate::stream::{MAX_STREAM_ID_LEN, validate_category};
 

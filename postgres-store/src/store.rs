@@ -9,6 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use factum::store::{
     AggregateRead, AppendResult, Blocker, CommandOutcome, CommandRecord, HeadStatus, NewEvent,
     ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, storable_message, validate_batch,
+    validate_snapshot,
 };
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
@@ -798,6 +799,7 @@ impl EventStore for PgStore {
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        validate_snapshot(snapshot)?;
         let schema_version = i32::try_from(snapshot.schema_version).map_err(|_| {
             StoreError::Backend(
                 format!(

@@ -2510,3 +2510,44 @@ pub async fn command_log_keeps_hostile_messages<S: EventStore>(store: S) {
         "the first outcome, as stored"
     );
 }
+
+/// A snapshot whose state holds a NUL character is refused with the same typed error by every
+/// store, naming the stream, the version and where; nothing of it is kept, and an earlier
+/// snapshot stays the latest.
+pub async fn nul_characters_in_snapshots_are_refused<S: EventStore>(store: S) {
+    let s = stream("counter-nul");
+    let snap = |version: u64, state: serde_json::Value| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version: 1,
+        state: Payload::encode(&state).expect("json"),
+        taken_at: Utc::now(),
+    };
+    store
+        .save_snapshot(&snap(3, json!({ "name": "fine" })))
+        .await
+        .expect("a clean state is kept");
+    let error = store
+        .save_snapshot(&snap(7, json!({ "lines": [{ "sku": "a\u{0}b" }] })))
+        .await
+        .expect_err("a NUL in the state is refused");
+    match &error {
+        StoreError::NulCharacterInSnapshot {
+            stream,
+            version,
+            path,
+        } => assert_eq!((stream, *version, path.as_str()), (&s, 7, "$.lines[0].sku")),
+        other => panic!("expected NulCharacterInSnapshot, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("counter-nul") && message.contains("version 7"),
+        "{message}"
+    );
+    let latest = store
+        .load_snapshot(&s, 1, None)
+        .await
+        .expect("load")
+        .expect("the earlier snapshot");
+    assert_eq!(latest.version, 3);
+}

@@ -89,6 +89,7 @@ macro_rules! store_conformance_tests {
             hostile_event_types_round_trip,
             hostile_metadata_and_payload_round_trip,
             nul_characters_are_refused,
+            nul_characters_in_snapshots_are_refused,
             control_characters_in_event_types_are_refused,
             command_log_keeps_hostile_messages,
         );
