@@ -164,6 +164,34 @@ pub async fn fresh_store_with(config: PgConfig) -> Result<PgStore, FreshStoreErr
     Ok(store)
 }
 
+/// A multi-threaded runtime shared by the tests of this process, for harnesses that run each
+/// case's async body from synchronous code (property tests): connections of
+/// [`shared_store`] live on it, so they outlive any one case.
+pub fn shared_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the tests' shared runtime: {e}"))
+    })
+}
+
+/// One migrated store (a fresh schema) for the whole test process, created on first use.
+/// Call it on [`shared_runtime`], where its connections live; give each case new stream ids.
+pub async fn shared_store() -> PgStore {
+    static STORE: tokio::sync::OnceCell<PgStore> = tokio::sync::OnceCell::const_new();
+    STORE
+        .get_or_init(|| async {
+            fresh_store()
+                .await
+                .unwrap_or_else(|e| panic!("no PostgreSQL for the tests: {e}"))
+        })
+        .await
+        .clone()
+}
+
 /// Why [`fresh_store`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -19,7 +19,7 @@ use factum_postgres::{PgConfig, PgCoordination, PgError, PgStore};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use common::{events, raw_client, stream, url};
+use common::{events, process_stores, raw_client, runtime_stores, stream, url};
 
 // ANCHOR: roles
 /// At deployment, as the owner role: create or upgrade the schema, and grant the application
@@ -132,26 +132,12 @@ async fn app_coordination() -> PgCoordination {
 }
 
 async fn app_runtime() -> RuntimeStores<PgStore, PgCoordination, PgCoordination, PgCoordination> {
-    let events = app_store().await;
-    let coordination = PgCoordination::new(&events);
-    RuntimeStores {
-        events,
-        checkpoints: coordination.clone(),
-        leases: coordination.clone(),
-        dead_letters: coordination,
-    }
+    runtime_stores(app_store().await)
 }
 
 async fn app_processes()
 -> ProcessRuntimeStores<PgStore, PgCoordination, PgCoordination, PgCoordination> {
-    let events = app_store().await;
-    let coordination = PgCoordination::new(&events);
-    ProcessRuntimeStores {
-        events,
-        processes: coordination.clone(),
-        checkpoints: coordination.clone(),
-        leases: coordination,
-    }
+    process_stores(app_store().await)
 }
 
 /// Appends (single, batch, with a command id, retried), reads, loads, snapshots and the

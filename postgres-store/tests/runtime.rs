@@ -23,33 +23,19 @@ use factum_postgres::{PgCoordination, PgStore};
 use uuid::Uuid;
 
 use common::counts::{Counts, Running};
-use common::{raw_client, schema, store};
+use common::{process_stores, raw_client, runtime_stores, schema, store};
 
 async fn coordination() -> PgCoordination {
     PgCoordination::new(&store().await)
 }
 
 async fn runtime() -> RuntimeStores<PgStore, PgCoordination, PgCoordination, PgCoordination> {
-    let events = store().await;
-    let coordination = PgCoordination::new(&events);
-    RuntimeStores {
-        events,
-        checkpoints: coordination.clone(),
-        leases: coordination.clone(),
-        dead_letters: coordination,
-    }
+    runtime_stores(store().await)
 }
 
 async fn processes() -> ProcessRuntimeStores<PgStore, PgCoordination, PgCoordination, PgCoordination>
 {
-    let events = store().await;
-    let coordination = PgCoordination::new(&events);
-    ProcessRuntimeStores {
-        events,
-        processes: coordination.clone(),
-        checkpoints: coordination.clone(),
-        leases: coordination,
-    }
+    process_stores(store().await)
 }
 
 factum::coordination_conformance_tests!(coordination, coordination, coordination);

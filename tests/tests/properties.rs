@@ -22,14 +22,12 @@ pub mod bank_account;
 #[path = "order.rs"]
 pub mod order;
 
-use std::sync::OnceLock;
-
 use factum::store::{DecodeError, NewEvent, Payload, StreamRead};
 use factum::{
     Aggregate, AsOf, EventSet, EventStore, ExpectedVersion, MemoryStore, Metadata, RecordedEvent,
     Repository, StreamId,
 };
-use factum_postgres::PgStore;
+use factum_postgres::testing::{shared_runtime, shared_store};
 use factum_tests::ledger::{Ledger, LedgerEvent, RecordV1};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -44,38 +42,13 @@ use order::{
 const MEMORY_CASES: u32 = 64;
 const POSTGRES_CASES: u32 = 6;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 /// Runs one case's body on the shared runtime (the PostgreSQL store's connections live on
 /// it).
 fn run<F>(body: F) -> Result<(), TestCaseError>
 where
     F: Future<Output = Result<(), TestCaseError>>,
 {
-    runtime().block_on(body)
-}
-
-/// One migrated PostgreSQL store for the whole test process, on the throwaway cluster.
-async fn postgres() -> PgStore {
-    static STORE: tokio::sync::OnceCell<PgStore> = tokio::sync::OnceCell::const_new();
-    STORE
-        .get_or_init(|| async {
-            match factum_postgres::testing::fresh_store().await {
-                Ok(store) => store,
-                Err(e) => panic!("no PostgreSQL for the tests: {e}"),
-            }
-        })
-        .await
-        .clone()
+    shared_runtime().block_on(body)
 }
 
 /// A new aggregate id for one case.
@@ -211,7 +184,7 @@ proptest! {
 
     #[test]
     fn account_balance_never_negative_on_postgres(ops in account_ops(), cache: bool) {
-        run(async { account_property(postgres().await, ops, cache).await })?;
+        run(async { account_property(shared_store().await, ops, cache).await })?;
     }
 }
 
@@ -455,7 +428,7 @@ proptest! {
 
     #[test]
     fn order_invariants_and_snapshots_on_postgres(ops in order_ops(), cache: bool) {
-        run(async { order_property(postgres().await, ops, cache).await })?;
+        run(async { order_property(shared_store().await, ops, cache).await })?;
     }
 }
 // ANCHOR_END: order_properties
@@ -506,7 +479,7 @@ proptest! {
     fn ledger_entries_decided_on_the_current_total_on_postgres(
         amounts in prop::collection::vec(0u64..1_000_000, 1..20)
     ) {
-        run(async { ledger_property(postgres().await, amounts).await })?;
+        run(async { ledger_property(shared_store().await, amounts).await })?;
     }
 }
 
@@ -744,6 +717,6 @@ proptest! {
     fn stored_old_versions_load_through_postgres(
         olds in prop::collection::vec(old_event(true), 1..8)
     ) {
-        run(async { upcast_through_store(postgres().await, olds).await })?;
+        run(async { upcast_through_store(shared_store().await, olds).await })?;
     }
 }

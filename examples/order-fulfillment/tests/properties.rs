@@ -19,14 +19,13 @@
 //! Cases are few on PostgreSQL: each case runs on its own streams of one store per test.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use factum::store::{NewEvent, Payload, StreamRead};
 use factum::{
     Aggregate, AsOf, EventSet, EventStore, ExpectedVersion, MemoryStore, Metadata, RecordedEvent,
     Repository, StreamId,
 };
-use factum_postgres::PgStore;
+use factum_postgres::testing::{shared_runtime, shared_store};
 use order_fulfillment::domain::inventory::{
     Inventory, InventoryError, InventoryEvent, ReceiveStockV1, ReleaseStockV1, ReserveStockV1,
     ShipStockV1,
@@ -46,38 +45,13 @@ use serde_json::json;
 const MEMORY_CASES: u32 = 64;
 const POSTGRES_CASES: u32 = 6;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 /// Runs one case's body on the shared runtime (the PostgreSQL store's connections live on
 /// it).
 fn run<F>(body: F) -> Result<(), TestCaseError>
 where
     F: Future<Output = Result<(), TestCaseError>>,
 {
-    runtime().block_on(body)
-}
-
-/// One migrated PostgreSQL store for the whole test process, on the throwaway cluster.
-async fn postgres() -> PgStore {
-    static STORE: tokio::sync::OnceCell<PgStore> = tokio::sync::OnceCell::const_new();
-    STORE
-        .get_or_init(|| async {
-            match factum_postgres::testing::fresh_store().await {
-                Ok(store) => store,
-                Err(e) => panic!("no PostgreSQL for the tests: {e}"),
-            }
-        })
-        .await
-        .clone()
+    shared_runtime().block_on(body)
 }
 
 fn fresh_id() -> String {
@@ -310,7 +284,7 @@ proptest! {
 
     #[test]
     fn inventory_never_reserves_more_than_it_holds_on_postgres(ops in stock_ops()) {
-        run(async { inventory_property(postgres().await, ops).await })?;
+        run(async { inventory_property(shared_store().await, ops).await })?;
     }
 }
 
@@ -539,7 +513,7 @@ proptest! {
         customer in text().prop_map(|t| format!("c-{t}")),
         ops in order_ops(),
     ) {
-        run(async { order_property(postgres().await, customer, ops).await })?;
+        run(async { order_property(shared_store().await, customer, ops).await })?;
     }
 }
 
@@ -662,7 +636,7 @@ proptest! {
 
     #[test]
     fn payment_is_captured_once_and_refunded_at_most_once_on_postgres(ops in payment_ops()) {
-        run(async { payment_property(postgres().await, ops).await })?;
+        run(async { payment_property(shared_store().await, ops).await })?;
     }
 }
 
@@ -766,6 +740,6 @@ proptest! {
 
     #[test]
     fn stored_v1_order_placed_loads_through_postgres((raw, current) in placed_v1()) {
-        run(async { v1_through_store(postgres().await, raw, current).await })?;
+        run(async { v1_through_store(shared_store().await, raw, current).await })?;
     }
 }

@@ -7,7 +7,7 @@ pub mod counts;
 use factum::store::{NewEvent, Payload};
 use factum::{Metadata, StreamId};
 use factum_postgres::testing::{TestDatabase, fresh_store};
-use factum_postgres::{PgConnectOptions, PgStore};
+use factum_postgres::{PgConnectOptions, PgCoordination, PgStore};
 use uuid::Uuid;
 
 pub async fn store() -> PgStore {
@@ -70,4 +70,40 @@ pub async fn drop_database(name: &str) {
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .expect("drop database");
+}
+
+/// The projection runtime's stores on `events` and its schema's coordination tables.
+pub fn runtime_stores(
+    events: PgStore,
+) -> factum::testing::projections::RuntimeStores<
+    PgStore,
+    PgCoordination,
+    PgCoordination,
+    PgCoordination,
+> {
+    let coordination = PgCoordination::new(&events);
+    factum::testing::projections::RuntimeStores {
+        events,
+        checkpoints: coordination.clone(),
+        leases: coordination.clone(),
+        dead_letters: coordination,
+    }
+}
+
+/// The process-manager runtime's stores on `events` and its schema's coordination tables.
+pub fn process_stores(
+    events: PgStore,
+) -> factum::testing::process_managers::ProcessRuntimeStores<
+    PgStore,
+    PgCoordination,
+    PgCoordination,
+    PgCoordination,
+> {
+    let coordination = PgCoordination::new(&events);
+    factum::testing::process_managers::ProcessRuntimeStores {
+        events,
+        processes: coordination.clone(),
+        checkpoints: coordination.clone(),
+        leases: coordination,
+    }
 }
