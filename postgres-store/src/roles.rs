@@ -12,8 +12,7 @@ impl PgStore {
     ///
     /// Call it at start-up of an application that runs as the role granted by
     /// [`PgConfig::application_role`](crate::PgConfig::application_role). The store does not
-    /// call it by itself: connecting opens no connection, and the process that migrates runs
-    /// as the owner on purpose (see `docs/adr/13-least-privilege.md`).
+    /// call it by itself: the process that migrates connects as the owner on purpose (see `docs/adr/13-least-privilege.md`).
     pub async fn check_least_privilege(&self) -> Result<(), PgError> {
         let schema = &self.config().schema;
         let table = format!("{}.events", schema.quoted());
