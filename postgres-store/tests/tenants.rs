@@ -1,0 +1,382 @@
+//! Tenants: a multi-tenant store, migrated by an owner role and run as a non-owner
+//! application role (the recipe of `tests/roles.sql`), keeps tenants apart by row-level
+//! security, for the store's own statements and for raw SQL alike.
+//!
+//! The roles connect without a password: the throwaway cluster trusts local connections (a
+//! `DATABASE_URL` server must too, for these tests).
+
+mod common;
+
+use factum::store::{ReadAll, StreamRead};
+use factum::tenant::{TenantError, TenantId};
+use factum::{EventStore, ExpectedVersion, StoreError};
+use factum_postgres::{PgConfig, PgError, PgStore};
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use common::{events, raw_client, stream, url};
+
+// ANCHOR: tenants
+/// At deployment, as the owner role: create or upgrade the schema in its multi-tenant
+/// layout, and grant the application role what it needs at run time.
+async fn migrate_multi_tenant(owner_url: &str, schema: &str, app: &str) -> Result<(), PgError> {
+    let config = PgConfig::default()
+        .schema(schema)?
+        .application_role(app)?
+        .multi_tenant(true);
+    PgStore::connect_with(owner_url, config)
+        .await?
+        .migrate()
+        .await
+}
+
+/// At start-up, as the application role; then, per request, a handle bound to the
+/// request's tenant.
+async fn connect_multi_tenant(app_url: &str, schema: &str) -> Result<PgStore, PgError> {
+    let config = PgConfig::default().schema(schema)?.multi_tenant(true);
+    let store = PgStore::connect_with(app_url, config).await?;
+    // Refuses a superuser or a role that bypasses row-level security.
+    store.check_least_privilege().await?;
+    Ok(store)
+}
+
+fn for_request(store: &PgStore, tenant_header: &str) -> Result<PgStore, StoreError> {
+    let tenant = TenantId::new(tenant_header)?;
+    store.tenant(&tenant)
+}
+// ANCHOR_END: tenants
+
+/// An owner role, an application role and a multi-tenant schema owned by the owner.
+struct Roles {
+    owner: String,
+    app: String,
+    schema: String,
+}
+
+impl Roles {
+    async fn new() -> Self {
+        let tag = Uuid::new_v4().simple().to_string();
+        let roles = Self {
+            owner: format!("owner_{tag}"),
+            app: format!("app_{tag}"),
+            schema: format!("tenants_{tag}"),
+        };
+        let recipe = include_str!("roles.sql")
+            .replace("factum_owner", &roles.owner)
+            .replace("factum_app", &roles.app)
+            .replace("SCHEMA factum ", &format!("SCHEMA {} ", roles.schema));
+        raw_client()
+            .await
+            .batch_execute(&recipe)
+            .await
+            .expect("the recipe runs");
+        migrate_multi_tenant(&url_as(&roles.owner).await, &roles.schema, &roles.app)
+            .await
+            .expect("the owner migrates");
+        roles
+    }
+
+    async fn app_store(&self, pool_size: usize) -> PgStore {
+        let store = connect_multi_tenant(&url_as(&self.app).await, &self.schema)
+            .await
+            .expect("the application role connects");
+        if pool_size == 16 {
+            return store;
+        }
+        let config = store.config().clone().pool_size(pool_size);
+        PgStore::connect_with(&url_as(&self.app).await, config)
+            .await
+            .expect("connect")
+    }
+
+    async fn client_as(&self, role: &str) -> tokio_postgres::Client {
+        factum_postgres::PgConnectOptions::parse(&url_as(role).await)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+/// The test database's connection string, as `role`.
+async fn url_as(role: &str) -> String {
+    let config: tokio_postgres::Config = url().await.parse().expect("test URL");
+    let mut parts = vec![format!("user={role}")];
+    if let Some(tokio_postgres::config::Host::Unix(path)) = config.get_hosts().first() {
+        parts.push(format!("host={}", path.display()));
+    } else if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
+        parts.push(format!("host={host}"));
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    parts.join(" ")
+}
+
+/// A multi-tenant store of a fresh schema, connected as its application role.
+async fn app_store() -> PgStore {
+    Roles::new().await.app_store(16).await
+}
+
+/// The tenant conformance cases of `factum`, as the application role.
+mod conformance {
+    use super::app_store;
+
+    factum::tenant_conformance_tests!(app_store);
+}
+
+/// The event ids a raw `SELECT` of the events returns in a transaction bound to `tenant`
+/// (none bound: `None`).
+async fn raw_event_ids(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    tenant: Option<&str>,
+) -> Vec<Uuid> {
+    let tx = client.transaction().await.expect("begin");
+    if let Some(tenant) = tenant {
+        tx.execute("SELECT set_config('factum.tenant', $1, true)", &[&tenant])
+            .await
+            .expect("bind");
+    }
+    let rows = tx
+        .query(
+            &format!("SELECT * FROM \"{schema}\".events ORDER BY position"),
+            &[],
+        )
+        .await
+        .expect("select");
+    tx.commit().await.expect("commit");
+    rows.iter().map(|row| row.get("event_id")).collect()
+}
+
+/// Raw SQL as the application role, and as the owner, is held to the tenant bound to its
+/// transaction: a `SELECT *` returns only that tenant's rows, none without a tenant; an
+/// insert of another tenant's row, or of a row without one, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_holds_for_raw_sql() {
+    let roles = Roles::new().await;
+    let store = roles.app_store(16).await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    let s = stream("1");
+    let acme_events = events(2);
+    acme.append(&s, ExpectedVersion::NoStream, &acme_events)
+        .await
+        .expect("acme appends");
+    let globex_events = events(1);
+    globex
+        .append(&s, ExpectedVersion::NoStream, &globex_events)
+        .await
+        .expect("globex appends to its stream of the same id");
+
+    for role in [&roles.app, &roles.owner] {
+        let mut client = roles.client_as(role).await;
+        assert_eq!(
+            raw_event_ids(&mut client, &roles.schema, Some("acme")).await,
+            acme_events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "{role} bound to acme reads acme's rows only"
+        );
+        assert_eq!(
+            raw_event_ids(&mut client, &roles.schema, Some("globex")).await,
+            [globex_events[0].event_id],
+            "{role} bound to globex reads globex's rows only"
+        );
+        assert!(
+            raw_event_ids(&mut client, &roles.schema, None)
+                .await
+                .is_empty(),
+            "{role} without a tenant reads no row"
+        );
+        // After a binding ended, the setting reads '' in the same session: still nothing.
+        assert!(
+            raw_event_ids(&mut client, &roles.schema, None)
+                .await
+                .is_empty()
+        );
+    }
+
+    // Inserting a row of another tenant, or of none, is refused by the policy.
+    let mut client = roles.client_as(&roles.app).await;
+    let insert = format!(
+        "INSERT INTO \"{}\".events (position, event_id, stream_id, stream_version, \
+         event_type, schema_version, payload, metadata, tenant) \
+         VALUES (pg_current_xact_id()::text::bigint * 65536, $1, 'order-9', 1, 'Forged', 1, \
+         '{{}}', '{{}}', $2)",
+        roles.schema
+    );
+    for (bound, written) in [(Some("acme"), "globex"), (None, "globex")] {
+        let tx = client.transaction().await.expect("begin");
+        if let Some(bound) = bound {
+            tx.execute("SELECT set_config('factum.tenant', $1, true)", &[&bound])
+                .await
+                .expect("bind");
+        }
+        let error = tx
+            .execute(&insert, &[&Uuid::now_v7(), &written])
+            .await
+            .expect_err("the policy refuses another tenant's row");
+        assert_eq!(
+            error.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{error}"
+        );
+    }
+    let read = globex
+        .read_stream(&stream("9"), &StreamRead::all())
+        .await
+        .expect("read");
+    assert!(read.is_empty(), "no forged event was stored");
+
+    // Owning the table does not lift the policy either: it is forced.
+    let owner = roles.client_as(&roles.owner).await;
+    let forced: bool = owner
+        .query_one(
+            "SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)",
+            &[&format!("\"{}\".events", roles.schema)],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert!(forced);
+}
+
+/// A pool of one connection used by tenant A, then B, then with no tenant: each sees only
+/// its own rows, and without a tenant none; the binding never outlives a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pooled_connection_carries_no_tenant_over() {
+    let roles = Roles::new().await;
+    let store = roles.app_store(1).await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    let s = stream("1");
+    let a = events(2);
+    acme.append(&s, ExpectedVersion::NoStream, &a)
+        .await
+        .expect("append");
+    let b = events(1);
+    globex
+        .append(&s, ExpectedVersion::NoStream, &b)
+        .await
+        .expect("append");
+
+    let ids = |events: Vec<factum::RecordedEvent>| {
+        events.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        let acme_all = ids(acme.read_all(&ReadAll::after(0)).await.expect("read"));
+        assert_eq!(acme_all, a.iter().map(|e| e.event_id).collect::<Vec<_>>());
+        let globex_all = ids(globex.read_all(&ReadAll::after(0)).await.expect("read"));
+        assert_eq!(globex_all, [b[0].event_id]);
+        // The pool's one connection, with no tenant: no row, and no tenant left set.
+        let client = store.pool().get().await.expect("the pooled connection");
+        let events = client
+            .query(
+                &format!("SELECT event_id FROM \"{}\".events", roles.schema),
+                &[],
+            )
+            .await
+            .expect("select");
+        assert!(events.is_empty(), "no tenant bound: no rows");
+        let setting: Option<String> = client
+            .query_one("SELECT current_setting('factum.tenant', true)", &[])
+            .await
+            .expect("setting")
+            .get(0);
+        assert!(
+            setting.as_deref().is_none_or(str::is_empty),
+            "the tenant of the last call is not left on the connection: {setting:?}"
+        );
+        drop(client);
+        // The application role's one connection is idle, not idle in a transaction.
+        let states: Vec<String> = raw_client()
+            .await
+            .query(
+                "SELECT state FROM pg_stat_activity WHERE usename = $1",
+                &[&roles.app],
+            )
+            .await
+            .expect("activity")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            states,
+            ["idle"],
+            "one pooled connection, outside any transaction"
+        );
+        // And through the store: refused.
+        assert!(matches!(
+            store.read_all(&ReadAll::after(0)).await,
+            Err(StoreError::Tenant(TenantError::Required { .. }))
+        ));
+    }
+
+    // A failed statement (a version conflict through the append function) leaves the
+    // connection usable and outside any transaction.
+    let conflict = acme.append(&s, ExpectedVersion::Exact(7), &events(2)).await;
+    assert!(matches!(
+        conflict,
+        Err(StoreError::WrongExpectedVersion { actual: 2, .. })
+    ));
+    assert_eq!(globex.stream_version(&s).await.expect("version"), 1);
+}
+
+/// The store refuses to run multi-tenant as a role that bypasses row-level security.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_bypassing_row_level_security_is_refused() {
+    let roles = Roles::new().await;
+    raw_client()
+        .await
+        .batch_execute(&format!("ALTER ROLE \"{}\" BYPASSRLS", roles.app))
+        .await
+        .expect("alter role");
+    match connect_multi_tenant(&url_as(&roles.app).await, &roles.schema).await {
+        Err(PgError::Privileged { role, reason, .. }) => {
+            assert_eq!(role, roles.app);
+            assert!(reason.contains("row-level security"), "{reason}");
+        }
+        other => panic!("expected PgError::Privileged, got {other:?}"),
+    }
+}
+
+/// A schema holding events of a single-tenant store is not turned into a multi-tenant one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_tenant_data_blocks_the_multi_tenant_layout() {
+    let single = common::store().await;
+    single
+        .append(&stream("1"), ExpectedVersion::NoStream, &[common::event(1)])
+        .await
+        .expect("append");
+    assert!(matches!(
+        single.tenant(&TenantId::new("acme").expect("tenant")),
+        Err(StoreError::Tenant(TenantError::NotMultiTenant))
+    ));
+    let config = single.config().clone().multi_tenant(true);
+    let multi = PgStore::connect_with(&url().await, config)
+        .await
+        .expect("connect");
+    match multi.migrate().await {
+        Err(PgError::Tenancy { schema, source }) => {
+            assert_eq!(schema, single.config().schema.as_str());
+            assert_eq!(
+                source.code(),
+                Some(&SqlState::NOT_NULL_VIOLATION),
+                "{source}"
+            );
+        }
+        other => panic!("expected PgError::Tenancy, got {other:?}"),
+    }
+    // Nothing changed: the single-tenant store still reads its event.
+    let read = single
+        .read_stream(&stream("1"), &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 1);
+}
