@@ -2912,3 +2912,64 @@ pub async fn tenant_required_for_reads<S: EventStore>(store: S) {
     assert_eq!(recorded[0].metadata.tenant.as_deref(), Some("globex"));
     assert_eq!(acme.stream_version(&s).await.expect("version"), 1);
 }
+
+/// A projection runs per tenant: on a tenant's handle it delivers that tenant's events only;
+/// on the unbound store it delivers nothing and reports, in its status, that its reads need
+/// a tenant (it never reads an empty stream in silence).
+pub async fn tenant_projections_run_per_tenant<S: EventStore>(store: S) {
+    use super::projections::{RecordingProjection, append_tested, eventually};
+    use crate::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner};
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let (first, _) = append_tested(&acme, "order-1", 1).await;
+    append_tested(&globex, "order-1", 2).await;
+    let (second, acme_head) = append_tested(&acme, "order-2", 3).await;
+    let options = || {
+        ProjectionOptions::new()
+            .poll_interval(std::time::Duration::from_millis(20))
+            .failure(FailurePolicy::park_after(3).backoff(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(40),
+            ))
+    };
+
+    let per_tenant = RecordingProjection::new("orders@acme");
+    let running = ProjectionRunner::new(acme.clone())
+        .register(Arc::clone(&per_tenant), options())
+        .start();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        running.wait_for("orders@acme", acme_head),
+    )
+    .await
+    .expect("the projection catches up within two minutes")
+    .expect("the projection runs");
+    assert_eq!(
+        per_tenant
+            .recording()
+            .applied
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([first, second]),
+        "acme's events, none of globex's"
+    );
+    running.shutdown().await.expect("shutdown");
+
+    let unbound = RecordingProjection::new("orders");
+    let running = ProjectionRunner::new(store.clone())
+        .register(Arc::clone(&unbound), options())
+        .start();
+    eventually("the runner reports that its reads need a tenant", || {
+        let status = running.status();
+        async move {
+            status.iter().any(|s| {
+                s.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("needs a tenant"))
+            })
+        }
+    })
+    .await;
+    assert!(unbound.recording().applied.is_empty());
+    running.shutdown().await.expect("shutdown");
+}
