@@ -1066,9 +1066,14 @@ impl EventStore for PgStore {
                 return Ok(Some(first));
             }
         }
+        // In a multi-tenant store, a row this tenant may not see also reads as none.
+        let why = match tenant {
+            Some(_) => "its row kept changing, or the command id is another tenant's",
+            None => "its row kept changing",
+        };
         Err(StoreError::Backend(
             format!(
-                "could not record the outcome of command {} in stream `{}`: its row kept changing",
+                "could not record the outcome of command {} in stream `{}`: {why}",
                 record.command_id, record.stream_id
             )
             .into(),

@@ -380,3 +380,62 @@ async fn single_tenant_data_blocks_the_multi_tenant_layout() {
         .expect("read");
     assert_eq!(read.len(), 1);
 }
+
+/// Command ids stay unique across tenants in PostgreSQL (the command log's key): another
+/// tenant's command id is refused, and never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_command_id_is_refused_never_read() {
+    let store = app_store().await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    let command_id = Uuid::now_v7();
+    let mut claimed = common::event(1);
+    claimed.metadata.command_id = Some(command_id);
+    acme.append(&stream("1"), ExpectedVersion::NoStream, &[claimed])
+        .await
+        .expect("acme appends with a command id");
+
+    assert_eq!(
+        globex.command_record(command_id).await.expect("lookup"),
+        None
+    );
+    let mut reused = common::event(2);
+    reused.metadata.command_id = Some(command_id);
+    match globex
+        .append(&stream("1"), ExpectedVersion::NoStream, &[reused])
+        .await
+    {
+        Err(StoreError::Backend(error)) => {
+            let code = error
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code);
+            assert_eq!(code, Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+        }
+        other => panic!("expected the policy to refuse the claim, got {other:?}"),
+    }
+    let record = factum::store::CommandRecord {
+        command_id,
+        stream_id: stream("1"),
+        version: 0,
+        outcome: factum::store::CommandOutcome::NoEvents,
+    };
+    match globex.record_command(&record).await {
+        Err(StoreError::Backend(error)) => {
+            assert!(error.to_string().contains("another tenant's"), "{error}");
+        }
+        other => panic!("expected the record to be refused, got {other:?}"),
+    }
+    assert_eq!(
+        globex.stream_version(&stream("1")).await.expect("version"),
+        0
+    );
+    assert_eq!(
+        acme.command_record(command_id)
+            .await
+            .expect("lookup")
+            .map(|r| r.outcome),
+        Some(factum::store::CommandOutcome::Appended)
+    );
+}

@@ -2599,7 +2599,11 @@ pub async fn tenants_are_isolated<S: EventStore>(store: S) {
     // The same stream id, and the same version, in the other tenant: another stream.
     let globex_event = event("Placed", 3);
     let appended = globex
-        .append(&s, ExpectedVersion::NoStream, &[globex_event.clone()])
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            std::slice::from_ref(&globex_event),
+        )
         .await
         .expect("globex appends to its own stream of the same id");
     assert_eq!(appended.version, 1);
