@@ -168,7 +168,10 @@ async fn read_stream(label: &str, store: &PgStore, tenant: Option<&str>) {
         );
         factum_runs.push(
             rate(20, || async {
-                let read = store.read_stream(&stream, &StreamRead::all()).await.unwrap();
+                let read = store
+                    .read_stream(&stream, &StreamRead::all())
+                    .await
+                    .unwrap();
                 assert_eq!(read.len() as u64, STREAM_EVENTS);
             })
             .await,
@@ -240,9 +243,7 @@ async fn run() {
     let config = PgConfig::default().pool_size(16);
     let multi_store = connect(config.clone().schema(&multi).unwrap().multi_tenant(true)).await;
     let single_store = connect(config.schema(&single).unwrap()).await;
-    let acme = multi_store
-        .tenant(&TenantId::new("acme").unwrap())
-        .unwrap();
+    let acme = multi_store.tenant(&TenantId::new("acme").unwrap()).unwrap();
 
     describe_server(&single_store).await;
     print_header();

@@ -7,10 +7,14 @@
 
 mod common;
 
+use factum::projection::{ProjectionOptions, ProjectionRunner, RunningProjections};
 use factum::store::{ReadAll, StreamRead};
 use factum::tenant::{TenantError, TenantId};
-use factum::{EventStore, ExpectedVersion, StoreError};
-use factum_postgres::{PgConfig, PgError, PgStore};
+use factum::{BoxError, EventStore, ExpectedVersion, RecordedEvent, StoreError};
+use factum_postgres::{
+    PgConfig, PgCoordination, PgError, PgProjection, PgStore, PgTransaction, SchemaName,
+    Transactional, tenant_policy,
+};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -45,6 +49,69 @@ fn for_request(store: &PgStore, tenant_header: &str) -> Result<PgStore, StoreErr
     store.tenant(&tenant)
 }
 // ANCHOR_END: tenants
+
+// ANCHOR: read_model
+/// A read model of orders per stream, counted per tenant: a table of the owner's, under the
+/// tenant policy, with the tenant first in its key.
+async fn create_read_model(owner: &tokio_postgres::Client, schema: &str, app: &str) {
+    let schema_name = SchemaName::new(schema).expect("schema");
+    let table = format!("{}.order_counts", schema_name.quoted());
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (stream text NOT NULL, events bigint NOT NULL);"
+        ))
+        .await
+        .expect("create the table");
+    owner
+        .batch_execute(&tenant_policy(&schema_name, "order_counts").expect("policy"))
+        .await
+        .expect("apply the tenant policy");
+    owner
+        .batch_execute(&format!(
+            "ALTER TABLE {table} ADD PRIMARY KEY (tenant, stream); \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO \"{app}\";"
+        ))
+        .await
+        .expect("key and grant");
+}
+
+/// Counts each order event of its stream; run on a tenant's handle, its transactions are
+/// bound to that tenant, so its rows are that tenant's.
+struct OrderCounts {
+    name: String,
+}
+
+impl PgProjection for OrderCounts {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+        tx.execute(
+            "INSERT INTO order_counts (stream, events) VALUES ($1, 1) \
+             ON CONFLICT (tenant, stream) DO UPDATE SET events = order_counts.events + 1",
+            &[&event.stream_id.as_str()],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the projection for `tenant`, under a name of the tenant's.
+fn start_for(tenant: &PgStore) -> RunningProjections<PgStore, PgCoordination> {
+    let tenant_id = tenant.bound_tenant().expect("a tenant's handle");
+    let projection = OrderCounts {
+        name: format!("order_counts@{tenant_id}"),
+    };
+    ProjectionRunner::new(tenant.clone())
+        .coordination(PgCoordination::new(tenant))
+        .register(
+            Transactional::new(tenant, projection),
+            ProjectionOptions::new(),
+        )
+        .start()
+}
+// ANCHOR_END: read_model
 
 /// An owner role, an application role and a multi-tenant schema owned by the owner.
 struct Roles {
@@ -266,9 +333,8 @@ async fn one_pooled_connection_carries_no_tenant_over() {
         .await
         .expect("append");
 
-    let ids = |events: Vec<factum::RecordedEvent>| {
-        events.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
-    };
+    let ids =
+        |events: Vec<RecordedEvent>| events.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
     for _ in 0..2 {
         let acme_all = ids(acme.read_all(&ReadAll::after(0)).await.expect("read"));
         assert_eq!(acme_all, a.iter().map(|e| e.event_id).collect::<Vec<_>>());
@@ -438,4 +504,112 @@ async fn another_tenants_command_id_is_refused_never_read() {
             .map(|r| r.outcome),
         Some(factum::store::CommandOutcome::Appended)
     );
+}
+
+/// A transactional projection run per tenant writes its read model under the tenant of the
+/// events it handles: bound to a tenant, raw SQL reads that tenant's rows of the read model;
+/// without a tenant, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_projections_write_under_the_tenant() {
+    let roles = Roles::new().await;
+    create_read_model(
+        &roles.client_as(&roles.owner).await,
+        &roles.schema,
+        &roles.app,
+    )
+    .await;
+    let store = roles.app_store(16).await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    acme.append(&stream("1"), ExpectedVersion::NoStream, &events(2))
+        .await
+        .expect("append");
+    acme.append(&stream("2"), ExpectedVersion::NoStream, &events(1))
+        .await
+        .expect("append");
+    let globex_head = globex
+        .append(&stream("1"), ExpectedVersion::NoStream, &events(3))
+        .await
+        .expect("append")
+        .last_position;
+    let acme_head = acme.head_position().await.expect("head");
+
+    let (acme_running, globex_running) = (start_for(&acme), start_for(&globex));
+    let patience = std::time::Duration::from_secs(120);
+    tokio::time::timeout(
+        patience,
+        acme_running.wait_for("order_counts@acme", acme_head),
+    )
+    .await
+    .expect("acme's projection catches up in time")
+    .expect("running");
+    tokio::time::timeout(
+        patience,
+        globex_running.wait_for("order_counts@globex", globex_head),
+    )
+    .await
+    .expect("globex's projection catches up in time")
+    .expect("running");
+    acme_running.shutdown().await.expect("shutdown");
+    globex_running.shutdown().await.expect("shutdown");
+
+    let mut client = roles.client_as(&roles.app).await;
+    let schema = roles.schema.clone();
+    assert_eq!(
+        read_counts(&mut client, &schema, Some("acme")).await,
+        [
+            ("acme".to_owned(), "order-1".to_owned(), 2),
+            ("acme".to_owned(), "order-2".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        read_counts(&mut client, &schema, Some("globex")).await,
+        [("globex".to_owned(), "order-1".to_owned(), 3)]
+    );
+    assert!(
+        read_counts(&mut client, &schema, None).await.is_empty(),
+        "no tenant: no rows"
+    );
+}
+
+/// The rows of the read model raw SQL reads in a transaction bound to `tenant` (or none).
+async fn read_counts(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    tenant: Option<&str>,
+) -> Vec<(String, String, i64)> {
+    let tx = client.transaction().await.expect("begin");
+    if let Some(tenant) = tenant {
+        tx.execute("SELECT set_config('factum.tenant', $1, true)", &[&tenant])
+            .await
+            .expect("bind");
+    }
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT tenant, stream, events FROM \"{schema}\".order_counts ORDER BY stream"
+            ),
+            &[],
+        )
+        .await
+        .expect("select");
+    tx.commit().await.expect("commit");
+    rows.iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[test]
+fn read_model_table_names_are_validated() {
+    let schema = SchemaName::new("factum").expect("schema");
+    for bad in ["", "counts; DROP TABLE x", "a-b", "pg_counts", "1counts"] {
+        match tenant_policy(&schema, bad) {
+            Err(PgError::InvalidTableName { name, .. }) => assert_eq!(name, bad),
+            other => panic!("{bad:?}: expected InvalidTableName, got {other:?}"),
+        }
+    }
+    let sql = tenant_policy(&schema, "Order_Counts").expect("valid");
+    assert!(sql.contains("\"factum\".\"Order_Counts\""), "{sql}");
 }
