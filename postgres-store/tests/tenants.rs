@@ -613,3 +613,59 @@ fn read_model_table_names_are_validated() {
     let sql = tenant_policy(&schema, "Order_Counts").expect("valid");
     assert!(sql.contains("\"factum\".\"Order_Counts\""), "{sql}");
 }
+
+/// Under the policy, a stream read as the application role is one scan of the tenant-first
+/// index, its tenant and stream both index keys; and the application role's `migrate` on an
+/// up-to-date multi-tenant schema only reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reads_scan_the_tenant_index() {
+    let roles = Roles::new().await;
+    let store = roles.app_store(16).await;
+    store
+        .migrate()
+        .await
+        .expect("the application role's migrate only reads");
+    let acme = for_request(&store, "acme").expect("acme");
+    acme.append(&stream("1"), ExpectedVersion::NoStream, &events(3))
+        .await
+        .expect("append");
+    let mut client = roles.client_as(&roles.app).await;
+    let tx = client.transaction().await.expect("begin");
+    tx.execute("SELECT set_config('factum.tenant', 'acme', true)", &[])
+        .await
+        .expect("bind");
+    // Three rows: without this, a sequential scan could be as cheap. What is checked is
+    // that the policy's tenant is an index key, beside the stream.
+    tx.batch_execute("SET LOCAL enable_seqscan = off")
+        .await
+        .expect("set");
+    let plan: Vec<String> = tx
+        .query(
+            &format!(
+                "EXPLAIN SELECT position FROM \"{}\".events \
+                 WHERE stream_id = 'order-1' AND stream_version BETWEEN 1 AND 10 \
+                 ORDER BY stream_version",
+                roles.schema
+            ),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.commit().await.expect("commit");
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Scan using events_tenant_stream_version_key"),
+        "{plan}"
+    );
+    let conditions = plan
+        .lines()
+        .find(|line| line.contains("Index Cond"))
+        .unwrap_or_default();
+    assert!(
+        conditions.contains("tenant") && conditions.contains("stream_id"),
+        "{plan}"
+    );
+}
