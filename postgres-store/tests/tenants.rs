@@ -669,3 +669,56 @@ async fn stream_reads_scan_the_tenant_index() {
         "{plan}"
     );
 }
+
+/// A call dropped while its statements are in flight (here: after its first poll) leaves
+/// its pooled connection outside any transaction, with no tenant: the next caller of the
+/// pool's one connection reads its own rows, and an unbound query none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_leaves_no_tenant_behind() {
+    let roles = Roles::new().await;
+    let store = roles.app_store(1).await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    let a = events(3);
+    acme.append(&stream("1"), ExpectedVersion::NoStream, &a)
+        .await
+        .expect("append");
+    // Warm the statement cache, so the next read sends its four requests on its first poll.
+    acme.read_stream(&stream("1"), &StreamRead::all())
+        .await
+        .expect("read");
+    for _ in 0..5 {
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::ZERO,
+            acme.read_stream(&stream("1"), &StreamRead::all()),
+        )
+        .await;
+        drop(cancelled);
+        assert!(
+            globex
+                .read_stream(&stream("1"), &StreamRead::all())
+                .await
+                .expect("read")
+                .is_empty(),
+            "globex sees none of acme's events on the connection acme's call left"
+        );
+        let client = store.pool().get().await.expect("the pooled connection");
+        let rows = client
+            .query(
+                &format!("SELECT event_id FROM \"{}\".events", roles.schema),
+                &[],
+            )
+            .await
+            .expect("select");
+        assert!(rows.is_empty(), "no tenant left bound");
+    }
+    assert_eq!(
+        acme.read_stream(&stream("1"), &StreamRead::all())
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
+}
