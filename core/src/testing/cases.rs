@@ -2977,3 +2977,70 @@ pub async fn tenant_projections_run_per_tenant<S: EventStore>(store: S) {
     assert!(unbound.recording().applied.is_empty());
     running.shutdown().await.expect("shutdown");
 }
+
+/// A process manager runs per tenant: on a tenant's handle it routes that tenant's events
+/// only, and the commands it dispatches through a repository on the same handle append
+/// under that tenant; the other tenant's flow of the same id is left alone.
+pub async fn tenant_process_managers_run_per_tenant<S: EventStore>(store: S) {
+    use super::process_managers::{CounterDispatcher, FLOW, ProcessRuntimeStores};
+    use crate::coordination::{MemoryCheckpointStore, MemoryLeaseStore};
+    use crate::process_manager::{ManualClock, MemoryProcessStore};
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let flow = stream("flow-a");
+    globex
+        .append(&flow, ExpectedVersion::NoStream, &[event("FlowStarted", 5)])
+        .await
+        .expect("globex starts its flow `a`");
+    let head = acme
+        .append(&flow, ExpectedVersion::NoStream, &[event("FlowStarted", 2)])
+        .await
+        .expect("acme starts its flow `a`")
+        .last_position;
+
+    let stores = ProcessRuntimeStores {
+        events: acme.clone(),
+        processes: MemoryProcessStore::new(),
+        checkpoints: MemoryCheckpointStore::new(),
+        leases: MemoryLeaseStore::new(),
+    };
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let running = stores.start_flow(
+        "a",
+        CounterDispatcher::new(acme.clone(), Arc::clone(&calls)),
+        ManualClock::new(Utc::now()),
+    );
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        running.wait_for(FLOW, head),
+    )
+    .await
+    .expect("the process manager catches up within two minutes")
+    .expect("the process manager runs");
+    running.shutdown().await.expect("shutdown");
+
+    let dispatched = calls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    assert_eq!(dispatched, 1, "acme's flow only: one command");
+    assert_eq!(
+        stores.counter("a").await,
+        2,
+        "acme's counter got acme's command"
+    );
+    let counter = stream("counter-a");
+    let applied = acme
+        .read_stream(&counter, &StreamRead::all())
+        .await
+        .expect("read");
+    assert!(
+        applied
+            .iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
+    );
+    assert_eq!(
+        globex.stream_version(&counter).await.expect("version"),
+        0,
+        "nothing was dispatched for globex's flow"
+    );
+}
