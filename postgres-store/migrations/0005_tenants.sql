@@ -1,4 +1,5 @@
--- The tenant of each event, snapshot and command outcome (see docs/adr/14-tenants.md).
+-- The tenant of each event, snapshot, command outcome, parked event and process instance
+-- (see docs/adr/14-tenants.md).
 --
 -- `__SCHEMA__` is replaced by the validated, quoted schema name before this runs.
 --
@@ -12,3 +13,7 @@ ALTER TABLE __SCHEMA__.snapshots
     ADD COLUMN tenant text CONSTRAINT snapshots_tenant_not_empty CHECK (tenant <> '');
 ALTER TABLE __SCHEMA__.command_log
     ADD COLUMN tenant text CONSTRAINT command_log_tenant_not_empty CHECK (tenant <> '');
+ALTER TABLE __SCHEMA__.dead_letters
+    ADD COLUMN tenant text CONSTRAINT dead_letters_tenant_not_empty CHECK (tenant <> '');
+ALTER TABLE __SCHEMA__.process_instances
+    ADD COLUMN tenant text CONSTRAINT process_instances_tenant_not_empty CHECK (tenant <> '');

@@ -1,9 +1,9 @@
 -- The multi-tenant layout (`PgConfig::multi_tenant`), applied by `migrate` after the
 -- migrations, in their transaction; applying it again changes nothing.
 --
--- Each row of the events, snapshots and command log belongs to a tenant: the one bound to
--- the writing transaction with `set_config('factum.tenant', tenant, true)`, which is the
--- column's default. Row-level security, forced on the tables' owner too, lets a session
+-- Each row of the events, snapshots, command log, dead letters and process instances
+-- belongs to a tenant: the one bound to the writing transaction with
+-- `set_config('factum.tenant', tenant, true)`, which is the column's default. Row-level security, forced on the tables' owner too, lets a session
 -- read, insert and update only rows of the tenant bound to its transaction; with none bound
 -- (`current_setting` is NULL, or '' after a binding ended) it sees and writes nothing.
 -- Superusers and roles with BYPASSRLS are not subject to it: the store must not run as one
@@ -14,13 +14,18 @@
 -- tenants (a command id is a UUID of its caller's; one reused by another tenant is refused
 -- by the policy, never read).
 --
--- Fails, and the migration with it, when events, snapshots or command outcomes without a
--- tenant are stored: a single-tenant store with data is not turned into a multi-tenant one.
+-- Dead letters and process instances keep their keys (a name, and a position or a key):
+-- runners of a multi-tenant store run per tenant under names of the tenant's, so two tenants'
+-- rows never share a key; one that tried would be refused by the policy, never read.
+--
+-- Fails, and the migration with it, when rows without a tenant are stored: a single-tenant
+-- store with data is not turned into a multi-tenant one.
 DO $tenancy$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['events', 'snapshots', 'command_log'] LOOP
+    FOREACH t IN ARRAY ARRAY['events', 'snapshots', 'command_log', 'dead_letters',
+                             'process_instances'] LOOP
         EXECUTE format(
             'ALTER TABLE %s.%I ALTER COLUMN tenant SET DEFAULT current_setting(%L, true),'
             ' ALTER COLUMN tenant SET NOT NULL',

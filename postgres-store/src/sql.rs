@@ -41,7 +41,6 @@ pub(crate) struct Statements {
     pub(crate) record_command: String,
     pub(crate) command_record: String,
     pub(crate) save_snapshot_tenant: String,
-    pub(crate) bind_tenant: String,
 }
 
 impl Statements {
@@ -73,7 +72,6 @@ impl Statements {
             record_command: r(include_str!("../sql/record_command.sql")),
             command_record: r(include_str!("../sql/command_record.sql")),
             save_snapshot_tenant: r(include_str!("../sql/save_snapshot_tenant.sql")),
-            bind_tenant: r(include_str!("../sql/bind_tenant.sql")),
         }
     }
 }

@@ -213,37 +213,15 @@ impl PgStore {
         }
     }
 
-    /// Runs `body`, a statement sent on its first poll, bound to `tenant`: `BEGIN`,
-    /// `set_config('factum.tenant', tenant, true)`, the statement and `COMMIT`, pipelined in
-    /// one round trip, so the binding is the statement's transaction's and ends with it (a
-    /// pooled connection never carries it to its next user). Without a tenant, `body` runs
-    /// as it is. The outer error is the binding's; `body`'s own is inside.
-    ///
-    /// Whatever happens to `body`, the `COMMIT` is sent with it (a failed statement makes it
-    /// a rollback), so the connection goes back to the pool outside any transaction.
+    /// Runs `body`, a statement sent on its first poll, bound to `tenant`, in one round
+    /// trip ([`crate::tenancy::bound`]).
     async fn scoped<T>(
         &self,
         client: &Object,
         tenant: Option<&TenantId>,
         body: impl Future<Output = T>,
     ) -> Result<T, tokio_postgres::Error> {
-        let Some(tenant) = tenant else {
-            return Ok(body.await);
-        };
-        let bind = client.prepare_cached(&self.inner.sql.bind_tenant).await?;
-        // `join4` polls in order: the four requests are queued on the connection in this
-        // order before any response is awaited.
-        let (begun, bound, value, committed) = futures_util::future::join4(
-            client.batch_execute("BEGIN"),
-            client.execute(&bind, &[&tenant.as_str()]),
-            body,
-            client.batch_execute("COMMIT"),
-        )
-        .await;
-        begun?;
-        bound?;
-        committed?;
-        Ok(value)
+        crate::tenancy::bound(client, tenant, body).await
     }
 
     /// [`query_events`] bound to `tenant`.

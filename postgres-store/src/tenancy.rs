@@ -1,7 +1,48 @@
 //! Tenants in read models: the policy of the store's tables, applied to a table of yours.
 
+use std::future::Future;
+
+use deadpool_postgres::Object;
+use factum::tenant::TenantId;
+
 use crate::config::SchemaName;
 use crate::error::PgError;
+
+/// Runs `body`, a statement sent on its first poll, bound to `tenant`: `BEGIN`,
+/// `set_config('factum.tenant', tenant, true)`, the statement and `COMMIT`, pipelined in
+/// one round trip, so the binding is the statement's transaction's and ends with it (a
+/// pooled connection never carries it to its next user). Without a tenant, `body` runs as
+/// it is. The outer error is the binding's; `body`'s own is inside.
+///
+/// Whatever happens to `body`, the `COMMIT` is sent with it (a failed statement makes it a
+/// rollback), so the connection goes back to the pool outside any transaction.
+pub(crate) async fn bound<T>(
+    client: &Object,
+    tenant: Option<&TenantId>,
+    body: impl Future<Output = T>,
+) -> Result<T, tokio_postgres::Error> {
+    let Some(tenant) = tenant else {
+        return Ok(body.await);
+    };
+    // Prepared first: an unprepared statement would be sent only after its preparation's
+    // reply, behind the `COMMIT`.
+    let bind = client
+        .prepare_cached(include_str!("../sql/bind_tenant.sql"))
+        .await?;
+    // `join4` polls in order: the four requests are queued on the connection in this order
+    // before any response is awaited.
+    let (begun, set, value, committed) = futures_util::future::join4(
+        client.batch_execute("BEGIN"),
+        client.execute(&bind, &[&tenant.as_str()]),
+        body,
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    set?;
+    committed?;
+    Ok(value)
+}
 
 /// The SQL that gives the read-model table `table` of `schema` the tenant isolation of the
 /// events (`docs/adr/14-tenants.md`): a `tenant` column whose default is the tenant bound to

@@ -722,3 +722,88 @@ async fn a_cancelled_call_leaves_no_tenant_behind() {
         3
     );
 }
+
+/// The runtime on a tenant's handle, with `PgCoordination` made on the same handle: the
+/// projection and process-manager cases pass under row-level security, and the dead letters
+/// and process instances they write are the tenant's: another tenant's coordination, and raw
+/// SQL bound to another tenant or to none, see none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_tables_are_the_tenants() {
+    use factum::coordination::{DeadLetterStore, ParkReason, ParkedEvent, ProcessStore};
+    use factum::testing::process_managers::{
+        FLOW, ProcessRuntimeStores, process_routes_and_ignores_redelivery,
+    };
+    use factum::testing::projections::{
+        RuntimeStores, projection_poison_event_parked_and_replayed,
+    };
+
+    let roles = Roles::new().await;
+    let store = roles.app_store(16).await;
+    let (acme, globex) = (
+        for_request(&store, "acme").expect("acme"),
+        for_request(&store, "globex").expect("globex"),
+    );
+    let coordination = PgCoordination::new(&acme);
+    projection_poison_event_parked_and_replayed(RuntimeStores {
+        events: acme.clone(),
+        checkpoints: coordination.clone(),
+        leases: coordination.clone(),
+        dead_letters: coordination.clone(),
+    })
+    .await;
+    process_routes_and_ignores_redelivery(ProcessRuntimeStores {
+        events: acme.clone(),
+        processes: coordination.clone(),
+        checkpoints: coordination.clone(),
+        leases: coordination.clone(),
+    })
+    .await;
+    let parked = ParkedEvent::new(
+        "parked@acme",
+        0,
+        1,
+        Uuid::now_v7(),
+        stream("1"),
+        "Tested",
+        ParkReason::Failed {
+            error: "acme's secret".into(),
+            attempts: 3,
+        },
+    );
+    coordination.park(&parked).await.expect("park");
+
+    let theirs = PgCoordination::new(&globex);
+    assert!(theirs.list("parked@acme").await.expect("list").is_empty());
+    assert!(theirs.load(FLOW, "a").await.expect("load").is_none());
+    assert_eq!(
+        coordination.list("parked@acme").await.expect("list").len(),
+        1
+    );
+    assert!(coordination.load(FLOW, "a").await.expect("load").is_some());
+
+    let mut client = roles.client_as(&roles.app).await;
+    for (tenant, visible) in [(Some("acme"), true), (Some("globex"), false), (None, false)] {
+        let tx = client.transaction().await.expect("begin");
+        if let Some(tenant) = tenant {
+            tx.execute("SELECT set_config('factum.tenant', $1, true)", &[&tenant])
+                .await
+                .expect("bind");
+        }
+        for table in ["dead_letters", "process_instances"] {
+            let rows: i64 = tx
+                .query_one(
+                    &format!("SELECT count(*) FROM \"{}\".{table}", roles.schema),
+                    &[],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            assert_eq!(
+                rows > 0,
+                visible,
+                "{table} bound to {tenant:?}: {rows} rows"
+            );
+        }
+        tx.commit().await.expect("commit");
+    }
+}
