@@ -148,8 +148,8 @@ pub struct PgConfig {
     pub application_role: Option<RoleName>,
     /// Whether the store is multi-tenant (default false). When set,
     /// [`PgStore::migrate`](crate::PgStore::migrate) makes the tenant part of the keys of
-    /// events, snapshots and the command log and enables row-level security on them, and
-    /// the store serves calls through tenant handles
+    /// events and snapshots and forces row-level security on them, the command log, dead
+    /// letters and process instances, and the store serves calls through tenant handles
     /// ([`EventStore::tenant`](factum::EventStore::tenant)). See "Tenants" in the book's
     /// PostgreSQL chapter and `docs/adr/14-tenants.md`.
     pub multi_tenant: bool,
