@@ -203,6 +203,11 @@ pub enum StoreError {
         /// The JSONPath of the string or key holding it.
         path: String,
     },
+    /// A tenant id refused, or a call a multi-tenant store refuses for its tenant: no
+    /// tenant, another tenant's event, a tenant bound to a single-tenant store. Nothing was
+    /// written or returned.
+    #[error(transparent)]
+    Tenant(#[from] crate::tenant::TenantError),
 }
 
 /// A part of an event that holds JSON.

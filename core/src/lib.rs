@@ -20,6 +20,7 @@ mod runtime;
 pub mod store;
 mod stream;
 pub mod subscription;
+pub mod tenant;
 pub mod test_kit;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,6 +13,7 @@ use crate::event::{NewEvent, RecordedEvent};
 use crate::repository::derived_event_id;
 use crate::store::{AppendResult, EventStore, ReadAll, ReplayEvent, Snapshot, StreamRead};
 use crate::stream::{ExpectedVersion, StreamId};
+use crate::tenant::{TenantError, TenantId, tenant_of_append};
 
 /// Longest event type name accepted, in bytes. Type names hold 1 to this many bytes of any
 /// text but control characters ([`validate_batch`]).
@@ -46,19 +47,42 @@ pub const MAX_EVENT_TYPE_LEN: usize = 255;
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     head: Arc<watch::Sender<u64>>,
+    scope: Scope,
+}
+
+/// Whose rows a handle sees.
+#[derive(Clone, Debug)]
+enum Scope {
+    /// A single-tenant store: every row.
+    Single,
+    /// A multi-tenant store bound to no tenant: reads are refused.
+    Unbound,
+    /// A multi-tenant store bound to one tenant.
+    Bound(TenantId),
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Every event; the event at index `i` has position `i + 1`.
+    /// Every event, of every tenant; the event at index `i` has position `i + 1`.
     events: Vec<RecordedEvent>,
+    /// The rows of each tenant (the empty key for a single-tenant store).
+    spaces: HashMap<String, Space>,
+}
+
+/// What one tenant sees, besides the global order of `events`.
+#[derive(Debug, Default)]
+struct Space {
     /// Indexes into `events`, per stream, in version order.
     streams: HashMap<String, Vec<usize>>,
     by_id: HashMap<Uuid, usize>,
     snapshots: HashMap<(String, u32), BTreeMap<u64, Snapshot>>,
     /// The first outcome of each command id that appended events or was recorded.
     commands: HashMap<Uuid, CommandRecord>,
+    /// Indexes into `events` of this space's events, in position order.
+    positions: Vec<usize>,
 }
+
+static EMPTY: std::sync::LazyLock<Space> = std::sync::LazyLock::new(Space::default);
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -72,6 +96,46 @@ impl MemoryStore {
         Self {
             inner: Arc::default(),
             head: Arc::new(watch::channel(0).0),
+            scope: Scope::Single,
+        }
+    }
+
+    /// An empty store in multi-tenant mode, enforcing the rules the PostgreSQL store's
+    /// row-level security enforces: reads, loads and snapshots go through a handle bound to
+    /// a tenant ([`EventStore::tenant`]) and see only that tenant's rows; the unbound store
+    /// refuses them with [`TenantError::Required`]. An append takes the handle's tenant, or
+    /// the tenant its events' metadata names.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use factum::store::StreamRead;
+    /// use factum::tenant::TenantId;
+    /// use factum::{EventStore, MemoryStore, StoreError, StreamId};
+    /// let store = MemoryStore::multi_tenant();
+    /// let acme = store.tenant(&TenantId::new("acme")?)?;
+    /// let stream = StreamId::new("order", "o-1")?;
+    /// assert!(acme.read_stream(&stream, &StreamRead::all()).await?.is_empty());
+    /// assert!(matches!(
+    ///     store.read_stream(&stream, &StreamRead::all()).await,
+    ///     Err(StoreError::Tenant(_))
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn multi_tenant() -> Self {
+        Self {
+            scope: Scope::Unbound,
+            ..Self::new()
+        }
+    }
+
+    /// The key of the rows this handle may see, or the refusal of `operation` by an
+    /// unbound multi-tenant handle.
+    fn space(&self, operation: &'static str) -> Result<&str, StoreError> {
+        match &self.scope {
+            Scope::Single => Ok(""),
+            Scope::Bound(tenant) => Ok(tenant.as_str()),
+            Scope::Unbound => Err(TenantError::Required { operation }.into()),
         }
     }
 
@@ -80,7 +144,7 @@ impl MemoryStore {
         self.head.subscribe()
     }
 
-    /// How many events the store holds.
+    /// How many events the store holds, of every tenant.
     pub fn len(&self) -> usize {
         self.lock().events.len()
     }
@@ -103,21 +167,22 @@ impl MemoryStore {
         stream: &StreamId,
         read: &StreamRead,
         map: impl Fn(&RecordedEvent) -> T,
-    ) -> Vec<T> {
+    ) -> Result<Vec<T>, StoreError> {
+        let space = self.space("a stream read")?;
         let inner = self.lock();
-        let Some(indexes) = inner.streams.get(stream.as_str()) else {
-            return Vec::new();
+        let Some(indexes) = inner.space(space).streams.get(stream.as_str()) else {
+            return Ok(Vec::new());
         };
         let start = usize::try_from(read.from.saturating_sub(1)).unwrap_or(usize::MAX);
         let limit = read.limit.unwrap_or(usize::MAX);
-        indexes
+        Ok(indexes
             .iter()
             .skip(start)
             .map(|&i| &inner.events[i])
             .take_while(|e| read.contains(e))
             .take(limit)
             .map(map)
-            .collect()
+            .collect())
     }
 
     fn append_sync(
@@ -127,11 +192,24 @@ impl MemoryStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate_batch(stream, events)?;
+        let filled;
+        let (space, events) = match &self.scope {
+            Scope::Single => (String::new(), events),
+            Scope::Unbound | Scope::Bound(_) => {
+                let (tenant, with_tenant) = tenant_of_append(self.bound_tenant(), stream, events)?;
+                filled = with_tenant;
+                (
+                    tenant.as_str().to_owned(),
+                    filled.as_deref().unwrap_or(events),
+                )
+            }
+        };
         let mut inner = self.lock();
-        if let Some(result) = inner.earlier_append(stream, events)? {
+        if let Some(result) = inner.earlier_append(&space, stream, events)? {
             return Ok(result);
         }
         let current = inner
+            .space(&space)
             .streams
             .get(stream.as_str())
             .map_or(0, |s| s.len() as u64);
@@ -153,17 +231,21 @@ impl MemoryStore {
         }
         let command_id = events[0].metadata.command_id;
         if let Some(command_id) = command_id {
-            inner.check_command(command_id)?;
+            inner.space(&space).check_command(command_id)?;
         }
         let now = Utc::now();
         let first_position = inner.events.len() as u64 + 1;
         let Inner {
             events: all,
+            spaces,
+        } = &mut *inner;
+        let Space {
             streams,
             by_id,
             commands,
+            positions,
             ..
-        } = &mut *inner;
+        } = spaces.entry(space).or_default();
         if let Some(command_id) = command_id {
             commands.entry(command_id).or_insert_with(|| CommandRecord {
                 command_id,
@@ -187,6 +269,7 @@ impl MemoryStore {
                 recorded_at: now,
             });
             indexes.push(index);
+            positions.push(index);
             by_id.insert(event.event_id, index);
         }
         let last_position = all.len() as u64;
@@ -301,22 +384,17 @@ pub fn check_retry(
 }
 
 impl Inner {
-    /// Refuses events of a command id whose first outcome appended nothing.
-    fn check_command(&self, command_id: Uuid) -> Result<(), StoreError> {
-        match self.commands.get(&command_id) {
-            Some(first) if !first.appended() => Err(StoreError::CommandDecided {
-                command_id,
-                stream: first.stream_id.clone(),
-            }),
-            _ => Ok(()),
-        }
+    /// The rows of tenant `space` (none yet: an empty space).
+    fn space(&self, space: &str) -> &Space {
+        self.spaces.get(space).unwrap_or(&EMPTY)
     }
 
-    fn command_record(&self, command_id: Uuid) -> Option<CommandRecord> {
-        if let Some(record) = self.commands.get(&command_id) {
+    fn command_record(&self, space: &str, command_id: Uuid) -> Option<CommandRecord> {
+        let rows = self.space(space);
+        if let Some(record) = rows.commands.get(&command_id) {
             return Some(record.clone());
         }
-        let first = &self.events[*self.by_id.get(&derived_event_id(command_id, 0))?];
+        let first = &self.events[*rows.by_id.get(&derived_event_id(command_id, 0))?];
         Some(CommandRecord {
             command_id,
             stream_id: first.stream_id.clone(),
@@ -327,14 +405,29 @@ impl Inner {
 
     fn earlier_append(
         &self,
+        space: &str,
         stream: &StreamId,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>, StoreError> {
+        let by_id = &self.space(space).by_id;
         let stored: Vec<Option<&RecordedEvent>> = events
             .iter()
-            .map(|e| self.by_id.get(&e.event_id).map(|&i| &self.events[i]))
+            .map(|e| by_id.get(&e.event_id).map(|&i| &self.events[i]))
             .collect();
         check_retry(stream, events, &stored)
+    }
+}
+
+impl Space {
+    /// Refuses events of a command id whose first outcome appended nothing.
+    fn check_command(&self, command_id: Uuid) -> Result<(), StoreError> {
+        match self.commands.get(&command_id) {
+            Some(first) if !first.appended() => Err(StoreError::CommandDecided {
+                command_id,
+                stream: first.stream_id.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -353,7 +446,7 @@ impl EventStore for MemoryStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(self.scan_stream(stream, read, RecordedEvent::clone))
+        self.scan_stream(stream, read, RecordedEvent::clone)
     }
 
     async fn replay_stream(
@@ -361,30 +454,44 @@ impl EventStore for MemoryStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<ReplayEvent>, StoreError> {
-        Ok(self.scan_stream(stream, read, |e| ReplayEvent {
+        self.scan_stream(stream, read, |e| ReplayEvent {
             stream_version: e.stream_version,
             position: e.position,
             event_type: e.event_type.clone(),
             schema_version: e.schema_version,
             payload: e.payload.clone(),
-        }))
+        })
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let space = self.space("a stream version")?;
         Ok(self
             .lock()
+            .space(space)
             .streams
             .get(stream.as_str())
             .map_or(0, |s| s.len() as u64))
     }
 
     async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        let space = self.space("a read of all streams")?;
         let inner = self.lock();
         let start = usize::try_from(read.after).unwrap_or(usize::MAX);
-        Ok(inner
-            .events
+        if let Scope::Single = self.scope {
+            return Ok(inner
+                .events
+                .iter()
+                .skip(start)
+                .filter(|e| read.matches(e))
+                .take(read.limit)
+                .cloned()
+                .collect());
+        }
+        let positions = &inner.space(space).positions;
+        let first = positions.partition_point(|&i| i < start);
+        Ok(positions[first..]
             .iter()
-            .skip(start)
+            .map(|&i| &inner.events[i])
             .filter(|e| read.matches(e))
             .take(read.limit)
             .cloned()
@@ -392,17 +499,35 @@ impl EventStore for MemoryStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().events.len() as u64)
+        let space = self.space("the head position")?;
+        let inner = self.lock();
+        Ok(match self.scope {
+            Scope::Single => inner.events.len() as u64,
+            _ => inner
+                .space(space)
+                .positions
+                .last()
+                .map_or(0, |&i| i as u64 + 1),
+        })
     }
 
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let space = self.space("a read of an event by id")?;
         let inner = self.lock();
-        Ok(inner.by_id.get(&event_id).map(|&i| inner.events[i].clone()))
+        Ok(inner
+            .space(space)
+            .by_id
+            .get(&event_id)
+            .map(|&i| inner.events[i].clone()))
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         validate_snapshot(snapshot)?;
+        let space = self.space("a snapshot save")?.to_owned();
         self.lock()
+            .spaces
+            .entry(space)
+            .or_default()
             .snapshots
             .entry((
                 snapshot.stream_id.as_str().to_owned(),
@@ -419,8 +544,10 @@ impl EventStore for MemoryStore {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>, StoreError> {
+        let space = self.space("a snapshot load")?;
         let inner = self.lock();
         let Some(snapshots) = inner
+            .space(space)
             .snapshots
             .get(&(stream.as_str().to_owned(), schema_version))
         else {
@@ -436,20 +563,44 @@ impl EventStore for MemoryStore {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        let space = self.space("a command record")?;
         let mut inner = self.lock();
-        if let Some(first) = inner.command_record(record.command_id) {
+        if let Some(first) = inner.command_record(space, record.command_id) {
             return Ok(Some(first));
         }
         let mut stored = record.clone();
         if let CommandOutcome::Rejected { message } = &mut stored.outcome {
             *message = crate::command_log::storable_message(message).into_owned();
         }
-        inner.commands.insert(record.command_id, stored);
+        inner
+            .spaces
+            .entry(space.to_owned())
+            .or_default()
+            .commands
+            .insert(record.command_id, stored);
         Ok(None)
     }
 
     async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
-        Ok(self.lock().command_record(command_id))
+        let space = self.space("a command lookup")?;
+        Ok(self.lock().command_record(space, command_id))
+    }
+
+    fn tenant(&self, tenant: &TenantId) -> Result<Self, StoreError> {
+        match self.scope {
+            Scope::Single => Err(TenantError::NotMultiTenant.into()),
+            Scope::Unbound | Scope::Bound(_) => Ok(Self {
+                scope: Scope::Bound(tenant.clone()),
+                ..self.clone()
+            }),
+        }
+    }
+
+    fn bound_tenant(&self) -> Option<&TenantId> {
+        match &self.scope {
+            Scope::Bound(tenant) => Some(tenant),
+            Scope::Single | Scope::Unbound => None,
+        }
     }
 
     fn head_hint(&self) -> Option<watch::Receiver<u64>> {

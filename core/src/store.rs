@@ -349,6 +349,26 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         command_id: Uuid,
     ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
 
+    /// A handle on this store bound to `tenant`, for a store in multi-tenant mode: every call
+    /// through it reads only `tenant`'s streams, snapshots and command outcomes, and appends
+    /// its events under `tenant` (events without a tenant in their metadata get it; an event
+    /// naming another is refused with [`TenantError::Mismatch`](crate::tenant::TenantError)).
+    /// The same stream id in two tenants is two streams; global positions stay one order
+    /// across tenants.
+    ///
+    /// The default, for stores without tenants, refuses with
+    /// [`TenantError::NotMultiTenant`](crate::tenant::TenantError::NotMultiTenant): a handle
+    /// that isolated nothing would be worse than none.
+    fn tenant(&self, tenant: &crate::tenant::TenantId) -> Result<Self, StoreError> {
+        let _ = tenant;
+        Err(crate::tenant::TenantError::NotMultiTenant.into())
+    }
+
+    /// The tenant this handle is bound to ([`tenant`](EventStore::tenant)), if any.
+    fn bound_tenant(&self) -> Option<&crate::tenant::TenantId> {
+        None
+    }
+
     /// A wake-up hint for subscribers: a receiver that changes when new events may be
     /// readable (its value is a head position, possibly stale). Only a hint: subscribers
     /// still poll, since a hint may be lost. `None` when the store has no notifications.

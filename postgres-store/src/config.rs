@@ -146,6 +146,13 @@ pub struct PgConfig {
     /// nothing more: it cannot update, delete or truncate events, nor drop or disable the
     /// append-only triggers. See "Roles" in the book's PostgreSQL chapter.
     pub application_role: Option<RoleName>,
+    /// Whether the store is multi-tenant (default false). When set,
+    /// [`PgStore::migrate`](crate::PgStore::migrate) makes the tenant part of the keys of
+    /// events and snapshots and forces row-level security on them, the command log, dead
+    /// letters and process instances, and the store serves calls through tenant handles
+    /// ([`EventStore::tenant`](factum::EventStore::tenant)). See "Tenants" in the book's
+    /// PostgreSQL chapter and `docs/adr/14-tenants.md`.
+    pub multi_tenant: bool,
 }
 
 impl Default for PgConfig {
@@ -157,6 +164,7 @@ impl Default for PgConfig {
             settle_timeout: Duration::from_millis(250),
             notify_interval: Duration::from_millis(5),
             application_role: None,
+            multi_tenant: false,
         }
     }
 }
@@ -213,6 +221,13 @@ impl PgConfig {
     pub fn application_role(mut self, role: &str) -> Result<Self, PgError> {
         self.application_role = Some(RoleName::new(role)?);
         Ok(self)
+    }
+
+    /// Sets whether the store is multi-tenant ([`PgConfig::multi_tenant`]).
+    #[must_use]
+    pub fn multi_tenant(mut self, multi_tenant: bool) -> Self {
+        self.multi_tenant = multi_tenant;
+        self
     }
 }
 

@@ -24,10 +24,18 @@ use crate::sql::render;
 ///
 /// Lease and member expiry use the database's clock, so processes on hosts with drifting
 /// clocks still agree on who holds what.
+///
+/// Made on a tenant's handle of a multi-tenant store
+/// ([`EventStore::tenant`](factum::EventStore::tenant)), each of its statements is bound to
+/// that tenant, as the store's are: its dead letters and process instances are the tenant's
+/// (row-level security covers them, as it does the events), while checkpoints, leases and
+/// members, which hold no tenant data, are shared and keyed by name, so a runner per tenant
+/// takes a name of the tenant's.
 #[derive(Clone, Debug)]
 pub struct PgCoordination {
     pool: Pool,
     sql: Arc<Sql>,
+    tenant: Option<factum::tenant::TenantId>,
 }
 
 #[derive(Debug)]
@@ -89,6 +97,7 @@ impl PgCoordination {
         Self {
             pool: store.pool().clone(),
             sql: Arc::new(sql),
+            tenant: factum::EventStore::bound_tenant(store).cloned(),
         }
     }
 
@@ -103,7 +112,14 @@ impl PgCoordination {
     ) -> Result<Vec<Row>, CoordinationError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(backend)?;
-        client.query(&statement, params).await.map_err(backend)
+        crate::tenancy::bound(
+            &client,
+            self.tenant.as_ref(),
+            client.query(&statement, params),
+        )
+        .await
+        .map_err(backend)?
+        .map_err(backend)
     }
 
     async fn execute(
@@ -113,7 +129,14 @@ impl PgCoordination {
     ) -> Result<u64, CoordinationError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(backend)?;
-        client.execute(&statement, params).await.map_err(backend)
+        crate::tenancy::bound(
+            &client,
+            self.tenant.as_ref(),
+            client.execute(&statement, params),
+        )
+        .await
+        .map_err(backend)?
+        .map_err(backend)
     }
 
     async fn fence_of(&self, name: &str, partition: i32) -> Result<u64, CoordinationError> {

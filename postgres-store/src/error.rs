@@ -123,6 +123,24 @@ pub enum PgError {
         /// What it can do.
         reason: &'static str,
     },
+    /// A read-model table name refused by [`tenant_policy`](crate::tenant_policy).
+    #[error("invalid table name `{name}`: {reason}")]
+    InvalidTableName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The multi-tenant layout (`PgConfig::multi_tenant`) could not be applied: for example,
+    /// the schema holds events, snapshots or command outcomes without a tenant, stored by a
+    /// single-tenant store.
+    #[error("cannot make schema `{schema}` multi-tenant: {}", db_message(source))]
+    Tenancy {
+        /// The schema.
+        schema: String,
+        /// What the database reported.
+        source: tokio_postgres::Error,
+    },
 }
 
 /// Wraps a backend error.

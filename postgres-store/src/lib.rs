@@ -40,6 +40,10 @@
 //!   its writes and its checkpoint in one transaction. Handlers get a [`PgTransaction`]: its
 //!   `search_path` is the store's schema, so their SQL names tables plainly, and it prepares
 //!   each SQL text once per transaction.
+//! - [`PgConfig::multi_tenant`] keeps tenants apart by row-level security, bound per
+//!   transaction to the tenant of a handle ([`EventStore::tenant`](factum::EventStore::tenant));
+//!   [`tenant_policy`] applies the same policy to a read-model table
+//!   (`docs/adr/14-tenants.md`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
@@ -53,6 +57,7 @@ mod roles;
 mod rows;
 mod sql;
 mod store;
+mod tenancy;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -64,6 +69,7 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use tenancy::tenant_policy;
 pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};
 pub use transaction::PgTransaction;
 pub use transactional::{PgProjection, Transactional};

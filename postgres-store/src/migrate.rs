@@ -20,21 +20,25 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "command_log",
         include_str!("../migrations/0004_command_log.sql"),
     ),
+    (5, "tenants", include_str!("../migrations/0005_tenants.sql")),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory
 /// lock so that concurrent callers wait for each other and nothing outlives the transaction,
-/// then grants the application role, when one is configured, its privileges.
+/// then, for a multi-tenant store, applies the multi-tenant layout (`sql/tenancy.sql`), and
+/// grants the application role, when one is configured, its privileges.
 ///
-/// When every migration is applied already and no role is to be granted, it only reads
-/// `schema_migrations`: the application role can call it too.
+/// When every migration (and the layout of a multi-tenant store) is applied already and no
+/// role is to be granted, it only reads the catalog: the application role can call it too.
 pub(crate) async fn migrate(
     pool: &Pool,
     config: &PgConfig,
     statements: &Statements,
 ) -> Result<(), PgError> {
     let schema = &config.schema;
-    if config.application_role.is_none() && up_to_date(pool, schema, statements).await {
+    if config.application_role.is_none()
+        && up_to_date(pool, schema, statements, config.multi_tenant).await
+    {
         return Ok(());
     }
     let mut client = pool.get().await.map_err(backend)?;
@@ -81,6 +85,14 @@ pub(crate) async fn migrate(
             .await
             .map_err(failed)?;
     }
+    if config.multi_tenant {
+        tx.batch_execute(&render(include_str!("../sql/tenancy.sql"), schema))
+            .await
+            .map_err(|source| PgError::Tenancy {
+                schema: schema.to_string(),
+                source,
+            })?;
+    }
     if let Some(role) = &config.application_role {
         tx.batch_execute(&grants(schema, role))
             .await
@@ -99,9 +111,15 @@ fn grants(schema: &SchemaName, role: &RoleName) -> String {
     render(include_str!("../sql/grant.sql"), schema).replace("__ROLE__", &role.quoted())
 }
 
-/// Whether every migration this build knows is applied, read without writing anything. Any
-/// failure (no schema, no table, no privilege) is a no: the full path reports it.
-async fn up_to_date(pool: &Pool, schema: &SchemaName, statements: &Statements) -> bool {
+/// Whether every migration this build knows is applied, and row-level security forced on the
+/// events when `multi_tenant`, read without writing anything. Any failure (no schema, no
+/// table, no privilege) is a no: the full path reports it.
+async fn up_to_date(
+    pool: &Pool,
+    schema: &SchemaName,
+    statements: &Statements,
+    multi_tenant: bool,
+) -> bool {
     let Ok(client) = pool.get().await else {
         return false;
     };
@@ -117,6 +135,20 @@ async fn up_to_date(pool: &Pool, schema: &SchemaName, statements: &Statements) -
         return false;
     };
     let applied: Vec<i32> = rows.iter().filter_map(|row| row.try_get(0).ok()).collect();
+    if multi_tenant {
+        let events = format!("{}.events", schema.quoted());
+        let forced = client
+            .query_one(
+                "SELECT coalesce((SELECT relforcerowsecurity FROM pg_class \
+                 WHERE oid = to_regclass($1)), false)",
+                &[&events],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0));
+        if !matches!(forced, Ok(true)) {
+            return false;
+        }
+    }
     applied.len() == MIGRATIONS.len()
         && MIGRATIONS
             .iter()

@@ -7,8 +7,11 @@ impl PgStore {
     /// Checks that the store's role can only append and read events: that it is not a
     /// superuser, does not own the events table (nor is a member of its owner, which could
     /// disable or drop the append-only triggers), and holds no `UPDATE`, `DELETE` or
-    /// `TRUNCATE` on it. Fails with [`PgError::Privileged`] naming the role and what it can
-    /// do, or with [`PgError::Store`] when the schema is not migrated or the database fails.
+    /// `TRUNCATE` on it; for a multi-tenant store
+    /// ([`PgConfig::multi_tenant`](crate::PgConfig::multi_tenant)), also that it does not
+    /// bypass row-level security (`BYPASSRLS`). Fails with [`PgError::Privileged`] naming
+    /// the role and what it can do, or with [`PgError::Store`] when the schema is not
+    /// migrated or the database fails.
     ///
     /// Call it at start-up of an application that runs as the role granted by
     /// [`PgConfig::application_role`](crate::PgConfig::application_role). The store does not
@@ -35,6 +38,10 @@ impl PgStore {
             )
         } else if row.try_get::<_, bool>("modify").map_err(backend)? {
             Some("holds UPDATE, DELETE or TRUNCATE on the events table")
+        } else if self.config().multi_tenant
+            && row.try_get::<_, bool>("bypassrls").map_err(backend)?
+        {
+            Some("bypasses row-level security (BYPASSRLS), which keeps tenants apart")
         } else {
             None
         };

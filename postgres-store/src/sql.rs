@@ -40,6 +40,7 @@ pub(crate) struct Statements {
     pub(crate) migration_record: String,
     pub(crate) record_command: String,
     pub(crate) command_record: String,
+    pub(crate) save_snapshot_tenant: String,
 }
 
 impl Statements {
@@ -70,6 +71,7 @@ impl Statements {
             migration_record: r(include_str!("../sql/migration_record.sql")),
             record_command: r(include_str!("../sql/record_command.sql")),
             command_record: r(include_str!("../sql/command_record.sql")),
+            save_snapshot_tenant: r(include_str!("../sql/save_snapshot_tenant.sql")),
         }
     }
 }

@@ -11,6 +11,7 @@ use factum::store::{
     ReadAll, ReplayEvent, Snapshot, StreamRead, check_retry, storable_message, validate_batch,
     validate_snapshot,
 };
+use factum::tenant::{TenantError, TenantId, tenant_of_append};
 use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
@@ -47,6 +48,8 @@ const TRANSIENT_RETRIES: u32 = 100;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     inner: Arc<Inner>,
+    /// The tenant of a handle of a multi-tenant store ([`EventStore::tenant`]).
+    tenant: Option<TenantId>,
 }
 
 #[derive(Debug)]
@@ -154,6 +157,7 @@ impl PgStore {
                 listener,
                 notifier: Notifier::new(),
             }),
+            tenant: None,
         })
     }
 
@@ -196,9 +200,52 @@ impl PgStore {
         self.inner.pool.get().await.map_err(backend)
     }
 
+    /// The tenant the calls of this handle run under: none for a single-tenant store, the
+    /// bound one for a handle of a multi-tenant store, or the refusal of `operation` by a
+    /// multi-tenant store bound to none, before anything is sent.
+    fn scope(&self, operation: &'static str) -> Result<Option<&TenantId>, StoreError> {
+        if !self.inner.config.multi_tenant {
+            return Ok(None);
+        }
+        match &self.tenant {
+            Some(tenant) => Ok(Some(tenant)),
+            None => Err(TenantError::Required { operation }.into()),
+        }
+    }
+
+    /// Runs `body`, a statement sent on its first poll, bound to `tenant`, in one round
+    /// trip ([`crate::tenancy::bound`]).
+    async fn scoped<T>(
+        &self,
+        client: &Object,
+        tenant: Option<&TenantId>,
+        body: impl Future<Output = T>,
+    ) -> Result<T, tokio_postgres::Error> {
+        crate::tenancy::bound(client, tenant, body).await
+    }
+
+    /// [`query_events`] bound to `tenant`.
+    async fn events_in(
+        &self,
+        client: &Object,
+        tenant: Option<&TenantId>,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        self.scoped(
+            client,
+            tenant,
+            stream_rows(client, &statement, params, rows::event),
+        )
+        .await
+        .map_err(backend)?
+    }
+
     async fn call_append(
         &self,
         client: &Object,
+        tenant: Option<&TenantId>,
         stream: &StreamId,
         expected: i64,
         events: &[NewEvent],
@@ -229,7 +276,8 @@ impl PgStore {
                 None => &sql.append_one,
             };
             let statement = client.prepare_cached(statement).await?;
-            client.query_one(&statement, &params).await?
+            self.scoped(client, tenant, client.query_one(&statement, &params))
+                .await??
         } else {
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -252,7 +300,8 @@ impl PgStore {
                 None => &sql.append,
             };
             let statement = client.prepare_cached(statement).await?;
-            client.query_one(&statement, &params).await?
+            self.scoped(client, tenant, client.query_one(&statement, &params))
+                .await??
         };
         let status: i32 = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
@@ -285,19 +334,17 @@ impl PgStore {
     async fn earlier_append(
         &self,
         client: &Object,
+        tenant: Option<&TenantId>,
         stream: &StreamId,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>, StoreError> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let statement = client
-            .prepare_cached(&self.inner.sql.events_by_ids)
-            .await
-            .map_err(backend)?;
-        let rows = client.query(&statement, &[&ids]).await.map_err(backend)?;
-        let stored = rows
-            .iter()
-            .map(|row| rows::event(row).map(|e| (e.event_id, e)))
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let stored = self
+            .events_in(client, tenant, &self.inner.sql.events_by_ids, &[&ids])
+            .await?
+            .into_iter()
+            .map(|e| (e.event_id, e))
+            .collect::<HashMap<_, _>>();
         let in_order: Vec<Option<&RecordedEvent>> =
             events.iter().map(|e| stored.get(&e.event_id)).collect();
         check_retry(stream, events, &in_order)
@@ -306,31 +353,45 @@ impl PgStore {
     async fn command_record_with(
         &self,
         client: &Object,
+        tenant: Option<&TenantId>,
         command_id: Uuid,
     ) -> Result<Option<CommandRecord>, StoreError> {
         let statement = client
             .prepare_cached(&self.inner.sql.command_record)
             .await
             .map_err(backend)?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[&command_id, &factum::store::derived_event_id(command_id, 0)],
+        let first_id = factum::store::derived_event_id(command_id, 0);
+        let row = self
+            .scoped(
+                client,
+                tenant,
+                client.query_opt(&statement, &[&command_id, &first_id]),
             )
             .await
+            .map_err(backend)?
             .map_err(backend)?;
         row.map(|row| rows::command_record(&row, command_id))
             .transpose()
     }
 
-    async fn version_of(&self, client: &Object, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn version_of(
+        &self,
+        client: &Object,
+        tenant: Option<&TenantId>,
+        stream: &StreamId,
+    ) -> Result<u64, StoreError> {
         let statement = client
             .prepare_cached(&self.inner.sql.stream_version)
             .await
             .map_err(backend)?;
-        let row = client
-            .query_one(&statement, &[&stream.as_str()])
+        let row = self
+            .scoped(
+                client,
+                tenant,
+                client.query_one(&statement, &[&stream.as_str()]),
+            )
             .await
+            .map_err(backend)?
             .map_err(backend)?;
         let version: i64 = row.try_get(0).map_err(backend)?;
         u64::try_from(version).map_err(|_| StoreError::Corrupt {
@@ -339,12 +400,16 @@ impl PgStore {
         })
     }
 
-    async fn head(&self, client: &Object) -> Result<Head, StoreError> {
+    async fn head(&self, client: &Object, tenant: Option<&TenantId>) -> Result<Head, StoreError> {
         let statement = client
             .prepare_cached(&self.inner.sql.head_position)
             .await
             .map_err(backend)?;
-        let row = client.query_one(&statement, &[]).await.map_err(backend)?;
+        let row = self
+            .scoped(client, tenant, client.query_one(&statement, &[]))
+            .await
+            .map_err(backend)?
+            .map_err(backend)?;
         let get = |column: &str| -> Result<u64, StoreError> {
             let value: i64 = row.try_get(column).map_err(backend)?;
             u64::try_from(value).map_err(|_| StoreError::Corrupt {
@@ -364,7 +429,12 @@ impl PgStore {
     /// full batch), waiting at most the settle timeout for appends still committing, so
     /// that a reader sees its own appends. A read that times out returns what is safe to
     /// read: it never skips.
-    async fn settled<T, F, Fut>(&self, client: &Object, mut read: F) -> Result<T, StoreError>
+    async fn settled<T, F, Fut>(
+        &self,
+        client: &Object,
+        tenant: Option<&TenantId>,
+        mut read: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut(Head) -> Fut,
         Fut: Future<Output = Result<(T, bool), StoreError>>,
@@ -374,7 +444,7 @@ impl PgStore {
         let mut delay = Duration::from_millis(1);
         let mut first = true;
         loop {
-            let head = self.head(client).await?;
+            let head = self.head(client, tenant).await?;
             let target = *target.get_or_insert(head.visible);
             let last = head.bound > target || tokio::time::Instant::now() >= deadline;
             // Read when settled, and once at first: a full batch needs no waiting.
@@ -390,23 +460,16 @@ impl PgStore {
         }
     }
 
+    /// Runs `sql` with `params` bound to `tenant`, decoding each row as an event.
     async fn query_events(
         &self,
+        tenant: Option<&TenantId>,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
-        query_events(&client, sql, params).await
+        self.events_in(&client, tenant, sql, params).await
     }
-}
-
-async fn query_events(
-    client: &Object,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let statement = client.prepare_cached(sql).await.map_err(backend)?;
-    stream_rows(client, &statement, params, rows::event).await
 }
 
 /// Runs `statement` and decodes each row as it arrives, while the server still sends the
@@ -450,18 +513,24 @@ impl PgStore {
         sql: &str,
         decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
+        let tenant = self.scope("a stream read")?;
         let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
         };
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(backend)?;
-        stream_rows(
+        self.scoped(
             &client,
-            &statement,
-            &[&stream.as_str(), &from, &to, &read.until, &limit],
-            decode,
+            tenant,
+            stream_rows(
+                &client,
+                &statement,
+                &[&stream.as_str(), &from, &to, &read.until, &limit],
+                decode,
+            ),
         )
         .await
+        .map_err(backend)?
     }
 }
 
@@ -473,6 +542,7 @@ impl PgStore {
         stream: &StreamId,
         read: &StreamRead,
     ) -> Result<Vec<ReplayEvent>, StoreError> {
+        let tenant = self.scope("a stream read")?;
         let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
         };
@@ -481,13 +551,18 @@ impl PgStore {
             .prepare_cached(&self.inner.sql.replay_stream)
             .await
             .map_err(backend)?;
-        stream_rows(
+        self.scoped(
             &client,
-            &statement,
-            &[&stream.as_str(), &from, &to, &limit],
-            |row| rows::replay_event(row, stream),
+            tenant,
+            stream_rows(
+                &client,
+                &statement,
+                &[&stream.as_str(), &from, &to, &limit],
+                |row| rows::replay_event(row, stream),
+            ),
         )
         .await
+        .map_err(backend)?
     }
 
     /// [`EventStore::load_aggregate`] in one statement (`load_aggregate.sql`): the snapshot's
@@ -498,6 +573,7 @@ impl PgStore {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> Result<AggregateRead, StoreError> {
+        let tenant = self.scope("an aggregate load")?;
         let Ok(stored_version) = i32::try_from(schema_version) else {
             // No snapshot of this schema version can be stored: the events alone.
             let mut read = StreamRead::from_version(1);
@@ -514,13 +590,19 @@ impl PgStore {
             .prepare_cached(&self.inner.sql.load_aggregate)
             .await
             .map_err(backend)?;
-        let rows = stream_rows(
-            &client,
-            &statement,
-            &[&stream.as_str(), &stored_version, &max_version],
-            |row| rows::aggregate_row(row, stream, schema_version),
-        )
-        .await?;
+        let rows = self
+            .scoped(
+                &client,
+                tenant,
+                stream_rows(
+                    &client,
+                    &statement,
+                    &[&stream.as_str(), &stored_version, &max_version],
+                    |row| rows::aggregate_row(row, stream, schema_version),
+                ),
+            )
+            .await
+            .map_err(backend)??;
         let mut read = AggregateRead {
             snapshot: None,
             events: Vec::with_capacity(rows.len()),
@@ -590,6 +672,15 @@ impl EventStore for PgStore {
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
         validate_batch(stream, events)?;
+        let filled;
+        let (tenant, events) = if self.inner.config.multi_tenant {
+            let (tenant, with_tenant) = tenant_of_append(self.tenant.as_ref(), stream, events)?;
+            filled = with_tenant;
+            (Some(tenant), filled.as_deref().unwrap_or(events))
+        } else {
+            (None, events)
+        };
+        let tenant = tenant.as_ref();
         if events.len() > MAX_EVENTS_PER_APPEND {
             return Err(StoreError::Backend(
                 format!(
@@ -638,7 +729,7 @@ impl EventStore for PgStore {
             attempts += 1;
             let client = self.client().await?;
             let outcome = self
-                .call_append(&client, stream, expected_code, events, &metadata)
+                .call_append(&client, tenant, stream, expected_code, events, &metadata)
                 .await;
             match outcome {
                 Ok(Outcome::Appended(result)) => {
@@ -657,7 +748,9 @@ impl EventStore for PgStore {
                     // An append stored earlier with these ids is a retry, whatever the
                     // version is now.
                     if !events.is_empty() {
-                        if let Some(result) = self.earlier_append(&client, stream, events).await? {
+                        if let Some(result) =
+                            self.earlier_append(&client, tenant, stream, events).await?
+                        {
                             return Ok(result);
                         }
                     }
@@ -669,7 +762,9 @@ impl EventStore for PgStore {
                         .and_then(|e| e.metadata.command_id)
                         .unwrap_or_default();
                     // The first outcome in another stream names that stream.
-                    let first = self.command_record_with(&client, command_id).await?;
+                    let first = self
+                        .command_record_with(&client, tenant, command_id)
+                        .await?;
                     return Err(StoreError::CommandDecided {
                         command_id,
                         stream: first.map_or_else(|| stream.clone(), |r| r.stream_id),
@@ -691,10 +786,12 @@ impl EventStore for PgStore {
                     // A concurrent append won: either these very events (a retry), an
                     // event with one of these ids (a reused id), or the next version of
                     // the stream (a conflict, or a lost race to retry for `Any`).
-                    if let Some(result) = self.earlier_append(&client, stream, events).await? {
+                    if let Some(result) =
+                        self.earlier_append(&client, tenant, stream, events).await?
+                    {
                         return Ok(result);
                     }
-                    let actual = self.version_of(&client, stream).await?;
+                    let actual = self.version_of(&client, tenant, stream).await?;
                     if !expected.matches(actual) {
                         return Err(conflict(actual));
                     }
@@ -738,11 +835,13 @@ impl EventStore for PgStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let tenant = self.scope("a stream version")?;
         let client = self.client().await?;
-        self.version_of(&client, stream).await
+        self.version_of(&client, tenant, stream).await
     }
 
     async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        let tenant = self.scope("a read of all streams")?;
         if read.limit == 0 {
             return Ok(Vec::new());
         }
@@ -751,28 +850,34 @@ impl EventStore for PgStore {
         let sql = &self.inner.sql;
         let client = self.client().await?;
         let client = &client;
-        self.settled(client, |_| async move {
+        self.settled(client, tenant, |_| async move {
             let events = match (read.categories.is_empty(), read.event_types.is_empty()) {
-                (true, true) => query_events(client, &sql.read_all, &[&after, &limit]).await,
+                (true, true) => {
+                    self.events_in(client, tenant, &sql.read_all, &[&after, &limit])
+                        .await
+                }
                 (false, true) => {
-                    query_events(
+                    self.events_in(
                         client,
+                        tenant,
                         &sql.read_all_categories,
                         &[&after, &limit, &read.categories],
                     )
                     .await
                 }
                 (true, false) => {
-                    query_events(
+                    self.events_in(
                         client,
+                        tenant,
                         &sql.read_all_types,
                         &[&after, &limit, &read.event_types],
                     )
                     .await
                 }
                 (false, false) => {
-                    query_events(
+                    self.events_in(
                         client,
+                        tenant,
                         &sql.read_all_categories_types,
                         &[&after, &limit, &read.categories, &read.event_types],
                     )
@@ -786,20 +891,27 @@ impl EventStore for PgStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
+        let tenant = self.scope("the head position")?;
         let client = self.client().await?;
-        self.settled(&client, |head| async move { Ok((head.safe, false)) })
-            .await
+        self.settled(
+            &client,
+            tenant,
+            |head| async move { Ok((head.safe, false)) },
+        )
+        .await
     }
 
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let tenant = self.scope("a read of an event by id")?;
         Ok(self
-            .query_events(&self.inner.sql.event_by_id, &[&event_id])
+            .query_events(tenant, &self.inner.sql.event_by_id, &[&event_id])
             .await?
             .pop())
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         validate_snapshot(snapshot)?;
+        let tenant = self.scope("a snapshot save")?;
         let schema_version = i32::try_from(snapshot.schema_version).map_err(|_| {
             StoreError::Backend(
                 format!(
@@ -811,23 +923,31 @@ impl EventStore for PgStore {
             )
         })?;
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.save_snapshot)
-            .await
-            .map_err(backend)?;
-        client
-            .execute(
+        let sql = match tenant {
+            Some(_) => &self.inner.sql.save_snapshot_tenant,
+            None => &self.inner.sql.save_snapshot,
+        };
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        let stream = snapshot.stream_id.as_str();
+        let version = clamp(snapshot.version);
+        let state = snapshot.state.as_str();
+        self.scoped(
+            &client,
+            tenant,
+            client.execute(
                 &statement,
                 &[
-                    &snapshot.stream_id.as_str(),
+                    &stream,
                     &schema_version,
-                    &clamp(snapshot.version),
-                    &snapshot.state.as_str(),
+                    &version,
+                    &state,
                     &snapshot.taken_at,
                 ],
-            )
-            .await
-            .map_err(backend)?;
+            ),
+        )
+        .await
+        .map_err(backend)?
+        .map_err(backend)?;
         Ok(())
     }
 
@@ -837,6 +957,7 @@ impl EventStore for PgStore {
         schema_version: u32,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>, StoreError> {
+        let tenant = self.scope("a snapshot load")?;
         let Ok(schema_version) = i32::try_from(schema_version) else {
             return Ok(None);
         };
@@ -846,12 +967,17 @@ impl EventStore for PgStore {
             .prepare_cached(&self.inner.sql.load_snapshot)
             .await
             .map_err(backend)?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[&stream.as_str(), &schema_version, &max_version],
+        let row = self
+            .scoped(
+                &client,
+                tenant,
+                client.query_opt(
+                    &statement,
+                    &[&stream.as_str(), &schema_version, &max_version],
+                ),
             )
             .await
+            .map_err(backend)?
             .map_err(backend)?;
         row.as_ref().map(rows::snapshot).transpose()
     }
@@ -871,6 +997,7 @@ impl EventStore for PgStore {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        let tenant = self.scope("a command record")?;
         let (outcome, message): (i16, Option<std::borrow::Cow<'_, str>>) = match &record.outcome {
             CommandOutcome::Appended => (0, None),
             CommandOutcome::NoEvents => (1, None),
@@ -884,31 +1011,47 @@ impl EventStore for PgStore {
             .map_err(backend)?;
         // A record that lost a race reads the winner; one that is rolled back meanwhile
         // (rows are never removed otherwise) lets the next try write.
+        let stream = record.stream_id.as_str();
+        let version = clamp(record.version);
+        let first_id = factum::store::derived_event_id(record.command_id, 0);
         for _ in 0..TRANSIENT_RETRIES {
-            let row = client
-                .query_one(
-                    &statement,
-                    &[
-                        &record.command_id,
-                        &record.stream_id.as_str(),
-                        &clamp(record.version),
-                        &outcome,
-                        &message,
-                        &factum::store::derived_event_id(record.command_id, 0),
-                    ],
+            let row = self
+                .scoped(
+                    &client,
+                    tenant,
+                    client.query_one(
+                        &statement,
+                        &[
+                            &record.command_id,
+                            &stream,
+                            &version,
+                            &outcome,
+                            &message,
+                            &first_id,
+                        ],
+                    ),
                 )
                 .await
+                .map_err(backend)?
                 .map_err(backend)?;
             if row.try_get::<_, bool>(0).map_err(backend)? {
                 return Ok(None);
             }
-            if let Some(first) = self.command_record_with(&client, record.command_id).await? {
+            if let Some(first) = self
+                .command_record_with(&client, tenant, record.command_id)
+                .await?
+            {
                 return Ok(Some(first));
             }
         }
+        // In a multi-tenant store, a row this tenant may not see also reads as none.
+        let why = match tenant {
+            Some(_) => "its row kept changing, or the command id is another tenant's",
+            None => "its row kept changing",
+        };
         Err(StoreError::Backend(
             format!(
-                "could not record the outcome of command {} in stream `{}`: its row kept changing",
+                "could not record the outcome of command {} in stream `{}`: {why}",
                 record.command_id, record.stream_id
             )
             .into(),
@@ -916,12 +1059,32 @@ impl EventStore for PgStore {
     }
 
     async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        let tenant = self.scope("a command lookup")?;
         let client = self.client().await?;
-        self.command_record_with(&client, command_id).await
+        self.command_record_with(&client, tenant, command_id).await
     }
 
+    /// The head watcher's hint; none for a multi-tenant store, whose listener, bound to no
+    /// tenant, sees no events (its subscribers poll).
     fn head_hint(&self) -> Option<watch::Receiver<u64>> {
-        Some(self.watch_head())
+        (!self.inner.config.multi_tenant).then(|| self.watch_head())
+    }
+
+    /// A handle of a multi-tenant store ([`PgConfig::multi_tenant`]) bound to `tenant`:
+    /// each of its statements runs in a transaction that binds `tenant` first, and
+    /// row-level security lets it see and write only `tenant`'s rows.
+    fn tenant(&self, tenant: &TenantId) -> Result<Self, StoreError> {
+        if !self.inner.config.multi_tenant {
+            return Err(TenantError::NotMultiTenant.into());
+        }
+        Ok(Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant.clone()),
+        })
+    }
+
+    fn bound_tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 
     /// One head query, without waiting for appends still committing: the readable head,
@@ -929,8 +1092,9 @@ impl EventStore for PgStore {
     /// the oldest transaction that may write to this database and still runs
     /// (`docs/adr/02-postgres-ordering.md`).
     async fn head_status(&self) -> Result<HeadStatus, StoreError> {
+        let tenant = self.scope("the head status")?;
         let client = self.client().await?;
-        let head = self.head(&client).await?;
+        let head = self.head(&client, tenant).await?;
         Ok(HeadStatus::held_back(head.safe, head.visible, head.blocker))
     }
 }

@@ -85,6 +85,17 @@ impl<'a> PgTransaction<'a> {
         })
     }
 
+    /// Binds `tenant` to this transaction (`set_config('factum.tenant', tenant, true)`): the
+    /// row-level security of a multi-tenant store's tables, and of read-model tables given
+    /// [`tenant_policy`](crate::tenant_policy), then lets it read and write `tenant`'s rows
+    /// only. The binding ends with the transaction.
+    pub async fn bind_tenant(&self, tenant: &factum::tenant::TenantId) -> Result<(), Error> {
+        self.tx
+            .execute(include_str!("../sql/bind_tenant.sql"), &[&tenant.as_str()])
+            .await
+            .map(drop)
+    }
+
     /// The underlying `tokio_postgres` transaction, whose methods also take a prepared
     /// [`Statement`].
     pub fn transaction(&self) -> &tokio_postgres::Transaction<'a> {

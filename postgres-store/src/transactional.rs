@@ -88,6 +88,8 @@ pub struct Transactional<P> {
     schema: SchemaName,
     sql: Arc<Sql>,
     batched: bool,
+    /// The tenant of the store's handle, bound in each transaction.
+    tenant: Option<factum::tenant::TenantId>,
 }
 
 #[derive(Debug)]
@@ -100,6 +102,13 @@ struct Sql {
 impl<P: PgProjection> Transactional<P> {
     /// Wraps `projection`, on `store`'s pool and schema (whose checkpoints table
     /// [`PgCoordination`](crate::PgCoordination) uses).
+    ///
+    /// On a tenant's handle of a multi-tenant store
+    /// ([`EventStore::tenant`](factum::EventStore::tenant)), each of its transactions binds
+    /// that tenant first, so the handler's writes to read-model tables given
+    /// [`tenant_policy`](crate::tenant_policy) land under the tenant of the events it handles
+    /// (the handle's: the runner reads no other tenant's). Name such a projection per tenant:
+    /// its name keys its checkpoints.
     pub fn new(store: &PgStore, projection: P) -> Self {
         let schema = &store.config().schema;
         Self {
@@ -115,6 +124,7 @@ impl<P: PgProjection> Transactional<P> {
                 ),
             }),
             batched: true,
+            tenant: factum::EventStore::bound_tenant(store).cloned(),
         }
     }
 
@@ -135,9 +145,13 @@ impl<P: PgProjection> Transactional<P> {
         &self,
         client: &'c mut deadpool_postgres::Client,
     ) -> Result<PgTransaction<'c>, BoxError> {
-        PgTransaction::begin(client, &self.schema)
+        let tx = PgTransaction::begin(client, &self.schema)
             .await
-            .map_err(boxed)
+            .map_err(boxed)?;
+        if let Some(tenant) = &self.tenant {
+            tx.bind_tenant(tenant).await.map_err(boxed)?;
+        }
+        Ok(tx)
     }
 
     /// Handles `events` and saves the checkpoint at the last one's position with `lease`'s

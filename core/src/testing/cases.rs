@@ -2551,3 +2551,496 @@ pub async fn nul_characters_in_snapshots_are_refused<S: EventStore>(store: S) {
         .expect("the earlier snapshot");
     assert_eq!(latest.version, 3);
 }
+
+// --- Tenants: cases for a store in multi-tenant mode, bound to no tenant ---------------------
+
+fn tenant(name: &str) -> crate::tenant::TenantId {
+    crate::tenant::TenantId::new(name).expect("valid tenant id")
+}
+
+fn bound<S: EventStore>(store: &S, name: &str) -> S {
+    store
+        .tenant(&tenant(name))
+        .expect("a multi-tenant store binds a tenant")
+}
+
+fn of_tenant(event: NewEvent, name: &str) -> NewEvent {
+    let mut event = event;
+    event.metadata.tenant = Some(name.to_owned());
+    event
+}
+
+#[track_caller]
+fn assert_tenant_error<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    expected: &crate::tenant::TenantError,
+) {
+    match result {
+        Err(StoreError::Tenant(error)) => assert_eq!(&error, expected),
+        other => panic!("expected StoreError::Tenant({expected:?}), got {other:?}"),
+    }
+}
+
+/// Two tenants appending to the same stream id have two streams, and each reads, loads,
+/// subscribes to and looks up only its own events, snapshots and command outcomes; global
+/// positions stay one order across them.
+pub async fn tenants_are_isolated<S: EventStore>(store: S) {
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    assert_eq!(acme.bound_tenant(), Some(&tenant("acme")));
+    let s = stream("order-1");
+    let command_id = Uuid::now_v7();
+    let acme_events = vec![
+        with_command(event("Placed", 1), command_id),
+        event("Paid", 2),
+    ];
+    acme.append(&s, ExpectedVersion::NoStream, &acme_events)
+        .await
+        .expect("acme appends");
+    // The same stream id, and the same version, in the other tenant: another stream.
+    let globex_event = event("Placed", 3);
+    let appended = globex
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            std::slice::from_ref(&globex_event),
+        )
+        .await
+        .expect("globex appends to its own stream of the same id");
+    assert_eq!(appended.version, 1);
+    assert!(
+        appended.first_position > 0,
+        "positions are one order across tenants"
+    );
+
+    let read = acme
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(
+        read.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        acme_events.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    assert!(
+        read.iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("acme")),
+        "events appended through a tenant's handle carry its tenant"
+    );
+    let theirs = globex
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(
+        theirs.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [globex_event.event_id]
+    );
+    assert_eq!(acme.stream_version(&s).await.expect("version"), 2);
+    assert_eq!(globex.stream_version(&s).await.expect("version"), 1);
+    assert_eq!(
+        globex
+            .replay_stream(&s, &StreamRead::all())
+            .await
+            .expect("replay")
+            .len(),
+        1
+    );
+    assert_eq!(
+        globex
+            .load_aggregate(&s, 1, None)
+            .await
+            .expect("load")
+            .events
+            .len(),
+        1
+    );
+
+    // Global reads and subscriptions: each tenant's own events, never the other's.
+    let all_acme = read_everything(&acme, 1).await;
+    assert_eq!(all_acme.len(), 2);
+    assert!(
+        all_acme
+            .iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
+    );
+    assert!(all_acme.windows(2).all(|w| w[0].position < w[1].position));
+    let subscribed = subscribe(&globex, Default::default(), 1).await;
+    assert_eq!(
+        subscribed.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [globex_event.event_id]
+    );
+    assert!(
+        globex.head_position().await.expect("head") >= appended.first_position,
+        "a tenant's head covers its own events"
+    );
+
+    // Lookups by id and command id: none of the other tenant's.
+    assert!(
+        globex
+            .event_by_id(acme_events[0].event_id)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        acme.event_by_id(acme_events[0].event_id)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+    assert!(
+        globex
+            .command_record(command_id)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "a command outcome is its tenant's"
+    );
+    assert_eq!(
+        acme.command_record(command_id)
+            .await
+            .expect("lookup")
+            .map(|r| r.stream_id),
+        Some(s.clone())
+    );
+
+    // Snapshots.
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 2,
+        schema_version: 1,
+        state: Payload::encode(&json!({"secret": "acme"})).expect("json"),
+        taken_at: Utc::now(),
+    };
+    acme.save_snapshot(&snapshot).await.expect("save snapshot");
+    assert!(
+        globex
+            .load_snapshot(&s, 1, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert!(
+        globex
+            .load_aggregate(&s, 1, None)
+            .await
+            .expect("load")
+            .snapshot
+            .is_none()
+    );
+    assert_eq!(
+        acme.load_snapshot(&s, 1, None)
+            .await
+            .expect("load")
+            .map(|s| s.state),
+        Some(snapshot.state)
+    );
+}
+
+/// Appends through a tenant's handle fill in its tenant and refuse events naming another;
+/// the unbound store appends under the tenant its events name, and refuses events naming
+/// none, several or an invalid one. A refused append stores nothing.
+pub async fn tenant_appends_are_checked<S: EventStore>(store: S) {
+    use crate::tenant::TenantError;
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let s = stream("order-2");
+
+    let foreign = of_tenant(event("Placed", 1), "globex");
+    match acme
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            &[event("Placed", 0), foreign.clone()],
+        )
+        .await
+    {
+        Err(StoreError::Tenant(TenantError::Mismatch {
+            tenant,
+            event_tenant,
+            event_id,
+            stream: named,
+        })) => {
+            assert_eq!((tenant.as_str(), event_tenant.as_str()), ("acme", "globex"));
+            assert_eq!((event_id, named), (foreign.event_id, s.clone()));
+        }
+        other => panic!("expected a tenant mismatch, got {other:?}"),
+    }
+
+    // The unbound store: the tenant comes from the events.
+    let named = of_tenant(event("Placed", 2), "globex");
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            &[named.clone(), event("Paid", 3)],
+        )
+        .await
+        .expect("an append whose events name a tenant");
+    assert_eq!(acme.stream_version(&s).await.expect("version"), 0);
+    let theirs = globex
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(theirs.len(), 2);
+    assert!(
+        theirs
+            .iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("globex"))
+    );
+
+    assert_tenant_error(
+        store
+            .append(&s, ExpectedVersion::Any, &[event("Paid", 4)])
+            .await,
+        &TenantError::Required {
+            operation: "an append",
+        },
+    );
+    assert_tenant_error(
+        store.append(&s, ExpectedVersion::Any, &[]).await,
+        &TenantError::Required {
+            operation: "an append",
+        },
+    );
+    let mixed = [
+        of_tenant(event("Paid", 5), "globex"),
+        of_tenant(event("Paid", 6), "acme"),
+    ];
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, &mixed).await,
+        Err(StoreError::Tenant(TenantError::Mismatch { .. }))
+    ));
+    assert_tenant_error(
+        store
+            .append(&s, ExpectedVersion::Any, &[of_tenant(event("Paid", 7), "")])
+            .await,
+        &TenantError::Empty,
+    );
+    assert!(matches!(
+        store
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                &[of_tenant(event("Paid", 8), "a\tb")]
+            )
+            .await,
+        Err(StoreError::Tenant(TenantError::ControlCharacter { .. }))
+    ));
+    let long = "t".repeat(crate::tenant::MAX_TENANT_LEN + 1);
+    assert!(matches!(
+        store
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                &[of_tenant(event("Paid", 9), &long)]
+            )
+            .await,
+        Err(StoreError::Tenant(TenantError::TooLong { .. }))
+    ));
+    assert_eq!(globex.stream_version(&s).await.expect("version"), 2);
+    assert!(read_everything(&acme, 100).await.is_empty());
+}
+
+/// The unbound multi-tenant store refuses every read, load, snapshot and command lookup
+/// with [`TenantError::Required`](crate::tenant::TenantError::Required), and a repository
+/// over it refuses a command before anything is written.
+pub async fn tenant_required_for_reads<S: EventStore>(store: S) {
+    use crate::tenant::TenantError;
+    let acme = bound(&store, "acme");
+    let s = stream("counter-c-1");
+    acme.append(&s, ExpectedVersion::NoStream, &events(1))
+        .await
+        .expect("append");
+    let required = |operation| TenantError::Required { operation };
+    let refused = |result: Result<(), StoreError>| match result {
+        Err(StoreError::Tenant(TenantError::Required { .. })) => {}
+        other => panic!("expected TenantError::Required, got {other:?}"),
+    };
+    assert_tenant_error(
+        store.read_stream(&s, &StreamRead::all()).await,
+        &required("a stream read"),
+    );
+    refused(store.replay_stream(&s, &StreamRead::all()).await.map(drop));
+    refused(store.stream_version(&s).await.map(drop));
+    refused(store.read_all(&ReadAll::after(0)).await.map(drop));
+    refused(store.head_position().await.map(drop));
+    refused(store.event_by_id(Uuid::now_v7()).await.map(drop));
+    refused(store.load_snapshot(&s, 1, None).await.map(drop));
+    refused(store.load_aggregate(&s, 1, None).await.map(drop));
+    refused(store.command_record(Uuid::now_v7()).await.map(drop));
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 1,
+        schema_version: 1,
+        state: Payload::encode(&json!({})).expect("json"),
+        taken_at: Utc::now(),
+    };
+    refused(store.save_snapshot(&snapshot).await);
+    refused(
+        store
+            .record_command(&record(Uuid::now_v7(), &s, CommandOutcome::NoEvents))
+            .await
+            .map(drop),
+    );
+    assert!(
+        acme.load_snapshot(&s, 1, None)
+            .await
+            .expect("load")
+            .is_none(),
+        "the refused snapshot was not saved"
+    );
+
+    // A repository over the unbound store: the command is refused, nothing is appended.
+    let repo = CounterRepo::new(store.clone());
+    match repo
+        .execute_on("c-1", Increment { by: 1 }, Metadata::new())
+        .await
+    {
+        Err(Error::Store(StoreError::Tenant(TenantError::Required { .. }))) => {}
+        other => panic!("expected a refusal for want of a tenant, got {other:?}"),
+    }
+    assert_eq!(acme.stream_version(&s).await.expect("version"), 1);
+
+    // Through a tenant's handle the repository works, and sees only that tenant.
+    let globex = CounterRepo::new(bound(&store, "globex"));
+    let done = globex
+        .execute_on("c-1", Increment { by: 4 }, Metadata::new())
+        .await
+        .expect("execute in globex");
+    assert_eq!(
+        done.version, 1,
+        "globex's counter-c-1 is a stream of its own"
+    );
+    let recorded = bound(&store, "globex")
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(recorded[0].metadata.tenant.as_deref(), Some("globex"));
+    assert_eq!(acme.stream_version(&s).await.expect("version"), 1);
+}
+
+/// A projection runs per tenant: on a tenant's handle it delivers that tenant's events only;
+/// on the unbound store it delivers nothing and reports, in its status, that its reads need
+/// a tenant (it never reads an empty stream in silence).
+pub async fn tenant_projections_run_per_tenant<S: EventStore>(store: S) {
+    use super::projections::{RecordingProjection, append_tested, eventually};
+    use crate::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner};
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let (first, _) = append_tested(&acme, "order-1", 1).await;
+    append_tested(&globex, "order-1", 2).await;
+    let (second, acme_head) = append_tested(&acme, "order-2", 3).await;
+    let options = || {
+        ProjectionOptions::new()
+            .poll_interval(std::time::Duration::from_millis(20))
+            .failure(FailurePolicy::park_after(3).backoff(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(40),
+            ))
+    };
+
+    let per_tenant = RecordingProjection::new("orders@acme");
+    let running = ProjectionRunner::new(acme.clone())
+        .register(Arc::clone(&per_tenant), options())
+        .start();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        running.wait_for("orders@acme", acme_head),
+    )
+    .await
+    .expect("the projection catches up within two minutes")
+    .expect("the projection runs");
+    assert_eq!(
+        per_tenant
+            .recording()
+            .applied
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([first, second]),
+        "acme's events, none of globex's"
+    );
+    running.shutdown().await.expect("shutdown");
+
+    let unbound = RecordingProjection::new("orders");
+    let running = ProjectionRunner::new(store.clone())
+        .register(Arc::clone(&unbound), options())
+        .start();
+    eventually("the runner reports that its reads need a tenant", || {
+        let status = running.status();
+        async move {
+            status.iter().any(|s| {
+                s.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("needs a tenant"))
+            })
+        }
+    })
+    .await;
+    assert!(unbound.recording().applied.is_empty());
+    running.shutdown().await.expect("shutdown");
+}
+
+/// A process manager runs per tenant: on a tenant's handle it routes that tenant's events
+/// only, and the commands it dispatches through a repository on the same handle append
+/// under that tenant; the other tenant's flow of the same id is left alone.
+pub async fn tenant_process_managers_run_per_tenant<S: EventStore>(store: S) {
+    use super::process_managers::{CounterDispatcher, FLOW, ProcessRuntimeStores};
+    use crate::coordination::{MemoryCheckpointStore, MemoryLeaseStore};
+    use crate::process_manager::{ManualClock, MemoryProcessStore};
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let flow = stream("flow-a");
+    globex
+        .append(&flow, ExpectedVersion::NoStream, &[event("FlowStarted", 5)])
+        .await
+        .expect("globex starts its flow `a`");
+    let head = acme
+        .append(&flow, ExpectedVersion::NoStream, &[event("FlowStarted", 2)])
+        .await
+        .expect("acme starts its flow `a`")
+        .last_position;
+
+    let stores = ProcessRuntimeStores {
+        events: acme.clone(),
+        processes: MemoryProcessStore::new(),
+        checkpoints: MemoryCheckpointStore::new(),
+        leases: MemoryLeaseStore::new(),
+    };
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let running = stores.start_flow(
+        "a",
+        CounterDispatcher::new(acme.clone(), Arc::clone(&calls)),
+        ManualClock::new(Utc::now()),
+    );
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        running.wait_for(FLOW, head),
+    )
+    .await
+    .expect("the process manager catches up within two minutes")
+    .expect("the process manager runs");
+    running.shutdown().await.expect("shutdown");
+
+    let dispatched = calls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    assert_eq!(dispatched, 1, "acme's flow only: one command");
+    assert_eq!(
+        stores.counter("a").await,
+        2,
+        "acme's counter got acme's command"
+    );
+    let counter = stream("counter-a");
+    let applied = acme
+        .read_stream(&counter, &StreamRead::all())
+        .await
+        .expect("read");
+    assert!(
+        applied
+            .iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
+    );
+    assert_eq!(
+        globex.stream_version(&counter).await.expect("version"),
+        0,
+        "nothing was dispatched for globex's flow"
+    );
+}

@@ -108,6 +108,22 @@ macro_rules! store_conformance_tests {
     };
 }
 
+/// Expands to one `#[tokio::test]` per tenant case ([`cases::tenants_are_isolated`] and the
+/// cases after it), each on a store in multi-tenant mode, bound to no tenant, returned by the
+/// given `async fn() -> impl EventStore`.
+#[macro_export]
+macro_rules! tenant_conformance_tests {
+    ($make_store:path) => {
+        $crate::store_conformance_tests!(@cases $make_store;
+            tenants_are_isolated,
+            tenant_appends_are_checked,
+            tenant_required_for_reads,
+            tenant_projections_run_per_tenant,
+            tenant_process_managers_run_per_tenant,
+        );
+    };
+}
+
 /// Expands to one `#[tokio::test]` per checkpoint, lease and dead-letter store case. Takes
 /// three `async fn`s returning fresh, empty stores: checkpoints, leases, dead letters.
 #[macro_export]

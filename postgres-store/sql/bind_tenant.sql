@@ -1,0 +1,1 @@
+SELECT set_config('factum.tenant', $1, true)

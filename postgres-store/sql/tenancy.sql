@@ -1,0 +1,62 @@
+-- The multi-tenant layout (`PgConfig::multi_tenant`), applied by `migrate` after the
+-- migrations, in their transaction; applying it again changes nothing.
+--
+-- Each row of the events, snapshots, command log, dead letters and process instances
+-- belongs to a tenant: the one bound to the writing transaction with
+-- `set_config('factum.tenant', tenant, true)`, which is the column's default. Row-level security, forced on the tables' owner too, lets a session
+-- read, insert and update only rows of the tenant bound to its transaction; with none bound
+-- (`current_setting` is NULL, or '' after a binding ended) it sees and writes nothing.
+-- Superusers and roles with BYPASSRLS are not subject to it: the store must not run as one
+-- (`PgStore::check_least_privilege` refuses them).
+--
+-- Stream versions and event ids are unique per tenant, so two tenants' streams of one id
+-- are two streams; positions stay one order across tenants. Command ids stay unique across
+-- tenants (a command id is a UUID of its caller's; one reused by another tenant is refused
+-- by the policy, never read).
+--
+-- Dead letters and process instances keep their keys (a name, and a position or a key):
+-- runners of a multi-tenant store run per tenant under names of the tenant's, so two tenants'
+-- rows never share a key; one that tried would be refused by the policy, never read.
+--
+-- Fails, and the migration with it, when rows without a tenant are stored: a single-tenant
+-- store with data is not turned into a multi-tenant one.
+DO $tenancy$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['events', 'snapshots', 'command_log', 'dead_letters',
+                             'process_instances'] LOOP
+        EXECUTE format(
+            'ALTER TABLE %s.%I ALTER COLUMN tenant SET DEFAULT current_setting(%L, true),'
+            ' ALTER COLUMN tenant SET NOT NULL',
+            '__SCHEMA__', t, 'factum.tenant');
+        EXECUTE format('ALTER TABLE %s.%I ENABLE ROW LEVEL SECURITY', '__SCHEMA__', t);
+        EXECUTE format('ALTER TABLE %s.%I FORCE ROW LEVEL SECURITY', '__SCHEMA__', t);
+        IF NOT EXISTS (SELECT 1 FROM pg_policy
+                       WHERE polrelid = format('%s.%I', '__SCHEMA__', t)::regclass
+                         AND polname = 'tenant_isolation') THEN
+            EXECUTE format(
+                'CREATE POLICY tenant_isolation ON %s.%I'
+                ' USING (tenant = current_setting(%L, true))'
+                ' WITH CHECK (tenant = current_setting(%L, true))',
+                '__SCHEMA__', t, 'factum.tenant', 'factum.tenant');
+        END IF;
+    END LOOP;
+
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = '__SCHEMA__.events'::regclass
+                 AND conname = 'events_stream_version_key') THEN
+        ALTER TABLE __SCHEMA__.events
+            DROP CONSTRAINT events_stream_version_key,
+            DROP CONSTRAINT events_event_id_key,
+            -- Also the index of stream reads and of the version check, the tenant first:
+            -- the policy's equality is its first key.
+            ADD CONSTRAINT events_tenant_stream_version_key
+                UNIQUE (tenant, stream_id, stream_version),
+            ADD CONSTRAINT events_tenant_event_id_key UNIQUE (tenant, event_id);
+        ALTER TABLE __SCHEMA__.snapshots
+            DROP CONSTRAINT snapshots_pkey,
+            ADD PRIMARY KEY (tenant, stream_id, schema_version, version);
+    END IF;
+END
+$tenancy$;
