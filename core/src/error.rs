@@ -203,6 +203,10 @@ pub enum StoreError {
         /// The JSONPath of the string or key holding it.
         path: String,
     },
+    /// A personal field cannot be encrypted or decrypted (a ciphertext failing
+    /// authentication, a missing key), naming the event: see [`crate::personal`].
+    #[error(transparent)]
+    Personal(Box<crate::personal::PersonalError>),
 }
 
 /// A part of an event that holds JSON.

@@ -12,6 +12,7 @@ mod event;
 mod head;
 mod memory;
 mod metadata;
+pub mod personal;
 mod process_manager;
 pub mod projection;
 mod repository;
