@@ -47,6 +47,7 @@
 mod config;
 mod coordination;
 mod error;
+mod keys;
 mod migrate;
 mod notify;
 mod roles;
@@ -62,6 +63,7 @@ mod transactional;
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;
+pub use keys::PgKeyStore;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
 pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "command_log",
         include_str!("../migrations/0004_command_log.sql"),
     ),
+    (6, "keys", include_str!("../migrations/0006_keys.sql")),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory
