@@ -391,3 +391,59 @@ async fn leaked_in_tables(
     }
     found
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Whatever the values, repeated or not, every encryption takes a fresh nonce, and every
+    /// value reads back as written.
+    #[test]
+    fn nonces_are_never_reused(names in proptest::collection::vec("\\PC{0,12}", 1..12)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let inner = MemoryStore::new();
+            let store = Shredding::new(inner.clone(), MemoryKeyStore::new(), schema());
+            let stream = StreamId::new("customer", "c-1").unwrap();
+            let events: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let event = CustomerRegistered {
+                        customer_id: "c-1".into(),
+                        name: name.clone().into(),
+                        address: name.clone().into(),
+                        tier: String::new(),
+                    };
+                    factum::store::NewEvent::from_event(&event, Metadata::new()).unwrap()
+                })
+                .collect();
+            store
+                .append(&stream, factum::ExpectedVersion::Any, &events)
+                .await
+                .unwrap();
+            let mut nonces = std::collections::HashSet::new();
+            for stored in inner.read_stream(&stream, &StreamRead::all()).await.unwrap() {
+                let value = stored.payload.to_value().unwrap();
+                for field in ["name", "address"] {
+                    let text = value[field][factum::personal::ENCRYPTED_KEY].as_str().unwrap();
+                    let bytes = base64_decode(text);
+                    assert!(nonces.insert(bytes[..24].to_vec()), "nonce reused");
+                }
+            }
+            assert_eq!(nonces.len(), 2 * names.len());
+            let read = store.read_stream(&stream, &StreamRead::all()).await.unwrap();
+            for (event, name) in read.iter().zip(&names) {
+                let back: CustomerRegistered = event.payload.decode().unwrap();
+                assert_eq!(back.name, Personal::Known(name.clone()));
+                assert_eq!(back.address, Personal::Known(name.clone()));
+            }
+        });
+    }
+}
+
+/// Standard base64 text as bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
