@@ -746,31 +746,60 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
         stream: &StreamId,
         events: &[NewEvent],
     ) -> Result<Vec<NewEvent>, StoreError> {
-        let mut out = Vec::with_capacity(events.len());
-        let mut keys: HashMap<String, KeyState> = HashMap::new();
+        // The payloads with personal fields, and their subjects.
+        let mut objects = Vec::with_capacity(events.len());
+        let mut subjects = BTreeSet::new();
         for event in events {
             let fields = self.schema.fields(&event.event_type, event.schema_version);
             if fields.is_empty() {
-                out.push(event.clone());
+                objects.push(None);
                 continue;
             }
-            let Ok(Value::Object(mut object)) = event.payload.to_value() else {
+            let Ok(Value::Object(object)) = event.payload.to_value() else {
                 // Not an object: no field is present to encrypt, and no subject either.
                 return Err(invalid_subject(stream, event, fields[0].subject).into());
             };
             for f in fields {
-                if !object.contains_key(f.field) {
+                if object.contains_key(f.field) {
+                    let subject = subject_of(&object, f.subject)
+                        .ok_or_else(|| invalid_subject(stream, event, f.subject))?;
+                    subjects.insert(subject);
+                }
+            }
+            objects.push(Some((fields, object)));
+        }
+        // One lookup for the known subjects, a new key for each of the others.
+        let mut keys = if subjects.is_empty() {
+            HashMap::new()
+        } else {
+            let subjects: Vec<String> = subjects.iter().cloned().collect();
+            self.keys
+                .lookup(&subjects)
+                .await
+                .map_err(PersonalError::from)?
+        };
+        for subject in subjects {
+            if !keys.contains_key(&subject) {
+                let state = self.keys.key(&subject).await.map_err(PersonalError::from)?;
+                keys.insert(subject, state);
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for (event, object) in events.iter().zip(objects) {
+            let Some((fields, mut object)) = object else {
+                out.push(event.clone());
+                continue;
+            };
+            for f in fields {
+                let Some(subject) = subject_of(&object, f.subject) else {
                     continue;
-                }
-                let subject = subject_of(&object, f.subject)
-                    .ok_or_else(|| invalid_subject(stream, event, f.subject))?;
-                if !keys.contains_key(&subject) {
-                    let state = self.keys.key(&subject).await.map_err(PersonalError::from)?;
-                    keys.insert(subject.clone(), state);
-                }
-                let key = match &keys[&subject] {
-                    KeyState::Active(key) => key,
-                    KeyState::Forgotten => {
+                };
+                let Some(value) = object.get_mut(f.field) else {
+                    continue;
+                };
+                let key = match keys.get(&subject) {
+                    Some(KeyState::Active(key)) => key,
+                    _ => {
                         return Err(PersonalError::SubjectForgotten {
                             event_type: event.event_type.clone(),
                             event_id: event.event_id,
@@ -779,9 +808,6 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                         }
                         .into());
                     }
-                };
-                let Some(value) = object.get_mut(f.field) else {
-                    continue;
                 };
                 let plain = Zeroizing::new(value.to_string().into_bytes());
                 let aad = field_context(stream.as_str(), &event.event_type, f.field, &subject);
