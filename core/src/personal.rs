@@ -51,7 +51,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +62,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload as AeadPayload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -834,6 +835,8 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
     /// Decrypts the personal fields of a batch of stored events in place, with one key-store
     /// lookup for all their subjects.
     async fn open_batch<'a>(&self, items: Vec<Stored<'a>>) -> Result<(), StoreError> {
+        // The events with personal fields, and their subjects. Payloads are parsed only to
+        // their top-level members, kept as raw JSON text.
         let mut pending = Vec::new();
         let mut subjects = BTreeSet::new();
         for item in items {
@@ -841,23 +844,19 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
             if fields.is_empty() {
                 continue;
             }
-            let object = match item.payload.to_value() {
-                Ok(Value::Object(object)) => object,
-                _ => {
-                    return Err(item
-                        .malformed(fields[0].field, "the payload is not a JSON object")
-                        .into());
-                }
-            };
+            let object = raw_object(item.payload).ok_or_else(|| {
+                item.malformed(fields[0].field, "the payload is not a JSON object")
+            })?;
             for f in fields {
                 if object.contains_key(f.field) {
-                    let subject = subject_of(&object, f.subject).ok_or_else(|| {
+                    let subject = raw_subject(&object, f.subject).ok_or_else(|| {
                         item.malformed(f.subject, "its subject field is missing or invalid")
                     })?;
                     subjects.insert(subject);
                 }
             }
-            pending.push((item, fields, object));
+            drop(object);
+            pending.push((item, fields));
         }
         if pending.is_empty() {
             return Ok(());
@@ -868,34 +867,53 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
             .lookup(&subjects)
             .await
             .map_err(PersonalError::from)?;
-        for (item, fields, mut object) in pending {
-            for f in fields {
-                let Some(subject) = subject_of(&object, f.subject) else {
-                    continue;
-                };
-                let Some(value) = object.get_mut(f.field) else {
-                    continue;
-                };
-                let sealed = envelope_bytes(value).map_err(|m| item.malformed(f.field, m))?;
-                *value = match keys.get(&subject) {
-                    None => return Err(item.missing_key(subject).into()),
-                    Some(KeyState::Forgotten) => erased_marker(),
-                    Some(KeyState::Active(key)) => {
-                        let aad =
-                            field_context(item.stream.as_str(), item.event_type, f.field, &subject);
-                        let plain = open(key, &aad, &sealed)
-                            .map(Zeroizing::new)
-                            .ok_or_else(|| item.tampered(f.field))?;
-                        serde_json::from_slice(&plain).map_err(|e| {
-                            item.malformed(f.field, &format!("decrypted text is not JSON: {e}"))
-                        })?
-                    }
-                };
-            }
-            *item.payload = Payload::encode(&object).map_err(|source| StoreError::Encode {
-                what: "decrypted payload",
-                source,
-            })?;
+        for (item, fields) in pending {
+            let text = {
+                let object = raw_object(item.payload).ok_or_else(|| {
+                    item.malformed(fields[0].field, "the payload is not a JSON object")
+                })?;
+                let mut replaced: Vec<(&str, Box<RawValue>)> = Vec::with_capacity(fields.len());
+                for f in fields {
+                    let Some(value) = object.get(f.field) else {
+                        continue;
+                    };
+                    let Some(subject) = raw_subject(&object, f.subject) else {
+                        continue;
+                    };
+                    let sealed = envelope_bytes(value).map_err(|m| item.malformed(f.field, m))?;
+                    let plain = match keys.get(&subject) {
+                        None => return Err(item.missing_key(subject).into()),
+                        Some(KeyState::Forgotten) => erased_marker(),
+                        Some(KeyState::Active(key)) => {
+                            let aad = field_context(
+                                item.stream.as_str(),
+                                item.event_type,
+                                f.field,
+                                &subject,
+                            );
+                            let plain =
+                                open(key, &aad, &sealed).ok_or_else(|| item.tampered(f.field))?;
+                            let plain = String::from_utf8(plain).map_err(|_| {
+                                item.malformed(f.field, "decrypted text is not UTF-8")
+                            })?;
+                            RawValue::from_string(plain).map_err(|e| {
+                                item.malformed(f.field, &format!("decrypted text is not JSON: {e}"))
+                            })?
+                        }
+                    };
+                    replaced.push((f.field, plain));
+                }
+                let mut out: BTreeMap<&str, &RawValue> =
+                    object.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                for (field, value) in &replaced {
+                    out.insert(field, value);
+                }
+                serde_json::to_string(&out).map_err(|source| StoreError::Encode {
+                    what: "decrypted payload",
+                    source,
+                })?
+            };
+            *item.payload = Payload::from_trusted_json(text);
         }
         Ok(())
     }
@@ -965,30 +983,49 @@ fn invalid_subject(stream: &StreamId, event: &NewEvent, field: &str) -> Personal
 
 /// The subject named by `field`: a non-empty string, or an integer as text.
 fn subject_of(object: &Map<String, Value>, field: &str) -> Option<String> {
-    match object.get(field)? {
+    subject_value(object.get(field)?)
+}
+
+/// A subject id: a non-empty string, or an integer as text.
+fn subject_value(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
 }
 
-/// The bytes of an encrypted field's envelope `{"$encrypted": "<base64>"}`.
-fn envelope_bytes(value: &Value) -> Result<Vec<u8>, &'static str> {
-    let Value::Object(envelope) = value else {
-        return Err("expected an encrypted value, found plain JSON");
-    };
-    match (envelope.len(), envelope.get(ENCRYPTED_KEY)) {
-        (1, Some(Value::String(text))) => BASE64
-            .decode(text)
-            .map_err(|_| "the encrypted value is not valid base64"),
-        _ => Err("expected an encrypted value, found plain JSON"),
-    }
+/// The top-level members of a JSON object, as raw text; `None` when it is not an object.
+fn raw_object(payload: &Payload) -> Option<BTreeMap<String, &RawValue>> {
+    serde_json::from_str(payload.as_str()).ok()
 }
 
-fn erased_marker() -> Value {
-    let mut marker = Map::new();
-    marker.insert(ERASED_KEY.to_owned(), Value::Bool(true));
-    Value::Object(marker)
+/// The subject named by `field` of a raw object.
+fn raw_subject(object: &BTreeMap<String, &RawValue>, field: &str) -> Option<String> {
+    subject_value(&serde_json::from_str(object.get(field)?.get()).ok()?)
+}
+
+/// An encrypted field's envelope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(rename = "$encrypted", borrow)]
+    data: std::borrow::Cow<'a, str>,
+}
+
+/// The bytes of an encrypted field's envelope `{"$encrypted": "<base64>"}`.
+fn envelope_bytes(value: &RawValue) -> Result<Vec<u8>, &'static str> {
+    let envelope: Envelope<'_> = serde_json::from_str(value.get())
+        .map_err(|_| "expected an encrypted value, found plain JSON")?;
+    BASE64
+        .decode(envelope.data.as_bytes())
+        .map_err(|_| "the encrypted value is not valid base64")
+}
+
+/// The erased marker as raw JSON.
+fn erased_marker() -> Box<RawValue> {
+    // Serializing a one-member struct to JSON text cannot fail.
+    serde_json::value::to_raw_value(&ErasedMarker { erased: True }).unwrap_or_default()
 }
 
 impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
