@@ -40,6 +40,8 @@
 //!   its writes and its checkpoint in one transaction. Handlers get a [`PgTransaction`]: its
 //!   `search_path` is the store's schema, so their SQL names tables plainly, and it prepares
 //!   each SQL text once per transaction.
+//! - [`PgKeyStore`] keeps the data keys of crypto-shredding (`factum::personal`) in the
+//!   table `data_keys`, wrapped by a master key; forgetting a subject leaves a tombstone.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]

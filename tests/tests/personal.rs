@@ -19,6 +19,7 @@ use factum_postgres::testing::{TestDatabase, fresh_store};
 use factum_postgres::{PgConnectOptions, PgKeyStore, PgStore};
 use serde::{Deserialize, Serialize};
 
+// ANCHOR: personal_event
 #[event]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRegistered {
@@ -35,6 +36,7 @@ impl PersonalData for CustomerRegistered {
         PersonalField::new("address", "customer_id"),
     ];
 }
+// ANCHOR_END: personal_event
 
 #[event]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,6 +147,7 @@ impl Directory {
     }
 }
 
+// ANCHOR: personal_schema
 fn schema() -> PersonalSchema {
     PersonalSchema::new()
         .register::<CustomerRegistered>()
@@ -152,6 +155,7 @@ fn schema() -> PersonalSchema {
         .register::<CustomerMoved>()
         .unwrap()
 }
+// ANCHOR_END: personal_schema
 
 /// The plain texts of one customer, unique to this run.
 struct Person {
