@@ -780,9 +780,13 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                 .map_err(PersonalError::from)?
         };
         for subject in subjects {
-            if !keys.contains_key(&subject) {
-                let state = self.keys.key(&subject).await.map_err(PersonalError::from)?;
-                keys.insert(subject, state);
+            if let std::collections::hash_map::Entry::Vacant(entry) = keys.entry(subject) {
+                let state = self
+                    .keys
+                    .key(entry.key())
+                    .await
+                    .map_err(PersonalError::from)?;
+                entry.insert(state);
             }
         }
         let mut out = Vec::with_capacity(events.len());
@@ -1029,66 +1033,60 @@ fn erased_marker() -> Box<RawValue> {
 }
 
 impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
-    fn append(
+    async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
-    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
-        async move {
-            let sealed = self.seal_events(stream, events).await?;
-            match self.inner.append(stream, expected, &sealed).await {
-                Err(StoreError::DuplicateEventId { event_id, stream }) => {
-                    // A retry is encrypted under fresh nonces, so the store sees other
-                    // content: compare the plain text of what it holds instead.
-                    let mut stored = Vec::with_capacity(events.len());
-                    for event in events {
-                        stored.push(self.event_by_id(event.event_id).await?);
-                    }
-                    let stored: Vec<Option<&RecordedEvent>> =
-                        stored.iter().map(Option::as_ref).collect();
-                    match check_retry(&stream, events, &stored) {
-                        Ok(Some(result)) => Ok(result),
-                        _ => Err(StoreError::DuplicateEventId { event_id, stream }),
-                    }
+    ) -> Result<AppendResult, StoreError> {
+        let sealed = self.seal_events(stream, events).await?;
+        match self.inner.append(stream, expected, &sealed).await {
+            Err(StoreError::DuplicateEventId { event_id, stream }) => {
+                // A retry is encrypted under fresh nonces, so the store sees other
+                // content: compare the plain text of what it holds instead.
+                let mut stored = Vec::with_capacity(events.len());
+                for event in events {
+                    stored.push(self.event_by_id(event.event_id).await?);
                 }
-                other => other,
+                let stored: Vec<Option<&RecordedEvent>> =
+                    stored.iter().map(Option::as_ref).collect();
+                match check_retry(&stream, events, &stored) {
+                    Ok(Some(result)) => Ok(result),
+                    _ => Err(StoreError::DuplicateEventId { event_id, stream }),
+                }
             }
+            other => other,
         }
     }
 
-    fn read_stream(
+    async fn read_stream(
         &self,
         stream: &StreamId,
         read: &StreamRead,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        async move {
-            let mut events = self.inner.read_stream(stream, read).await?;
-            self.open_recorded(&mut events).await?;
-            Ok(events)
-        }
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_stream(stream, read).await?;
+        self.open_recorded(&mut events).await?;
+        Ok(events)
     }
 
-    fn replay_stream(
+    async fn replay_stream(
         &self,
         stream: &StreamId,
         read: &StreamRead,
-    ) -> impl Future<Output = Result<Vec<ReplayEvent>, StoreError>> + Send {
-        async move {
-            let mut events = self.inner.replay_stream(stream, read).await?;
-            let items = events
-                .iter_mut()
-                .map(|e| Stored {
-                    stream,
-                    position: e.position,
-                    event_type: &e.event_type,
-                    schema_version: e.schema_version,
-                    payload: &mut e.payload,
-                })
-                .collect();
-            self.open_batch(items).await?;
-            Ok(events)
-        }
+    ) -> Result<Vec<ReplayEvent>, StoreError> {
+        let mut events = self.inner.replay_stream(stream, read).await?;
+        let items = events
+            .iter_mut()
+            .map(|e| Stored {
+                stream,
+                position: e.position,
+                event_type: &e.event_type,
+                schema_version: e.schema_version,
+                payload: &mut e.payload,
+            })
+            .collect();
+        self.open_batch(items).await?;
+        Ok(events)
     }
 
     fn stream_version(
@@ -1098,34 +1096,24 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
         self.inner.stream_version(stream)
     }
 
-    fn read_all(
-        &self,
-        read: &ReadAll,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        async move {
-            let mut events = self.inner.read_all(read).await?;
-            self.open_recorded(&mut events).await?;
-            Ok(events)
-        }
+    async fn read_all(&self, read: &ReadAll) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_all(read).await?;
+        self.open_recorded(&mut events).await?;
+        Ok(events)
     }
 
     fn head_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         self.inner.head_position()
     }
 
-    fn event_by_id(
-        &self,
-        event_id: Uuid,
-    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
-        async move {
-            let Some(event) = self.inner.event_by_id(event_id).await? else {
-                return Ok(None);
-            };
-            let mut events = [event];
-            self.open_recorded(&mut events).await?;
-            let [event] = events;
-            Ok(Some(event))
-        }
+    async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let Some(event) = self.inner.event_by_id(event_id).await? else {
+            return Ok(None);
+        };
+        let mut events = [event];
+        self.open_recorded(&mut events).await?;
+        let [event] = events;
+        Ok(Some(event))
     }
 
     fn save_snapshot(
@@ -1144,21 +1132,19 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
         std::future::ready(Ok(None))
     }
 
-    fn load_aggregate(
+    async fn load_aggregate(
         &self,
         stream: &StreamId,
         _schema_version: u32,
         max_version: Option<u64>,
-    ) -> impl Future<Output = Result<AggregateRead, StoreError>> + Send {
-        async move {
-            let mut read = StreamRead::all();
-            read.to = max_version;
-            let events = self.replay_stream(stream, &read).await?;
-            Ok(AggregateRead {
-                snapshot: None,
-                events,
-            })
-        }
+    ) -> Result<AggregateRead, StoreError> {
+        let mut read = StreamRead::all();
+        read.to = max_version;
+        let events = self.replay_stream(stream, &read).await?;
+        Ok(AggregateRead {
+            snapshot: None,
+            events,
+        })
     }
 
     fn record_command(

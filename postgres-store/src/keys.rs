@@ -2,7 +2,6 @@
 //! 6), wrapped by a master key.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -91,83 +90,74 @@ impl PgKeyStore {
 }
 
 impl KeyStore for PgKeyStore {
-    fn key(&self, subject: &str) -> impl Future<Output = Result<KeyState, KeyStoreError>> + Send {
-        async move {
-            if subject.is_empty() {
-                return Err(KeyStoreError::EmptySubject);
-            }
-            let client = self.inner.pool.get().await.map_err(backend)?;
-            // Read, else insert a fresh key; a concurrent first writer wins the insert and the
-            // second read (a new snapshot) sees its key.
-            for _ in 0..2 {
-                if let Some(row) = client
-                    .query_opt(&self.inner.select, &[&subject])
-                    .await
-                    .map_err(backend)?
-                {
-                    let wrapped: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
-                    return self.state(subject, wrapped);
-                }
-                let key = DataKey::generate();
-                let wrapped = self.inner.master.wrap(subject, &key);
-                let inserted = client
-                    .execute(&self.inner.insert, &[&subject, &wrapped])
-                    .await
-                    .map_err(backend)?;
-                if inserted == 1 {
-                    return Ok(KeyState::Active(key));
-                }
-            }
-            Err(KeyStoreError::Backend(
-                format!("the key row of subject `{subject}` was neither read nor inserted").into(),
-            ))
+    async fn key(&self, subject: &str) -> Result<KeyState, KeyStoreError> {
+        if subject.is_empty() {
+            return Err(KeyStoreError::EmptySubject);
         }
-    }
-
-    fn lookup(
-        &self,
-        subjects: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, KeyState>, KeyStoreError>> + Send {
-        async move {
-            let client = self.inner.pool.get().await.map_err(backend)?;
-            let rows = client
-                .query(&self.inner.select_many, &[&subjects])
-                .await
-                .map_err(backend)?;
-            let mut found = HashMap::with_capacity(rows.len());
-            for row in rows {
-                let subject: String = row.try_get(0).map_err(backend)?;
-                let wrapped: Option<Vec<u8>> = row.try_get(1).map_err(backend)?;
-                let state = self.state(&subject, wrapped)?;
-                found.insert(subject, state);
-            }
-            Ok(found)
-        }
-    }
-
-    fn forget(
-        &self,
-        subject: &str,
-    ) -> impl Future<Output = Result<Forgotten, KeyStoreError>> + Send {
-        async move {
-            let client = self.inner.pool.get().await.map_err(backend)?;
-            let destroyed = client
-                .execute(&self.inner.forget, &[&subject])
-                .await
-                .map_err(backend)?;
-            if destroyed == 1 {
-                return Ok(Forgotten::Destroyed);
-            }
-            let known = client
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        // Read, else insert a fresh key; a concurrent first writer wins the insert and the
+        // second read (a new snapshot) sees its key.
+        for _ in 0..2 {
+            if let Some(row) = client
                 .query_opt(&self.inner.select, &[&subject])
                 .await
-                .map_err(backend)?;
-            match known {
-                Some(_) => Ok(Forgotten::Already),
-                None => Err(KeyStoreError::UnknownSubject {
-                    subject: subject.to_owned(),
-                }),
+                .map_err(backend)?
+            {
+                let wrapped: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
+                return self.state(subject, wrapped);
             }
+            let key = DataKey::generate();
+            let wrapped = self.inner.master.wrap(subject, &key);
+            let inserted = client
+                .execute(&self.inner.insert, &[&subject, &wrapped])
+                .await
+                .map_err(backend)?;
+            if inserted == 1 {
+                return Ok(KeyState::Active(key));
+            }
+        }
+        Err(KeyStoreError::Backend(
+            format!("the key row of subject `{subject}` was neither read nor inserted").into(),
+        ))
+    }
+
+    async fn lookup(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, KeyState>, KeyStoreError> {
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let rows = client
+            .query(&self.inner.select_many, &[&subjects])
+            .await
+            .map_err(backend)?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let subject: String = row.try_get(0).map_err(backend)?;
+            let wrapped: Option<Vec<u8>> = row.try_get(1).map_err(backend)?;
+            let state = self.state(&subject, wrapped)?;
+            found.insert(subject, state);
+        }
+        Ok(found)
+    }
+
+    async fn forget(&self, subject: &str) -> Result<Forgotten, KeyStoreError> {
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let destroyed = client
+            .execute(&self.inner.forget, &[&subject])
+            .await
+            .map_err(backend)?;
+        if destroyed == 1 {
+            return Ok(Forgotten::Destroyed);
+        }
+        let known = client
+            .query_opt(&self.inner.select, &[&subject])
+            .await
+            .map_err(backend)?;
+        match known {
+            Some(_) => Ok(Forgotten::Already),
+            None => Err(KeyStoreError::UnknownSubject {
+                subject: subject.to_owned(),
+            }),
         }
     }
 }
