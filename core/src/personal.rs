@@ -211,6 +211,21 @@ impl PersonalField {
     }
 }
 
+/// A type a personal field can have: [`Personal<T>`] (or an `Option` of one) of a `T` that
+/// serializes, so that the field can hold the erased state. `#[personal]` checks it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hold personal data: a `#[personal]` field is a `Personal<T>` (or `Option<Personal<T>>`) whose `T` implements `Serialize` and `Deserialize`",
+    label = "not a `Personal<T>` of a serializable `T`"
+)]
+pub trait PersonalValue {}
+
+impl<T: Serialize + serde::de::DeserializeOwned> PersonalValue for Personal<T> {}
+impl<T: Serialize + serde::de::DeserializeOwned> PersonalValue for Option<Personal<T>> {}
+
+/// For generated code: compiles only when `T` can hold personal data.
+#[doc(hidden)]
+pub fn assert_personal_value<T: PersonalValue + ?Sized>() {}
+
 /// An event type with personal fields, for its stored name and schema version.
 ///
 /// Implement it for every schema version of the type that has personal fields, and register

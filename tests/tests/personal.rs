@@ -24,20 +24,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRegistered {
     pub customer_id: String,
+    #[personal(subject = customer_id)]
     pub name: Personal<String>,
+    #[personal(subject = customer_id)]
     pub address: Personal<String>,
     /// Not personal: stays readable after the customer is forgotten.
     pub tier: String,
 }
-
-impl PersonalData for CustomerRegistered {
-    const PERSONAL: &'static [PersonalField] = &[
-        PersonalField::new("name", "customer_id"),
-        PersonalField::new("address", "customer_id"),
-    ];
-}
 // ANCHOR_END: personal_event
 
+/// Declared by hand, as `#[personal]` generates it.
 #[event]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerMoved {
@@ -184,6 +180,17 @@ impl Person {
     fn plain_texts(&self) -> [&str; 3] {
         [&self.name, &self.address, &self.moved_to]
     }
+}
+
+#[test]
+fn personal_attributes_declare_the_fields_and_their_subject() {
+    assert_eq!(
+        CustomerRegistered::PERSONAL,
+        [
+            PersonalField::new("name", "customer_id"),
+            PersonalField::new("address", "customer_id"),
+        ]
+    );
 }
 
 const PATIENCE: Duration = Duration::from_secs(60);
