@@ -72,18 +72,18 @@ fn expand_personal(input: &Input) -> Option<TokenStream> {
     let fields = input.personal.iter().map(|p| {
         let field = p.ident.unraw().to_string();
         let subject = p.subject.unraw().to_string();
-        quote!(::factum::personal::PersonalField::new(#field, #subject))
+        quote!(::factum::__private::PersonalField::new(#field, #subject))
     });
     let checks = input.personal.iter().map(|p| {
         let ty = &p.ty;
         quote_spanned! {ty.span()=>
-            let _ = ::factum::personal::assert_personal_value::<#ty>;
+            let _ = ::factum::__private::assert_personal_value::<#ty>;
         }
     });
     Some(quote! {
         #[automatically_derived]
-        impl ::factum::personal::PersonalData for #ident {
-            const PERSONAL: &'static [::factum::personal::PersonalField] = &[#(#fields),*];
+        impl ::factum::__private::PersonalData for #ident {
+            const PERSONAL: &'static [::factum::__private::PersonalField] = &[#(#fields),*];
         }
 
         const _: () = {
