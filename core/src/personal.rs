@@ -274,7 +274,8 @@ pub enum PersonalSchemaError {
 /// Which fields of which stored event types (name and schema version) are personal.
 #[derive(Clone, Debug, Default)]
 pub struct PersonalSchema {
-    types: HashMap<(String, u32), Vec<PersonalField>>,
+    /// By stored type name: the fields of each schema version that has some.
+    types: HashMap<String, Vec<(u32, Vec<PersonalField>)>>,
 }
 
 impl PersonalSchema {
@@ -311,31 +312,30 @@ impl PersonalSchema {
                 });
             }
         }
-        let key = (event_type.to_owned(), version);
-        if let Some(existing) = self.types.get(&key) {
-            if existing.as_slice() != fields {
+        let versions = self.types.entry(event_type.to_owned()).or_default();
+        match versions.iter().find(|(v, _)| *v == version) {
+            Some((_, existing)) if existing.as_slice() != fields => {
                 return Err(PersonalSchemaError::Conflict {
                     event_type: event_type.to_owned(),
                     version,
                 });
             }
+            Some(_) => {}
+            None if fields.is_empty() => {}
+            None => versions.push((version, fields.to_vec())),
         }
-        if !fields.is_empty() {
-            self.types.insert(key, fields.to_vec());
+        if versions.is_empty() {
+            self.types.remove(event_type);
         }
         Ok(self)
     }
 
     /// The personal fields of a stored type at a schema version (empty when none).
     pub fn fields(&self, event_type: &str, version: u32) -> &[PersonalField] {
-        // Allocation-free lookup would need a borrowed key type; the map is small and this
-        // runs once per event.
-        if self.types.is_empty() {
-            return &[];
-        }
         self.types
-            .get(&(event_type.to_owned(), version))
-            .map_or(&[], Vec::as_slice)
+            .get(event_type)
+            .and_then(|versions| versions.iter().find(|(v, _)| *v == version))
+            .map_or(&[], |(_, fields)| fields.as_slice())
     }
 }
 

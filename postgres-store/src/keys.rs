@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use factum::personal::{DataKey, Forgotten, KeyState, KeyStore, KeyStoreError, MasterKey};
+use quick_cache::sync::Cache;
 
 use crate::store::PgStore;
+
+/// How many unwrapped data keys a [`PgKeyStore`] keeps in memory.
+const UNWRAPPED_KEYS: usize = 100_000;
 
 /// A [`KeyStore`] in the table `data_keys` of a [`PgStore`]'s schema (created by
 /// [`PgStore::migrate`]).
@@ -16,6 +20,10 @@ use crate::store::PgStore;
 /// subject), so that neither the table nor a backup of it, nor the old row versions an
 /// `UPDATE` leaves until `VACUUM`, yields a key without the master key. Forgetting a subject
 /// sets its key to null and keeps the row as a tombstone.
+///
+/// Every lookup reads the table; what it skips is unwrapping again a key it unwrapped before
+/// from the same bytes (kept in memory for up to 100,000 subjects, and dropped as soon as a
+/// lookup finds the subject forgotten).
 ///
 /// ```no_run
 /// # async fn demo(store: factum_postgres::PgStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +45,10 @@ pub struct PgKeyStore {
 struct Inner {
     pool: Pool,
     master: MasterKey,
+    /// Unwrapped keys by subject, with the wrapped bytes they came from: a key is reused only
+    /// while the table returns the same wrapped bytes, and dropped when it returns a
+    /// tombstone, so the per-batch lookup still decides.
+    unwrapped: Cache<String, (Arc<[u8]>, DataKey)>,
     select: String,
     select_many: String,
     insert: String,
@@ -61,6 +73,7 @@ impl PgKeyStore {
             inner: Arc::new(Inner {
                 pool: store.pool().clone(),
                 master,
+                unwrapped: Cache::new(UNWRAPPED_KEYS),
                 select: format!("SELECT wrapped_key FROM {table} WHERE subject = $1"),
                 select_many: format!(
                     "SELECT subject, wrapped_key FROM {table} WHERE subject = ANY($1)"
@@ -78,14 +91,20 @@ impl PgKeyStore {
     }
 
     fn state(&self, subject: &str, wrapped: Option<Vec<u8>>) -> Result<KeyState, KeyStoreError> {
-        match wrapped {
-            None => Ok(KeyState::Forgotten),
-            Some(wrapped) => self
-                .inner
-                .master
-                .unwrap(subject, &wrapped)
-                .map(KeyState::Active),
+        let Some(wrapped) = wrapped else {
+            self.inner.unwrapped.remove(subject);
+            return Ok(KeyState::Forgotten);
+        };
+        if let Some((cached, key)) = self.inner.unwrapped.get(subject) {
+            if *cached == *wrapped {
+                return Ok(KeyState::Active(key));
+            }
         }
+        let key = self.inner.master.unwrap(subject, &wrapped)?;
+        self.inner
+            .unwrapped
+            .insert(subject.to_owned(), (wrapped.into(), key.clone()));
+        Ok(KeyState::Active(key))
     }
 }
 
@@ -141,6 +160,7 @@ impl KeyStore for PgKeyStore {
     }
 
     async fn forget(&self, subject: &str) -> Result<Forgotten, KeyStoreError> {
+        self.inner.unwrapped.remove(subject);
         let client = self.inner.pool.get().await.map_err(backend)?;
         let destroyed = client
             .execute(&self.inner.forget, &[&subject])
