@@ -362,3 +362,70 @@ async fn one_key_lookup_per_read_batch_and_retries_are_idempotent() {
         Err(StoreError::DuplicateEventId { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_subject_forgotten_elsewhere_is_erased_for_every_reader() {
+    let inner = store().await;
+    let master = MasterKey::generate();
+    let reader = Shredding::new(
+        inner.clone(),
+        PgKeyStore::new(&inner, master.clone()),
+        personal_schema(),
+    );
+    let other = Shredding::new(
+        inner.clone(),
+        PgKeyStore::new(&inner, master),
+        personal_schema(),
+    );
+    let s = customer("c-1");
+    reader
+        .append(&s, ExpectedVersion::NoStream, &[registered("c-1", "Ada")])
+        .await
+        .unwrap();
+    let name =
+        |events: Vec<factum::RecordedEvent>| events[0].payload.decode::<Registered>().unwrap().name;
+    // The reader has unwrapped and kept the key; another process forgets the subject.
+    let read = reader.read_all(&ReadAll::after(0)).await.unwrap();
+    assert_eq!(name(read), Personal::Known("Ada".into()));
+    assert_eq!(other.forget("c-1").await.unwrap(), Forgotten::Destroyed);
+    let read = reader.read_all(&ReadAll::after(0)).await.unwrap();
+    assert_eq!(name(read), Personal::Erased);
+    // And it does not come back under a key the reader creates anew.
+    assert!(matches!(
+        reader
+            .append(&s, ExpectedVersion::Exact(1), &[registered("c-1", "Ada")])
+            .await,
+        Err(StoreError::Personal(e)) if matches!(*e, PersonalError::SubjectForgotten { .. })
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_of_a_subject_share_one_key() {
+    let inner = store().await;
+    let keys = PgKeyStore::new(&inner, MasterKey::generate());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.key("c-1").await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            KeyState::Active(key) => seen.push(*key.as_bytes()),
+            KeyState::Forgotten => panic!("a new subject is not forgotten"),
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "every caller gets the key stored first");
+    let rows: i64 = raw_client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {}.data_keys", schema(&inner)),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
