@@ -208,6 +208,10 @@ pub enum StoreError {
     /// written or returned.
     #[error(transparent)]
     Tenant(#[from] crate::tenant::TenantError),
+    /// A personal field cannot be encrypted or decrypted (a ciphertext failing
+    /// authentication, a missing key), naming the event: see [`crate::personal`].
+    #[error(transparent)]
+    Personal(Box<crate::personal::PersonalError>),
 }
 
 /// A part of an event that holds JSON.

@@ -12,6 +12,7 @@ mod event;
 mod head;
 mod memory;
 mod metadata;
+pub mod personal;
 mod process_manager;
 pub mod projection;
 mod repository;
@@ -70,6 +71,7 @@ pub mod __private {
     pub use crate::error::{DecodeError, Error};
     pub use crate::event::{Decoded, Payload};
     pub use crate::metadata::Metadata;
+    pub use crate::personal::{PersonalData, PersonalField, assert_personal_value};
     pub use crate::process_manager::Route;
     pub use crate::projection::HandleContext;
     pub use crate::router::{DispatchResult, Rejection, Routable, Router};

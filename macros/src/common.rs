@@ -39,6 +39,8 @@ pub(crate) mod key {
     pub(crate) const STRICT: &str = "strict";
     pub(crate) const ON_REJECTED: &str = "on_rejected";
     pub(crate) const ON_TIMEOUT: &str = "on_timeout";
+    pub(crate) const PERSONAL: &str = "personal";
+    pub(crate) const SUBJECT: &str = "subject";
 }
 
 /// Collects every error so that all of them are reported at once.

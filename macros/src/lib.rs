@@ -21,7 +21,7 @@ use proc_macro::TokenStream;
 #[doc = include_str!("../doc/event.md")]
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
-    run(args, item, event::expand_event, &[], no_stubs)
+    run(args, item, event::expand_event, &["personal"], no_stubs)
 }
 
 #[doc = include_str!("../doc/command.md")]

@@ -14,6 +14,7 @@ GRANT SELECT, INSERT, UPDATE
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON __SCHEMA__.members, __SCHEMA__.dead_letters
     TO __ROLE__;
+GRANT SELECT, INSERT, UPDATE ON __SCHEMA__.data_keys TO __ROLE__;
 GRANT EXECUTE ON FUNCTION
     __SCHEMA__.append(text, bigint, uuid[], text[], integer[], text[], text[]),
     __SCHEMA__.append(text, bigint, uuid[], text[], integer[], text[], text[], uuid)

@@ -44,6 +44,8 @@
 //!   transaction to the tenant of a handle ([`EventStore::tenant`](factum::EventStore::tenant));
 //!   [`tenant_policy`] applies the same policy to a read-model table
 //!   (`docs/adr/14-tenants.md`).
+//! - [`PgKeyStore`] keeps the data keys of crypto-shredding (`factum::personal`) in the
+//!   table `data_keys`, wrapped by a master key; forgetting a subject leaves a tombstone.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
@@ -51,6 +53,7 @@
 mod config;
 mod coordination;
 mod error;
+mod keys;
 mod migrate;
 mod notify;
 mod roles;
@@ -67,6 +70,7 @@ mod transactional;
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;
+pub use keys::PgKeyStore;
 pub use migrate::MIGRATIONS;
 pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
 pub use tenancy::tenant_policy;

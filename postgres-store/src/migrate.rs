@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0004_command_log.sql"),
     ),
     (5, "tenants", include_str!("../migrations/0005_tenants.sql")),
+    (6, "keys", include_str!("../migrations/0006_keys.sql")),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory

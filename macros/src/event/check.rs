@@ -1,5 +1,7 @@
 //! Rules across the `#[event]` arguments.
 
+use quote::ToTokens;
+
 use super::ATTR;
 use super::parse::Input;
 use crate::common::{self, Errors};
@@ -42,6 +44,65 @@ pub(super) fn check(errors: &mut Errors, input: &Input) {
         errors.spanned(&first.with, "`upcast_json` declared here");
     }
     check_json_steps(errors, input);
+    check_personal(errors, input);
+}
+
+/// Each `#[personal]` subject is another field of the struct, not itself personal, and the
+/// JSON names are the Rust names (no serde renaming).
+fn check_personal(errors: &mut Errors, input: &Input) {
+    if input.personal.is_empty() {
+        return;
+    }
+    let ident = &input.item.ident;
+    let named = |name: &syn::Ident| {
+        input
+            .item
+            .fields
+            .iter()
+            .find(|f| f.ident.as_ref() == Some(name))
+    };
+    for field in &input.personal {
+        let subject = &field.subject;
+        match named(subject) {
+            None => errors.spanned(
+                subject,
+                format_args!(
+                    "no field `{subject}` in `{ident}`: `subject` names the field holding the id of the person the data belongs to"
+                ),
+            ),
+            Some(_) if input.personal.iter().any(|p| p.ident == *subject) => errors.spanned(
+                subject,
+                format_args!("the subject `{subject}` is itself `#[personal]`: a subject's id stays readable, to find its key"),
+            ),
+            Some(_) => {}
+        }
+        for name in [&field.ident, subject] {
+            let renamed = named(name).is_some_and(|f| f.attrs.iter().any(renames));
+            if renamed {
+                errors.spanned(
+                    name,
+                    "`#[personal]` fields and their subjects are stored under their Rust names: remove the serde renaming",
+                );
+            }
+        }
+    }
+    if let Some(attr) = input.item.attrs.iter().find(|a| renames(a)) {
+        errors.spanned(
+            attr,
+            "`#[personal]` fields and their subjects are stored under their Rust names: remove the serde renaming",
+        );
+    }
+}
+
+/// Whether a `#[serde(...)]` attribute renames (`rename`, `rename_all`, `alias`) or flattens.
+fn renames(attr: &syn::Attribute) -> bool {
+    if !attr.path().is_ident("serde") {
+        return false;
+    }
+    let text = attr.meta.to_token_stream().to_string();
+    ["rename", "alias", "flatten"]
+        .iter()
+        .any(|k| text.contains(k))
 }
 
 /// JSON upcasters must read distinct versions below this one, with no gap up to it.

@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use super::parse::Input;
@@ -51,12 +52,44 @@ pub(super) fn expand(input: &Input) -> TokenStream {
             );
         }
     });
+    let personal = expand_personal(input);
     quote! {
         #item
         #schema
         #event
         #previous
+        #personal
     }
+}
+
+/// The `PersonalData` impl of an event with `#[personal]` fields, and a check that each of
+/// them is a `Personal<T>` of a serializable `T`.
+fn expand_personal(input: &Input) -> Option<TokenStream> {
+    if input.personal.is_empty() {
+        return None;
+    }
+    let ident = &input.item.ident;
+    let fields = input.personal.iter().map(|p| {
+        let field = p.ident.unraw().to_string();
+        let subject = p.subject.unraw().to_string();
+        quote!(::factum::__private::PersonalField::new(#field, #subject))
+    });
+    let checks = input.personal.iter().map(|p| {
+        let ty = &p.ty;
+        quote_spanned! {ty.span()=>
+            let _ = ::factum::__private::assert_personal_value::<#ty>;
+        }
+    });
+    Some(quote! {
+        #[automatically_derived]
+        impl ::factum::__private::PersonalData for #ident {
+            const PERSONAL: &'static [::factum::__private::PersonalField] = &[#(#fields),*];
+        }
+
+        const _: () = {
+            #(#checks)*
+        };
+    })
 }
 
 /// The hidden `EventSchema` impl: history and decoding through the chain.

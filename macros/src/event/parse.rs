@@ -26,10 +26,23 @@ pub(super) struct Args {
     pub(super) upcast_json: Vec<JsonStep>,
 }
 
+/// A field marked `#[personal(subject = <field>)]`.
+pub(super) struct PersonalField {
+    /// The field.
+    pub(super) ident: syn::Ident,
+    /// Its type.
+    pub(super) ty: syn::Type,
+    /// The field holding the subject's id.
+    pub(super) subject: syn::Ident,
+}
+
 /// An `#[event]` struct.
 pub(super) struct Input {
     pub(super) args: Args,
+    /// The struct, without its `#[personal]` attributes.
     pub(super) item: syn::ItemStruct,
+    /// Its `#[personal]` fields.
+    pub(super) personal: Vec<PersonalField>,
 }
 
 impl Input {
@@ -63,8 +76,12 @@ pub(super) fn parse(
     args: TokenStream,
     item: TokenStream,
 ) -> syn::Result<Option<Input>> {
+    let mut personal = Vec::new();
     let item = match syn::parse2::<syn::Item>(item)? {
-        syn::Item::Struct(s) => Some(s),
+        syn::Item::Struct(mut s) => {
+            personal = personal_fields(errors, &mut s);
+            Some(s)
+        }
         other => {
             errors.push(common::wrong_item(&other, ATTR, "a struct"));
             None
@@ -99,7 +116,74 @@ pub(super) fn parse(
     if let Err(e) = result {
         errors.push(e);
     }
-    Ok(item.map(|item| Input { args: parsed, item }))
+    Ok(item.map(|item| Input {
+        args: parsed,
+        item,
+        personal,
+    }))
+}
+
+/// Takes the `#[personal(subject = <field>)]` attributes off the struct's fields.
+fn personal_fields(errors: &mut Errors, item: &mut syn::ItemStruct) -> Vec<PersonalField> {
+    let mut found = Vec::new();
+    for field in &mut item.fields {
+        let mut seen = false;
+        let mut kept = Vec::with_capacity(field.attrs.len());
+        for attr in std::mem::take(&mut field.attrs) {
+            if !attr.path().is_ident(key::PERSONAL) {
+                kept.push(attr);
+                continue;
+            }
+            if seen {
+                errors.spanned(&attr, "duplicate `#[personal]` on one field");
+                continue;
+            }
+            seen = true;
+            let Some(ident) = field.ident.clone() else {
+                errors.spanned(&attr, "`#[personal]` goes on a named field");
+                continue;
+            };
+            if let Some(subject) = personal_subject(errors, &attr) {
+                found.push(PersonalField {
+                    ident,
+                    ty: field.ty.clone(),
+                    subject,
+                });
+            }
+        }
+        field.attrs = kept;
+    }
+    found
+}
+
+/// The `subject = <field>` of a `#[personal(...)]` attribute.
+fn personal_subject(errors: &mut Errors, attr: &syn::Attribute) -> Option<syn::Ident> {
+    const NEEDS: &str = "`#[personal]` needs `subject = <field>`: the field holding the id of the person the data belongs to";
+    if !matches!(attr.meta, syn::Meta::List(_)) {
+        errors.spanned(attr, NEEDS);
+        return None;
+    }
+    let mut subject: Option<syn::Ident> = None;
+    let result = attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident(key::SUBJECT) {
+            let ident: syn::Ident = meta.value()?.parse()?;
+            if subject.is_some() {
+                errors.spanned(&meta.path, "duplicate `subject`");
+            }
+            subject = Some(ident);
+            Ok(())
+        } else {
+            common::unknown_key(errors, &meta, "personal", &[key::SUBJECT])
+        }
+    });
+    if let Err(e) = result {
+        errors.push(e);
+        return None;
+    }
+    if subject.is_none() {
+        errors.spanned(attr, NEEDS);
+    }
+    subject
 }
 
 /// Parses `upcast_json(from = N, with = path)`.

@@ -128,3 +128,42 @@ fn not_on_an_enum() {
     ));
     assert_eq!(message, "`#[event]` goes on a struct, not on an enum");
 }
+
+#[test]
+fn personal_fields() {
+    insta::assert_snapshot!(expand(
+        quote!(),
+        quote!(
+            pub struct CustomerRegistered {
+                pub customer_id: String,
+                #[personal(subject = customer_id)]
+                pub name: Personal<String>,
+                #[serde(default)]
+                #[personal(subject = customer_id)]
+                pub r#address: Option<Personal<Address>>,
+            }
+        )
+    ));
+}
+
+#[test]
+fn personal_misuse_is_reported_at_once() {
+    let message = error(expand_event(
+        quote!(),
+        quote!(
+            #[serde(rename_all = "camelCase")]
+            pub struct CustomerRegistered {
+                #[personal(subject = name)]
+                pub customer_id: String,
+                #[personal(subject = customer_id)]
+                pub name: Personal<String>,
+                #[personal(subject = nobody)]
+                #[personal(subject = customer_id)]
+                pub address: Personal<String>,
+                #[personal(subjcet = customer_id)]
+                pub phone: Personal<String>,
+            }
+        ),
+    ));
+    insta::assert_snapshot!(message);
+}

@@ -1,0 +1,15 @@
+use factum::event;
+use factum::personal::Personal;
+use serde::{Deserialize, Serialize};
+
+#[event]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRegistered {
+    pub customer_id: String,
+    #[personal]
+    pub name: Personal<String>,
+    #[personal()]
+    pub address: Personal<String>,
+}
+
+fn main() {}
