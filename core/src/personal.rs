@@ -75,6 +75,7 @@ use crate::store::{
     StreamRead, check_retry,
 };
 use crate::stream::{ExpectedVersion, StreamId};
+use crate::tenant::TenantId;
 
 /// The JSON key of the object that holds an encrypted field in a stored payload.
 pub const ENCRYPTED_KEY: &str = "$encrypted";
@@ -752,8 +753,26 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
 
     /// Forgets `subject`: destroys its key, so its personal fields read as erased from now
     /// on. [`KeyStoreError::UnknownSubject`] when it never had a key.
+    ///
+    /// On a tenant's handle ([`EventStore::tenant`]) it forgets that tenant's subject only:
+    /// the keys of a multi-tenant store are kept per tenant, so two tenants' subjects with the
+    /// same id never share a key (see [`key_id`]).
     pub async fn forget(&self, subject: &str) -> Result<Forgotten, KeyStoreError> {
-        self.keys.forget(subject).await
+        self.keys
+            .forget(&key_id(self.inner.bound_tenant(), subject))
+            .await
+    }
+
+    /// The tenant whose keys encrypt `events`: the handle's, or, on an unbound multi-tenant
+    /// store, the one the events name (the store appends them under it). `None` on a
+    /// single-tenant store, where a tenant in the metadata is only information.
+    fn append_tenant(&self, events: &[NewEvent]) -> Option<TenantId> {
+        if let Some(bound) = self.inner.bound_tenant() {
+            return Some(bound.clone());
+        }
+        let named = events.iter().find_map(|e| e.metadata.tenant.as_deref())?;
+        let tenant = TenantId::new(named).ok()?;
+        self.inner.tenant(&tenant).is_ok().then_some(tenant)
     }
 
     /// The events with their personal fields encrypted.
@@ -762,7 +781,9 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
         stream: &StreamId,
         events: &[NewEvent],
     ) -> Result<Vec<NewEvent>, StoreError> {
-        // The payloads with personal fields, and their subjects.
+        let tenant = self.append_tenant(events);
+        let tenant = tenant.as_ref();
+        // The payloads with personal fields, and their subjects' key ids.
         let mut objects = Vec::with_capacity(events.len());
         let mut subjects = BTreeSet::new();
         for event in events {
@@ -779,7 +800,7 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                 if object.contains_key(f.field) {
                     let subject = subject_of(&object, f.subject)
                         .ok_or_else(|| invalid_subject(stream, event, f.subject))?;
-                    subjects.insert(subject);
+                    subjects.insert(key_id(tenant, &subject));
                 }
             }
             objects.push(Some((fields, object)));
@@ -817,7 +838,8 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                 let Some(value) = object.get_mut(f.field) else {
                     continue;
                 };
-                let key = match keys.get(&subject) {
+                let id = key_id(tenant, &subject);
+                let key = match keys.get(&id) {
                     Some(KeyState::Active(key)) => key,
                     _ => {
                         return Err(PersonalError::SubjectForgotten {
@@ -830,7 +852,7 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                     }
                 };
                 let plain = Zeroizing::new(value.to_string().into_bytes());
-                let aad = field_context(stream.as_str(), &event.event_type, f.field, &subject);
+                let aad = field_context(stream.as_str(), &event.event_type, f.field, &id);
                 let sealed = seal(key, &aad, &plain);
                 let mut envelope = Map::new();
                 envelope.insert(
@@ -854,8 +876,10 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
     /// Decrypts the personal fields of a batch of stored events in place, with one key-store
     /// lookup for all their subjects.
     async fn open_batch<'a>(&self, items: Vec<Stored<'a>>) -> Result<(), StoreError> {
-        // The events with personal fields, and their subjects. Payloads are parsed only to
-        // their top-level members, kept as raw JSON text.
+        // Reads of a multi-tenant store are bound to a tenant (an unbound one refuses them).
+        let tenant = self.inner.bound_tenant();
+        // The events with personal fields, and their subjects' key ids. Payloads are parsed
+        // only to their top-level members, kept as raw JSON text.
         let mut pending = Vec::new();
         let mut subjects = BTreeSet::new();
         for item in items {
@@ -871,7 +895,7 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                     let subject = raw_subject(&object, f.subject).ok_or_else(|| {
                         item.malformed(f.subject, "its subject field is missing or invalid")
                     })?;
-                    subjects.insert(subject);
+                    subjects.insert(key_id(tenant, &subject));
                 }
             }
             drop(object);
@@ -900,16 +924,13 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
                         continue;
                     };
                     let sealed = envelope_bytes(value).map_err(|m| item.malformed(f.field, m))?;
-                    let plain = match keys.get(&subject) {
+                    let id = key_id(tenant, &subject);
+                    let plain = match keys.get(&id) {
                         None => return Err(item.missing_key(subject).into()),
                         Some(KeyState::Forgotten) => erased_marker(),
                         Some(KeyState::Active(key)) => {
-                            let aad = field_context(
-                                item.stream.as_str(),
-                                item.event_type,
-                                f.field,
-                                &subject,
-                            );
+                            let aad =
+                                field_context(item.stream.as_str(), item.event_type, f.field, &id);
                             let plain =
                                 open(key, &aad, &sealed).ok_or_else(|| item.tampered(f.field))?;
                             let plain = String::from_utf8(plain).map_err(|_| {
@@ -1005,10 +1026,21 @@ fn subject_of(object: &Map<String, Value>, field: &str) -> Option<String> {
     subject_value(object.get(field)?)
 }
 
-/// A subject id: a non-empty string, or an integer as text.
+/// The id a subject's key has in the key store: the subject's id on a single-tenant store;
+/// on a tenant's, the tenant and the subject's id separated by U+001F (a tenant id holds no
+/// control character, nor does a subject's id, so the two parts never run into each other and
+/// two tenants' subjects with one id get two keys).
+pub fn key_id(tenant: Option<&TenantId>, subject: &str) -> String {
+    match tenant {
+        None => subject.to_owned(),
+        Some(tenant) => format!("{}\u{1f}{subject}", tenant.as_str()),
+    }
+}
+
+/// A subject id: a non-empty string without control characters, or an integer as text.
 fn subject_value(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() && !s.chars().any(char::is_control) => Some(s.clone()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
@@ -1200,6 +1232,20 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_ids_keep_tenants_apart_and_subjects_hold_no_control_character() {
+        let acme = TenantId::new("acme").unwrap();
+        assert_eq!(key_id(None, "c-1"), "c-1");
+        assert_eq!(key_id(Some(&acme), "c-1"), "acme\u{1f}c-1");
+        // The separator cannot occur in a tenant id, so the first one ends the tenant.
+        assert!(TenantId::new("a\u{1f}b").is_err());
+        assert_eq!(subject_value(&Value::from("c-1")).as_deref(), Some("c-1"));
+        assert_eq!(subject_value(&Value::from(42)).as_deref(), Some("42"));
+        for bad in ["", "a\u{1f}b", "line\nbreak"] {
+            assert_eq!(subject_value(&Value::from(bad)), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn sealing_twice_gives_different_ciphertexts_that_both_open() {

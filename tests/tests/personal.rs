@@ -501,4 +501,61 @@ async fn tenant_handles_of_a_shredding_store_keep_tenants_apart() {
             .is_empty(),
         "another tenant sees nothing of acme's stream"
     );
+
+    // The same customer id in another tenant is another subject with its own key: an append
+    // through the unbound store, under the tenant its metadata names, uses globex's key.
+    let register = RegisterV1 {
+        customer_id: "c-1".into(),
+        name: "Grace Hopper".into(),
+        address: "Arlington".into(),
+        tier: "silver".into(),
+    };
+    Repository::<Customer, _>::new(for_globex.clone())
+        .execute(register, Metadata::new())
+        .await
+        .expect("registered under globex");
+    let moved = CustomerMoved {
+        customer_id: "c-1".into(),
+        address: Personal::Known("Washington".into()),
+    };
+    let event = factum::store::NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "CustomerMoved".into(),
+        schema_version: 1,
+        payload: factum::store::Payload::encode(&moved).unwrap(),
+        metadata: Metadata::new().tenant("globex"),
+    };
+    store
+        .append(&s, factum::ExpectedVersion::Exact(1), &[event])
+        .await
+        .expect("appended through the unbound store under globex");
+    assert_eq!(
+        store
+            .keys()
+            .lookup(&["c-1".to_owned()])
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "no key is shared by the tenants' subjects"
+    );
+
+    // Forgetting acme's c-1 erases acme's customer only.
+    store
+        .tenant(&acme)
+        .unwrap()
+        .forget("c-1")
+        .await
+        .expect("forgotten");
+    let read = for_acme.read_stream(&s, &StreamRead::all()).await.unwrap();
+    let event: CustomerRegistered = read[0].payload.decode().unwrap();
+    assert_eq!(event.name, Personal::Erased);
+    let read = for_globex
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .unwrap();
+    let event: CustomerRegistered = read[0].payload.decode().unwrap();
+    assert_eq!(event.name, Personal::Known("Grace Hopper".to_owned()));
+    let event: CustomerMoved = read[1].payload.decode().unwrap();
+    assert_eq!(event.address, Personal::Known("Washington".to_owned()));
 }
