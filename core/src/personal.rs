@@ -1080,7 +1080,7 @@ fn erased_marker() -> Box<RawValue> {
 }
 
 impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
-    fn tenant(&self, tenant: &crate::tenant::TenantId) -> Result<Self, StoreError> {
+    fn tenant(&self, tenant: &TenantId) -> Result<Self, StoreError> {
         Ok(Self {
             inner: self.inner.tenant(tenant)?,
             keys: self.keys.clone(),
@@ -1088,7 +1088,7 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
         })
     }
 
-    fn bound_tenant(&self) -> Option<&crate::tenant::TenantId> {
+    fn bound_tenant(&self) -> Option<&TenantId> {
         self.inner.bound_tenant()
     }
 
