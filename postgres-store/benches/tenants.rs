@@ -14,7 +14,7 @@ use deadpool_postgres::Object;
 use factum::store::{NewEvent, Payload, StreamRead};
 use factum::tenant::TenantId;
 use factum::{EventStore, ExpectedVersion, Metadata, StreamId};
-use factum_postgres::testing::TestDatabase;
+use factum_postgres::testing::{self, TestDatabase};
 use factum_postgres::{PgConfig, PgConnectOptions, PgStore};
 use uuid::Uuid;
 
@@ -186,24 +186,6 @@ async fn read_stream(label: &str, store: &PgStore, tenant: Option<&str>) {
     );
 }
 
-/// The test database's connection string, as `role`.
-fn url_as(url: &str, role: &str) -> String {
-    let config: tokio_postgres::Config = url.parse().unwrap();
-    let mut parts = vec![format!("user={role}")];
-    if let Some(tokio_postgres::config::Host::Unix(path)) = config.get_hosts().first() {
-        parts.push(format!("host={}", path.display()));
-    } else if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
-        parts.push(format!("host={host}"));
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        parts.push(format!("dbname={dbname}"));
-    }
-    parts.join(" ")
-}
-
 async fn run() {
     let url = TestDatabase::get().await.unwrap();
     let tag = Uuid::new_v4().simple().to_string();
@@ -223,7 +205,7 @@ async fn run() {
         ))
         .await
         .unwrap();
-    let role_url = url_as(&url, &role);
+    let role_url = testing::url_as(&url, &role).unwrap();
     let connect = |config: PgConfig| {
         let role_url = role_url.clone();
         async move {

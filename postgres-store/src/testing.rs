@@ -192,6 +192,27 @@ pub async fn shared_store() -> PgStore {
         .clone()
 }
 
+/// A connection string to the server and database of `url` as `role`, with no password:
+/// for tests that create roles on a cluster trusting local connections.
+pub fn url_as(url: &str, role: &str) -> Result<String, PgError> {
+    let config: tokio_postgres::Config = url.parse().map_err(PgError::InvalidUrl)?;
+    let mut parts = vec![format!("user={role}")];
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Unix(path)) => {
+            parts.push(format!("host={}", path.display()));
+        }
+        Some(tokio_postgres::config::Host::Tcp(host)) => parts.push(format!("host={host}")),
+        None => {}
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    Ok(parts.join(" "))
+}
+
 /// Why [`fresh_store`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -19,7 +19,10 @@ use factum_postgres::{PgConfig, PgCoordination, PgError, PgStore};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use common::{events, process_stores, raw_client, runtime_stores, stream, url};
+use common::{
+    client_as, events, process_stores, raw_client, run_roles_recipe, runtime_stores, stream, url,
+    url_as,
+};
 
 // ANCHOR: roles
 /// At deployment, as the owner role: create or upgrade the schema, and grant the application
@@ -60,15 +63,7 @@ impl Roles {
             app: format!("app_{tag}"),
             schema: format!("roles_{tag}"),
         };
-        let recipe = include_str!("roles.sql")
-            .replace("factum_owner", &roles.owner)
-            .replace("factum_app", &roles.app)
-            .replace("SCHEMA factum ", &format!("SCHEMA {} ", roles.schema));
-        raw_client()
-            .await
-            .batch_execute(&recipe)
-            .await
-            .expect("the recipe runs");
+        run_roles_recipe(&roles.owner, &roles.app, &roles.schema).await;
         migrate_as_owner(&url_as(&roles.owner).await, &roles.schema, &roles.app)
             .await
             .expect("the owner migrates");
@@ -93,33 +88,6 @@ impl Roles {
             .await
             .expect("the application role connects, with no more privileges than it needs")
     }
-
-    /// A raw connection as `role`.
-    async fn client_as(&self, role: &str) -> tokio_postgres::Client {
-        factum_postgres::PgConnectOptions::parse(&url_as(role).await)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect")
-    }
-}
-
-/// The test database's connection string, as `role` (the cluster trusts local connections).
-async fn url_as(role: &str) -> String {
-    let config: tokio_postgres::Config = url().await.parse().expect("test URL");
-    let mut parts = vec![format!("user={role}")];
-    if let Some(tokio_postgres::config::Host::Unix(path)) = config.get_hosts().first() {
-        parts.push(format!("host={}", path.display()));
-    } else if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
-        parts.push(format!("host={host}"));
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        parts.push(format!("dbname={dbname}"));
-    }
-    parts.join(" ")
 }
 
 /// A store of a fresh schema, connected as its application role.
@@ -204,7 +172,7 @@ async fn the_application_role_cannot_change_events() {
         .read_stream(&s, &StreamRead::all())
         .await
         .expect("read");
-    let app = roles.client_as(&roles.app).await;
+    let app = client_as(&roles.app).await;
     let schema = &roles.schema;
     let forbidden = [
         format!("UPDATE {schema}.events SET event_type = 'Forged'"),
@@ -242,7 +210,7 @@ async fn the_application_role_cannot_change_events() {
     assert_eq!(after, before, "the events are unchanged");
 
     // The owner is stopped by the triggers, but could switch them off.
-    let owner = roles.client_as(&roles.owner).await;
+    let owner = client_as(&roles.owner).await;
     let error = owner
         .batch_execute(&format!("UPDATE {schema}.events SET event_type = 'Forged'"))
         .await

@@ -18,7 +18,7 @@ use factum_postgres::{
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use common::{events, raw_client, stream, url};
+use common::{client_as, events, raw_client, run_roles_recipe, stream, url, url_as};
 
 // ANCHOR: tenants
 /// At deployment, as the owner role: create or upgrade the schema in its multi-tenant
@@ -128,15 +128,7 @@ impl Roles {
             app: format!("app_{tag}"),
             schema: format!("tenants_{tag}"),
         };
-        let recipe = include_str!("roles.sql")
-            .replace("factum_owner", &roles.owner)
-            .replace("factum_app", &roles.app)
-            .replace("SCHEMA factum ", &format!("SCHEMA {} ", roles.schema));
-        raw_client()
-            .await
-            .batch_execute(&recipe)
-            .await
-            .expect("the recipe runs");
+        run_roles_recipe(&roles.owner, &roles.app, &roles.schema).await;
         migrate_multi_tenant(&url_as(&roles.owner).await, &roles.schema, &roles.app)
             .await
             .expect("the owner migrates");
@@ -155,32 +147,6 @@ impl Roles {
             .await
             .expect("connect")
     }
-
-    async fn client_as(&self, role: &str) -> tokio_postgres::Client {
-        factum_postgres::PgConnectOptions::parse(&url_as(role).await)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect")
-    }
-}
-
-/// The test database's connection string, as `role`.
-async fn url_as(role: &str) -> String {
-    let config: tokio_postgres::Config = url().await.parse().expect("test URL");
-    let mut parts = vec![format!("user={role}")];
-    if let Some(tokio_postgres::config::Host::Unix(path)) = config.get_hosts().first() {
-        parts.push(format!("host={}", path.display()));
-    } else if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
-        parts.push(format!("host={host}"));
-    }
-    if let Some(port) = config.get_ports().first() {
-        parts.push(format!("port={port}"));
-    }
-    if let Some(dbname) = config.get_dbname() {
-        parts.push(format!("dbname={dbname}"));
-    }
-    parts.join(" ")
 }
 
 /// A multi-tenant store of a fresh schema, connected as its application role.
@@ -242,7 +208,7 @@ async fn row_level_security_holds_for_raw_sql() {
         .expect("globex appends to its stream of the same id");
 
     for role in [&roles.app, &roles.owner] {
-        let mut client = roles.client_as(role).await;
+        let mut client = client_as(role).await;
         assert_eq!(
             raw_event_ids(&mut client, &roles.schema, Some("acme")).await,
             acme_events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
@@ -268,7 +234,7 @@ async fn row_level_security_holds_for_raw_sql() {
     }
 
     // Inserting a row of another tenant, or of none, is refused by the policy.
-    let mut client = roles.client_as(&roles.app).await;
+    let mut client = client_as(&roles.app).await;
     let insert = format!(
         "INSERT INTO \"{}\".events (position, event_id, stream_id, stream_version, \
          event_type, schema_version, payload, metadata, tenant) \
@@ -300,7 +266,7 @@ async fn row_level_security_holds_for_raw_sql() {
     assert!(read.is_empty(), "no forged event was stored");
 
     // Owning the table does not lift the policy either: it is forced.
-    let owner = roles.client_as(&roles.owner).await;
+    let owner = client_as(&roles.owner).await;
     let forced: bool = owner
         .query_one(
             "SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)",
@@ -512,12 +478,7 @@ async fn another_tenants_command_id_is_refused_never_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_projections_write_under_the_tenant() {
     let roles = Roles::new().await;
-    create_read_model(
-        &roles.client_as(&roles.owner).await,
-        &roles.schema,
-        &roles.app,
-    )
-    .await;
+    create_read_model(&client_as(&roles.owner).await, &roles.schema, &roles.app).await;
     let store = roles.app_store(16).await;
     let (acme, globex) = (
         for_request(&store, "acme").expect("acme"),
@@ -555,7 +516,7 @@ async fn transactional_projections_write_under_the_tenant() {
     acme_running.shutdown().await.expect("shutdown");
     globex_running.shutdown().await.expect("shutdown");
 
-    let mut client = roles.client_as(&roles.app).await;
+    let mut client = client_as(&roles.app).await;
     let schema = roles.schema.clone();
     assert_eq!(
         read_counts(&mut client, &schema, Some("acme")).await,
@@ -629,7 +590,7 @@ async fn stream_reads_scan_the_tenant_index() {
     acme.append(&stream("1"), ExpectedVersion::NoStream, &events(3))
         .await
         .expect("append");
-    let mut client = roles.client_as(&roles.app).await;
+    let mut client = client_as(&roles.app).await;
     let tx = client.transaction().await.expect("begin");
     tx.execute("SELECT set_config('factum.tenant', 'acme', true)", &[])
         .await
@@ -781,7 +742,7 @@ async fn runtime_tables_are_the_tenants() {
     );
     assert!(coordination.load(FLOW, "a").await.expect("load").is_some());
 
-    let mut client = roles.client_as(&roles.app).await;
+    let mut client = client_as(&roles.app).await;
     for (tenant, visible) in [(Some("acme"), true), (Some("globex"), false), (None, false)] {
         let tx = client.transaction().await.expect("begin");
         if let Some(tenant) = tenant {

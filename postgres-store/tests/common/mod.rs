@@ -107,3 +107,31 @@ pub fn process_stores(
         leases: coordination,
     }
 }
+
+/// The test database's connection string, as `role` (the cluster trusts local connections).
+pub async fn url_as(role: &str) -> String {
+    factum_postgres::testing::url_as(&url().await, role).expect("test URL")
+}
+
+/// A raw connection as `role`.
+pub async fn client_as(role: &str) -> tokio_postgres::Client {
+    PgConnectOptions::parse(&url_as(role).await)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Runs the roles recipe (`roles.sql`) as the superuser, for an owner role, an application
+/// role and a schema of the owner, under the given names.
+pub async fn run_roles_recipe(owner: &str, app: &str, schema: &str) {
+    let recipe = include_str!("../roles.sql")
+        .replace("factum_owner", owner)
+        .replace("factum_app", app)
+        .replace("SCHEMA factum ", &format!("SCHEMA {schema} "));
+    raw_client()
+        .await
+        .batch_execute(&recipe)
+        .await
+        .expect("the recipe runs");
+}
