@@ -45,6 +45,7 @@ fn placed(currency: &str) -> OrderPlaced {
         customer_id: "alice".into(),
         lines: lines(),
         currency: currency.into(),
+        customer_name: None,
     }
 }
 
@@ -81,6 +82,7 @@ fn both_versions_of_place_order_are_accepted() {
             customer_id: "alice".into(),
             lines: lines(),
             currency: "USD".into(),
+            customer_name: None,
         })
         .then_events([placed("USD")]);
 }
@@ -169,6 +171,7 @@ async fn invalid_orders_are_refused_before_loading() {
         customer_id: "alice".into(),
         lines: lines(),
         currency: "euro".into(),
+        customer_name: None,
     };
     let error = orders
         .execute_on("o-1", bad_currency, Metadata::new())
@@ -452,6 +455,7 @@ async fn stored_v1_order_placed_events_are_read_as_v2_in_euros() {
                 unit_price_cents: 1_500,
             }],
             currency: "EUR".into(),
+            customer_name: None,
         })
     );
 }
