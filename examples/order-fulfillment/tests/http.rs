@@ -606,6 +606,7 @@ fn named_order(id: &str, customer: &str, name: &str) -> Value {
     })
 }
 
+// ANCHOR: forget_test
 /// Forgetting a customer erases their name from the order they placed, in the read model
 /// (rebuilt) and in the stored history; the order still loads and takes commands; another
 /// customer's name stays; the forgotten customer's name cannot be recorded again.
@@ -660,6 +661,7 @@ async fn forgetting_a_customer_erases_their_name<S: PersonalStore, C: Coordinati
         "{body}"
     );
 }
+// ANCHOR_END: forget_test
 
 #[tokio::test]
 async fn forgetting_a_customer_erases_their_name_in_memory() {
