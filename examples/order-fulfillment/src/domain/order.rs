@@ -24,8 +24,9 @@ pub struct OrderPlaced {
     pub lines: Vec<Line>,
     /// ISO 4217 code of the prices' currency.
     pub currency: String,
-    /// The customer's name, when the order gave one.
-    #[serde(default)]
+    /// The customer's name, when the order gave one. Left out of the payload when there is
+    /// none, so that an order without a name creates no key for its customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[personal(subject = customer_id)]
     pub customer_name: Option<Personal<String>>,
 }
