@@ -3,9 +3,14 @@
 //! API call.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use factum::coordination::{Coordination, ParkedEvent};
+use factum::personal::{
+    Forgotten, KeyStore, KeyStoreError, MasterKey, MemoryKeyStore, PersonalError, PersonalSchema,
+    Shredding,
+};
 use factum::process::ProcessOptions;
 use factum::projection::{
     FailurePolicy, HealthProblem, ProjectionOptions, RebuildProgress, RunnerOptions,
@@ -15,13 +20,15 @@ use factum::{
     Application, ApplicationBuilder, ApplicationError, Dispatched, EventStore, MemoryCoordination,
     MemoryStore, Metadata, Rejection, Routed, StreamId,
 };
-use factum_postgres::{PgCoordination, PgStore};
+use factum_postgres::{PgCoordination, PgKeyStore, PgStore};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::Line;
 use crate::domain::inventory::{Inventory, ReceiveStockV1};
-use crate::domain::order::{CancelOrderV1, Order, OrderError, PlaceOrderV1, PlaceOrderV2};
+use crate::domain::order::{
+    CancelOrderV1, Order, OrderError, OrderPlaced, PlaceOrderV1, PlaceOrderV2,
+};
 use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
 use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
 use crate::fulfillment::OrderFulfillment;
@@ -98,6 +105,13 @@ impl AppError {
                     "{e}: the idempotency key was already used for another request"
                 ))
             }
+            factum::Error::Store(factum::StoreError::Personal(e))
+                if matches!(*e, PersonalError::SubjectForgotten { .. }) =>
+            {
+                AppError::Conflict(format!(
+                    "{e}: a forgotten customer's name cannot be recorded again"
+                ))
+            }
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -166,6 +180,9 @@ pub struct NewOrder {
     /// ISO 4217 code; euros when missing.
     #[serde(default)]
     pub currency: Option<String>,
+    /// The customer's name: personal data, stored encrypted under the customer's key.
+    #[serde(default)]
+    pub customer_name: Option<String>,
 }
 
 /// What an executed command did.
@@ -473,10 +490,39 @@ fn projection_options(options: &AppOptions) -> ProjectionOptions {
         .failure(options.failure)
 }
 
-impl App<MemoryStore> {
-    /// Starts the application on the in-memory `store`, its read models, checkpoints and
-    /// process instances in memory too. Must be called within a tokio runtime.
+// ANCHOR: personal_store
+/// The personal fields of the example's events: the customer's name in `OrderPlaced`,
+/// whose subject is the customer.
+pub fn personal_schema() -> PersonalSchema {
+    // `#[personal]` checks the declaration when the event compiles; a test registers it.
+    PersonalSchema::new()
+        .register::<OrderPlaced>()
+        .expect("OrderPlaced's personal fields are checked by #[personal] at compile time")
+}
+
+/// The application in memory: its store encrypts personal fields with keys in memory.
+pub type MemoryApp = App<Shredding<MemoryStore, MemoryKeyStore>>;
+
+/// The application on PostgreSQL: its store encrypts personal fields with keys in the
+/// store's `data_keys` table, wrapped by a master key.
+pub type PgApp = App<Shredding<PgStore, PgKeyStore>, PgCoordination>;
+// ANCHOR_END: personal_store
+
+impl MemoryApp {
+    /// Starts the application on the in-memory `store` (wrapped in a [`Shredding`] store
+    /// with keys in memory), its read models, checkpoints and process instances in memory
+    /// too. Must be called within a tokio runtime.
     pub fn in_memory(store: MemoryStore, options: &AppOptions) -> Self {
+        Self::in_memory_with_keys(store, MemoryKeyStore::new(), options)
+    }
+
+    /// Like [`in_memory`](Self::in_memory), with the data keys in `keys`.
+    pub fn in_memory_with_keys(
+        store: MemoryStore,
+        keys: MemoryKeyStore,
+        options: &AppOptions,
+    ) -> Self {
+        let store = Shredding::new(store, keys, personal_schema());
         let read_models = MemoryReadModels::new();
         let projection = projection_options(options);
         let app = domain(Application::builder(store), options)
@@ -488,11 +534,16 @@ impl App<MemoryStore> {
     }
 }
 
-impl App<PgStore, PgCoordination> {
+impl PgApp {
     /// Starts the application on PostgreSQL: creates the read model tables when missing,
     /// then starts the workers, with their checkpoints, leases, dead letters and process
-    /// instances in `PgCoordination`. Must be called within a tokio runtime.
-    pub async fn on_postgres(store: PgStore, options: &AppOptions) -> Result<Self, AppError> {
+    /// instances in `PgCoordination`. Personal fields are encrypted with data keys kept in
+    /// the store's schema, wrapped by `master`. Must be called within a tokio runtime.
+    pub async fn on_postgres(
+        store: PgStore,
+        master: MasterKey,
+        options: &AppOptions,
+    ) -> Result<Self, AppError> {
         let read_models = PgReadModels::new(&store);
         read_models
             .create_tables()
@@ -500,7 +551,10 @@ impl App<PgStore, PgCoordination> {
             .map_err(|e| AppError::Internal(format!("creating the read model tables: {e}")))?;
         let (order_list, customer_stats, daily_sales) = read_models.projections(&store);
         let projection = projection_options(options);
-        let builder = Application::builder(store.clone()).coordination(PgCoordination::new(&store));
+        let coordination = PgCoordination::new(&store);
+        let keys = PgKeyStore::new(&store, master);
+        let store = Shredding::new(store, keys, personal_schema());
+        let builder = Application::builder(store).coordination(coordination);
         let app = domain(builder, options)
             .projection(order_list, projection.clone())
             .projection(customer_stats, projection.clone())
@@ -558,7 +612,8 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     }
 
     // ANCHOR: place
-    /// Places an order, as `PlaceOrderV1` without a currency and `PlaceOrderV2` with one.
+    /// Places an order, as `PlaceOrderV1` without a currency or a name and `PlaceOrderV2`
+    /// with either.
     pub async fn place_order(
         &self,
         order: NewOrder,
@@ -573,8 +628,8 @@ impl<S: EventStore, C: Coordination> App<S, C> {
                 format!("o-{}", &seed.to_string()[..16])
             }
         };
-        let dispatched = match order.currency {
-            None => {
+        let dispatched = match (order.currency, order.customer_name) {
+            (None, None) => {
                 let command = PlaceOrderV1 {
                     order_id,
                     customer_id: order.customer_id,
@@ -582,12 +637,13 @@ impl<S: EventStore, C: Coordination> App<S, C> {
                 };
                 self.app.dispatch(command, meta).await
             }
-            Some(currency) => {
+            (currency, customer_name) => {
                 let command = PlaceOrderV2 {
                     order_id,
                     customer_id: order.customer_id,
                     lines: order.lines,
-                    currency,
+                    currency: currency.unwrap_or_else(|| "EUR".into()),
+                    customer_name,
                 };
                 self.app.dispatch(command, meta).await
             }
@@ -879,6 +935,49 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         Ok(self.app.settle().await?)
     }
 }
+
+/// An event store that keeps personal data under subject keys and can forget a subject:
+/// the [`Shredding`] store the application runs on, on either store.
+pub trait PersonalStore: EventStore {
+    /// Destroys the key of `subject` (see [`Shredding::forget`]).
+    fn forget_subject(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Forgotten, KeyStoreError>> + Send;
+}
+
+impl<S: EventStore, K: KeyStore> PersonalStore for Shredding<S, K> {
+    async fn forget_subject(&self, subject: &str) -> Result<Forgotten, KeyStoreError> {
+        self.forget(subject).await
+    }
+}
+
+// ANCHOR: forget
+impl<S: PersonalStore, C: Coordination> App<S, C> {
+    /// Forgets a customer: destroys the key of their personal data, so that every stored
+    /// copy of it (their name in each `OrderPlaced`) can no longer be read, then rebuilds
+    /// the read models, which then show the name as erased. Their orders stay, and load.
+    /// [`AppError::NotFound`] for a customer whose personal data the store never held.
+    pub async fn forget_customer(&self, customer_id: &str) -> Result<Forgotten, AppError> {
+        let forgotten = match self.store().forget_subject(customer_id).await {
+            Ok(forgotten) => forgotten,
+            Err(KeyStoreError::UnknownSubject { subject }) => {
+                return Err(AppError::NotFound(format!(
+                    "no personal data of customer `{subject}`"
+                )));
+            }
+            Err(KeyStoreError::EmptySubject) => {
+                return Err(AppError::BadRequest(
+                    "the customer id must not be empty".into(),
+                ));
+            }
+            Err(e) => return Err(AppError::Internal(e.to_string())),
+        };
+        self.rebuild_read_models().await?;
+        Ok(forgotten)
+    }
+}
+// ANCHOR_END: forget
 
 impl<S: EventStore, C: Coordination> fmt::Debug for App<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

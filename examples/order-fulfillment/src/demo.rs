@@ -23,6 +23,7 @@ fn order(id: &str, customer: &str, lines: Vec<Line>, currency: Option<&str>) -> 
         customer_id: customer.into(),
         lines,
         currency: currency.map(Into::into),
+        customer_name: None,
     }
 }
 

@@ -2,13 +2,14 @@
 //!
 //! | method and path | does |
 //! |---|---|
-//! | `POST /orders` | places an order: `{"customer_id", "lines": [{"sku", "quantity", "unit_price_cents"}], "currency"?, "order_id"?}` |
+//! | `POST /orders` | places an order: `{"customer_id", "lines": [{"sku", "quantity", "unit_price_cents"}], "currency"?, "order_id"?, "customer_name"?}` |
 //! | `POST /orders/{id}/pay` | captures the payment for the order's total |
 //! | `POST /orders/{id}/ship` | hands the shipment to a carrier: `{"carrier"}` (optional) |
 //! | `POST /orders/{id}/cancel` | cancels: `{"reason"}` (optional) |
 //! | `GET /orders`, `GET /orders/{id}` | the order list, one order |
 //! | `GET /orders/{id}/history` | the order's stored events |
 //! | `GET /customers`, `GET /sales/daily` | customer statistics, daily sales |
+//! | `DELETE /customers/{id}/personal-data` | forgets a customer: destroys the key of their personal data (their name in orders) and rebuilds the read models; `{"forgotten": "destroyed"}` or `"already"`, 404 for a customer whose personal data was never stored |
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
 //! | `GET /health` | the projections' and the process's workers, and what is wrong: 503 when one stopped or stalled, or an open transaction held committed events back (naming its session) |
 //! | `GET /dead-letters`, `POST /dead-letters/replay` | events the read models parked; handles them again |
@@ -38,13 +39,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use factum::{Coordination, EventStore};
+use axum::routing::{delete, get, post};
+use factum::Coordination;
+use factum::personal::Forgotten;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::app::{App, AppError, NewOrder, Outcome};
+use crate::app::{App, AppError, NewOrder, Outcome, PersonalStore};
 use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST};
 
 /// The header carrying the idempotency key.
@@ -81,7 +83,7 @@ impl IntoResponse for AppError {
 
 // ANCHOR: router
 /// The API's routes over `app`.
-pub fn router<S: EventStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
+pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
     Router::new()
         .route("/orders", post(place::<S, C>).get(list_orders::<S, C>))
         .route("/orders/{id}", get(get_order::<S, C>))
@@ -90,6 +92,10 @@ pub fn router<S: EventStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
         .route("/orders/{id}/ship", post(ship::<S, C>))
         .route("/orders/{id}/cancel", post(cancel::<S, C>))
         .route("/customers", get(customers::<S, C>))
+        .route(
+            "/customers/{id}/personal-data",
+            delete(forget_customer::<S, C>),
+        )
         .route("/sales/daily", get(daily_sales::<S, C>))
         .route("/inventory/{sku}", get(stock::<S, C>))
         .route("/inventory/{sku}/receive", post(receive::<S, C>))
@@ -192,7 +198,7 @@ impl After {
     }
 
     /// Waits for `projection` to reach the position asked for, if any.
-    async fn wait<S: EventStore, C: Coordination>(
+    async fn wait<S: PersonalStore, C: Coordination>(
         &self,
         app: &App<S, C>,
         projection: &str,
@@ -204,7 +210,7 @@ impl After {
     }
 }
 
-async fn place<S: EventStore, C: Coordination>(
+async fn place<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -220,7 +226,7 @@ async fn place<S: EventStore, C: Coordination>(
     Ok(outcome(status, done))
 }
 
-async fn pay<S: EventStore, C: Coordination>(
+async fn pay<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -246,7 +252,7 @@ impl Default for Ship {
     }
 }
 
-async fn ship<S: EventStore, C: Coordination>(
+async fn ship<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -273,7 +279,7 @@ impl Default for Cancel {
     }
 }
 
-async fn cancel<S: EventStore, C: Coordination>(
+async fn cancel<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -295,7 +301,7 @@ struct Receive {
     quantity: u32,
 }
 
-async fn receive<S: EventStore, C: Coordination>(
+async fn receive<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(sku): Path<String>,
     headers: HeaderMap,
@@ -309,7 +315,7 @@ async fn receive<S: EventStore, C: Coordination>(
     Ok(outcome(StatusCode::OK, done))
 }
 
-async fn list_orders<S: EventStore, C: Coordination>(
+async fn list_orders<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -318,7 +324,7 @@ async fn list_orders<S: EventStore, C: Coordination>(
 }
 
 // ANCHOR: get_order
-async fn get_order<S: EventStore, C: Coordination>(
+async fn get_order<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(id): Path<String>,
     after: Result<Query<After>, QueryRejection>,
@@ -328,14 +334,14 @@ async fn get_order<S: EventStore, C: Coordination>(
 }
 // ANCHOR_END: get_order
 
-async fn history<S: EventStore, C: Coordination>(
+async fn history<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.history(&id).await?).into_response())
 }
 
-async fn customers<S: EventStore, C: Coordination>(
+async fn customers<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -343,7 +349,20 @@ async fn customers<S: EventStore, C: Coordination>(
     Ok(axum::Json(app.customers().await?).into_response())
 }
 
-async fn daily_sales<S: EventStore, C: Coordination>(
+// ANCHOR: forget_route
+async fn forget_customer<S: PersonalStore, C: Coordination>(
+    State(app): Shared<S, C>,
+    Path(customer_id): Path<String>,
+) -> Result<Response, AppError> {
+    let forgotten = match app.forget_customer(&customer_id).await? {
+        Forgotten::Destroyed => "destroyed",
+        Forgotten::Already => "already",
+    };
+    Ok(axum::Json(json!({ "customer_id": customer_id, "forgotten": forgotten })).into_response())
+}
+// ANCHOR_END: forget_route
+
+async fn daily_sales<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -351,20 +370,20 @@ async fn daily_sales<S: EventStore, C: Coordination>(
     Ok(axum::Json(app.daily_sales().await?).into_response())
 }
 
-async fn stock<S: EventStore, C: Coordination>(
+async fn stock<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.stock(&sku).await?).into_response())
 }
 
-async fn dead_letters<S: EventStore, C: Coordination>(
+async fn dead_letters<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.dead_letters().await?).into_response())
 }
 
-async fn replay_dead_letters<S: EventStore, C: Coordination>(
+async fn replay_dead_letters<S: PersonalStore, C: Coordination>(
     State(app): Shared<S, C>,
 ) -> Result<Response, AppError> {
     let marked = app.replay_dead_letters().await?;
@@ -374,7 +393,7 @@ async fn replay_dead_letters<S: EventStore, C: Coordination>(
 /// How long a worker may be behind without progress before it counts as stalled.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn health<S: EventStore, C: Coordination>(State(app): Shared<S, C>) -> Response {
+async fn health<S: PersonalStore, C: Coordination>(State(app): Shared<S, C>) -> Response {
     let report = app.health_report(STALLED_AFTER);
     let status = if report.healthy {
         StatusCode::OK

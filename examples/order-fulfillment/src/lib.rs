@@ -22,8 +22,8 @@ pub mod pg_read_model;
 pub mod read_model;
 
 pub use app::{
-    App, AppError, AppOptions, BlockerInfo, HealthIssue, HealthReport, NewOrder, Outcome,
-    command_id_for,
+    App, AppError, AppOptions, BlockerInfo, HealthIssue, HealthReport, MemoryApp, NewOrder,
+    Outcome, PersonalStore, PgApp, command_id_for, personal_schema,
 };
 
 /// The repository README's code, compiled and run as a doctest.

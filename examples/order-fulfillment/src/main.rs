@@ -6,11 +6,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use factum::Coordination;
 use factum::MemoryStore;
-use factum::{Coordination, EventStore};
+use factum::personal::MasterKey;
 use factum_postgres::{PgConfig, PgStore};
 use indicatif::{ProgressBar, ProgressStyle};
-use order_fulfillment::{App, AppError, AppOptions, demo, http};
+use order_fulfillment::{App, AppError, AppOptions, PersonalStore, demo, http};
 
 const USAGE: &str =
     "usage: order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
@@ -23,7 +24,10 @@ const USAGE: &str =
   --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory); TLS as
                        the URL's sslmode and sslrootcert say, e.g.
                        postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem
-  --schema NAME        the PostgreSQL schema of the events (default: factum)";
+  --schema NAME        the PostgreSQL schema of the events (default: factum)
+
+  On PostgreSQL, $FACTUM_MASTER_KEY must hold the master key (32 bytes in base64) that wraps
+  the customers' data keys; the program refuses to start without it.";
 
 #[derive(Debug, PartialEq)]
 enum Mode {
@@ -122,12 +126,31 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             run_on(app, args.mode).await
         }
         Some(url) => {
+            let master = master_key()?;
             let store = connect(&url, args.schema.as_deref()).await?;
-            let app = App::on_postgres(store, &AppOptions::default()).await?;
+            let app = App::on_postgres(store, master, &AppOptions::default()).await?;
             run_on(app, args.mode).await
         }
     }
 }
+
+// ANCHOR: master_key
+/// The environment variable holding the master key on PostgreSQL.
+const MASTER_KEY_VAR: &str = "FACTUM_MASTER_KEY";
+
+/// The master key that wraps the data keys in the database, from `FACTUM_MASTER_KEY`: a
+/// missing or malformed key stops the program before it connects, since a generated one
+/// would make every key stored with it unreadable after a restart.
+fn master_key() -> Result<MasterKey, String> {
+    let text = std::env::var(MASTER_KEY_VAR).map_err(|_| {
+        format!(
+            "{MASTER_KEY_VAR} is not set: on PostgreSQL the customers' data keys are wrapped by a master key (32 random bytes in base64, e.g. `openssl rand -base64 32`)"
+        )
+    })?;
+    MasterKey::from_base64(text.trim())
+        .map_err(|e| format!("{MASTER_KEY_VAR} is not a master key: {e}"))
+}
+// ANCHOR_END: master_key
 
 // ANCHOR: connect
 /// Connects to PostgreSQL and creates or upgrades the store's tables in `schema` (default
@@ -147,7 +170,7 @@ async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, factum_post
 }
 // ANCHOR_END: connect
 
-async fn run_on<S: EventStore, C: Coordination>(
+async fn run_on<S: PersonalStore, C: Coordination>(
     app: App<S, C>,
     mode: Mode,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -186,7 +209,7 @@ async fn run_on<S: EventStore, C: Coordination>(
 // ANCHOR: rebuild
 /// Rebuilds every read model, drawing one progress bar per read model on the terminal
 /// (nothing when standard error is not one) and a line per finished rebuild.
-async fn rebuild_with_progress<S: EventStore, C: Coordination>(
+async fn rebuild_with_progress<S: PersonalStore, C: Coordination>(
     app: &App<S, C>,
 ) -> Result<(), AppError> {
     let style = ProgressStyle::with_template("{prefix:>14} [{bar:40}] {percent:>3}%")

@@ -12,6 +12,7 @@
 //! prepares each statement once per transaction.
 
 use deadpool_postgres::Pool;
+use factum::personal::Personal;
 use factum::{BoxError, RecordedEvent, projection};
 use factum_postgres::{PgStore, PgTransaction, SchemaName, Transactional};
 use tokio_postgres::types::ToSql;
@@ -118,6 +119,13 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderSummary, BoxError> {
         currency: row.try_get("currency")?,
         tracking: row.try_get("tracking")?,
         cancel_reason: row.try_get("cancel_reason")?,
+        customer_name: match (
+            row.try_get::<_, Option<String>>("customer_name")?,
+            row.try_get::<_, bool>("customer_name_erased")?,
+        ) {
+            (_, true) => Some(Personal::Erased),
+            (name, false) => name.map(Personal::Known),
+        },
     })
 }
 
@@ -196,7 +204,16 @@ pub struct PgOrderList;
 impl PgOrderList {
     async fn placed(&self, tx: &PgTransaction<'_>, e: &OrderPlaced) -> Result<(), BoxError> {
         let total = db_cents(total_cents(&e.lines))?;
-        let params: [&(dyn ToSql + Sync); 4] = [&e.order_id, &e.customer_id, &total, &e.currency];
+        let name = e.customer_name.as_ref().and_then(Personal::known);
+        let erased = e.customer_name.as_ref().is_some_and(Personal::is_erased);
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &e.order_id,
+            &e.customer_id,
+            &total,
+            &e.currency,
+            &name,
+            &erased,
+        ];
         tx.execute(sql::ORDER_PLACED, &params).await?;
         Ok(())
     }

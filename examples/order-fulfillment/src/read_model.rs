@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use factum::personal::Personal;
 use factum::{BoxError, RecordedEvent, StreamId, projection};
 use serde::Serialize;
 
@@ -37,6 +38,10 @@ pub struct OrderSummary {
     pub tracking: Option<String>,
     /// Why it was cancelled, if it was.
     pub cancel_reason: Option<String>,
+    /// The customer's name, when the order gave one: `{"$erased": true}` once the customer
+    /// was forgotten (and the read model rebuilt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<Personal<String>>,
 }
 
 /// What one customer ordered and spent.
@@ -209,6 +214,7 @@ impl OrderList {
                 currency: e.currency.clone(),
                 tracking: None,
                 cancel_reason: None,
+                customer_name: e.customer_name.clone(),
             };
             rows.insert(e.order_id.clone(), row);
         });
@@ -428,6 +434,7 @@ mod tests {
                 unit_price_cents: 500,
             }],
             currency: "EUR".into(),
+            customer_name: None,
         };
         NewEvent::from_event(&event, Metadata::default()).expect("encode")
     }

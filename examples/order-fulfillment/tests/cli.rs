@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+/// The master key the binary reads on PostgreSQL.
+const MASTER_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 const ORDERS: [&str; 4] = [
     "o-1001   alice    shipped         89.97 EUR  tracking DHL-o-1001",
     "o-1002   bob      shipped        189.00 USD  tracking UPS-o-1002",
@@ -18,6 +21,7 @@ fn run(args: &[&str]) -> String {
     } = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
         .args(args)
         .env_remove("DATABASE_URL")
+        .env("FACTUM_MASTER_KEY", MASTER_KEY)
         .output()
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
@@ -58,6 +62,7 @@ fn run_with_stderr(args: &[&str]) -> (String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
         .args(args)
         .env_remove("DATABASE_URL")
+        .env("FACTUM_MASTER_KEY", MASTER_KEY)
         .output()
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -131,6 +136,7 @@ async fn the_demo_runs_over_tls_and_names_an_unknown_authority() {
     let url = db.url_to("localhost", "verify-full", Some(&db.foreign_ca_file));
     let output = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
         .args(["--database-url", &url, "--schema", &schema])
+        .env("FACTUM_MASTER_KEY", MASTER_KEY)
         .output()
         .expect("the binary runs");
     assert!(!output.status.success());
@@ -141,4 +147,25 @@ async fn the_demo_runs_over_tls_and_names_an_unknown_authority() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn postgres_without_a_master_key_refuses_to_start() {
+    for (key, says) in [
+        (None, "FACTUM_MASTER_KEY is not set"),
+        (Some("not-a-key"), "FACTUM_MASTER_KEY is not a master key"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_order-fulfillment"));
+        // The key is checked before connecting: no server is needed to see the refusal.
+        command.args(["--database-url", "postgresql://nobody@127.0.0.1:1/none"]);
+        match key {
+            Some(key) => command.env("FACTUM_MASTER_KEY", key),
+            None => command.env_remove("FACTUM_MASTER_KEY"),
+        };
+        let output = command.output().expect("the binary runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("store: PostgreSQL"), "{stderr}");
+    }
 }

@@ -45,6 +45,7 @@ fn placed(currency: &str) -> OrderPlaced {
         customer_id: "alice".into(),
         lines: lines(),
         currency: currency.into(),
+        customer_name: None,
     }
 }
 
@@ -81,6 +82,7 @@ fn both_versions_of_place_order_are_accepted() {
             customer_id: "alice".into(),
             lines: lines(),
             currency: "USD".into(),
+            customer_name: None,
         })
         .then_events([placed("USD")]);
 }
@@ -169,6 +171,7 @@ async fn invalid_orders_are_refused_before_loading() {
         customer_id: "alice".into(),
         lines: lines(),
         currency: "euro".into(),
+        customer_name: None,
     };
     let error = orders
         .execute_on("o-1", bad_currency, Metadata::new())
@@ -452,6 +455,7 @@ async fn stored_v1_order_placed_events_are_read_as_v2_in_euros() {
                 unit_price_cents: 1_500,
             }],
             currency: "EUR".into(),
+            customer_name: None,
         })
     );
 }
@@ -533,3 +537,28 @@ async fn inventory_snapshots_load_like_a_full_replay() {
     );
 }
 // ANCHOR_END: snapshots
+
+/// The customer's name is declared personal, its subject the customer; an `OrderPlaced` of
+/// version 2 stored before the name existed decodes with no name, and one without a name
+/// leaves the field out, so that it needs no key.
+#[test]
+fn the_customer_name_is_personal_and_optional() {
+    let schema = order_fulfillment::personal_schema();
+    let fields = schema.fields("OrderPlaced", 2);
+    assert_eq!(fields.len(), 1);
+    assert_eq!(
+        (fields[0].field, fields[0].subject),
+        ("customer_name", "customer_id")
+    );
+    assert!(schema.fields("OrderPlaced", 1).is_empty());
+
+    let stored = serde_json::json!({
+        "order_id": "o-1",
+        "customer_id": "alice",
+        "lines": [{"sku": "keyboard", "quantity": 1, "unit_price_cents": 4999}],
+        "currency": "EUR"
+    });
+    let old: OrderPlaced = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(old.customer_name, None);
+    assert_eq!(serde_json::to_value(&old).unwrap(), stored);
+}

@@ -10,9 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use factum::Coordination;
 use factum::MemoryStore;
-use factum::{Coordination, EventStore};
-use order_fulfillment::{App, AppOptions, http};
+use factum::personal::{MemoryKeyStore, Shredding};
+use order_fulfillment::{App, AppOptions, PersonalStore, PgApp, http};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -23,22 +24,20 @@ struct Api<S, C> {
     router: Router,
 }
 
-impl Api<MemoryStore, factum::MemoryCoordination> {
+impl Api<Shredding<MemoryStore, MemoryKeyStore>, factum::MemoryCoordination> {
     async fn new() -> Self {
         Self::on(App::in_memory(MemoryStore::new(), &AppOptions::default())).await
     }
 }
 
 /// The application on a fresh PostgreSQL store.
-async fn on_postgres(
-    options: &AppOptions,
-) -> App<factum_postgres::PgStore, factum_postgres::PgCoordination> {
-    App::on_postgres(common::postgres().await, options)
+async fn on_postgres(options: &AppOptions) -> PgApp {
+    App::on_postgres(common::postgres().await, common::master_key(), options)
         .await
         .unwrap()
 }
 
-impl<S: EventStore, C: Coordination> Api<S, C> {
+impl<S: PersonalStore, C: Coordination> Api<S, C> {
     async fn on(app: App<S, C>) -> Self {
         let app = Arc::new(app);
         let router = http::router(Arc::clone(&app));
@@ -97,6 +96,13 @@ impl<S: EventStore, C: Coordination> Api<S, C> {
         (status, body)
     }
 
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let (status, body, _) = self
+            .send(Request::delete(path).body(Body::empty()).unwrap())
+            .await;
+        (status, body)
+    }
+
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         let (status, body, _) = self
             .send(Request::get(path).body(Body::empty()).unwrap())
@@ -115,7 +121,7 @@ fn order(id: &str, quantity: u32) -> Value {
 }
 
 /// The flow the book shows with curl, on `app`.
-async fn place_pay_ship<S: EventStore, C: Coordination>(app: App<S, C>) {
+async fn place_pay_ship<S: PersonalStore, C: Coordination>(app: App<S, C>) {
     let api = Api::on(app).await;
     let (status, body) = api.post("/orders", order("o-1", 2)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -313,7 +319,7 @@ async fn an_idempotency_key_replays_the_first_outcome() {
 
 /// Two concurrent requests with one `Idempotency-Key` get the same answer: the first
 /// outcome, never `200` for one and `409 the order is already paid` for the other.
-async fn concurrent_requests_with_one_key_agree<S: EventStore, C: Coordination>(
+async fn concurrent_requests_with_one_key_agree<S: PersonalStore, C: Coordination>(
     app: App<S, C>,
     rounds: usize,
 ) {
@@ -379,7 +385,7 @@ async fn store_failures_are_500_without_details_lost() {
 }
 
 /// Polls `GET path` until `check` accepts the answer, failing after a generous bound.
-async fn get_until<S: EventStore, C: Coordination>(
+async fn get_until<S: PersonalStore, C: Coordination>(
     api: &Api<S, C>,
     path: &str,
     what: &str,
@@ -462,7 +468,7 @@ async fn health_names_a_transaction_holding_the_workers_back_on_postgres() {
 }
 
 /// A `POST` to `path` with an `If-Match` header: status, body and the `ETag` answered.
-async fn post_if_match<S: EventStore, C: Coordination>(
+async fn post_if_match<S: PersonalStore, C: Coordination>(
     api: &Api<S, C>,
     path: &str,
     if_match: &str,
@@ -589,4 +595,118 @@ async fn a_read_model_that_does_not_catch_up_in_time_is_503() {
         message.contains("`order_list`") && message.contains("1000000"),
         "{message}"
     );
+}
+
+fn named_order(id: &str, customer: &str, name: &str) -> Value {
+    json!({
+        "order_id": id,
+        "customer_id": customer,
+        "customer_name": name,
+        "lines": [{"sku": "keyboard", "quantity": 1, "unit_price_cents": 4999}],
+    })
+}
+
+// ANCHOR: forget_test
+/// Forgetting a customer erases their name from the order they placed, in the read model
+/// (rebuilt) and in the stored history; the order still loads and takes commands; another
+/// customer's name stays; the forgotten customer's name cannot be recorded again.
+async fn forgetting_a_customer_erases_their_name<S: PersonalStore, C: Coordination>(
+    api: &Api<S, C>,
+) {
+    let (status, body) = api
+        .post("/orders", named_order("o-1", "alice", "Alice Liddell"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api
+        .post("/orders", named_order("o-2", "bob", "Bob Marley"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let after = body["position"].as_u64().unwrap();
+    let (_, order) = api.get(&format!("/orders/o-1?after={after}")).await;
+    assert_eq!(order["customer_name"], "Alice Liddell");
+
+    let (status, body) = api.delete("/customers/alice/personal-data").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["forgotten"], "destroyed");
+    let (_, body) = api.delete("/customers/alice/personal-data").await;
+    assert_eq!(body["forgotten"], "already");
+    let (status, body) = api.delete("/customers/nobody/personal-data").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nobody"), "{body}");
+
+    // The read model was rebuilt with the name erased; the other customer keeps theirs.
+    let (_, order) = api.get("/orders/o-1").await;
+    assert_eq!(order["customer_name"], json!({"$erased": true}));
+    assert_eq!(order["customer_id"], "alice");
+    assert_eq!(order["total_cents"], 4999);
+    let (_, other) = api.get("/orders/o-2").await;
+    assert_eq!(other["customer_name"], "Bob Marley");
+    let (_, history) = api.get("/orders/o-1/history").await;
+    assert_eq!(
+        history[0]["payload"]["customer_name"],
+        json!({"$erased": true})
+    );
+
+    // The order still loads: it can be paid.
+    let (status, body) = api.post("/orders/o-1/pay", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A forgotten customer's name is not recorded again.
+    let (status, body) = api
+        .post("/orders", named_order("o-3", "alice", "Alice Liddell"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("forgotten"),
+        "{body}"
+    );
+}
+// ANCHOR_END: forget_test
+
+#[tokio::test]
+async fn forgetting_a_customer_erases_their_name_in_memory() {
+    let api = Api::new().await;
+    forgetting_a_customer_erases_their_name(&api).await;
+}
+
+#[tokio::test]
+async fn forgetting_a_customer_erases_their_name_on_postgres() {
+    let store = common::postgres().await;
+    let app = App::on_postgres(store.clone(), common::master_key(), &AppOptions::default())
+        .await
+        .unwrap();
+    let api = Api::on(app).await;
+    forgetting_a_customer_erases_their_name(&api).await;
+
+    // No table of the schema holds the forgotten name; the other customer's name is only
+    // in the read model, the events holding it encrypted.
+    let schema = store.config().schema.clone();
+    let client = store.pool().get().await.unwrap();
+    let tables = client
+        .query(
+            "SELECT quote_ident(table_name) FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_type = 'BASE TABLE'",
+            &[&schema.as_str()],
+        )
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for table in &tables {
+        let table: String = table.get(0);
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE to_jsonb(t)::text LIKE '%Alice Liddell%'), \
+                    count(*) FILTER (WHERE to_jsonb(t)::text LIKE '%Bob Marley%') \
+             FROM {}.{table} AS t",
+            schema.quoted()
+        );
+        let row = client.query_one(&sql, &[]).await.unwrap();
+        found.push((table, row.get::<_, i64>(0), row.get::<_, i64>(1)));
+    }
+    assert!(found.iter().all(|(_, alice, _)| *alice == 0), "{found:?}");
+    let bob: Vec<&str> = found
+        .iter()
+        .filter(|(_, _, bob)| *bob > 0)
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    assert_eq!(bob, ["order_list"], "{found:?}");
 }

@@ -44,6 +44,7 @@ fn placed() -> RecordedEvent {
         customer_id: "carol".into(),
         lines: vec![line("keyboard", 1), line("monitor", 2)],
         currency: "EUR".into(),
+        customer_name: None,
     };
     recorded("order", "o-1", &event)
 }

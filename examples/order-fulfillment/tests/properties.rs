@@ -389,6 +389,7 @@ async fn order_property<S: EventStore>(
                             customer_id: customer.clone(),
                             lines: lines.clone(),
                             currency: currency.clone(),
+                            customer_name: None,
                         };
                         (
                             currency.clone(),
@@ -670,6 +671,7 @@ fn placed_v1() -> impl Strategy<Value = (serde_json::Value, OrderPlaced)> {
                 customer_id,
                 lines,
                 currency: "EUR".into(),
+                customer_name: None,
             };
             (raw, current)
         },

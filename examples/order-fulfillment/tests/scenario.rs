@@ -15,9 +15,9 @@ use order_fulfillment::domain::Line;
 use order_fulfillment::read_model::{
     CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary,
 };
-use order_fulfillment::{App, AppError, AppOptions, demo};
+use order_fulfillment::{App, AppError, AppOptions, MemoryApp, PgApp, demo};
 
-use common::{all_events, fingerprint, postgres, read_model_tables, stream_types};
+use common::{all_events, fingerprint, master_key, postgres, read_model_tables, stream_types};
 
 /// Short leases: a restart after a crash takes over the dead process's partitions (on
 /// PostgreSQL) within seconds.
@@ -29,13 +29,15 @@ fn options() -> AppOptions {
 }
 
 /// Starts the application in memory.
-async fn in_memory(store: MemoryStore) -> App<MemoryStore> {
+async fn in_memory(store: MemoryStore) -> MemoryApp {
     App::in_memory(store, &options())
 }
 
 /// Starts the application on PostgreSQL.
-async fn on_postgres(store: PgStore) -> App<PgStore, PgCoordination> {
-    App::on_postgres(store, &options()).await.unwrap()
+async fn on_postgres(store: PgStore) -> PgApp {
+    App::on_postgres(store, master_key(), &options())
+        .await
+        .unwrap()
 }
 
 fn line(sku: &str, quantity: u32, unit_price_cents: u64) -> Line {
@@ -52,6 +54,7 @@ fn new_order(id: &str, customer: &str, lines: Vec<Line>) -> NewOrder {
         customer_id: customer.into(),
         lines,
         currency: Some("EUR".into()),
+        customer_name: None,
     }
 }
 
@@ -92,10 +95,10 @@ async fn stock<S: EventStore, C: Coordination>(app: &App<S, C>, sku: &str) -> (u
 
 /// Runs the demo on `store` and checks every read model it prints; returns the application
 /// still running.
-async fn the_demo_scenario<S: EventStore, C: Coordination>(
+async fn the_demo_scenario<S: EventStore, T: EventStore, C: Coordination>(
     store: S,
-    start: impl AsyncFn(S) -> App<S, C>,
-) -> App<S, C> {
+    start: impl AsyncFn(S) -> App<T, C>,
+) -> App<T, C> {
     let app = start(store).await;
     let printed = demo::run(&app).await.unwrap();
 
@@ -244,9 +247,9 @@ async fn the_demo_scenario_on_postgres() {
 // ANCHOR: compensation
 /// An order whose second line cannot be reserved is cancelled, and the first line's stock
 /// is released; a payment that raced the cancellation is refunded.
-async fn a_failed_reservation_is_compensated<S: EventStore, C: Coordination>(
+async fn a_failed_reservation_is_compensated<S: EventStore, T: EventStore, C: Coordination>(
     store: S,
-    start: impl AsyncFn(S) -> App<S, C>,
+    start: impl AsyncFn(S) -> App<T, C>,
 ) {
     let app = start(store).await;
     app.receive_stock("keyboard", 5, None).await.unwrap();
@@ -303,9 +306,9 @@ async fn a_failed_reservation_is_compensated_on_postgres() {
 /// The flow of several orders, with the application dropped (as a crash: its workers are
 /// aborted wherever they are) twice in the middle and started again on the same store.
 /// Everything completes, and every effect happens exactly once.
-async fn a_crash_and_restart_loses_nothing<S: EventStore, C: Coordination>(
+async fn a_crash_and_restart_loses_nothing<S: EventStore, T: EventStore, C: Coordination>(
     store: S,
-    start: impl AsyncFn(S) -> App<S, C>,
+    start: impl AsyncFn(S) -> App<T, C>,
 ) {
     let first = start(store.clone()).await;
     first.receive_stock("keyboard", 10, None).await.unwrap();
@@ -460,7 +463,9 @@ async fn dead_letters_are_parked_and_replayed_on_postgres() {
             .backoff(Duration::from_millis(10), Duration::from_millis(50)),
         ..AppOptions::default()
     };
-    let app = App::on_postgres(store.clone(), &options).await.unwrap();
+    let app = App::on_postgres(store.clone(), master_key(), &options)
+        .await
+        .unwrap();
     app.receive_stock("keyboard", 5, None).await.unwrap();
     let schema = store.config().schema.quoted();
     let client = store.pool().get().await.unwrap();

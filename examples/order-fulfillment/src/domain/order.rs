@@ -1,5 +1,6 @@
 //! The order: placed once, paid, shipped only when paid, or cancelled.
 
+use factum::personal::Personal;
 use factum::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +8,11 @@ use super::{Line, total_cents};
 
 // ANCHOR: events
 /// An order was placed. Stored as `("OrderPlaced", 2)`; version 2 added the currency.
+///
+/// The customer's name is personal data: stored encrypted under the customer's key (the
+/// subject is `customer_id`), and read back as [`Personal::Erased`] once the customer is
+/// forgotten. It is optional, so an `OrderPlaced` stored before it existed decodes as it
+/// was, with no name (`None`).
 #[event(version = 2, previous = OrderPlacedV1)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {
@@ -18,6 +24,11 @@ pub struct OrderPlaced {
     pub lines: Vec<Line>,
     /// ISO 4217 code of the prices' currency.
     pub currency: String,
+    /// The customer's name, when the order gave one. Left out of the payload when there is
+    /// none, so that an order without a name creates no key for its customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[personal(subject = customer_id)]
+    pub customer_name: Option<Personal<String>>,
 }
 
 /// The first shape of `OrderPlaced`, written before currencies existed: every price was in
@@ -40,6 +51,7 @@ impl From<OrderPlacedV1> for OrderPlaced {
             customer_id: v1.customer_id,
             lines: v1.lines,
             currency: "EUR".into(),
+            customer_name: None,
         }
     }
 }
@@ -104,6 +116,9 @@ pub struct PlaceOrderV2 {
     pub lines: Vec<Line>,
     /// ISO 4217 code, such as `EUR` or `USD`.
     pub currency: String,
+    /// The customer's name (personal data), when given.
+    #[serde(default)]
+    pub customer_name: Option<String>,
 }
 
 fn validate_v1(command: &PlaceOrderV1) -> Result<(), String> {
@@ -225,6 +240,7 @@ impl Order {
             customer_id: command.customer_id,
             lines: command.lines,
             currency: "EUR".into(),
+            customer_name: None,
         })
     }
 
@@ -238,6 +254,7 @@ impl Order {
             customer_id: command.customer_id,
             lines: command.lines,
             currency: command.currency,
+            customer_name: command.customer_name.map(Personal::Known),
         })
     }
 

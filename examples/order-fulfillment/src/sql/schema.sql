@@ -15,6 +15,10 @@ CREATE TABLE IF NOT EXISTS order_list (
     cancel_reason text
 );
 CREATE INDEX IF NOT EXISTS order_list_customer ON order_list (customer_id);
+-- The customer's name (personal data): erased once the customer is forgotten and the read
+-- model rebuilt. Added to tables created before it existed.
+ALTER TABLE order_list ADD COLUMN IF NOT EXISTS customer_name text;
+ALTER TABLE order_list ADD COLUMN IF NOT EXISTS customer_name_erased boolean NOT NULL DEFAULT false;
 
 -- Customer statistics (projection `customer_stats`). Payments name orders, not customers, so
 -- the projection also keeps which customer placed each order.

@@ -81,3 +81,9 @@ pub async fn read_model_tables(store: &PgStore) -> Vec<(String, String)> {
     rows.sort();
     rows
 }
+
+/// The master key of the tests' PostgreSQL key stores: the same for every start, as a
+/// deployment's configured key is.
+pub fn master_key() -> factum::personal::MasterKey {
+    factum::personal::MasterKey::from_bytes([7; 32])
+}
