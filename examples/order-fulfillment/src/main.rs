@@ -26,8 +26,8 @@ const USAGE: &str =
                        postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem
   --schema NAME        the PostgreSQL schema of the events (default: factum)
 
-  On PostgreSQL, $FACTUM_MASTER_KEY must hold the master key (32 bytes in base64) that wraps
-  the customers' data keys; the program refuses to start without it.";
+  On PostgreSQL, $FACTUM_MASTER_KEY holds the master key (32 bytes in base64) that wraps
+  the customers' data keys; without it a public demo key is used, with a warning.";
 
 #[derive(Debug, PartialEq)]
 enum Mode {
@@ -138,15 +138,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// The environment variable holding the master key on PostgreSQL.
 const MASTER_KEY_VAR: &str = "FACTUM_MASTER_KEY";
 
-/// The master key that wraps the data keys in the database, from `FACTUM_MASTER_KEY`: a
-/// missing or malformed key stops the program before it connects, since a generated one
-/// would make every key stored with it unreadable after a restart.
+/// The example's public demo master key (32 bytes in base64), used when `FACTUM_MASTER_KEY`
+/// is not set so that a first run needs nothing but a database URL. Everyone can read it
+/// here: it protects nothing, and the program says so at start.
+const DEMO_MASTER_KEY: &str = "ZmFjdHVtIG9yZGVyLWZ1bGZpbGxtZW50IGRlbW8gMzI=";
+
+/// The master key that wraps the data keys in the database, from `FACTUM_MASTER_KEY`. A
+/// malformed key stops the program before it connects. Without one, the fixed demo key is
+/// used, with a warning: a key generated per run would leave every data key wrapped with it
+/// unreadable after a restart.
 fn master_key() -> Result<MasterKey, String> {
-    let text = std::env::var(MASTER_KEY_VAR).map_err(|_| {
-        format!(
-            "{MASTER_KEY_VAR} is not set: on PostgreSQL the customers' data keys are wrapped by a master key (32 random bytes in base64, e.g. `openssl rand -base64 32`)"
-        )
-    })?;
+    let text = match std::env::var(MASTER_KEY_VAR) {
+        Ok(text) => text,
+        Err(_) => {
+            eprintln!(
+                "warning: {MASTER_KEY_VAR} is not set: using the example's public demo master key, which protects nothing; set {MASTER_KEY_VAR} to 32 random bytes in base64 (e.g. `openssl rand -base64 32`) before storing real personal data"
+            );
+            DEMO_MASTER_KEY.to_owned()
+        }
+    };
     MasterKey::from_base64(text.trim())
         .map_err(|e| format!("{MASTER_KEY_VAR} is not a master key: {e}"))
 }
