@@ -20,8 +20,7 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use common::{
-    client_as, events, process_stores, raw_client, run_roles_recipe, runtime_stores, stream, url,
-    url_as,
+    Roles, client_as, events, process_stores, raw_client, runtime_stores, stream, url, url_as,
 };
 
 // ANCHOR: roles
@@ -46,24 +45,11 @@ async fn connect_as_application(app_url: &str, schema: &str) -> Result<PgStore, 
 }
 // ANCHOR_END: roles
 
-/// An owner role, an application role and a schema owned by the owner, made by the recipe.
-struct Roles {
-    owner: String,
-    app: String,
-    schema: String,
-}
-
 impl Roles {
     /// Runs the recipe with unique names, and migrates the schema as the owner, granting the
     /// application role.
     async fn new() -> Self {
-        let tag = Uuid::new_v4().simple().to_string();
-        let roles = Self {
-            owner: format!("owner_{tag}"),
-            app: format!("app_{tag}"),
-            schema: format!("roles_{tag}"),
-        };
-        run_roles_recipe(&roles.owner, &roles.app, &roles.schema).await;
+        let roles = Self::create("roles").await;
         migrate_as_owner(&url_as(&roles.owner).await, &roles.schema, &roles.app)
             .await
             .expect("the owner migrates");

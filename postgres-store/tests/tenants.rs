@@ -18,7 +18,7 @@ use factum_postgres::{
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use common::{client_as, events, raw_client, run_roles_recipe, stream, url, url_as};
+use common::{Roles, client_as, events, raw_client, stream, url, url_as};
 
 // ANCHOR: tenants
 /// At deployment, as the owner role: create or upgrade the schema in its multi-tenant
@@ -113,22 +113,9 @@ fn start_for(tenant: &PgStore) -> RunningProjections<PgStore, PgCoordination> {
 }
 // ANCHOR_END: read_model
 
-/// An owner role, an application role and a multi-tenant schema owned by the owner.
-struct Roles {
-    owner: String,
-    app: String,
-    schema: String,
-}
-
 impl Roles {
     async fn new() -> Self {
-        let tag = Uuid::new_v4().simple().to_string();
-        let roles = Self {
-            owner: format!("owner_{tag}"),
-            app: format!("app_{tag}"),
-            schema: format!("tenants_{tag}"),
-        };
-        run_roles_recipe(&roles.owner, &roles.app, &roles.schema).await;
+        let roles = Self::create("tenants").await;
         migrate_multi_tenant(&url_as(&roles.owner).await, &roles.schema, &roles.app)
             .await
             .expect("the owner migrates");

@@ -122,6 +122,28 @@ pub async fn client_as(role: &str) -> tokio_postgres::Client {
         .expect("connect")
 }
 
+/// An owner role, an application role and a schema owned by the owner, made by the roles
+/// recipe with unique names; each test file adds how it migrates and connects.
+pub struct Roles {
+    pub owner: String,
+    pub app: String,
+    pub schema: String,
+}
+
+impl Roles {
+    /// Runs the recipe for new roles and a schema named `<schema_prefix>_<unique tag>`.
+    pub async fn create(schema_prefix: &str) -> Self {
+        let tag = Uuid::new_v4().simple().to_string();
+        let roles = Self {
+            owner: format!("owner_{tag}"),
+            app: format!("app_{tag}"),
+            schema: format!("{schema_prefix}_{tag}"),
+        };
+        run_roles_recipe(&roles.owner, &roles.app, &roles.schema).await;
+        roles
+    }
+}
+
 /// Runs the roles recipe (`roles.sql`) as the superuser, for an owner role, an application
 /// role and a schema of the owner, under the given names.
 pub async fn run_roles_recipe(owner: &str, app: &str, schema: &str) {
