@@ -291,6 +291,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
     /// carry `command_id` only when `metadata` has one: a generated id is no idempotency key.
     ///
+    /// On a multi-tenant store bound to no tenant, the command is loaded, snapshotted and
+    /// appended through a handle bound to the tenant its metadata names
+    /// ([`EventStore::tenant`]), so one repository serves every tenant; a command naming no
+    /// tenant is refused with [`TenantError::Required`](crate::tenant::TenantError::Required)
+    /// and one naming an invalid tenant id with that id's error, before anything is written.
+    /// The aggregate cache keeps each tenant's streams apart.
+    ///
     /// When `metadata` has a command id, the command is idempotent: its first outcome is
     /// kept, and executing it again with that id, even concurrently, returns that outcome
     /// and appends nothing. The events it appended (with `duplicate` set), the empty outcome
@@ -351,8 +358,62 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Executes a command of the aggregate's command set on `stream`, at any version or at
-    /// `expected`.
+    /// `expected`: on a multi-tenant store bound to no tenant, through a handle bound to the
+    /// tenant `metadata` names.
     pub(crate) async fn run(
+        &self,
+        stream: StreamId,
+        command: A::Command,
+        metadata: Metadata,
+        expected: Option<u64>,
+    ) -> Result<Executed<A>, Error<A::Error>> {
+        match self.bound_to_command(&metadata)? {
+            Some(bound) => bound.run_here(stream, command, metadata, expected).await,
+            None => self.run_here(stream, command, metadata, expected).await,
+        }
+    }
+
+    /// A repository on this one's store bound to the tenant `metadata` names, sharing its
+    /// cache (whose keys hold the tenant), when the store is multi-tenant and bound to no
+    /// tenant. `None` when this repository's store serves the command as it is: bound
+    /// already (an append naming another tenant is then refused by the store), single-tenant
+    /// (where the tenant in metadata is only recorded), or given no tenant (every read and
+    /// append of a multi-tenant store then refuses it with
+    /// [`TenantError::Required`](crate::tenant::TenantError::Required)). A tenant id that is
+    /// not valid is refused on a multi-tenant store.
+    fn bound_to_command(&self, metadata: &Metadata) -> Result<Option<Self>, Error<A::Error>> {
+        use crate::tenant::{TenantError, TenantId};
+        if self.store.bound_tenant().is_some() {
+            return Ok(None);
+        }
+        let Some(named) = metadata.tenant.as_deref() else {
+            return Ok(None);
+        };
+        let tenant = match TenantId::new(named) {
+            Ok(tenant) => tenant,
+            Err(invalid) => {
+                // Whether the store has tenants, asked with an id that is valid.
+                let probe = TenantId::new("tenant").map_err(StoreError::from)?;
+                return match self.store.tenant(&probe) {
+                    Ok(_) => Err(StoreError::Tenant(invalid).into()),
+                    Err(_) => Ok(None),
+                };
+            }
+        };
+        match self.store.tenant(&tenant) {
+            Ok(store) => Ok(Some(Self {
+                store,
+                conflict_retries: self.conflict_retries,
+                speculation: self.speculation,
+                shared: Arc::clone(&self.shared),
+                _aggregate: PhantomData,
+            })),
+            Err(StoreError::Tenant(TenantError::NotMultiTenant)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn run_here(
         &self,
         stream: StreamId,
         command: A::Command,
@@ -377,7 +438,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         // derived; recording an outcome without events returns the first one. Either way the
         // first outcome is then returned, and a first execution costs no extra round trip.
 
-        let slot = self.shared.cache.slot(&stream);
+        let slot = self.shared.cache.slot(self.store.bound_tenant(), &stream);
         let mut entry = match &slot {
             Some(slot) => Some(slot.lock().await),
             None => None,

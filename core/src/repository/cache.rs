@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::stream::StreamId;
+use crate::tenant::TenantId;
 
 use super::Loaded;
 
@@ -13,9 +14,13 @@ use super::Loaded;
 /// state is taken out while a command runs and put back only after its append succeeded.
 pub(super) type Slot<A> = Arc<tokio::sync::Mutex<Option<Loaded<A>>>>;
 
+/// A cache key: the tenant the stream belongs to (none on a single-tenant store) and the
+/// stream, since two tenants' streams may share an id.
+type Key = (Option<TenantId>, StreamId);
+
 /// A bounded map from stream to [`Slot`], shared by the clones of a repository.
 pub(super) struct AggregateCache<A> {
-    slots: Option<quick_cache::sync::Cache<StreamId, Slot<A>>>,
+    slots: Option<quick_cache::sync::Cache<Key, Slot<A>>>,
     capacity: usize,
 }
 
@@ -31,13 +36,14 @@ impl<A> AggregateCache<A> {
         self.capacity
     }
 
-    /// The slot of `stream`, created empty when it has none; `None` when the cache is off.
-    pub(super) fn slot(&self, stream: &StreamId) -> Option<Slot<A>> {
+    /// The slot of `tenant`'s `stream`, created empty when it has none; `None` when the
+    /// cache is off.
+    pub(super) fn slot(&self, tenant: Option<&TenantId>, stream: &StreamId) -> Option<Slot<A>> {
+        let slots = self.slots.as_ref()?;
+        let key = (tenant.cloned(), stream.clone());
         // Tasks asking for the same new slot at once get one slot, so that they queue.
-        let slot = self
-            .slots
-            .as_ref()?
-            .get_or_insert_with(stream, || Ok::<_, std::convert::Infallible>(Arc::default()));
+        let slot =
+            slots.get_or_insert_with(&key, || Ok::<_, std::convert::Infallible>(Arc::default()));
         slot.ok()
     }
 

@@ -2917,6 +2917,116 @@ pub async fn tenant_required_for_reads<S: EventStore>(store: S) {
     assert_eq!(acme.stream_version(&s).await.expect("version"), 1);
 }
 
+/// A repository over the unbound multi-tenant store runs each command under the tenant its
+/// metadata names: its load, snapshot and append are that tenant's, the same aggregate id in
+/// two tenants is two aggregates (the cache keeps them apart), and a command naming no
+/// tenant, or an invalid one, is refused before anything is written.
+pub async fn tenant_commands_take_their_metadata_tenant<S: EventStore>(store: S) {
+    use crate::tenant::TenantError;
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let s = stream("counter-c-1");
+    let repo = CounterRepo::new(store.clone());
+    let of = |name: &str| Metadata::new().tenant(name);
+    // Six commands: the cached state decides all but the first, and the fifth event is
+    // snapshotted (`Counter` snapshots every 5).
+    for _ in 0..6 {
+        repo.execute_on("c-1", Increment { by: 1 }, of("acme"))
+            .await
+            .expect("acme's command runs on the unbound store");
+    }
+    let done = repo
+        .execute_on("c-1", Increment { by: 10 }, of("globex"))
+        .await
+        .expect("globex's command runs on the unbound store");
+    assert_eq!(
+        (done.version, done.duplicate),
+        (1, false),
+        "globex's c-1 is an aggregate of its own, not acme's cached one"
+    );
+    let recorded = acme
+        .read_stream(&s, &StreamRead::all())
+        .await
+        .expect("read");
+    assert_eq!(recorded.len(), 6);
+    assert!(
+        recorded
+            .iter()
+            .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
+    );
+    assert_eq!(
+        acme.load_snapshot(&s, Counter::STATE_VERSION, None)
+            .await
+            .expect("load snapshot")
+            .map(|snapshot| snapshot.version),
+        Some(5),
+        "the snapshot was saved under acme"
+    );
+    assert!(
+        globex
+            .load_snapshot(&s, Counter::STATE_VERSION, None)
+            .await
+            .expect("load snapshot")
+            .is_none()
+    );
+    for (tenant, value) in [(&acme, 6), (&globex, 10)] {
+        let loaded = CounterRepo::new(tenant.clone())
+            .load("c-1")
+            .await
+            .expect("load");
+        assert_eq!(loaded.state.value, value);
+    }
+
+    // An idempotent command: its outcome is found again in its tenant.
+    let command_id = Uuid::now_v7();
+    let first = repo
+        .execute_on(
+            "c-2",
+            Increment { by: 2 },
+            of("globex").command_id(command_id),
+        )
+        .await
+        .expect("first execution");
+    let again = CounterRepo::new(store.clone())
+        .with_cache(0)
+        .execute_on(
+            "c-2",
+            Increment { by: 2 },
+            of("globex").command_id(command_id),
+        )
+        .await
+        .expect("second execution");
+    assert_eq!((first.duplicate, again.duplicate), (false, true));
+    assert_eq!(again.version, first.version);
+
+    // No tenant, or an invalid one: refused, nothing written.
+    for speculation in [crate::Speculation::Always, crate::Speculation::Never] {
+        let repo = CounterRepo::new(store.clone()).with_speculation(speculation);
+        match repo
+            .execute_on("c-3", Increment { by: 1 }, Metadata::new())
+            .await
+        {
+            Err(Error::Store(StoreError::Tenant(TenantError::Required { .. }))) => {}
+            other => panic!("expected a refusal for want of a tenant, got {other:?}"),
+        }
+        match repo.execute_on("c-3", Increment { by: 1 }, of("")).await {
+            Err(Error::Store(StoreError::Tenant(TenantError::Empty))) => {}
+            other => panic!("expected the empty tenant id to be refused, got {other:?}"),
+        }
+    }
+    // Through a tenant's handle, a command naming another tenant is refused.
+    match CounterRepo::new(acme.clone())
+        .execute_on("c-3", Increment { by: 1 }, of("globex"))
+        .await
+    {
+        Err(Error::Store(StoreError::Tenant(TenantError::Mismatch { .. }))) => {}
+        other => panic!("expected a tenant mismatch, got {other:?}"),
+    }
+    let c3 = stream("counter-c-3");
+    for tenant in [&acme, &globex] {
+        assert_eq!(tenant.stream_version(&c3).await.expect("version"), 0);
+    }
+}
+
 /// A projection runs per tenant: on a tenant's handle it delivers that tenant's events only;
 /// on the unbound store it delivers nothing and reports, in its status, that its reads need
 /// a tenant (it never reads an empty stream in silence).
@@ -2979,8 +3089,9 @@ pub async fn tenant_projections_run_per_tenant<S: EventStore>(store: S) {
 }
 
 /// A process manager runs per tenant: on a tenant's handle it routes that tenant's events
-/// only, and the commands it dispatches through a repository on the same handle append
-/// under that tenant; the other tenant's flow of the same id is left alone.
+/// only, and the commands it sends, in reaction to an event or to a timeout, carry that
+/// tenant, so that a repository over the unbound store appends them under it; the other
+/// tenant's flow of the same id is left alone.
 pub async fn tenant_process_managers_run_per_tenant<S: EventStore>(store: S) {
     use super::process_managers::{CounterDispatcher, FLOW, ProcessRuntimeStores};
     use crate::coordination::{MemoryCheckpointStore, MemoryLeaseStore};
@@ -3004,10 +3115,13 @@ pub async fn tenant_process_managers_run_per_tenant<S: EventStore>(store: S) {
         leases: MemoryLeaseStore::new(),
     };
     let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clock = ManualClock::new(Utc::now());
+    // The dispatcher's repository is over the unbound store: each command runs under the
+    // tenant of its metadata.
     let running = stores.start_flow(
         "a",
-        CounterDispatcher::new(acme.clone(), Arc::clone(&calls)),
-        ManualClock::new(Utc::now()),
+        CounterDispatcher::new(store.clone(), Arc::clone(&calls)),
+        clock.clone(),
     );
     tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -3016,31 +3130,55 @@ pub async fn tenant_process_managers_run_per_tenant<S: EventStore>(store: S) {
     .await
     .expect("the process manager catches up within two minutes")
     .expect("the process manager runs");
+    // The flow's `expire` timeout, due an hour after its start, sends a command too.
+    clock.advance(std::time::Duration::from_secs(2 * 3600));
+    super::projections::eventually("the timeout's command is appended in acme", || {
+        let acme = acme.clone();
+        async move {
+            acme.stream_version(&stream("counter-a-expired"))
+                .await
+                .expect("version")
+                == 1
+        }
+    })
+    .await;
     running.shutdown().await.expect("shutdown");
 
-    let dispatched = calls
+    let calls = calls
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len();
-    assert_eq!(dispatched, 1, "acme's flow only: one command");
+        .clone();
+    assert_eq!(
+        calls.len(),
+        2,
+        "acme's flow only: its command and its timeout's"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.metadata.tenant.as_deref() == Some("acme") && !c.rejected),
+        "{calls:?}"
+    );
     assert_eq!(
         stores.counter("a").await,
         2,
         "acme's counter got acme's command"
     );
-    let counter = stream("counter-a");
-    let applied = acme
-        .read_stream(&counter, &StreamRead::all())
-        .await
-        .expect("read");
-    assert!(
-        applied
-            .iter()
-            .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
-    );
-    assert_eq!(
-        globex.stream_version(&counter).await.expect("version"),
-        0,
-        "nothing was dispatched for globex's flow"
-    );
+    for counter in [stream("counter-a"), stream("counter-a-expired")] {
+        let applied = acme
+            .read_stream(&counter, &StreamRead::all())
+            .await
+            .expect("read");
+        assert_eq!(applied.len(), 1, "{counter}");
+        assert!(
+            applied
+                .iter()
+                .all(|e| e.metadata.tenant.as_deref() == Some("acme"))
+        );
+        assert_eq!(
+            globex.stream_version(&counter).await.expect("version"),
+            0,
+            "nothing was dispatched for globex's flow"
+        );
+    }
 }

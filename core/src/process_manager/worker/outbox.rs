@@ -131,6 +131,9 @@ where
                 })?;
             let mut metadata = Metadata::new();
             metadata.correlation_id = instance.correlation_id;
+            // A runner per tenant sends its timeouts' commands under its tenant, as the
+            // commands caused by its events carry theirs.
+            metadata.tenant = self.store.bound_tenant().map(ToString::to_string);
             let metadata = metadata.caused_by(deadline.id);
             let decision = Decision {
                 effects,
