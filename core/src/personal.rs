@@ -518,6 +518,10 @@ pub enum KeyStoreError {
     /// The subject's id is empty.
     #[error("empty subject id")]
     EmptySubject,
+    /// A key store of a multi-tenant store was called without a tenant, or given one it
+    /// cannot isolate.
+    #[error(transparent)]
+    Tenant(#[from] crate::tenant::TenantError),
     /// The backend failed.
     #[error("key store backend error: {0}")]
     Backend(#[source] BoxError),
@@ -545,6 +549,16 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
         &self,
         subject: &str,
     ) -> impl Future<Output = Result<Forgotten, KeyStoreError>> + Send;
+
+    /// A handle on this key store bound to `tenant`, as [`EventStore::tenant`] binds an event
+    /// store: [`Shredding`] takes one for each tenant whose keys it uses, so a key store that
+    /// keeps tenants apart (`PgKeyStore` of a multi-tenant store, under row-level security)
+    /// serves each tenant's keys only to that tenant. Key ids name their tenant already
+    /// ([`key_id`]). The default, for a key store that keeps no tenants, is the store itself.
+    fn tenant(&self, tenant: &TenantId) -> Result<Self, KeyStoreError> {
+        let _ = tenant;
+        Ok(self.clone())
+    }
 }
 
 /// Keys in memory, for tests and the in-memory store. Counts its lookups.
@@ -783,6 +797,15 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
     ) -> Result<Vec<NewEvent>, StoreError> {
         let tenant = self.append_tenant(events);
         let tenant = tenant.as_ref();
+        // Through the unbound store, the keys of the tenant the events name.
+        let bound_keys;
+        let key_store = match tenant {
+            Some(tenant) if self.inner.bound_tenant().is_none() => {
+                bound_keys = self.keys.tenant(tenant).map_err(PersonalError::from)?;
+                &bound_keys
+            }
+            _ => &self.keys,
+        };
         // The payloads with personal fields, and their subjects' key ids.
         let mut objects = Vec::with_capacity(events.len());
         let mut subjects = BTreeSet::new();
@@ -810,15 +833,14 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
             HashMap::new()
         } else {
             let subjects: Vec<String> = subjects.iter().cloned().collect();
-            self.keys
+            key_store
                 .lookup(&subjects)
                 .await
                 .map_err(PersonalError::from)?
         };
         for subject in subjects {
             if let std::collections::hash_map::Entry::Vacant(entry) = keys.entry(subject) {
-                let state = self
-                    .keys
+                let state = key_store
                     .key(entry.key())
                     .await
                     .map_err(PersonalError::from)?;
@@ -1083,7 +1105,7 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
     fn tenant(&self, tenant: &TenantId) -> Result<Self, StoreError> {
         Ok(Self {
             inner: self.inner.tenant(tenant)?,
-            keys: self.keys.clone(),
+            keys: self.keys.tenant(tenant).map_err(PersonalError::from)?,
             schema: Arc::clone(&self.schema),
         })
     }

@@ -21,7 +21,7 @@ WITH current AS (
     -- Waits for a concurrent record of the same command id, and sees it once committed.
     INSERT INTO __SCHEMA__.command_log AS l (command_id, stream_id, version, outcome)
     SELECT $8::uuid, $1::text, a.version, 0 FROM accepted a
-    ON CONFLICT (command_id) DO UPDATE SET outcome = 0 WHERE l.outcome = 0
+    ON CONFLICT ON CONSTRAINT command_log_pkey DO UPDATE SET outcome = 0 WHERE l.outcome = 0
     RETURNING 1
 ), inserted AS (
     INSERT INTO __SCHEMA__.events (

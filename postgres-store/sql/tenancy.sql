@@ -1,7 +1,7 @@
 -- The multi-tenant layout (`PgConfig::multi_tenant`), applied by `migrate` after the
 -- migrations, in their transaction; applying it again changes nothing.
 --
--- Each row of the events, snapshots, command log, dead letters and process instances
+-- Each row of the events, snapshots, command log, dead letters, process instances and data keys
 -- belongs to a tenant: the one bound to the writing transaction with
 -- `set_config('factum.tenant', tenant, true)`, which is the column's default. Row-level security, forced on the tables' owner too, lets a session
 -- read, insert and update only rows of the tenant bound to its transaction; with none bound
@@ -9,10 +9,11 @@
 -- Superusers and roles with BYPASSRLS are not subject to it: the store must not run as one
 -- (`PgStore::check_least_privilege` refuses them).
 --
--- Stream versions and event ids are unique per tenant, so two tenants' streams of one id
--- are two streams; positions stay one order across tenants. Command ids stay unique across
--- tenants (a command id is a UUID of its caller's; one reused by another tenant is refused
--- by the policy, never read).
+-- Stream versions, event ids and command ids are unique per tenant, so two tenants' streams
+-- of one id are two streams, and two tenants' commands of one id two commands; positions
+-- stay one order across tenants. The data keys of crypto-shredding are the tenant's too: a
+-- key row written before its table had a tenant column gets the tenant its key id names
+-- (the tenant, U+001F, the subject: `factum::personal::key_id`).
 --
 -- Dead letters and process instances keep their keys (a name, and a position or a key):
 -- runners of a multi-tenant store run per tenant under names of the tenant's, so two tenants'
@@ -24,8 +25,10 @@ DO $tenancy$
 DECLARE
     t text;
 BEGIN
+    UPDATE __SCHEMA__.data_keys SET tenant = split_part(subject, chr(31), 1)
+    WHERE tenant IS NULL AND strpos(subject, chr(31)) > 1;
     FOREACH t IN ARRAY ARRAY['events', 'snapshots', 'command_log', 'dead_letters',
-                             'process_instances'] LOOP
+                             'process_instances', 'data_keys'] LOOP
         EXECUTE format(
             'ALTER TABLE %s.%I ALTER COLUMN tenant SET DEFAULT current_setting(%L, true),'
             ' ALTER COLUMN tenant SET NOT NULL',
@@ -57,6 +60,18 @@ BEGIN
         ALTER TABLE __SCHEMA__.snapshots
             DROP CONSTRAINT snapshots_pkey,
             ADD PRIMARY KEY (tenant, stream_id, schema_version, version);
+    END IF;
+    -- Named as the appends name it (migration 7).
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint c
+                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                   WHERE c.conrelid = '__SCHEMA__.command_log'::regclass
+                     AND c.conname = 'command_log_pkey' AND a.attname = 'tenant') THEN
+        ALTER TABLE __SCHEMA__.command_log
+            DROP CONSTRAINT command_log_pkey,
+            ADD CONSTRAINT command_log_pkey PRIMARY KEY (tenant, command_id);
+        ALTER TABLE __SCHEMA__.data_keys
+            DROP CONSTRAINT data_keys_pkey,
+            ADD CONSTRAINT data_keys_pkey PRIMARY KEY (tenant, subject);
     END IF;
 END
 $tenancy$;

@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use factum::personal::{DataKey, Forgotten, KeyState, KeyStore, KeyStoreError, MasterKey};
+use factum::tenant::{TenantError, TenantId};
 use quick_cache::sync::Cache;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::store::PgStore;
 
@@ -25,6 +28,14 @@ const UNWRAPPED_KEYS: usize = 100_000;
 /// from the same bytes (kept in memory for up to 100,000 subjects, and dropped as soon as a
 /// lookup finds the subject forgotten).
 ///
+/// On a multi-tenant store the table is under the events' row-level security, a key row
+/// belonging to the tenant bound to the transaction that wrote it. A key store built on a
+/// tenant's handle ([`EventStore::tenant`](factum::EventStore::tenant)), or bound with
+/// [`KeyStore::tenant`] (as [`Shredding`](factum::personal::Shredding) does), binds that
+/// tenant in each of its statements, as the store does; another tenant's session, or one
+/// without a tenant, reads none of its rows. Bound to no tenant, it refuses every call with
+/// [`TenantError::Required`].
+///
 /// ```no_run
 /// # async fn demo(store: factum_postgres::PgStore) -> Result<(), Box<dyn std::error::Error>> {
 /// use factum::personal::{MasterKey, PersonalSchema, Shredding};
@@ -40,11 +51,14 @@ const UNWRAPPED_KEYS: usize = 100_000;
 #[derive(Clone)]
 pub struct PgKeyStore {
     inner: Arc<Inner>,
+    /// The tenant its statements are bound to, in a multi-tenant store.
+    tenant: Option<TenantId>,
 }
 
 struct Inner {
     pool: Pool,
     master: MasterKey,
+    multi_tenant: bool,
     /// Unwrapped keys by subject, with the wrapped bytes they came from: a key is reused only
     /// while the table returns the same wrapped bytes, and dropped when it returns a
     /// tombstone, so the per-batch lookup still decides.
@@ -66,13 +80,16 @@ fn backend(error: impl std::error::Error + Send + Sync + 'static) -> KeyStoreErr
 }
 
 impl PgKeyStore {
-    /// The keys of `store`'s schema, on its connection pool, wrapped by `master`.
+    /// The keys of `store`'s schema, on its connection pool, wrapped by `master`; on a
+    /// tenant's handle of a multi-tenant store, that tenant's keys.
     pub fn new(store: &PgStore, master: MasterKey) -> Self {
         let table = format!("{}.data_keys", store.config().schema.quoted());
         Self {
+            tenant: factum::EventStore::bound_tenant(store).cloned(),
             inner: Arc::new(Inner {
                 pool: store.pool().clone(),
                 master,
+                multi_tenant: store.config().multi_tenant,
                 unwrapped: Cache::new(UNWRAPPED_KEYS),
                 select: format!("SELECT wrapped_key FROM {table} WHERE subject = $1"),
                 select_many: format!(
@@ -80,14 +97,39 @@ impl PgKeyStore {
                 ),
                 insert: format!(
                     "INSERT INTO {table} (subject, wrapped_key) VALUES ($1, $2) \
-                     ON CONFLICT (subject) DO NOTHING"
+                     ON CONFLICT ON CONSTRAINT data_keys_pkey DO NOTHING RETURNING 1"
                 ),
                 forget: format!(
                     "UPDATE {table} SET wrapped_key = NULL, forgotten_at = now() \
-                     WHERE subject = $1 AND wrapped_key IS NOT NULL"
+                     WHERE subject = $1 AND wrapped_key IS NOT NULL RETURNING 1"
                 ),
             }),
         }
+    }
+
+    /// The tenant of this handle's statements: none for a single-tenant store, or the
+    /// refusal of `operation` by a multi-tenant key store bound to none.
+    fn scope(&self, operation: &'static str) -> Result<Option<&TenantId>, KeyStoreError> {
+        match (&self.tenant, self.inner.multi_tenant) {
+            (_, false) => Ok(None),
+            (Some(tenant), true) => Ok(Some(tenant)),
+            (None, true) => Err(TenantError::Required { operation }.into()),
+        }
+    }
+
+    /// Runs `sql` with `params` in one round trip, bound to `tenant`.
+    async fn query(
+        client: &Object,
+        tenant: Option<&TenantId>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, KeyStoreError> {
+        // Prepared before the binding's pipeline (see `tenancy::bound`).
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        crate::tenancy::bound(client, tenant, client.query(&statement, params))
+            .await
+            .map_err(backend)?
+            .map_err(backend)
     }
 
     fn state(&self, subject: &str, wrapped: Option<Vec<u8>>) -> Result<KeyState, KeyStoreError> {
@@ -113,25 +155,21 @@ impl KeyStore for PgKeyStore {
         if subject.is_empty() {
             return Err(KeyStoreError::EmptySubject);
         }
+        let tenant = self.scope("a data key")?;
         let client = self.inner.pool.get().await.map_err(backend)?;
         // Read, else insert a fresh key; a concurrent first writer wins the insert and the
         // second read (a new snapshot) sees its key.
         for _ in 0..2 {
-            if let Some(row) = client
-                .query_opt(&self.inner.select, &[&subject])
-                .await
-                .map_err(backend)?
-            {
+            let rows = Self::query(&client, tenant, &self.inner.select, &[&subject]).await?;
+            if let Some(row) = rows.first() {
                 let wrapped: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
                 return self.state(subject, wrapped);
             }
             let key = DataKey::generate();
             let wrapped = self.inner.master.wrap(subject, &key);
-            let inserted = client
-                .execute(&self.inner.insert, &[&subject, &wrapped])
-                .await
-                .map_err(backend)?;
-            if inserted == 1 {
+            let inserted =
+                Self::query(&client, tenant, &self.inner.insert, &[&subject, &wrapped]).await?;
+            if inserted.len() == 1 {
                 return Ok(KeyState::Active(key));
             }
         }
@@ -144,11 +182,9 @@ impl KeyStore for PgKeyStore {
         &self,
         subjects: &[String],
     ) -> Result<HashMap<String, KeyState>, KeyStoreError> {
+        let tenant = self.scope("a data key lookup")?;
         let client = self.inner.pool.get().await.map_err(backend)?;
-        let rows = client
-            .query(&self.inner.select_many, &[&subjects])
-            .await
-            .map_err(backend)?;
+        let rows = Self::query(&client, tenant, &self.inner.select_many, &[&subjects]).await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
             let subject: String = row.try_get(0).map_err(backend)?;
@@ -160,24 +196,29 @@ impl KeyStore for PgKeyStore {
     }
 
     async fn forget(&self, subject: &str) -> Result<Forgotten, KeyStoreError> {
+        let tenant = self.scope("forgetting a subject")?;
         self.inner.unwrapped.remove(subject);
         let client = self.inner.pool.get().await.map_err(backend)?;
-        let destroyed = client
-            .execute(&self.inner.forget, &[&subject])
-            .await
-            .map_err(backend)?;
-        if destroyed == 1 {
+        let destroyed = Self::query(&client, tenant, &self.inner.forget, &[&subject]).await?;
+        if destroyed.len() == 1 {
             return Ok(Forgotten::Destroyed);
         }
-        let known = client
-            .query_opt(&self.inner.select, &[&subject])
-            .await
-            .map_err(backend)?;
-        match known {
+        let known = Self::query(&client, tenant, &self.inner.select, &[&subject]).await?;
+        match known.first() {
             Some(_) => Ok(Forgotten::Already),
             None => Err(KeyStoreError::UnknownSubject {
                 subject: subject.to_owned(),
             }),
         }
+    }
+
+    fn tenant(&self, tenant: &TenantId) -> Result<Self, KeyStoreError> {
+        if !self.inner.multi_tenant {
+            return Err(TenantError::NotMultiTenant.into());
+        }
+        Ok(Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant.clone()),
+        })
     }
 }

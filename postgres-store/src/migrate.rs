@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (5, "tenants", include_str!("../migrations/0005_tenants.sql")),
     (6, "keys", include_str!("../migrations/0006_keys.sql")),
+    (
+        7,
+        "tenant_keys",
+        include_str!("../migrations/0007_tenant_keys.sql"),
+    ),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory

@@ -400,62 +400,130 @@ async fn single_tenant_data_blocks_the_multi_tenant_layout() {
     assert_eq!(read.len(), 1);
 }
 
-/// Command ids stay unique across tenants in PostgreSQL (the command log's key): another
-/// tenant's command id is refused, and never read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_command_id_is_refused_never_read() {
-    let store = app_store().await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
-    let command_id = Uuid::now_v7();
-    let mut claimed = common::event(1);
-    claimed.metadata.command_id = Some(command_id);
-    acme.append(&stream("1"), ExpectedVersion::NoStream, &[claimed])
+/// The subjects (key ids) of the `data_keys` rows a raw `SELECT` returns as `role` in a
+/// transaction bound to `tenant` (none bound: `None`).
+async fn raw_key_rows(role: &str, schema: &str, tenant: Option<&str>) -> Vec<(String, String)> {
+    let mut client = client_as(role).await;
+    let tx = client.transaction().await.expect("begin");
+    if let Some(tenant) = tenant {
+        tx.execute("SELECT set_config('factum.tenant', $1, true)", &[&tenant])
+            .await
+            .expect("bind");
+    }
+    let rows = tx
+        .query(
+            &format!("SELECT tenant, subject FROM \"{schema}\".data_keys ORDER BY subject"),
+            &[],
+        )
         .await
-        .expect("acme appends with a command id");
+        .expect("select");
+    tx.commit().await.expect("commit");
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
 
-    assert_eq!(
-        globex.command_record(command_id).await.expect("lookup"),
-        None
-    );
-    let mut reused = common::event(2);
-    reused.metadata.command_id = Some(command_id);
-    match globex
-        .append(&stream("1"), ExpectedVersion::NoStream, &[reused])
-        .await
-    {
-        Err(StoreError::Backend(error)) => {
-            let code = error
-                .downcast_ref::<tokio_postgres::Error>()
-                .and_then(tokio_postgres::Error::code);
-            assert_eq!(code, Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
-        }
-        other => panic!("expected the policy to refuse the claim, got {other:?}"),
-    }
-    let record = factum::store::CommandRecord {
-        command_id,
-        stream_id: stream("1"),
-        version: 0,
-        outcome: factum::store::CommandOutcome::NoEvents,
+/// The data keys of a multi-tenant store are the tenant's: a shredding store over the
+/// unbound store writes each key under the tenant its events name, a key store on a
+/// tenant's handle reads and forgets only that tenant's keys, raw SQL bound to another
+/// tenant or to none reads none of its rows, and the unbound key store refuses to serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_keys_are_the_tenants() {
+    use factum::personal::{
+        KeyState, KeyStore, KeyStoreError, MasterKey, PersonalField, PersonalSchema, Shredding,
     };
-    match globex.record_command(&record).await {
-        Err(StoreError::Backend(error)) => {
-            assert!(error.to_string().contains("another tenant's"), "{error}");
-        }
-        other => panic!("expected the record to be refused, got {other:?}"),
+    use factum_postgres::PgKeyStore;
+    let roles = Roles::new().await;
+    let store = roles.app_store(16).await;
+    let keys = PgKeyStore::new(&store, MasterKey::generate());
+    let schema = PersonalSchema::new()
+        .register_fields("Registered", 1, &[PersonalField::new("name", "customer")])
+        .expect("schema");
+    let shredding = Shredding::new(store.clone(), keys.clone(), schema);
+    let registered = factum::store::NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "Registered".into(),
+        schema_version: 1,
+        payload: factum::store::Payload::encode(
+            &serde_json::json!({"customer": "c-1", "name": "Ada"}),
+        )
+        .expect("json"),
+        metadata: factum::Metadata::new().tenant("acme"),
+    };
+    shredding
+        .append(&stream("1"), ExpectedVersion::NoStream, &[registered])
+        .await
+        .expect("the unbound store appends under the events' tenant, with that tenant's key");
+    let read = shredding
+        .tenant(&TenantId::new("acme").expect("tenant"))
+        .expect("acme")
+        .read_stream(&stream("1"), &StreamRead::all())
+        .await
+        .expect("acme reads its event");
+    let payload: serde_json::Value = read[0].payload.decode().expect("json");
+    assert_eq!(payload["name"], "Ada");
+
+    let acme_key = "acme\u{1f}c-1".to_owned();
+    for role in [&roles.app, &roles.owner] {
+        assert_eq!(
+            raw_key_rows(role, &roles.schema, Some("acme")).await,
+            [("acme".to_owned(), acme_key.clone())],
+            "{role} bound to acme reads acme's key row"
+        );
+        assert!(
+            raw_key_rows(role, &roles.schema, Some("globex"))
+                .await
+                .is_empty(),
+            "{role} bound to globex reads no key row of acme's"
+        );
+        assert!(
+            raw_key_rows(role, &roles.schema, None).await.is_empty(),
+            "{role} without a tenant reads no key row"
+        );
     }
-    assert_eq!(
-        globex.stream_version(&stream("1")).await.expect("version"),
-        0
+
+    // A key store on globex's handle: acme's key id is unknown to it, even by name.
+    let globex = PgKeyStore::new(
+        &for_request(&store, "globex").expect("globex"),
+        MasterKey::generate(),
     );
-    assert_eq!(
-        acme.command_record(command_id)
+    assert!(
+        globex
+            .lookup(std::slice::from_ref(&acme_key))
             .await
             .expect("lookup")
-            .map(|r| r.outcome),
-        Some(factum::store::CommandOutcome::Appended)
+            .is_empty()
+    );
+    assert!(matches!(
+        globex.forget(&acme_key).await,
+        Err(KeyStoreError::UnknownSubject { .. })
+    ));
+    assert!(matches!(
+        globex.key("globex\u{1f}c-1").await,
+        Ok(KeyState::Active(_))
+    ));
+    assert_eq!(
+        raw_key_rows(&roles.app, &roles.schema, Some("globex"))
+            .await
+            .len(),
+        1
+    );
+    // Bound to no tenant, the key store refuses before sending anything.
+    for refused in [
+        keys.lookup(std::slice::from_ref(&acme_key)).await.map(drop),
+        keys.key(&acme_key).await.map(drop),
+        keys.forget(&acme_key).await.map(drop),
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Err(KeyStoreError::Tenant(TenantError::Required { .. }))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        raw_key_rows(&roles.app, &roles.schema, Some("acme")).await,
+        [("acme".to_owned(), acme_key)],
+        "acme's key is still there"
     );
 }
 

@@ -3027,6 +3027,104 @@ pub async fn tenant_commands_take_their_metadata_tenant<S: EventStore>(store: S)
     }
 }
 
+/// A command id is unique per tenant, as stream ids and event ids are: two tenants may use
+/// one command id, each for its own command, and each finds its own first outcome; within a
+/// tenant, the first outcome still wins.
+pub async fn tenant_command_ids_are_per_tenant<S: EventStore>(store: S) {
+    let (acme, globex) = (bound(&store, "acme"), bound(&store, "globex"));
+    let s = stream("order-1");
+    let appended = Uuid::now_v7();
+    acme.append(
+        &s,
+        ExpectedVersion::NoStream,
+        &[with_command(event("Placed", 1), appended)],
+    )
+    .await
+    .expect("acme appends with the command id");
+    globex
+        .append(
+            &stream("order-2"),
+            ExpectedVersion::NoStream,
+            &[with_command(event("Placed", 2), appended)],
+        )
+        .await
+        .expect("globex appends with the same command id");
+    for (tenant, stream_id) in [(&acme, "order-1"), (&globex, "order-2")] {
+        let first = tenant
+            .command_record(appended)
+            .await
+            .expect("lookup")
+            .expect("each tenant has its outcome");
+        assert_eq!(
+            (first.outcome, first.stream_id),
+            (CommandOutcome::Appended, stream(stream_id))
+        );
+    }
+
+    let decided = Uuid::now_v7();
+    let rejected = CommandOutcome::Rejected {
+        message: "no".into(),
+    };
+    assert_eq!(
+        acme.record_command(&record(decided, &s, CommandOutcome::NoEvents))
+            .await
+            .expect("acme records"),
+        None
+    );
+    assert_eq!(
+        globex
+            .record_command(&record(decided, &s, rejected.clone()))
+            .await
+            .expect("globex records its own outcome of the id"),
+        None
+    );
+    let outcome = |tenant: &S| {
+        let tenant = tenant.clone();
+        async move {
+            tenant
+                .command_record(decided)
+                .await
+                .expect("lookup")
+                .map(|r| r.outcome)
+        }
+    };
+    assert_eq!(outcome(&acme).await, Some(CommandOutcome::NoEvents));
+    assert_eq!(outcome(&globex).await, Some(rejected));
+    // Within a tenant, the first outcome wins.
+    match acme
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            &[with_command(event("Placed", 3), decided)],
+        )
+        .await
+    {
+        Err(StoreError::CommandDecided { command_id, .. }) => assert_eq!(command_id, decided),
+        other => panic!("expected CommandDecided, got {other:?}"),
+    }
+
+    // A repository over the unbound store: the same command id runs once per tenant.
+    let repo = CounterRepo::new(store.clone());
+    let command_id = Uuid::now_v7();
+    let run = |tenant: &'static str| {
+        repo.execute_on(
+            "c-9",
+            Increment { by: 1 },
+            Metadata::new().tenant(tenant).command_id(command_id),
+        )
+    };
+    let first = run("acme").await.expect("acme's command");
+    let other = run("globex")
+        .await
+        .expect("globex's command of the same id");
+    let again = run("acme").await.expect("acme's command again");
+    assert_eq!(
+        (first.duplicate, other.duplicate, again.duplicate),
+        (false, false, true)
+    );
+    assert_eq!((first.version, other.version, again.version), (1, 1, 1));
+}
+
 /// A projection runs per tenant: on a tenant's handle it delivers that tenant's events only;
 /// on the unbound store it delivers nothing and reports, in its status, that its reads need
 /// a tenant (it never reads an empty stream in silence).

@@ -119,6 +119,7 @@ macro_rules! tenant_conformance_tests {
             tenant_appends_are_checked,
             tenant_required_for_reads,
             tenant_commands_take_their_metadata_tenant,
+            tenant_command_ids_are_per_tenant,
             tenant_projections_run_per_tenant,
             tenant_process_managers_run_per_tenant,
         );
