@@ -239,6 +239,17 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::WrongExpectedVersion { .. })
     }
+
+    /// The stored event this error says cannot be decoded, when retrying the read will not
+    /// change that (see [`PersonalError::undecodable_event`](crate::personal::PersonalError::undecodable_event)):
+    /// projection runners park it or stop on it, process managers stop on it, instead of
+    /// reading it again forever.
+    pub fn undecodable_event(&self) -> Option<crate::personal::UndecodableEvent> {
+        match self {
+            StoreError::Personal(error) => error.undecodable_event(),
+            _ => None,
+        }
+    }
 }
 
 /// What executing a command or loading an aggregate reports; `E` is the aggregate's domain

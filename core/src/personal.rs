@@ -651,6 +651,8 @@ pub enum PersonalError {
         stream: StreamId,
         /// The event's global position.
         position: u64,
+        /// The event's id, when the read returned it (not in an aggregate's replay).
+        event_id: Option<Uuid>,
         /// The field.
         field: String,
     },
@@ -666,6 +668,8 @@ pub enum PersonalError {
         stream: StreamId,
         /// The event's global position.
         position: u64,
+        /// The event's id, when the read returned it (not in an aggregate's replay).
+        event_id: Option<Uuid>,
         /// The subject.
         subject: String,
     },
@@ -681,6 +685,8 @@ pub enum PersonalError {
         stream: StreamId,
         /// The event's global position.
         position: u64,
+        /// The event's id, when the read returned it (not in an aggregate's replay).
+        event_id: Option<Uuid>,
         /// The field.
         field: String,
         /// What is wrong.
@@ -718,6 +724,61 @@ pub enum PersonalError {
     /// The key store failed.
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
+}
+
+/// A stored event that cannot be decoded, and will not be on a retry: what a runner parks
+/// or stops on ([`StoreError::undecodable_event`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UndecodableEvent {
+    /// The stored type name.
+    pub event_type: String,
+    /// The stream.
+    pub stream: StreamId,
+    /// The event's global position.
+    pub position: u64,
+    /// The event's id, when the read returned it.
+    pub event_id: Option<Uuid>,
+}
+
+impl PersonalError {
+    /// The stored event this error is about, when it cannot be decoded and retrying will not
+    /// change that: a ciphertext failing authentication ([`Tampered`](Self::Tampered)), a
+    /// field that is no ciphertext ([`Malformed`](Self::Malformed)), a key lost without being
+    /// forgotten ([`MissingKey`](Self::MissingKey)). `None` for errors of appends and of the
+    /// key store, which are not the event's.
+    pub fn undecodable_event(&self) -> Option<UndecodableEvent> {
+        let (event_type, stream, position, event_id) = match self {
+            Self::Tampered {
+                event_type,
+                stream,
+                position,
+                event_id,
+                ..
+            }
+            | Self::MissingKey {
+                event_type,
+                stream,
+                position,
+                event_id,
+                ..
+            }
+            | Self::Malformed {
+                event_type,
+                stream,
+                position,
+                event_id,
+                ..
+            } => (event_type, stream, *position, *event_id),
+            _ => return None,
+        };
+        Some(UndecodableEvent {
+            event_type: event_type.clone(),
+            stream: stream.clone(),
+            position,
+            event_id,
+        })
+    }
 }
 
 impl From<PersonalError> for StoreError {
@@ -986,6 +1047,7 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
             .map(|e| Stored {
                 stream: &e.stream_id,
                 position: e.position,
+                event_id: Some(e.event_id),
                 event_type: &e.event_type,
                 schema_version: e.schema_version,
                 payload: &mut e.payload,
@@ -999,6 +1061,7 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
 struct Stored<'a> {
     stream: &'a StreamId,
     position: u64,
+    event_id: Option<Uuid>,
     event_type: &'a str,
     schema_version: u32,
     payload: &'a mut Payload,
@@ -1010,6 +1073,7 @@ impl Stored<'_> {
             event_type: self.event_type.to_owned(),
             stream: self.stream.clone(),
             position: self.position,
+            event_id: self.event_id,
             field: field.to_owned(),
             message: message.to_owned(),
         }
@@ -1020,6 +1084,7 @@ impl Stored<'_> {
             event_type: self.event_type.to_owned(),
             stream: self.stream.clone(),
             position: self.position,
+            event_id: self.event_id,
             field: field.to_owned(),
         }
     }
@@ -1029,6 +1094,7 @@ impl Stored<'_> {
             event_type: self.event_type.to_owned(),
             stream: self.stream.clone(),
             position: self.position,
+            event_id: self.event_id,
             subject,
         }
     }
@@ -1161,6 +1227,7 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
             .map(|e| Stored {
                 stream,
                 position: e.position,
+                event_id: None,
                 event_type: &e.event_type,
                 schema_version: e.schema_version,
                 payload: &mut e.payload,
@@ -1254,6 +1321,54 @@ impl<S: EventStore, K: KeyStore> EventStore for Shredding<S, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_errors_of_a_stored_event_make_it_undecodable() {
+        let stream = StreamId::new("customer", "c-1").unwrap();
+        let event_id = Some(Uuid::now_v7());
+        let expected = Some(UndecodableEvent {
+            event_type: "Registered".into(),
+            stream: stream.clone(),
+            position: 7,
+            event_id,
+        });
+        let tampered = PersonalError::Tampered {
+            event_type: "Registered".into(),
+            stream: stream.clone(),
+            position: 7,
+            event_id,
+            field: "name".into(),
+        };
+        let malformed = PersonalError::Malformed {
+            event_type: "Registered".into(),
+            stream: stream.clone(),
+            position: 7,
+            event_id,
+            field: "name".into(),
+            message: "bad base64".into(),
+        };
+        let missing = PersonalError::MissingKey {
+            event_type: "Registered".into(),
+            stream: stream.clone(),
+            position: 7,
+            event_id,
+            subject: "c-1".into(),
+        };
+        for error in [tampered, malformed, missing] {
+            assert_eq!(StoreError::from(error).undecodable_event(), expected);
+        }
+        let unwrap = PersonalError::KeyStore(KeyStoreError::Unwrap {
+            subject: "c-1".into(),
+        });
+        assert_eq!(StoreError::from(unwrap).undecodable_event(), None);
+        let forgotten = PersonalError::SubjectForgotten {
+            event_type: "Registered".into(),
+            event_id: Uuid::now_v7(),
+            stream,
+            subject: "c-1".into(),
+        };
+        assert_eq!(StoreError::from(forgotten).undecodable_event(), None);
+    }
 
     #[test]
     fn key_ids_keep_tenants_apart_and_subjects_hold_no_control_character() {

@@ -169,7 +169,7 @@ async fn altered_or_moved_ciphertexts_are_typed_errors_naming_the_event() {
     flipped["name"][ENCRYPTED_KEY] = BASE64.encode(&bytes).into();
     overwrite_payload(&inner, id, &flipped).await;
     let tampered = |e: &PersonalError| {
-        matches!(e, PersonalError::Tampered { event_type, stream, position: p, field }
+        matches!(e, PersonalError::Tampered { event_type, stream, position: p, field, .. }
             if event_type == TYPE && *stream == s && *p == position && field == "name")
     };
     every_read_fails(&store, &s, id, tampered).await;
@@ -269,7 +269,7 @@ async fn a_lost_key_is_an_error_and_a_forgotten_one_erases() {
         .await
         .unwrap();
     every_read_fails(&store, &s1, id, |e| {
-        matches!(e, PersonalError::MissingKey { event_type, stream, position: p, subject }
+        matches!(e, PersonalError::MissingKey { event_type, stream, position: p, subject, .. }
             if event_type == TYPE && *stream == s1 && *p == position && subject == "c-1")
     })
     .await;

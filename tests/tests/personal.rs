@@ -559,3 +559,285 @@ async fn tenant_handles_of_a_shredding_store_keep_tenants_apart() {
     let event: CustomerMoved = read[1].payload.decode().unwrap();
     assert_eq!(event.address, Personal::Known("Washington".to_owned()));
 }
+
+// --- Events that will never decode -----------------------------------------------------------
+
+/// A key store that loses keys behind the shredding store's back, as a bad restore of its
+/// table would: a lost subject's key is no longer found, though it was never forgotten.
+#[derive(Clone)]
+struct Losing<K> {
+    inner: K,
+    lost: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl<K: KeyStore> Losing<K> {
+    fn new(inner: K) -> Self {
+        Self {
+            inner,
+            lost: Arc::default(),
+        }
+    }
+
+    fn lose(&self, subject: &str) {
+        self.lost.lock().unwrap().insert(subject.to_owned());
+    }
+
+    fn restore(&self) {
+        self.lost.lock().unwrap().clear();
+    }
+}
+
+impl<K: KeyStore> KeyStore for Losing<K> {
+    fn key(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<factum::personal::KeyState, KeyStoreError>> + Send {
+        self.inner.key(subject)
+    }
+
+    async fn lookup(
+        &self,
+        subjects: &[String],
+    ) -> Result<std::collections::HashMap<String, factum::personal::KeyState>, KeyStoreError> {
+        let mut found = self.inner.lookup(subjects).await?;
+        let lost = self.lost.lock().unwrap().clone();
+        found.retain(|subject, _| !lost.contains(subject));
+        Ok(found)
+    }
+
+    fn forget(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Forgotten, KeyStoreError>> + Send {
+        self.inner.forget(subject)
+    }
+}
+
+/// Records the positions of the customer events it handles, decoded.
+struct Customers {
+    name: String,
+    positions: Mutex<Vec<u64>>,
+}
+
+impl Customers {
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            positions: Mutex::default(),
+        })
+    }
+
+    fn positions(&self) -> Vec<u64> {
+        self.positions.lock().unwrap().clone()
+    }
+}
+
+impl factum::projection::Projection for Customers {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["CustomerRegistered".into(), "CustomerMoved".into()]
+    }
+
+    async fn handle(&self, event: &factum::RecordedEvent) -> Result<(), factum::BoxError> {
+        let _: serde_json::Value = event.payload.decode()?;
+        let mut positions = self.positions.lock().unwrap();
+        if !positions.contains(&event.position) {
+            positions.push(event.position);
+        }
+        Ok(())
+    }
+}
+
+/// Waits for `name` to reach the head, within [`PATIENCE`].
+async fn settled<S: EventStore>(
+    running: &factum::projection::RunningProjections<S>,
+    name: &str,
+    head: u64,
+) -> Result<(), factum::projection::ProjectionError> {
+    tokio::time::timeout(PATIENCE, running.wait_for(name, head))
+        .await
+        .expect("the projection settles or stops, never spins")
+}
+
+/// An event whose key is lost (never forgotten) does not make a runner read it forever: a
+/// projection whose policy parks parks it with the typed error naming the event and goes
+/// on, and replays it once the key is back; one whose policy stops stops on it, and says
+/// why; a process manager stops on it. Run on both stores.
+async fn undecodable_scenario<S: EventStore, K: KeyStore>(inner: S, keys: K) {
+    use factum::coordination::ParkReason;
+    use factum::projection::{FailurePolicy, ProjectionError};
+
+    let keys = Losing::new(keys);
+    let store = Shredding::new(inner, keys.clone(), schema());
+    let customers = Repository::<Customer, _>::new(store.clone());
+    let (ada, bob) = (Person::new("ada"), Person::new("bob"));
+    for person in [&ada, &bob] {
+        let register = RegisterV1 {
+            customer_id: person.id.clone(),
+            name: person.name.clone(),
+            address: person.address.clone(),
+            tier: person.tier.clone(),
+        };
+        customers.execute(register, Metadata::new()).await.unwrap();
+    }
+    let mut positions = BTreeMap::new();
+    for person in [&ada, &bob] {
+        let moved = MoveV1 {
+            customer_id: person.id.clone(),
+            address: person.moved_to.clone(),
+        };
+        customers.execute(moved, Metadata::new()).await.unwrap();
+        let stream = StreamId::new("customer", &person.id).unwrap();
+        let read = store.inner().read_stream(&stream, &StreamRead::all()).await;
+        let read: Vec<u64> = read.unwrap().iter().map(|e| e.position).collect();
+        positions.insert(person.id.clone(), read);
+    }
+    let head = store.head_position().await.unwrap();
+    keys.lose(&ada.id);
+
+    let options = || ProjectionOptions::new().poll_interval(Duration::from_millis(20));
+    let parking = Customers::new("customers");
+    let running = ProjectionRunner::new(store.clone())
+        .register(Arc::clone(&parking), options())
+        .start();
+    settled(&running, "customers", head)
+        .await
+        .expect("the projection parks what it cannot decode and reaches the head");
+    assert_eq!(
+        parking.positions(),
+        positions[&bob.id],
+        "bob's events, handled"
+    );
+    let parked = running.parked("customers").await.unwrap();
+    assert_eq!(
+        parked.iter().map(|p| p.position).collect::<Vec<_>>(),
+        positions[&ada.id],
+        "ada's events, parked"
+    );
+    for entry in &parked {
+        match &entry.reason {
+            ParkReason::Failed { error, attempts } => {
+                assert_eq!(*attempts, 1, "not retried: it will never decode");
+                assert!(error.contains("no key for subject"), "{error}");
+                assert!(error.contains(&format!("customer-{}", ada.id)), "{error}");
+                assert!(
+                    error.contains(&format!("position {}", entry.position)),
+                    "{error}"
+                );
+            }
+            other => panic!("expected a failure as the reason, got {other:?}"),
+        }
+    }
+    let health = running.health(Duration::from_secs(3600));
+    assert!(
+        health.problems.iter().all(|p| !matches!(
+            p,
+            factum::projection::HealthProblem::Failing { .. }
+                | factum::projection::HealthProblem::Stopped { .. }
+        )),
+        "{health:?}"
+    );
+    // With the key back, a replay handles them.
+    keys.restore();
+    running.replay_parked("customers", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !running.parked("customers").await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut all: Vec<u64> = positions.values().flatten().copied().collect();
+    all.sort_unstable();
+    let mut handled = parking.positions();
+    handled.sort_unstable();
+    assert_eq!(handled, all);
+    running.shutdown().await.unwrap();
+
+    // A policy that stops: the partition stops, naming the event.
+    keys.lose(&ada.id);
+    let stopping = Customers::new("customers-strict");
+    let running = ProjectionRunner::new(store.clone())
+        .register(
+            Arc::clone(&stopping),
+            options().failure(FailurePolicy::stop_after(3)),
+        )
+        .start();
+    match settled(&running, "customers-strict", head).await {
+        Err(ProjectionError::NotRunning { .. }) => {}
+        other => panic!("expected the partition to stop, got {other:?}"),
+    }
+    let status = running.status();
+    let error = status[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("no key for subject"), "{error}");
+    assert!(
+        stopping.positions().is_empty(),
+        "stopped at ada's first event"
+    );
+    running.shutdown().await.ok();
+
+    // A process manager stops on it too.
+    let running = factum::process::ProcessManagerRunner::new(store.clone())
+        .register_with(
+            Welcome,
+            factum::process::dispatch_fn(|_: &String, _: &Metadata| async { Ok(()) }),
+            factum::process::ProcessOptions::new().poll_interval(Duration::from_millis(20)),
+        )
+        .start();
+    let waited = tokio::time::timeout(PATIENCE, running.wait_for("welcome", head))
+        .await
+        .expect("the process manager stops, never spins");
+    let error = waited.expect_err("the process manager stops").to_string();
+    assert!(!error.is_empty());
+    let status = running.status();
+    let error = status[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("no key for subject"), "{error}");
+    running.shutdown().await.ok();
+}
+
+/// Starts a flow per registered customer; sends nothing.
+struct Welcome;
+
+impl factum::process::ProcessManager for Welcome {
+    type State = ();
+    type Command = String;
+
+    fn name(&self) -> &str {
+        "welcome"
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        vec!["CustomerRegistered".into()]
+    }
+
+    fn route(
+        &self,
+        event: &factum::RecordedEvent,
+    ) -> Result<factum::process::Route, factum::BoxError> {
+        Ok(factum::process::Route::Start(event.stream_id.to_string()))
+    }
+
+    fn handle(
+        &self,
+        _state: &mut (),
+        _event: &factum::RecordedEvent,
+    ) -> Result<factum::process::Effects<String>, factum::BoxError> {
+        Ok(factum::process::Effects::none())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_events_are_parked_or_stop_runners_on_the_memory_store() {
+    undecodable_scenario(MemoryStore::new(), MemoryKeyStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_events_are_parked_or_stop_runners_on_postgres() {
+    let store: PgStore = fresh_store().await.unwrap();
+    let keys = PgKeyStore::new(&store, factum::personal::MasterKey::generate());
+    undecodable_scenario(store, keys).await;
+}

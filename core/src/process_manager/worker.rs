@@ -141,7 +141,15 @@ where
                 () = self.slot.shutdown.triggered() => return Ok(Exit::Shutdown),
                 () = self.slot.assignment.lost(self.slot.partition) => return Ok(Exit::Handoff),
                 () = tokio::time::sleep_until(wake) => continue,
-                batch = next_batch(&mut subscription, &self.slot.shutdown, polled) => batch?,
+                batch = next_batch(&mut subscription, &self.slot.shutdown, polled) => match batch {
+                    // An event that will never decode: the partition stops on it (as on a
+                    // handler's error) instead of reading it again forever.
+                    Err(error) if error.undecodable_event().is_some() => {
+                        tracing::error!(%error, "stopping at an event that cannot be decoded");
+                        return Err(Failure::Fatal(ProcessError::Store(error)));
+                    }
+                    batch => batch?,
+                },
             };
             let Some(batch) = batch else {
                 return Ok(Exit::Shutdown);

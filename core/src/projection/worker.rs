@@ -221,6 +221,31 @@ where
                         Paused::Exit(exit) => return Ok(exit),
                     }
                 }
+                Step::Batch(Err(error)) if error.undecodable_event().is_some() => {
+                    // An event that will never decode: parked (or the partition stopped)
+                    // per the failure policy, rather than read again forever.
+                    if let Some(exit) = self
+                        .pass_undecodable(lease, error, &mut position, &mut blocked)
+                        .await?
+                    {
+                        return Ok(exit);
+                    }
+                    if position != saved {
+                        match self.checkpoints.save(lease, position).await {
+                            Ok(()) => saved = position,
+                            Err(e) if e.is_fenced() => return Ok(Exit::LeaseLost),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    subscription.seek(position);
+                    polled = false;
+                    self.slot.update(|c| {
+                        c.checkpoint = saved;
+                        c.position = position;
+                    });
+                    self.report_progress(position);
+                    continue;
+                }
                 Step::Batch(batch) => match batch? {
                     Some(batch) => batch,
                     None => return Ok(Exit::Shutdown),

@@ -142,11 +142,34 @@ mod tests {
     #[test]
     fn a_cache_of_zero_entries_is_off() {
         let cache = AggregateCache::<()>::new(0);
-        assert!(cache.slot(&StreamId::new("c", "1").unwrap()).is_none());
+        assert!(
+            cache
+                .slot(None, &StreamId::new("c", "1").unwrap())
+                .is_none()
+        );
         let cache = AggregateCache::<()>::new(4);
         let stream = StreamId::new("c", "1").unwrap();
-        let slot = cache.slot(&stream).unwrap();
-        assert!(Arc::ptr_eq(&slot, &cache.slot(&stream).unwrap()));
+        let slot = cache.slot(None, &stream).unwrap();
+        assert!(Arc::ptr_eq(&slot, &cache.slot(None, &stream).unwrap()));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn tenants_have_slots_of_their_own() {
+        let cache = AggregateCache::<()>::new(4);
+        let stream = StreamId::new("c", "1").unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let globex = TenantId::new("globex").unwrap();
+        let of_acme = cache.slot(Some(&acme), &stream).unwrap();
+        assert!(Arc::ptr_eq(
+            &of_acme,
+            &cache.slot(Some(&acme), &stream).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &of_acme,
+            &cache.slot(Some(&globex), &stream).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&of_acme, &cache.slot(None, &stream).unwrap()));
+        assert_eq!(cache.len(), 3);
     }
 }

@@ -49,18 +49,26 @@ where
                     self.dead_letters.park(&waiting).await?;
                     continue;
                 }
-                let Some(event) = self.store.event_by_id(entry.event_id).await? else {
-                    tracing::error!(
-                        position = entry.position,
-                        event_id = %entry.event_id,
-                        "a parked event is no longer in the store; dropping the entry"
-                    );
-                    self.dead_letters
-                        .remove(&self.slot.name, entry.position)
-                        .await?;
-                    continue;
+                let attempt = match self.store.event_by_id(entry.event_id).await {
+                    Ok(Some(event)) => self.attempt(&event, lease).await?,
+                    Ok(None) => {
+                        tracing::error!(
+                            position = entry.position,
+                            event_id = %entry.event_id,
+                            "a parked event is no longer in the store; dropping the entry"
+                        );
+                        self.dead_letters
+                            .remove(&self.slot.name, entry.position)
+                            .await?;
+                        continue;
+                    }
+                    // Still undecodable: it stays parked, with the new error.
+                    Err(error) if error.undecodable_event().is_some() => {
+                        Attempt::Failed(Box::new(error), 1)
+                    }
+                    Err(error) => return Err(error.into()),
                 };
-                match self.attempt(&event, lease).await? {
+                match attempt {
                     Attempt::Interrupted(exit) => return Ok(Some(exit)),
                     Attempt::Handled => {
                         self.dead_letters

@@ -6,9 +6,11 @@ use super::{Attempt, Delivery, Exit, Failure, Worker, is_fenced};
 use crate::coordination::{
     CheckpointStore, DeadLetterStore, Lease, LeaseStore, ParkReason, ParkedEvent, partition_of,
 };
+use crate::error::StoreError;
 use crate::event::RecordedEvent;
+use crate::personal::UndecodableEvent;
 use crate::projection::{HandleContext, OnExhausted, ProjectionError};
-use crate::store::EventStore;
+use crate::store::{EventStore, ReadAll};
 use crate::stream::StreamId;
 
 impl<S, C, L, D> Worker<S, C, L, D>
@@ -230,6 +232,108 @@ where
                 source: Box::new(error),
             }));
         }
+        Ok(())
+    }
+
+    /// Gets past an event that a read reported as undecodable for good (`error`): with a
+    /// policy that parks, delivers the events before it one at a time, then parks it (in its
+    /// partition: later events of its stream wait behind it) with the error as its reason,
+    /// and moves `position` onto it; with a policy that stops, stops the partition with the
+    /// error. `Some` when shutdown or a lost lease interrupted it.
+    pub(super) async fn pass_undecodable(
+        &mut self,
+        lease: &Lease,
+        error: StoreError,
+        position: &mut u64,
+        blocked: &mut HashMap<StreamId, u64>,
+    ) -> Result<Option<Exit>, Failure> {
+        if self.options.failure.on_exhausted == OnExhausted::Stop {
+            tracing::error!(%error, "stopping at an event that cannot be decoded");
+            return Err(Failure::Fatal(ProjectionError::Store(error)));
+        }
+        let mut error = error;
+        loop {
+            let read = ReadAll::after(*position)
+                .limit(1)
+                .event_types(self.subscription.event_types.iter().cloned())
+                .categories(self.subscription.categories.iter().cloned());
+            let read = self.store.read_all(&read).await;
+            let events = match read {
+                Ok(events) => events,
+                Err(e) => {
+                    error = e;
+                    match error.undecodable_event() {
+                        Some(event) if event.position > *position => {
+                            let at = event.position;
+                            self.park_undecodable(event, &error, blocked).await?;
+                            *position = at;
+                            return Ok(None);
+                        }
+                        _ => return Err(error.into()),
+                    }
+                }
+            };
+            let Some(event) = events.first().filter(|e| e.position > *position) else {
+                // The failing event is gone from this read: read on as usual.
+                return Ok(None);
+            };
+            tracing::debug!(
+                position = event.position,
+                %error,
+                "delivering an event before an undecodable one"
+            );
+            if let Some(exit) = self.handle_batch(lease, &events, position, blocked).await? {
+                return Ok(Some(exit));
+            }
+        }
+    }
+
+    /// Parks `event`, which cannot be decoded (`error`), if it is of this partition.
+    async fn park_undecodable(
+        &mut self,
+        event: UndecodableEvent,
+        error: &StoreError,
+        blocked: &mut HashMap<StreamId, u64>,
+    ) -> Result<(), Failure> {
+        let Some(event_id) = event.event_id else {
+            return Err(Failure::Transient(ProjectionError::Store(
+                StoreError::Backend(format!("{error} (the read named no event id)").into()),
+            )));
+        };
+        if partition_of(event.stream.as_str(), self.options.partitions) == self.slot.partition {
+            tracing::error!(
+                position = event.position,
+                stream = %event.stream,
+                event_type = %event.event_type,
+                %error,
+                "parking an event that cannot be decoded"
+            );
+            let parked = ParkedEvent::new(
+                self.slot.name.clone(),
+                self.slot.partition,
+                event.position,
+                event_id,
+                event.stream.clone(),
+                event.event_type.clone(),
+                ParkReason::Failed {
+                    error: error.to_string(),
+                    attempts: 1,
+                },
+            );
+            if let Err(park_error) = self.dead_letters.park(&parked).await {
+                return Err(Failure::Transient(ProjectionError::ParkFailed {
+                    name: self.slot.name.clone(),
+                    position: event.position,
+                    stream: event.stream.clone(),
+                    source: Box::new(park_error),
+                }));
+            }
+            blocked
+                .entry(event.stream.clone())
+                .or_insert(event.position);
+        }
+        let p = event.position;
+        self.slot.update(|c| c.position = p);
         Ok(())
     }
 
