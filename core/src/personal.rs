@@ -51,7 +51,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +60,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload as AeadPayload};
+use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload as AeadPayload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -472,11 +473,24 @@ fn push_part(aad: &mut Vec<u8>, part: &str) {
 /// The associated data of a personal field: stream, event type, field and subject. A
 /// ciphertext moved to another of them fails authentication.
 fn field_context(stream: &str, event_type: &str, field: &str, subject: &str) -> Vec<u8> {
-    let mut aad = b"factum personal field v1".to_vec();
-    for part in [stream, event_type, field, subject] {
-        push_part(&mut aad, part);
-    }
+    let mut aad = Vec::new();
+    field_context_into(&mut aad, stream, event_type, field, subject);
     aad
+}
+
+/// [`field_context`], written into `aad`.
+fn field_context_into(
+    aad: &mut Vec<u8>,
+    stream: &str,
+    event_type: &str,
+    field: &str,
+    subject: &str,
+) {
+    aad.clear();
+    aad.extend_from_slice(b"factum personal field v1");
+    for part in [stream, event_type, field, subject] {
+        push_part(aad, part);
+    }
 }
 
 /// What a key store holds for a subject.
@@ -958,31 +972,54 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
 
     /// Decrypts the personal fields of a batch of stored events in place, with one key-store
     /// lookup for all their subjects.
+    ///
+    /// Each payload is parsed once, to its top-level members borrowed from its text; the
+    /// decrypted values (or the erased marker) are spliced into that text in place of their
+    /// envelopes, so the rest of the payload is copied, never re-serialized. Each key's cipher
+    /// is built once per batch; base64 decoding and decryption reuse one buffer.
     async fn open_batch<'a>(&self, items: Vec<Stored<'a>>) -> Result<(), StoreError> {
         // Reads of a multi-tenant store are bound to a tenant (an unbound one refuses them).
         let tenant = self.inner.bound_tenant();
-        // The events with personal fields, and their subjects' key ids. Payloads are parsed
-        // only to their top-level members, kept as raw JSON text.
-        let mut pending = Vec::new();
+        // The events with personal fields: where each field's envelope lies in the payload's
+        // text, and the key id of its subject.
+        let mut pending: Vec<(Stored<'a>, Vec<Sealed>)> = Vec::new();
         let mut subjects = BTreeSet::new();
         for item in items {
             let fields = self.schema.fields(item.event_type, item.schema_version);
             if fields.is_empty() {
                 continue;
             }
-            let object = raw_object(item.payload).ok_or_else(|| {
+            let text = item.payload.as_str();
+            let members = raw_members(text).ok_or_else(|| {
                 item.malformed(fields[0].field, "the payload is not a JSON object")
             })?;
+            let mut sealed = Vec::with_capacity(fields.len());
             for f in fields {
-                if object.contains_key(f.field) {
-                    let subject = raw_subject(&object, f.subject).ok_or_else(|| {
+                let Some(value) = member(&members, f.field) else {
+                    continue;
+                };
+                let subject = member(&members, f.subject)
+                    .and_then(raw_subject)
+                    .ok_or_else(|| {
                         item.malformed(f.subject, "its subject field is missing or invalid")
                     })?;
-                    subjects.insert(key_id(tenant, &subject));
+                let start = value.get().as_ptr() as usize - text.as_ptr() as usize;
+                sealed.push(Sealed {
+                    field: f.field,
+                    key_id: key_id(tenant, &subject),
+                    subject,
+                    start,
+                    end: start + value.get().len(),
+                });
+            }
+            drop(members);
+            sealed.sort_by_key(|s| s.start);
+            for s in &sealed {
+                if !subjects.contains(&s.key_id) {
+                    subjects.insert(s.key_id.clone());
                 }
             }
-            drop(object);
-            pending.push((item, fields));
+            pending.push((item, sealed));
         }
         if pending.is_empty() {
             return Ok(());
@@ -993,50 +1030,54 @@ impl<S: EventStore, K: KeyStore> Shredding<S, K> {
             .lookup(&subjects)
             .await
             .map_err(PersonalError::from)?;
-        for (item, fields) in pending {
-            let text = {
-                let object = raw_object(item.payload).ok_or_else(|| {
-                    item.malformed(fields[0].field, "the payload is not a JSON object")
+        let erased = erased_marker();
+        let mut ciphers: HashMap<&str, XChaCha20Poly1305> = HashMap::new();
+        let mut buffer = Zeroizing::new(Vec::new());
+        let mut aad = Vec::new();
+        for (item, sealed) in pending {
+            let text = item.payload.as_str();
+            let mut out = String::with_capacity(text.len());
+            let mut copied = 0;
+            for s in sealed {
+                out.push_str(&text[copied..s.start]);
+                copied = s.end;
+                let cipher = match keys.get_key_value(&s.key_id) {
+                    None => return Err(item.missing_key(s.subject).into()),
+                    Some((_, KeyState::Forgotten)) => {
+                        out.push_str(erased.get());
+                        continue;
+                    }
+                    Some((id, KeyState::Active(key))) => {
+                        ciphers.entry(id.as_str()).or_insert_with(|| key.cipher())
+                    }
+                };
+                envelope_bytes_into(&text[s.start..s.end], &mut buffer)
+                    .map_err(|m| item.malformed(s.field, m))?;
+                if buffer.len() < NONCE_LEN {
+                    return Err(item.tampered(s.field).into());
+                }
+                let nonce = *XNonce::from_slice(&buffer[..NONCE_LEN]);
+                buffer.drain(..NONCE_LEN);
+                field_context_into(
+                    &mut aad,
+                    item.stream.as_str(),
+                    item.event_type,
+                    s.field,
+                    &s.key_id,
+                );
+                cipher
+                    .decrypt_in_place(&nonce, &aad, &mut *buffer)
+                    .map_err(|_| item.tampered(s.field))?;
+                let plain = std::str::from_utf8(&buffer)
+                    .map_err(|_| item.malformed(s.field, "decrypted text is not UTF-8"))?;
+                // One JSON value, as the field held when it was sealed.
+                serde_json::from_str::<&RawValue>(plain).map_err(|e| {
+                    item.malformed(s.field, &format!("decrypted text is not JSON: {e}"))
                 })?;
-                let mut replaced: Vec<(&str, Box<RawValue>)> = Vec::with_capacity(fields.len());
-                for f in fields {
-                    let Some(value) = object.get(f.field) else {
-                        continue;
-                    };
-                    let Some(subject) = raw_subject(&object, f.subject) else {
-                        continue;
-                    };
-                    let sealed = envelope_bytes(value).map_err(|m| item.malformed(f.field, m))?;
-                    let id = key_id(tenant, &subject);
-                    let plain = match keys.get(&id) {
-                        None => return Err(item.missing_key(subject).into()),
-                        Some(KeyState::Forgotten) => erased_marker(),
-                        Some(KeyState::Active(key)) => {
-                            let aad =
-                                field_context(item.stream.as_str(), item.event_type, f.field, &id);
-                            let plain =
-                                open(key, &aad, &sealed).ok_or_else(|| item.tampered(f.field))?;
-                            let plain = String::from_utf8(plain).map_err(|_| {
-                                item.malformed(f.field, "decrypted text is not UTF-8")
-                            })?;
-                            RawValue::from_string(plain).map_err(|e| {
-                                item.malformed(f.field, &format!("decrypted text is not JSON: {e}"))
-                            })?
-                        }
-                    };
-                    replaced.push((f.field, plain));
-                }
-                let mut out: BTreeMap<&str, &RawValue> =
-                    object.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                for (field, value) in &replaced {
-                    out.insert(field, value);
-                }
-                serde_json::to_string(&out).map_err(|source| StoreError::Encode {
-                    what: "decrypted payload",
-                    source,
-                })?
-            };
-            *item.payload = Payload::from_trusted_json(text);
+                out.push_str(plain);
+            }
+            out.push_str(&text[copied..]);
+            *item.payload = Payload::from_trusted_json(out);
         }
         Ok(())
     }
@@ -1134,14 +1175,98 @@ fn subject_value(value: &Value) -> Option<String> {
     }
 }
 
-/// The top-level members of a JSON object, as raw text; `None` when it is not an object.
-fn raw_object(payload: &Payload) -> Option<BTreeMap<String, &RawValue>> {
-    serde_json::from_str(payload.as_str()).ok()
+/// A personal field of a stored payload: where its envelope lies in the payload's text, and
+/// its subject.
+struct Sealed {
+    field: &'static str,
+    subject: String,
+    key_id: String,
+    start: usize,
+    end: usize,
 }
 
-/// The subject named by `field` of a raw object.
-fn raw_subject(object: &BTreeMap<String, &RawValue>, field: &str) -> Option<String> {
-    subject_value(&serde_json::from_str(object.get(field)?.get()).ok()?)
+/// The top-level members of a JSON object, as raw text borrowed from `text` (keys too, unless
+/// escaped); `None` when it is not an object.
+fn raw_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    serde_json::from_str::<Members<'_>>(text).ok().map(|m| m.0)
+}
+
+/// The value of member `name` (the last one, as a map would keep it).
+fn member<'a>(members: &[(Cow<'a, str>, &'a RawValue)], name: &str) -> Option<&'a RawValue> {
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+}
+
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((key.0, value));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A member's name, borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+/// The subject held by a raw member: a non-empty string without control characters, or an
+/// integer as text.
+fn raw_subject(value: &RawValue) -> Option<String> {
+    let text = value.get();
+    let subject = if text.starts_with('"') {
+        match serde_json::from_str::<&str>(text) {
+            Ok(borrowed) => borrowed.to_owned(),
+            Err(_) => serde_json::from_str::<String>(text).ok()?,
+        }
+    } else {
+        let number = serde_json::from_str::<serde_json::Number>(text).ok()?;
+        if !(number.is_i64() || number.is_u64()) {
+            return None;
+        }
+        number.to_string()
+    };
+    (!subject.is_empty() && !subject.chars().any(char::is_control)).then_some(subject)
 }
 
 /// An encrypted field's envelope.
@@ -1149,15 +1274,16 @@ fn raw_subject(object: &BTreeMap<String, &RawValue>, field: &str) -> Option<Stri
 #[serde(deny_unknown_fields)]
 struct Envelope<'a> {
     #[serde(rename = "$encrypted", borrow)]
-    data: std::borrow::Cow<'a, str>,
+    data: Cow<'a, str>,
 }
 
-/// The bytes of an encrypted field's envelope `{"$encrypted": "<base64>"}`.
-fn envelope_bytes(value: &RawValue) -> Result<Vec<u8>, &'static str> {
-    let envelope: Envelope<'_> = serde_json::from_str(value.get())
-        .map_err(|_| "expected an encrypted value, found plain JSON")?;
+/// Decodes an encrypted field's envelope `{"$encrypted": "<base64>"}` into `buffer`.
+fn envelope_bytes_into(value: &str, buffer: &mut Vec<u8>) -> Result<(), &'static str> {
+    let envelope: Envelope<'_> =
+        serde_json::from_str(value).map_err(|_| "expected an encrypted value, found plain JSON")?;
+    buffer.clear();
     BASE64
-        .decode(envelope.data.as_bytes())
+        .decode_vec(envelope.data.as_bytes(), buffer)
         .map_err(|_| "the encrypted value is not valid base64")
 }
 

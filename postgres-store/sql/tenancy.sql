@@ -61,17 +61,19 @@ BEGIN
             DROP CONSTRAINT snapshots_pkey,
             ADD PRIMARY KEY (tenant, stream_id, schema_version, version);
     END IF;
-    -- Named as the appends name it (migration 7).
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint c
-                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                   WHERE c.conrelid = '__SCHEMA__.command_log'::regclass
-                     AND c.conname = 'command_log_pkey' AND a.attname = 'tenant') THEN
-        ALTER TABLE __SCHEMA__.command_log
-            DROP CONSTRAINT command_log_pkey,
-            ADD CONSTRAINT command_log_pkey PRIMARY KEY (tenant, command_id);
-        ALTER TABLE __SCHEMA__.data_keys
-            DROP CONSTRAINT data_keys_pkey,
-            ADD CONSTRAINT data_keys_pkey PRIMARY KEY (tenant, subject);
-    END IF;
+    -- The tenant first in the keys of the command log and the data keys, under the names
+    -- the statements give them (migration 7).
+    FOREACH t IN ARRAY ARRAY['command_log', 'data_keys'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint c
+                       JOIN pg_attribute a
+                         ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                       WHERE c.conrelid = format('%s.%I', '__SCHEMA__', t)::regclass
+                         AND c.conname = t || '_pkey' AND a.attname = 'tenant') THEN
+            EXECUTE format(
+                'ALTER TABLE %s.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I PRIMARY KEY (tenant, %I)',
+                '__SCHEMA__', t, t || '_pkey', t || '_pkey',
+                CASE t WHEN 'command_log' THEN 'command_id' ELSE 'subject' END);
+        END IF;
+    END LOOP;
 END
 $tenancy$;

@@ -527,6 +527,58 @@ async fn data_keys_are_the_tenants() {
     );
 }
 
+/// A key row written before `data_keys` had a tenant (migration 7), with no tenant, gets the
+/// tenant its key id names when the multi-tenant layout is applied to the table (as it was
+/// before migration 7: no policy, the subject its key), and the layout holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rows_without_a_tenant_get_the_one_their_key_id_names() {
+    let roles = Roles::new().await;
+    let table = format!("\"{}\".data_keys", roles.schema);
+    // As a row of the earlier layout: no tenant.
+    raw_client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE {table} DROP CONSTRAINT data_keys_pkey, \
+                 ADD CONSTRAINT data_keys_pkey PRIMARY KEY (subject), \
+                 ALTER COLUMN tenant DROP NOT NULL, \
+                 NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY; \
+             DROP POLICY tenant_isolation ON {table}; \
+             INSERT INTO {table} (subject, wrapped_key, forgotten_at, tenant) \
+             VALUES ('acme' || chr(31) || 'c-7', NULL, now(), NULL);"
+        ))
+        .await
+        .expect("an earlier key row");
+    migrate_multi_tenant(&url_as(&roles.owner).await, &roles.schema, &roles.app)
+        .await
+        .expect("the owner migrates again");
+    assert_eq!(
+        raw_key_rows(&roles.app, &roles.schema, Some("acme")).await,
+        [("acme".to_owned(), "acme\u{1f}c-7".to_owned())]
+    );
+    let not_null: bool = raw_client()
+        .await
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attname = 'tenant'",
+            &[&table],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert!(not_null, "the tenant is required again");
+    let key: String = raw_client()
+        .await
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = to_regclass($1) AND conname = 'data_keys_pkey'",
+            &[&table],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(key, "PRIMARY KEY (tenant, subject)");
+}
+
 /// A transactional projection run per tenant writes its read model under the tenant of the
 /// events it handles: bound to a tenant, raw SQL reads that tenant's rows of the read model;
 /// without a tenant, none.
