@@ -92,8 +92,11 @@ impl PgKeyStore {
                 multi_tenant: store.config().multi_tenant,
                 unwrapped: Cache::new(UNWRAPPED_KEYS),
                 select: format!("SELECT wrapped_key FROM {table} WHERE subject = $1"),
+                // A join with the array rather than `subject = ANY($1)`, which a generic
+                // plan evaluates as one comparison per row and subject.
                 select_many: format!(
-                    "SELECT subject, wrapped_key FROM {table} WHERE subject = ANY($1)"
+                    "SELECT k.subject, k.wrapped_key \
+                     FROM unnest($1::text[]) AS s(subject) JOIN {table} k USING (subject)"
                 ),
                 insert: format!(
                     "INSERT INTO {table} (subject, wrapped_key) VALUES ($1, $2) \
