@@ -740,6 +740,31 @@ async fn undecodable_scenario<S: EventStore, K: KeyStore>(inner: S, keys: K) {
         )),
         "{health:?}"
     );
+    // A replay while the key is still lost reads the first again, finds it still
+    // undecodable and keeps it parked, the other waiting behind it, and ends.
+    running.replay_parked("customers", None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let parked = loop {
+        let parked = running.parked("customers").await.unwrap();
+        if parked.iter().all(|p| !p.replay_requested) {
+            break parked;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        matches!(&parked[0].reason, ParkReason::Failed { attempts: 2, error } if error.contains("no key for subject")),
+        "{parked:?}"
+    );
+    assert_eq!(
+        parked[1].reason,
+        ParkReason::Waiting {
+            behind: parked[0].position
+        }
+    );
     // With the key back, a replay handles them.
     keys.restore();
     running.replay_parked("customers", None).await.unwrap();
