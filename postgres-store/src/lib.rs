@@ -72,7 +72,7 @@ pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use keys::PgKeyStore;
 pub use migrate::MIGRATIONS;
-pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use store::{MAX_EVENTS_PER_APPEND, PgStore, StandbyLag};
 pub use tenancy::tenant_policy;
 pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};
 pub use transaction::PgTransaction;
