@@ -1,6 +1,7 @@
 //! Failover: a store built from a multi-host URL keeps working while its synchronous standby
-//! is promoted and its primary stopped, losing no acknowledged append and repeating none, and
-//! a transactional projection resumes on the new primary from its checkpoint.
+//! is promoted and its primary stopped, losing no acknowledged append and repeating none; a
+//! transactional projection and a process manager resume on the new primary from their
+//! checkpoints.
 
 mod common;
 
@@ -10,9 +11,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::{event, stream};
+use factum::process::{ProcessManagerRunner, ProcessOptions};
 use factum::projection::{FailurePolicy, ProjectionOptions, ProjectionRunner, RunnerOptions};
-use factum::store::ReadAll;
-use factum::{BoxError, EventStore, ExpectedVersion, RecordedEvent, StoreError};
+use factum::store::{NewEvent, Payload, ReadAll};
+use factum::testing::Counter;
+use factum::testing::process_managers::{CounterDispatcher, FLOW, FlowProcess};
+use factum::{
+    BoxError, EventStore, ExpectedVersion, Metadata, RecordedEvent, Repository, StoreError,
+    StreamId,
+};
 use factum_postgres::testing::replication::{ReplicatedPair, Replication};
 use factum_postgres::{
     PgConfig, PgCoordination, PgProjection, PgStore, PgTransaction, Transactional,
@@ -49,13 +56,38 @@ struct Log {
     count: AtomicUsize,
 }
 
-/// Appends one event at a time to streams of its own until told to stop, each failed append
-/// tried again with the same event until it succeeds; records every acknowledgement.
-async fn writer(store: PgStore, n: usize, log: Arc<Log>) {
+/// The flows the process manager follows, each a counter of the same id.
+const FLOWS: u64 = 3;
+
+/// The `i`-th event of writer `n`: a plain order event, or for the flow writer a step of
+/// flow `f{i % FLOWS}` that increments its counter by 1.
+fn nth_event(n: usize, flow: bool, i: u64) -> (StreamId, NewEvent) {
+    if !flow {
+        return (stream(&format!("w{n}-{}", i % 4)), event(i));
+    }
+    let stream = StreamId::new("flow", &format!("f{}", i % FLOWS)).expect("flow stream");
+    let event_type = if i < FLOWS {
+        "FlowStarted"
+    } else {
+        "FlowContinued"
+    };
+    let new = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: Payload::encode(&serde_json::json!({ "n": 1 })).expect("payload"),
+        metadata: Metadata::new(),
+    };
+    (stream, new)
+}
+
+/// Appends one event at a time until told to stop, each failed append tried again with the
+/// same event until it succeeds; records every acknowledgement.
+async fn writer(store: PgStore, n: usize, flow: bool, log: Arc<Log>) {
     let mut i = 0u64;
     while !log.stop.load(Ordering::SeqCst) {
-        let order = stream(&format!("w{n}-{}", i % 4));
-        let new = vec![event(i)];
+        let (order, new) = nth_event(n, flow, i);
+        let new = vec![new];
         let after_failover = log.promoted.load(Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let result = loop {
@@ -161,9 +193,30 @@ async fn appends_and_a_projection_survive_a_failover() {
         )
         .start();
 
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let processes = ProcessManagerRunner::new(store.clone())
+        .coordination(PgCoordination::new(&store))
+        .options(
+            RunnerOptions::new()
+                .worker_id("failover")
+                .lease_ttl(Duration::from_secs(2))
+                .lease_retry(Duration::from_millis(100)),
+        )
+        .register_with(
+            FlowProcess,
+            CounterDispatcher::new(store.clone(), Arc::clone(&calls)),
+            ProcessOptions::new()
+                .poll_interval(Duration::from_millis(50))
+                .dispatch_retry(
+                    FailurePolicy::park_after(u32::MAX)
+                        .backoff(Duration::from_millis(20), Duration::from_millis(500)),
+                ),
+        )
+        .start();
+
     let log = Arc::new(Log::default());
-    let writers: Vec<_> = (0..2)
-        .map(|n| tokio::spawn(writer(store.clone(), n, Arc::clone(&log))))
+    let writers: Vec<_> = (0..3)
+        .map(|n| tokio::spawn(writer(store.clone(), n, n == 2, Arc::clone(&log))))
         .collect();
     wait_until("appends before the failover", || {
         log.count.load(Ordering::SeqCst) >= APPENDS_EACH_SIDE
@@ -188,18 +241,41 @@ async fn appends_and_a_projection_survive_a_failover() {
 
     let acks = lock(&log.acks).clone();
     let head = acks.iter().map(|a| a.position).max().expect("acks");
+    tokio::time::timeout(PATIENCE, processes.wait_for(FLOW, head))
+        .await
+        .expect("the process manager caught up on the new primary")
+        .expect("running");
+    processes.shutdown().await.expect("shutdown");
+    // With the counters' events, appended by the process manager.
+    let head = store.head_position().await.expect("head");
     tokio::time::timeout(PATIENCE, projections.wait_for("seen", head))
         .await
         .expect("the projection caught up on the new primary")
         .expect("running");
     projections.shutdown().await.expect("shutdown");
 
-    // Every acknowledged append is stored, once; nothing else is.
+    // Each flow event incremented its counter once: none skipped, none applied twice.
+    let counters = Repository::<Counter, _>::new(store.clone());
+    let flow_events = acks.iter().filter(|a| a.writer == 2).count() as u64;
+    let mut incremented = 0;
+    for f in 0..FLOWS {
+        let counter = counters.load(&format!("f{f}")).await.expect("counter");
+        assert_eq!(counter.state.value, counter.version, "f{f}");
+        incremented += counter.state.value;
+    }
+    assert_eq!(incremented, flow_events, "counter increments and flow events");
+
+    // Every acknowledged append is stored, once; nothing else is (besides the counters'
+    // events, appended by the process manager).
     let stored = store
         .read_all(&ReadAll::after(0).limit(100_000))
         .await
         .expect("read all");
-    let stored_ids: Vec<Uuid> = stored.iter().map(|e| e.event_id).collect();
+    let stored_ids: Vec<Uuid> = stored
+        .iter()
+        .filter(|e| e.stream_id.category() != "counter")
+        .map(|e| e.event_id)
+        .collect();
     let distinct: HashSet<Uuid> = stored_ids.iter().copied().collect();
     assert_eq!(distinct.len(), stored_ids.len(), "an event stored twice");
     let acked: HashSet<Uuid> = acks.iter().map(|a| a.event_id).collect();
@@ -224,7 +300,7 @@ async fn appends_and_a_projection_survive_a_failover() {
     );
 
     // Each writer's appends, one after the other, have increasing positions throughout.
-    for n in 0..2 {
+    for n in 0..3 {
         let positions: Vec<u64> = acks
             .iter()
             .filter(|a| a.writer == n)
@@ -248,11 +324,12 @@ async fn appends_and_a_projection_survive_a_failover() {
         .map(|e| (e.event_id, i64::try_from(e.position).expect("position")))
         .collect();
     assert_eq!(delivered, expected, "the read model and the events table");
-    let stats = format!(
-        "{} appends, {} before the failover, {} failed and retried",
+    let failures = lock(&log.failures).len();
+    assert!(failures > 0, "no append was in flight or attempted during the failover");
+    println!(
+        "{} appends, {} before the failover, {failures} failed and retried, {} dispatches",
         acks.len(),
         before.len(),
-        lock(&log.failures).len()
+        lock(&calls).len()
     );
-    println!("{stats}");
 }
