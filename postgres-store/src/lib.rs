@@ -34,6 +34,11 @@
 //!   [`PgConfig::application_role`] set, it leaves the application a role that can append and
 //!   read events but neither change them nor switch the triggers off
 //!   ([`PgStore::check_least_privilege`] checks it at start-up).
+//! - [`PgStore::standby`] reads from a hot standby (loads, stream reads, the global order with
+//!   the same bound, subscriptions) and refuses writes, so commands decide on the primary; a
+//!   stale standby shows in [`EventStore::head_status`](factum::EventStore::head_status) and
+//!   [`PgStore::standby_lag`]. A store built from a multi-host URL with
+//!   `target_session_attrs=read-write` follows a promotion (`docs/adr/18-standby-reads.md`).
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.
 //! - [`Transactional`] runs a [`PgProjection`] whose read model lives in the same database,

@@ -155,9 +155,12 @@ async fn appends_and_a_projection_survive_a_failover() {
         .schema(&schema)
         .expect("schema")
         .pool_size(4);
+    // ANCHOR: failover
+    // `host=127.0.0.1,127.0.0.1 port=<primary>,<standby> ... target_session_attrs=read-write`
     let store = PgStore::connect_with(&pair.failover_url(), config)
         .await
         .expect("store on both hosts");
+    // ANCHOR_END: failover
     store.migrate().await.expect("migrate");
     store
         .pool()
@@ -263,7 +266,10 @@ async fn appends_and_a_projection_survive_a_failover() {
         assert_eq!(counter.state.value, counter.version, "f{f}");
         incremented += counter.state.value;
     }
-    assert_eq!(incremented, flow_events, "counter increments and flow events");
+    assert_eq!(
+        incremented, flow_events,
+        "counter increments and flow events"
+    );
 
     // Every acknowledged append is stored, once; nothing else is (besides the counters'
     // events, appended by the process manager).
@@ -280,7 +286,10 @@ async fn appends_and_a_projection_survive_a_failover() {
     assert_eq!(distinct.len(), stored_ids.len(), "an event stored twice");
     let acked: HashSet<Uuid> = acks.iter().map(|a| a.event_id).collect();
     assert_eq!(acked.len(), acks.len());
-    assert_eq!(distinct, acked, "the events table and the acknowledged appends");
+    assert_eq!(
+        distinct, acked,
+        "the events table and the acknowledged appends"
+    );
     let by_id: HashMap<Uuid, u64> = stored.iter().map(|e| (e.event_id, e.position)).collect();
     for ack in &acks {
         assert_eq!(by_id[&ack.event_id], ack.position, "{ack:?}");
@@ -306,7 +315,10 @@ async fn appends_and_a_projection_survive_a_failover() {
             .filter(|a| a.writer == n)
             .map(|a| a.position)
             .collect();
-        assert!(positions.is_sorted_by(|a, b| a < b), "writer {n}: {positions:?}");
+        assert!(
+            positions.is_sorted_by(|a, b| a < b),
+            "writer {n}: {positions:?}"
+        );
     }
 
     // The read model holds every event once, delivered in global order.
@@ -325,7 +337,10 @@ async fn appends_and_a_projection_survive_a_failover() {
         .collect();
     assert_eq!(delivered, expected, "the read model and the events table");
     let failures = lock(&log.failures).len();
-    assert!(failures > 0, "no append was in flight or attempted during the failover");
+    assert!(
+        failures > 0,
+        "no append was in flight or attempted during the failover"
+    );
     println!(
         "{} appends, {} before the failover, {failures} failed and retried, {} dispatches",
         acks.len(),

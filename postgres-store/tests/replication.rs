@@ -32,12 +32,15 @@ async fn stores(pair: &ReplicatedPair) -> (PgStore, PgStore) {
         .schema(&schema)
         .expect("schema")
         .pool_size(4);
+    // ANCHOR: standby
     let primary = PgStore::connect_with(&pair.primary_url(), config)
         .await
         .expect("primary");
     primary.migrate().await.expect("migrate");
     pair.catch_up().await.expect("standby catches up");
+    // Reads from the standby, writes nothing; `primary` keeps every write.
     let standby = primary.standby(&pair.standby_url()).await.expect("standby");
+    // ANCHOR_END: standby
     (primary, standby)
 }
 
@@ -138,8 +141,11 @@ async fn repositories_load_from_the_standby_and_decide_only_on_the_primary() {
     let _serial = SERIAL.lock().await;
     let pair = ReplicatedPair::shared().await.expect("replicated pair");
     let (primary, standby) = stores(pair).await;
+    // ANCHOR: repositories
+    // Commands decide on the primary; queries may read a little behind.
     let commands = Repository::<Counter, _>::new(primary.clone());
     let queries = Repository::<Counter, _>::new(standby.clone());
+    // ANCHOR_END: repositories
     for by in [2, 3] {
         commands
             .execute_on("c-1", Increment { by }, Metadata::new())
