@@ -211,6 +211,10 @@ impl PgStore {
     /// every [`PgConfig::poll_interval`], so a lost notification only delays it. The
     /// listener starts on the first call, inside a Tokio runtime, and stops when the last
     /// clone of the store is dropped.
+    ///
+    /// On a standby handle ([`PgStore::standby`]) the listener runs on the primary (a standby
+    /// can neither `LISTEN` nor receive notifications), so the value is the primary's head,
+    /// possibly above what the standby has replayed: a wake-up, not a promise.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.notifier.watch(&self.inner.listener)
     }

@@ -162,7 +162,7 @@ async fn repositories_load_from_the_standby_and_decide_only_on_the_primary() {
         .await
         .expect_err("a command on the standby handle");
     match &refused {
-        Error::Store(store) => assert!(is_standby_refusal(&store), "{refused:?}"),
+        Error::Store(store) => assert!(is_standby_refusal(store), "{refused:?}"),
         other => panic!("expected the standby's refusal, got {other:?}"),
     }
     assert_eq!(commands.load("c-1").await.expect("load").version, 2);
