@@ -8,12 +8,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::{event, events, stream};
+use factum::coordination::CheckpointStore;
+use factum::projection::{ProjectionOptions, ProjectionRunner, RunnerOptions};
 use factum::store::{ReadAll, StreamRead};
 use factum::subscription::{Shutdown, Subscription, SubscriptionOptions};
 use factum::testing::{Counter, Increment};
-use factum::{Error, EventStore, ExpectedVersion, Metadata, RecordedEvent, Repository, StoreError};
+use factum::{
+    BoxError, Error, EventStore, ExpectedVersion, Metadata, RecordedEvent, Repository, StoreError,
+};
 use factum_postgres::testing::replication::ReplicatedPair;
-use factum_postgres::{PgConfig, PgConnectOptions, PgError, PgStore};
+use factum_postgres::{
+    PgConfig, PgConnectOptions, PgCoordination, PgError, PgProjection, PgStore, PgTransaction,
+    Transactional,
+};
 use uuid::Uuid;
 
 /// The tests of this file share one pair and pause its replay or hold transactions open on
@@ -381,5 +388,90 @@ async fn a_stale_standby_shows_as_lag_not_as_missing_events() {
     assert_eq!(
         primary.standby_lag().await.expect("lag"),
         Default::default()
+    );
+}
+
+/// A read model of the events delivered, in delivery order.
+struct Delivered;
+
+impl PgProjection for Delivered {
+    fn name(&self) -> &str {
+        "delivered"
+    }
+
+    async fn handle(&self, tx: &PgTransaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+        tx.execute(
+            "INSERT INTO delivered (event_id) VALUES ($1)",
+            &[&event.event_id],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_transactional_projection_follows_the_standby_and_writes_on_the_primary() {
+    let _serial = SERIAL.lock().await;
+    let pair = ReplicatedPair::shared().await.expect("replicated pair");
+    let (primary, standby) = stores(pair).await;
+    let schema = primary.config().schema.quoted();
+    raw(&pair.primary_url())
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.delivered (delivery bigserial PRIMARY KEY, event_id uuid NOT NULL)"
+        ))
+        .await
+        .expect("read model table");
+    for n in 0..3 {
+        primary
+            .append(
+                &stream(&format!("projected-{n}")),
+                ExpectedVersion::NoStream,
+                &events(2),
+            )
+            .await
+            .expect("append");
+    }
+    let head = primary.head_position().await.expect("head");
+
+    // Events from the standby; the read model, checkpoints and leases on the primary.
+    let running = ProjectionRunner::new(standby.clone())
+        .coordination(PgCoordination::new(&standby))
+        .options(RunnerOptions::new().worker_id("standby"))
+        .register(
+            Transactional::new(&standby, Delivered),
+            ProjectionOptions::new().poll_interval(Duration::from_millis(50)),
+        )
+        .start();
+    tokio::time::timeout(Duration::from_secs(60), running.wait_for("delivered", head))
+        .await
+        .expect("delivered in time")
+        .expect("running");
+    running.shutdown().await.expect("shutdown");
+
+    let rows = raw(&pair.primary_url())
+        .await
+        .query(
+            &format!("SELECT event_id FROM {schema}.delivered ORDER BY delivery"),
+            &[],
+        )
+        .await
+        .expect("read model");
+    let delivered: Vec<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+    let expected: Vec<Uuid> = primary
+        .read_all(&ReadAll::after(0))
+        .await
+        .expect("read all")
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(expected.len(), 6);
+    assert_eq!(delivered, expected);
+    assert_eq!(
+        PgCoordination::new(&primary)
+            .load("delivered", 0)
+            .await
+            .expect("checkpoint on the primary"),
+        head
     );
 }
