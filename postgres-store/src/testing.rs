@@ -12,6 +12,9 @@
 //!
 //! [`TestDatabase::tls`] starts a second cluster, once per process, that speaks TLS with
 //! certificates generated on start: see [`TlsTestDatabase`].
+//!
+//! [`replication::ReplicatedPair`] starts a primary and a streaming hot standby
+//! (`pg_basebackup -R`), optionally synchronous, that can fail over.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
