@@ -196,6 +196,12 @@ async fn appends_and_a_projection_survive_a_failover() {
         )
         .start();
 
+    let reader = store
+        .standby(&pair.standby_url())
+        .await
+        .expect("standby handle");
+    assert!(!reader.standby_lag().await.expect("lag").promoted);
+
     let calls = Arc::new(Mutex::new(Vec::new()));
     let processes = ProcessManagerRunner::new(store.clone())
         .coordination(PgCoordination::new(&store))
@@ -294,6 +300,16 @@ async fn appends_and_a_projection_survive_a_failover() {
     for ack in &acks {
         assert_eq!(by_id[&ack.event_id], ack.position, "{ack:?}");
     }
+
+    // The standby handle reads the promoted server, which reports no lag.
+    assert!(reader.standby_lag().await.expect("lag").promoted);
+    assert_eq!(
+        reader
+            .read_all(&ReadAll::after(0).limit(100_000))
+            .await
+            .expect("read all on the promoted standby"),
+        stored
+    );
 
     // Positions after the failover are above every earlier one.
     let last_before = before.iter().map(|a| a.position).max().expect("before");
