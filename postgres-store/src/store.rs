@@ -287,21 +287,18 @@ impl PgStore {
             .await
             .map_err(|e| PgError::Store(backend(e)))?;
         let row = client
-            .query_one(
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(),                  extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
-                &[],
-            )
+            .query_one(include_str!("../sql/standby_replay.sql"), &[])
             .await
             .map_err(store)?;
-        let in_recovery: bool = row.try_get(0).map_err(store)?;
+        let in_recovery: bool = row.try_get("in_recovery").map_err(store)?;
         if !in_recovery {
             return Ok(StandbyLag {
                 promoted: true,
                 ..StandbyLag::default()
             });
         }
-        let replayed: Option<PgLsn> = row.try_get(1).map_err(store)?;
-        let replay_age: Option<f64> = row.try_get(2).map_err(store)?;
+        let replayed: Option<PgLsn> = row.try_get("replayed").map_err(store)?;
+        let replay_age: Option<f64> = row.try_get("replay_age").map_err(store)?;
         let primary = self.client().await.map_err(PgError::Store)?;
         let written: PgLsn = primary
             .query_one("SELECT pg_current_wal_lsn()", &[])
