@@ -352,6 +352,17 @@ async fn appends_and_a_projection_survive_a_failover() {
         .map(|e| (e.event_id, i64::try_from(e.position).expect("position")))
         .collect();
     assert_eq!(delivered, expected, "the read model and the events table");
+    // Dropping the pair stops both servers and removes their directories.
+    drop(client);
+    drop((store, reader));
+    let directories: Vec<std::path::PathBuf> =
+        pair.directories().iter().map(|d| d.to_path_buf()).collect();
+    assert!(directories.iter().all(|d| d.is_dir()));
+    drop(pair);
+    for directory in &directories {
+        assert!(!directory.exists(), "{} left behind", directory.display());
+    }
+
     let failures = lock(&log.failures).len();
     assert!(
         failures > 0,

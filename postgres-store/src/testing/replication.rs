@@ -95,6 +95,11 @@ impl ReplicatedPair {
         )
     }
 
+    /// The directories of the primary and the standby, removed when the pair is dropped.
+    pub fn directories(&self) -> [&Path; 2] {
+        [&self.primary.cluster.base, &self.standby.cluster.base]
+    }
+
     /// The primary's current WAL write position: what the standby must replay to hold
     /// every transaction committed on the primary so far.
     pub async fn primary_lsn(&self) -> Result<PgLsn, PgError> {
