@@ -497,10 +497,7 @@ fn domain<S: EventStore, C: Coordination>(
         .aggregate::<Inventory>()
         .aggregate::<Shipment>()
         .process_manager(
-            Named::new(
-                OrderFulfillment,
-                worker_name(ORDER_FULFILLMENT, tenant),
-            ),
+            Named::new(OrderFulfillment, worker_name(ORDER_FULFILLMENT, tenant)),
             ProcessOptions::new().poll_interval(options.poll_interval),
         )
 }
@@ -985,7 +982,12 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     pub async fn dead_letters(&self) -> Result<Vec<ParkedEvent>, AppError> {
         let mut parked = Vec::new();
         for name in READ_MODELS {
-            parked.extend(self.app.projections().parked(&self.worker_name(name)).await?);
+            parked.extend(
+                self.app
+                    .projections()
+                    .parked(&self.worker_name(name))
+                    .await?,
+            );
         }
         Ok(parked)
     }

@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use factum::personal::Personal;
 use factum::tenant::{TenantError, TenantId};
 use factum::{BoxError, EventStore, RecordedEvent, projection};
-use factum_postgres::{PgStore, PgTransaction, SchemaName, Transactional, tenant_policy};
+use factum_postgres::{PgStore, PgTransaction, RoleName, SchemaName, Transactional, tenant_policy};
 use tokio_postgres::types::ToSql;
 
 use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped};
@@ -30,6 +30,7 @@ use crate::tenants::{Named, worker_name};
 mod sql {
     pub(super) const SCHEMA: &str = include_str!("sql/schema.sql");
     pub(super) const SCHEMA_TENANTS: &str = include_str!("sql/schema_tenants.sql");
+    pub(super) const TABLES_FOUND: &str = include_str!("sql/tables_found.sql");
     pub(super) const ORDER_PLACED: &str = include_str!("sql/order_placed.sql");
     pub(super) const ORDER_STATUS: &str = include_str!("sql/order_status.sql");
     pub(super) const ORDER_LIST_RESET: &str = include_str!("sql/order_list_reset.sql");
@@ -76,6 +77,7 @@ pub struct PgReadModels {
     schema: SchemaName,
     multi_tenant: bool,
     tenant: Option<TenantId>,
+    application_role: Option<RoleName>,
 }
 
 impl PgReadModels {
@@ -87,23 +89,48 @@ impl PgReadModels {
             schema: store.config().schema.clone(),
             multi_tenant: store.config().multi_tenant,
             tenant: store.bound_tenant().cloned(),
+            application_role: store.config().application_role.clone(),
         }
     }
 
     // ANCHOR: create_tables
     /// Creates the tables when missing (the events' schema must exist: migrate the store
-    /// first). Safe to run from several processes at once. On a multi-tenant store, the
-    /// tables have the tenant first in their keys and get [`tenant_policy`].
+    /// first), and grants the store's
+    /// [`application_role`](factum_postgres::PgConfig::application_role), when it has one,
+    /// what the application does with them. Safe to run from several processes at once.
+    ///
+    /// On a multi-tenant store the tables have the tenant first in their keys and get
+    /// [`tenant_policy`]; the owner creates them (with the store's migration), and an
+    /// application role that owns nothing finds them there and changes nothing.
     pub async fn create_tables(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await?;
         let tx = PgTransaction::begin(&mut client, &self.schema).await?;
         if self.multi_tenant {
+            let tables: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+            let found = tx.query(sql::TABLES_FOUND, &[&tables]).await?;
+            let found: i64 = found.first().map_or(Ok(0), |row| row.try_get(0))?;
+            if usize::try_from(found) == Ok(TABLES.len()) {
+                return Ok(tx.commit().await?);
+            }
             tx.batch_execute(sql::SCHEMA_TENANTS).await?;
             for table in TABLES {
-                tx.batch_execute(&tenant_policy(&self.schema, table)?).await?;
+                tx.batch_execute(&tenant_policy(&self.schema, table)?)
+                    .await?;
             }
         } else {
             tx.batch_execute(sql::SCHEMA).await?;
+        }
+        if let Some(role) = &self.application_role {
+            let tables: Vec<String> = TABLES
+                .iter()
+                .map(|t| format!("{}.{t}", self.schema.quoted()))
+                .collect();
+            tx.batch_execute(&format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}",
+                tables.join(", "),
+                role.quoted()
+            ))
+            .await?;
         }
         tx.commit().await?;
         Ok(())
