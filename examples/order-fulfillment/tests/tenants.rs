@@ -12,10 +12,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use factum::Coordination;
 use factum::tenant::TenantId;
+use factum::{Coordination, EventStore, Metadata, Repository};
 use factum_postgres::testing::{TestDatabase, url_as};
 use factum_postgres::{PgConfig, PgConnectOptions, PgStore};
+use order_fulfillment::domain::Line;
+use order_fulfillment::domain::order::{Order, PlaceOrderV1};
 use order_fulfillment::pg_read_model::PgReadModels;
 use order_fulfillment::{AppOptions, MemoryTenants, PersonalStore, PgTenants, Tenants, http};
 use serde_json::{Value, json};
@@ -332,7 +334,7 @@ async fn tenants_in_memory() {
     requests_without_a_tenant_are_refused(&api, async || {
         let mut count = 0;
         for tenant in ["acme", "globex", "x"] {
-            let handle = factum::EventStore::tenant(&store, &TenantId::new(tenant).unwrap());
+            let handle = store.tenant(&TenantId::new(tenant).unwrap());
             count += common::all_events(&handle.unwrap()).await.len();
         }
         u64::try_from(count).unwrap()
@@ -465,4 +467,38 @@ async fn tenants_on_postgres_as_the_application_role() {
     );
     let found: i64 = superuser.query_one(&sql, &[]).await.unwrap().get(0);
     assert_eq!(found, 0);
+
+    // A restart: the workers of the tenants listed at start-up catch up without a request.
+    // An order of acme's recorded while no server runs reaches acme's read model.
+    let store = api.tenants.store().clone();
+    let Api { tenants, router } = api;
+    drop(router);
+    let tenants = Arc::try_unwrap(tenants).ok().expect("no request in flight");
+    tenants.shutdown().await.unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let globex = TenantId::new("globex").unwrap();
+    let place = PlaceOrderV1 {
+        order_id: "o-9".into(),
+        customer_id: "carol".into(),
+        lines: vec![Line {
+            sku: "keyboard".into(),
+            quantity: 1,
+            unit_price_cents: 4999,
+        }],
+    };
+    Repository::<Order, _>::new(store.tenant(&acme).unwrap())
+        .execute(place, Metadata::new())
+        .await
+        .unwrap();
+    let restarted = serve_as_application_role(&roles, &[acme, globex.clone()]).await;
+    assert_eq!(restarted.started().len(), 2);
+    restarted.settle().await.unwrap();
+    let sql = format!(
+        "SELECT tenant FROM {}.order_list WHERE order_id = 'o-9'",
+        roles.schema
+    );
+    let rows = superuser.query(&sql, &[]).await.unwrap();
+    let tenants: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(tenants, ["acme"]);
+    restarted.shutdown().await.unwrap();
 }
