@@ -55,6 +55,14 @@ fn from_db(value: i64) -> Result<u64, BoxError> {
     u64::try_from(value).map_err(|_| format!("negative value {value} in a read model").into())
 }
 
+/// The projections writing these tables, each named for the tenant of the store's handle
+/// it was made on (see [`PgReadModels::projections`]).
+pub type PgProjections = (
+    Transactional<Named<PgOrderList>>,
+    Transactional<Named<PgCustomerStats>>,
+    Transactional<Named<PgDailySales>>,
+);
+
 /// The read model tables, which a multi-tenant store's get the tenant policy.
 const TABLES: [&str; 5] = [
     "order_list",
@@ -144,14 +152,7 @@ impl PgReadModels {
     ///
     /// On a tenant's handle, each is named `name@tenant` and binds the tenant in its
     /// transactions, so it writes the tenant's rows.
-    pub fn projections(
-        &self,
-        store: &PgStore,
-    ) -> (
-        Transactional<Named<PgOrderList>>,
-        Transactional<Named<PgCustomerStats>>,
-        Transactional<Named<PgDailySales>>,
-    ) {
+    pub fn projections(&self, store: &PgStore) -> PgProjections {
         let tenant = store.bound_tenant();
         let named = |base| worker_name(base, tenant);
         (

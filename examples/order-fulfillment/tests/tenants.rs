@@ -473,7 +473,7 @@ async fn tenants_on_postgres_as_the_application_role() {
     let store = api.tenants.store().clone();
     let Api { tenants, router } = api;
     drop(router);
-    let tenants = Arc::try_unwrap(tenants).ok().expect("no request in flight");
+    let tenants = Arc::try_unwrap(tenants).expect("no request in flight");
     tenants.shutdown().await.unwrap();
     let acme = TenantId::new("acme").unwrap();
     let globex = TenantId::new("globex").unwrap();
