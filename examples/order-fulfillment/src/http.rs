@@ -26,6 +26,12 @@
 //! `?after=POSITION`: they answer once the read model has handled every event up to that
 //! position, so a client reads its own writes.
 //!
+//! A multi-tenant server ([`multi_tenant_router`], `serve --multi-tenant`) runs each request
+//! on the app of the tenant its `X-Tenant` header names: that tenant's streams, read models
+//! and workers. A request without the header, or with one that is not a tenant id, is a 400
+//! naming the header, before its body is read; `/health` and `/dead-letters` take no tenant
+//! and cover every started tenant. A single-tenant server refuses the header.
+//!
 //! Errors are JSON, `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an
 //! unknown order, 409 for a request the current state refuses, 412 for an `If-Match` that
 //! no longer holds, 503 when a read model does not reach `after` in time, 500 when the
@@ -86,6 +92,7 @@ impl IntoResponse for AppError {
     }
 }
 
+// ANCHOR: router
 /// The API's routes over `app`, on a single-tenant store.
 pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
     routes(Apps::Single(app))
@@ -100,7 +107,6 @@ pub fn multi_tenant_router<S: PersonalStore, C: Coordination>(
     routes(Apps::Tenants(tenants))
 }
 
-// ANCHOR: router
 /// The API's routes over `apps`.
 fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>) -> Router {
     Router::new()

@@ -228,9 +228,9 @@ fn master_key() -> Result<MasterKey, String> {
 async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, factum_postgres::PgError> {
     connect_with(url, schema, PgConfig::default()).await
 }
-// ANCHOR_END: connect
 
-/// Connects with `config` and migrates, in `schema` when given.
+/// Connects with `config` (a multi-tenant one for `serve --multi-tenant`) and migrates, in
+/// `schema` when given.
 async fn connect_with(
     url: &str,
     schema: Option<&str>,
@@ -252,6 +252,7 @@ async fn connect_with(
     );
     Ok(store)
 }
+// ANCHOR_END: connect
 
 // ANCHOR: serve_tenants
 /// Serves the tenants of a multi-tenant store: in memory, or on PostgreSQL with
