@@ -109,15 +109,26 @@ impl PgReadModels {
     ///
     /// On a multi-tenant store the tables have the tenant first in their keys and get
     /// [`tenant_policy`]; the owner creates them (with the store's migration), and an
-    /// application role that owns nothing finds them there and changes nothing.
+    /// application role that owns nothing finds them there and changes nothing. A table in
+    /// the single-tenant layout (left by a single-tenant run on the same schema) is an error
+    /// naming it, never used without the policy.
     pub async fn create_tables(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await?;
         let tx = PgTransaction::begin(&mut client, &self.schema).await?;
         if self.multi_tenant {
             let tables: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
             let found = tx.query(sql::TABLES_FOUND, &[&tables]).await?;
-            let found: i64 = found.first().map_or(Ok(0), |row| row.try_get(0))?;
-            if usize::try_from(found) == Ok(TABLES.len()) {
+            for row in &found {
+                if !row.try_get::<_, bool>("per_tenant")? {
+                    let table: String = row.try_get("name")?;
+                    return Err(format!(
+                        "the read model table `{table}` of schema `{}` is not in the multi-tenant layout (no tenant column under forced row-level security): a single-tenant run created it; serve the tenants from another schema",
+                        self.schema.as_str()
+                    )
+                    .into());
+                }
+            }
+            if found.len() == TABLES.len() {
                 return Ok(tx.commit().await?);
             }
             tx.batch_execute(sql::SCHEMA_TENANTS).await?;

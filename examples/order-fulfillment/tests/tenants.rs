@@ -502,3 +502,23 @@ async fn tenants_on_postgres_as_the_application_role() {
     assert_eq!(tenants, ["acme"]);
     restarted.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_tables_of_a_single_tenant_run_are_refused() {
+    // A single-tenant run created the read model tables, then a multi-tenant one starts on
+    // the same schema (still without events, so the store's migration accepts it).
+    let single = common::postgres().await;
+    PgReadModels::new(&single).create_tables().await.unwrap();
+    let url = TestDatabase::get().await.expect("the test database");
+    let config = single.config().clone().multi_tenant(true);
+    let multi = PgStore::connect_with(&url, config).await.unwrap();
+    multi.migrate().await.unwrap();
+    let refused = PgTenants::on_postgres(multi, common::master_key(), &AppOptions::default(), &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("customer_orders") && refused.contains("not in the multi-tenant layout"),
+        "{refused}"
+    );
+}
