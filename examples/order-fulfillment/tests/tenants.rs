@@ -8,10 +8,12 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use factum::projection::FailurePolicy;
 use factum::tenant::TenantId;
 use factum::{Coordination, EventStore, Metadata, Repository};
 use factum_postgres::testing::{TestDatabase, url_as};
@@ -399,6 +401,10 @@ async fn superuser() -> tokio_postgres::Client {
 /// At deployment the owner migrates the multi-tenant schema and creates the read model
 /// tables, granting the application role their use; the server then runs as that role.
 async fn serve_as_application_role(roles: &Roles, started: &[TenantId]) -> PgTenants {
+    serve_with(roles, started, &AppOptions::default()).await
+}
+
+async fn serve_with(roles: &Roles, started: &[TenantId], options: &AppOptions) -> PgTenants {
     let url = TestDatabase::get().await.expect("the test database");
     let owner = PgConfig::default()
         .schema(&roles.schema)
@@ -420,7 +426,7 @@ async fn serve_as_application_role(roles: &Roles, started: &[TenantId]) -> PgTen
         .await
         .unwrap();
     app.check_least_privilege().await.unwrap();
-    PgTenants::on_postgres(app, common::master_key(), &AppOptions::default(), started)
+    PgTenants::on_postgres(app, common::master_key(), options, started)
         .await
         .unwrap()
 }
@@ -521,4 +527,78 @@ async fn read_model_tables_of_a_single_tenant_run_are_refused() {
         refused.contains("customer_orders") && refused.contains("not in the multi-tenant layout"),
         "{refused}"
     );
+}
+
+/// An event one tenant's read model keeps failing on is parked under that tenant's name,
+/// listed by `GET /dead-letters` with no tenant, and replayed by
+/// `POST /dead-letters/replay` once the cause is gone; the other tenant goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_every_tenant_on_postgres() {
+    let roles = Roles::create().await;
+    let options = AppOptions {
+        failure: FailurePolicy::park_after(2)
+            .backoff(Duration::from_millis(10), Duration::from_millis(50)),
+        ..AppOptions::default()
+    };
+    let api = Api::new(serve_with(&roles, &[], &options).await);
+    // A constraint refusing acme's rows of the order list (a botched migration).
+    let superuser = superuser().await;
+    let order_list = format!("{}.order_list", roles.schema);
+    superuser
+        .batch_execute(&format!(
+            "ALTER TABLE {order_list} ADD CONSTRAINT not_acme CHECK (tenant <> 'acme')"
+        ))
+        .await
+        .unwrap();
+    for tenant in ["acme", "globex"] {
+        let stock = json!({"quantity": 5});
+        let (status, body) = api.post(tenant, "/inventory/keyboard/receive", stock).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = api
+            .post(tenant, "/orders", named_order("o-1", 1, "A"))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    api.tenants.settle().await.unwrap();
+    let (status, parked) = api
+        .send("GET", "/dead-letters", None, None, Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{parked}");
+    let parked: Vec<(&str, &str)> = parked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["event_type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(parked, [("order_list@acme", "OrderPlaced")]);
+    let (_, globex) = api.get("globex", "/orders/o-1").await;
+    assert_eq!(globex["order_id"], "o-1", "{globex}");
+    let (status, _) = api.get("acme", "/orders/o-1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    superuser
+        .batch_execute(&format!(
+            "ALTER TABLE {order_list} DROP CONSTRAINT not_acme"
+        ))
+        .await
+        .unwrap();
+    let (status, replay) = api
+        .send("POST", "/dead-letters/replay", None, None, Value::Null)
+        .await;
+    assert_eq!(
+        (status, replay),
+        (StatusCode::OK, json!({"replay_requested": 1}))
+    );
+    api.tenants.settle().await.unwrap();
+    let (_, parked) = api
+        .send("GET", "/dead-letters", None, None, Value::Null)
+        .await;
+    assert_eq!(parked, json!([]));
+    let (status, acme) = api.get("acme", "/orders/o-1").await;
+    assert_eq!(status, StatusCode::OK, "{acme}");
 }
