@@ -578,11 +578,20 @@ impl PgApp {
     /// then starts the workers, with their checkpoints, leases, dead letters and process
     /// instances in `PgCoordination`. Personal fields are encrypted with data keys kept in
     /// the store's schema, wrapped by `master`. Must be called within a tokio runtime.
+    ///
+    /// A multi-tenant store is served per tenant, by
+    /// [`PgTenants`](crate::tenants::PgTenants): given one bound to no tenant, whose every
+    /// read would be refused, this is [`AppError::BadRequest`].
     pub async fn on_postgres(
         store: PgStore,
         master: MasterKey,
         options: &AppOptions,
     ) -> Result<Self, AppError> {
+        if store.config().multi_tenant && store.bound_tenant().is_none() {
+            return Err(AppError::BadRequest(
+                "the store is multi-tenant: serve it per tenant, with PgTenants".into(),
+            ));
+        }
         PgReadModels::new(&store)
             .create_tables()
             .await

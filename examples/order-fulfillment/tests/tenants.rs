@@ -512,13 +512,23 @@ async fn tenants_on_postgres_as_the_application_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_model_tables_of_a_single_tenant_run_are_refused() {
     // A single-tenant run created the read model tables, then a multi-tenant one starts on
-    // the same schema (still without events, so the store's migration accepts it).
+    // the same schema (still without events, so the store's migration accepts it). A
+    // single app on the unbound multi-tenant store is refused too.
     let single = common::postgres().await;
     PgReadModels::new(&single).create_tables().await.unwrap();
     let url = TestDatabase::get().await.expect("the test database");
     let config = single.config().clone().multi_tenant(true);
     let multi = PgStore::connect_with(&url, config).await.unwrap();
     multi.migrate().await.unwrap();
+    let unbound = order_fulfillment::App::on_postgres(
+        multi.clone(),
+        common::master_key(),
+        &AppOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(unbound.contains("PgTenants"), "{unbound}");
     let refused = PgTenants::on_postgres(multi, common::master_key(), &AppOptions::default(), &[])
         .await
         .unwrap_err()
