@@ -39,7 +39,11 @@ struct MigrationView {
     applied_at: DateTime<Utc>,
 }
 
-pub(crate) async fn migrate(store: &PgStore, json: bool, out: &mut dyn Write) -> Result<u8, CliError> {
+pub(crate) async fn migrate(
+    store: &PgStore,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
     store.migrate().await?;
     let applied = PgAdmin::new(store)
         .applied_migrations()
@@ -617,7 +621,10 @@ impl Context {
         )?;
         let skipped = self.admin.skip(name, stream, position).await?;
         if self.json {
-            print_json(out, &serde_json::json!({ "name": name, "skipped": skipped }))?;
+            print_json(
+                out,
+                &serde_json::json!({ "name": name, "skipped": skipped }),
+            )?;
         } else {
             writeln!(out, "skipped {skipped} parked events of `{name}`")?;
         }

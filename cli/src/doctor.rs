@@ -130,7 +130,10 @@ async fn head(ctx: &Context, args: &DoctorArgs) -> Result<Finding, CliError> {
         return Ok(Finding::new(
             "head",
             Status::Ok,
-            format!("every committed event is readable (position {})", head.readable),
+            format!(
+                "every committed event is readable (position {})",
+                head.readable
+            ),
         ));
     }
     let positions = format!("readable {}, committed {}", head.readable, head.committed);
@@ -172,17 +175,17 @@ async fn transactions(ctx: &Context, args: &DoctorArgs) -> Result<Finding, CliEr
     let sessions = ctx.admin.open_transactions(5).await?;
     let long: Vec<&Session> = sessions
         .iter()
-        .filter(|s| s.transaction_age.is_some_and(|a| a >= args.long_transaction))
+        .filter(|s| {
+            s.transaction_age
+                .is_some_and(|a| a >= args.long_transaction)
+        })
         .collect();
     let mut finding = match sessions.first() {
         None => Finding::new("transactions", Status::Ok, "no open transaction"),
         Some(oldest) if long.is_empty() => Finding::new(
             "transactions",
             Status::Ok,
-            format!(
-                "oldest open for {}",
-                age_or_dash(oldest.transaction_age)
-            ),
+            format!("oldest open for {}", age_or_dash(oldest.transaction_age)),
         ),
         Some(_) => Finding::new(
             "transactions",
@@ -339,7 +342,13 @@ pub(crate) async fn run(
         print_json(out, &Report { healthy, findings })?;
     } else {
         for f in &findings {
-            writeln!(out, "[{:<4}] {:<12} {}", f.status.label(), f.check, f.summary)?;
+            writeln!(
+                out,
+                "[{:<4}] {:<12} {}",
+                f.status.label(),
+                f.check,
+                f.summary
+            )?;
             for d in &f.details {
                 writeln!(out, "{:19} {d}", "")?;
             }
@@ -347,11 +356,7 @@ pub(crate) async fn run(
         writeln!(
             out,
             "{}",
-            if healthy {
-                "healthy"
-            } else {
-                "problems found"
-            }
+            if healthy { "healthy" } else { "problems found" }
         )?;
     }
     Ok(if healthy { exit::OK } else { exit::PROBLEM })

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use factum::{StoreError, StreamId};
-use factum_postgres::{PgConfig, PgError, PgStore, RewindError};
+use factum_postgres::{AdminError, PgConfig, PgError, PgStore};
 
 mod commands;
 mod doctor;
@@ -249,11 +249,11 @@ fn known_names(known: &[String]) -> String {
     }
 }
 
-impl From<RewindError> for CliError {
-    fn from(error: RewindError) -> Self {
+impl From<AdminError> for CliError {
+    fn from(error: AdminError) -> Self {
         match error {
-            RewindError::TableName(e) => CliError::Usage(e.to_string()),
-            RewindError::Store(e) => CliError::Store(e),
+            AdminError::TableName(e) => CliError::Usage(e.to_string()),
+            AdminError::Store(e) => CliError::Store(e),
             other => CliError::Store(StoreError::Backend(Box::new(other))),
         }
     }
@@ -315,7 +315,9 @@ fn confirm(prompt: &mut dyn Prompt, yes: bool, what: &str) -> Result<(), CliErro
     if prompt.confirm(&format!("{what}. Go ahead?"))? {
         Ok(())
     } else {
-        Err(CliError::NotConfirmed("not confirmed; nothing changed".to_owned()))
+        Err(CliError::NotConfirmed(
+            "not confirmed; nothing changed".to_owned(),
+        ))
     }
 }
 
@@ -349,11 +351,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write, prompt: &mut dyn Prompt) -> Res
     if admin.applied_migrations().await?.is_none() {
         return Err(CliError::NotMigrated(cli.schema.clone()));
     }
-    let ctx = commands::Context {
-        store,
-        admin,
-        json,
-    };
+    let ctx = commands::Context { store, admin, json };
     match &cli.command {
         Command::Migrate => Ok(exit::OK),
         Command::Streams(StreamsCommand::List { category, limit }) => {

@@ -26,6 +26,7 @@ pub struct PgAdmin {
     pool: Pool,
     schema: SchemaName,
     sql: Arc<Sql>,
+    holder: String,
 }
 
 #[derive(Debug)]
@@ -34,10 +35,16 @@ struct Sql {
     streams: String,
     partitions: String,
     backlog: String,
-    release_leases: String,
+    held_leases: String,
+    take_leases: String,
+    fence_checkpoints: String,
+    still_held: String,
+    release: String,
     rewind_checkpoints: String,
     clear_parked: String,
+    skip_partitions: String,
     skip: String,
+    replay_streams: String,
 }
 
 /// A migration recorded in the schema.
@@ -170,9 +177,7 @@ fn table_name(schema: &SchemaName, name: &str) -> Result<String, InvalidTableNam
     let valid = |part: &&str| {
         !part.is_empty()
             && part.len() <= 63
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !part.starts_with(|c: char| c.is_ascii_digit())
     };
     if parts.is_empty() || parts.len() > 2 || !parts.iter().all(valid) {
@@ -212,15 +217,22 @@ impl PgAdmin {
             streams: r(include_str!("admin/streams.sql")),
             partitions: r(include_str!("admin/partitions.sql")),
             backlog: r(include_str!("admin/backlog.sql")),
-            release_leases: r(include_str!("admin/release_leases.sql")),
+            held_leases: r(include_str!("admin/held_leases.sql")),
+            take_leases: r(include_str!("admin/take_leases.sql")),
+            fence_checkpoints: r(include_str!("admin/fence_checkpoints.sql")),
+            still_held: r(include_str!("admin/still_held.sql")),
+            release: r(include_str!("admin/release.sql")),
             rewind_checkpoints: r(include_str!("admin/rewind_checkpoints.sql")),
             clear_parked: r(include_str!("admin/clear_parked.sql")),
+            skip_partitions: r(include_str!("admin/skip_partitions.sql")),
             skip: r(include_str!("admin/skip.sql")),
+            replay_streams: r(include_str!("admin/replay_streams.sql")),
         };
         Self {
             pool: store.pool().clone(),
             schema,
             sql: Arc::new(sql),
+            holder: format!("factum-admin:{}", std::process::id()),
         }
     }
 
@@ -402,27 +414,117 @@ impl PgAdmin {
         })
     }
 
-    /// Rewinds projection `name` to the start of the global order, in one transaction: takes
-    /// its leases from their holders (who notice at their next renewal or checkpoint, and take
-    /// the lease again), sets its checkpoints to 0 with a fence that refuses the former
-    /// holders' saves, removes its parked events and empties `tables` (read-model tables,
-    /// `table` in the store's schema or `schema.table`). The workers of the running
-    /// application then handle every event again.
+    /// The lease holder this handle takes partitions as (`factum-admin:<process id>`).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Takes the leases of `name`'s partitions (those in `partitions`, or all it has), as a
+    /// worker would, from whoever holds them, and gives its checkpoints the new fence: a
+    /// former holder's next renewal or checkpoint fails and it stops, as after a lost lease.
+    /// Waits out the time the former holders' leases had left, after which none of them
+    /// works on the partitions any more. Returns how many leases it took.
+    async fn take(&self, name: &str, partitions: Option<&[i32]>) -> Result<u64, AdminError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let left = tx
+            .query(&self.sql.held_leases, &[&name, &self.holder, &partitions])
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| row.try_get::<_, f64>("left_secs").map_err(backend))
+            .collect::<Result<Vec<f64>, _>>()?
+            .into_iter()
+            .fold(0.0_f64, f64::max);
+        let wait = seconds(Some(left)).unwrap_or_default();
+        let hold = i64::try_from((wait + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
+        let taken = tx
+            .query(
+                &self.sql.take_leases,
+                &[&name, &partitions, &self.holder, &hold],
+            )
+            .await
+            .map_err(backend)?
+            .len() as u64;
+        tx.execute(&self.sql.fence_checkpoints, &[&name, &self.holder])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        if !wait.is_zero() {
+            tracing::info!(
+                projection = name,
+                ?wait,
+                "waiting out the former lease holders"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        Ok(taken)
+    }
+
+    /// In `tx`: checks that this handle still holds the `taken` leases of `name`, then hands
+    /// them back.
+    async fn hand_back(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        name: &str,
+        taken: u64,
+    ) -> Result<(), AdminError> {
+        let held = tx
+            .query(&self.sql.still_held, &[&name, &self.holder])
+            .await
+            .map_err(backend)?
+            .len() as u64;
+        if held < taken {
+            return Err(AdminError::LeaseLost {
+                name: name.to_owned(),
+            });
+        }
+        tx.execute(&self.sql.release, &[&name, &self.holder])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Hands back what this handle holds of `name` after a failure (the leases expire
+    /// anyway).
+    async fn release_after_failure(&self, name: &str) {
+        if let Ok(client) = self.client().await {
+            let _ = client
+                .execute(&self.sql.release, &[&name, &self.holder])
+                .await;
+        }
+    }
+
+    /// Rewinds projection `name` to the start of the global order: takes its partitions'
+    /// leases from their holders and waits out the time those had left (see the crate's
+    /// ADR 21), then, in one transaction, sets its checkpoints to 0, removes its parked
+    /// events, empties `tables` (read-model tables, `table` in the store's schema or
+    /// `schema.table`) and hands the leases back. The workers of the running application
+    /// take them again and handle every event anew.
     ///
     /// A table name that is not `table` or `schema.table` is refused before anything
     /// changes.
-    pub async fn rewind(&self, name: &str, tables: &[String]) -> Result<Rewound, RewindError> {
+    pub async fn rewind(&self, name: &str, tables: &[String]) -> Result<Rewound, AdminError> {
         let tables = tables
             .iter()
             .map(|t| table_name(&self.schema, t))
             .collect::<Result<Vec<_>, _>>()?;
+        let leases = self.take(name, None).await?;
+        let result = self.rewind_held(name, &tables, leases).await;
+        if result.is_err() {
+            self.release_after_failure(name).await;
+        }
+        result
+    }
+
+    async fn rewind_held(
+        &self,
+        name: &str,
+        tables: &[String],
+        leases: u64,
+    ) -> Result<Rewound, AdminError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let none: Option<Vec<i32>> = None;
-        let leases = tx
-            .execute(&self.sql.release_leases, &[&name, &none])
-            .await
-            .map_err(backend)?;
         let checkpoints = tx
             .execute(&self.sql.rewind_checkpoints, &[&name])
             .await
@@ -431,14 +533,15 @@ impl PgAdmin {
             .execute(&self.sql.clear_parked, &[&name])
             .await
             .map_err(backend)?;
-        for table in &tables {
+        for table in tables {
             tx.batch_execute(&format!("TRUNCATE {table}"))
                 .await
-                .map_err(|source| RewindError::Truncate {
+                .map_err(|source| AdminError::Truncate {
                     table: table.clone(),
                     source,
                 })?;
         }
+        self.hand_back(&tx, name, leases).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Rewound {
             checkpoints,
@@ -448,43 +551,64 @@ impl PgAdmin {
     }
 
     /// Removes parked events of `name` (of `stream` and at `position` when given) without
-    /// handling them, and takes the leases of their partitions from their holders, so that
-    /// the next holder no longer holds back the later events of those streams; one
-    /// transaction. Returns how many were removed.
+    /// handling them. Takes the leases of their partitions and waits out the former holders
+    /// first, as [`rewind`](Self::rewind) does, then, in one transaction, removes them, marks
+    /// the parked events left in their streams (those that waited behind them) for replay
+    /// and hands the leases back: the next holder reloads what is parked, so the streams are
+    /// no longer held back. Returns how many were removed.
     pub async fn skip(
         &self,
         name: &str,
         stream: Option<&StreamId>,
         position: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
+    ) -> Result<u64, AdminError> {
         let stream = stream.map(StreamId::as_str);
         let position = position.map(signed);
-        let mut partitions: Vec<i32> = tx
-            .query(&self.sql.skip, &[&name, &stream, &position])
-            .await
-            .map_err(backend)?
+        let partitions: Vec<i32> = self
+            .query(&self.sql.skip_partitions, &[&name, &stream, &position])
+            .await?
             .iter()
             .map(|row| row.try_get("partition").map_err(backend))
             .collect::<Result<_, _>>()?;
-        let removed = partitions.len() as u64;
-        partitions.sort_unstable();
-        partitions.dedup();
-        if !partitions.is_empty() {
-            tx.execute(&self.sql.release_leases, &[&name, &Some(partitions)])
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let leases = self.take(name, Some(&partitions)).await?;
+        let result = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            let mut streams: Vec<String> = tx
+                .query(&self.sql.skip, &[&name, &stream, &position])
+                .await
+                .map_err(backend)?
+                .iter()
+                .map(|row| row.try_get("stream_id").map_err(backend))
+                .collect::<Result<_, _>>()?;
+            let removed = streams.len() as u64;
+            streams.sort_unstable();
+            streams.dedup();
+            tx.execute(&self.sql.replay_streams, &[&name, &streams])
                 .await
                 .map_err(backend)?;
+            self.hand_back(&tx, name, leases).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(removed)
         }
-        tx.commit().await.map_err(backend)?;
-        Ok(removed)
+        .await;
+        if result.is_err() {
+            self.release_after_failure(name).await;
+        }
+        result
     }
 }
 
-/// Why [`PgAdmin::rewind`] failed; nothing was changed.
+/// How much longer than the former holders' leases [`PgAdmin`] takes a lease for.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Why [`PgAdmin::rewind`] or [`PgAdmin::skip`] failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RewindError {
+pub enum AdminError {
     /// A table name is malformed.
     #[error(transparent)]
     TableName(#[from] InvalidTableName),
@@ -495,6 +619,12 @@ pub enum RewindError {
         table: String,
         /// What the database reported.
         source: tokio_postgres::Error,
+    },
+    /// A lease taken for the change expired or was taken over before the change.
+    #[error("a lease of `{name}` taken for the change was lost before it; nothing changed")]
+    LeaseLost {
+        /// The projection.
+        name: String,
     },
     /// The database failed.
     #[error(transparent)]

@@ -72,8 +72,8 @@ mod transaction;
 mod transactional;
 
 pub use admin::{
-    AppliedMigration, Backlog, InvalidTableName, PartitionRecord, PgAdmin, Replication,
-    RewindError, Rewound, Session, Standby, StreamSummary,
+    AdminError, AppliedMigration, Backlog, InvalidTableName, PartitionRecord, PgAdmin, Replication,
+    Rewound, Session, Standby, StreamSummary,
 };
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
