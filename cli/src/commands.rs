@@ -116,6 +116,8 @@ pub(crate) struct PartitionView {
     pub(crate) oldest_unhandled: Option<Duration>,
     pub(crate) state: State,
     pub(crate) holder: Option<String>,
+    #[serde(skip)]
+    pub(crate) lease_left: Option<Duration>,
     pub(crate) parked: u64,
 }
 
@@ -151,6 +153,7 @@ impl Context {
                 oldest_unhandled: backlog.oldest,
                 state,
                 holder: r.holder,
+                lease_left: r.lease_left,
                 parked: r.parked,
             });
         }
@@ -322,6 +325,7 @@ impl Context {
                 before.len(),
             ),
         )?;
+        self.announce_wait(&before);
         let target = self.store.head_position().await?;
         let rewound = self.admin.rewind(&args.name, &args.truncate).await?;
         #[derive(Serialize)]
@@ -336,8 +340,8 @@ impl Context {
         }
         let follow = rebuild && held;
         let summary = format!(
-            "projection `{}` reset: {} checkpoints at 0, {} leases taken back, {} parked events \
-             removed{}",
+            "projection `{}` reset: {} checkpoints at 0, {} leases taken and handed back, {} \
+             parked events removed{}",
             args.name,
             rewound.checkpoints,
             rewound.leases,
@@ -419,6 +423,19 @@ impl Context {
                 )));
             }
             tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
+    }
+
+    /// Says on stderr how long taking the leases of `partitions` from their holders may
+    /// take (the time their leases have left).
+    fn announce_wait<P: LeaseLeft>(&self, partitions: &[P]) {
+        let longest = partitions.iter().filter_map(LeaseLeft::lease_left).max();
+        if let (Some(wait), false) = (longest, self.json) {
+            eprintln!(
+                "taking the partitions' leases from their workers: waiting up to {} for them \
+                 to let go",
+                age(wait + Duration::from_secs(1))
+            );
         }
     }
 
@@ -619,6 +636,7 @@ impl Context {
                  handled"
             ),
         )?;
+        self.announce_wait(&self.admin.partitions(Some(name)).await?);
         let skipped = self.admin.skip(name, stream, position).await?;
         if self.json {
             print_json(
@@ -670,5 +688,22 @@ fn reason(reason: &ParkReason) -> String {
         }
         ParkReason::Waiting { behind } => format!("waits behind position {behind}"),
         other => format!("{other:?}"),
+    }
+}
+
+/// The time a partition's lease has left, in whichever record holds it.
+trait LeaseLeft {
+    fn lease_left(&self) -> Option<Duration>;
+}
+
+impl LeaseLeft for PartitionView {
+    fn lease_left(&self) -> Option<Duration> {
+        self.lease_left
+    }
+}
+
+impl LeaseLeft for factum_postgres::PartitionRecord {
+    fn lease_left(&self) -> Option<Duration> {
+        self.lease_left
     }
 }
