@@ -224,7 +224,7 @@ async fn replication(ctx: &Context, args: &DoctorArgs) -> Result<Finding, CliErr
     if replication.standbys.is_empty() {
         return Ok(Finding::new("replication", Status::Ok, "no standby"));
     }
-    let broken = replication
+    let not_streaming = replication
         .standbys
         .iter()
         .any(|s| s.state.as_deref().is_some_and(|state| state != "streaming"));
@@ -232,9 +232,9 @@ async fn replication(ctx: &Context, args: &DoctorArgs) -> Result<Finding, CliErr
         .standbys
         .iter()
         .any(|s| s.replay_lag.is_some_and(|lag| lag >= args.replication_lag));
-    let status = if broken {
+    let status = if lagging {
         Status::Fail
-    } else if lagging {
+    } else if not_streaming {
         Status::Warn
     } else {
         Status::Ok

@@ -525,8 +525,13 @@ async fn projections_and_dead_letters() {
     assert_eq!(status[0]["behind"], 7, "{status}");
 }
 
+/// Held by the tests that look at the cluster's replication: a standby is the whole
+/// cluster's.
+static REPLICATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_names_the_session_holding_the_head_back() {
+    let _replication = REPLICATION.lock().await;
     // A database of its own: any transaction of the store's database holds its head back,
     // and the other tests of this process migrate and append in theirs.
     let shared = url().await;
@@ -608,4 +613,213 @@ async fn doctor_names_the_session_holding_the_head_back() {
         "{}",
         stdout(&output)
     );
+}
+
+/// A streaming standby of the test cluster (`pg_basebackup -R`), on a Unix socket in its own
+/// directory; stopped and removed when dropped.
+struct Standby {
+    dir: PathBuf,
+    bin: PathBuf,
+    as_root: bool,
+}
+
+impl Standby {
+    /// The server binaries: on `PATH`, or the newest under `/usr/lib/postgresql`.
+    fn binaries() -> PathBuf {
+        let has = |dir: &std::path::Path| {
+            dir.join("pg_basebackup").is_file() && dir.join("pg_ctl").is_file()
+        };
+        if let Some(dir) =
+            std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).find(|d| has(d)))
+        {
+            return dir;
+        }
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let version = e.file_name().to_str()?.parse().ok()?;
+                Some((version, e.path().join("bin")))
+            })
+            .filter(|(_, bin)| has(bin))
+            .collect();
+        versions.sort();
+        versions.pop().expect("pg_basebackup installed").1
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_root {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn run(command: &mut Command) -> Result<(), String> {
+        let output = command.output().expect("run a server binary");
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{command:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    /// Copies the cluster of `url` and starts a standby of it, allowing `max_connections`
+    /// (a hot standby allows at least as many as its primary).
+    fn start(url: &str, max_connections: &str) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let config: factum_postgres::tokio_postgres::Config = url.parse().expect("the test URL");
+        let host = match config.get_hosts().first().expect("a host") {
+            factum_postgres::tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            factum_postgres::tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let dir =
+            PathBuf::from("/tmp").join(format!("factum-standby-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("the standby's directory");
+        let standby = Self {
+            dir,
+            bin: Self::binaries(),
+            as_root,
+        };
+        if as_root {
+            Self::run(Command::new("chown").arg("postgres:").arg(&standby.dir)).expect("chown");
+        }
+        let data = standby.dir.join("data");
+        Self::run(
+            standby
+                .command("pg_basebackup")
+                .arg("-D")
+                .arg(&data)
+                .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"])
+                .args(["-h", &host, "-p", &port.to_string(), "-U", &user]),
+        )
+        .expect("a base backup");
+        Self::run(
+            standby
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(standby.dir.join("server.log"))
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-c listen_addresses='' -k {} -p {STANDBY_PORT} -c shared_buffers=16MB \
+                     -c max_connections={max_connections}",
+                    standby.dir.display()
+                ))
+                .arg("start"),
+        )
+        .unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(standby.dir.join("server.log")).unwrap_or_default();
+            panic!("{e}\nthe standby's log:\n{log}")
+        });
+        standby
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@/postgres?host={}&port={STANDBY_PORT}",
+            self.dir.display()
+        )
+    }
+}
+
+const STANDBY_PORT: u16 = 5433;
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_replication_on_the_primary_and_on_a_standby() {
+    let _replication = REPLICATION.lock().await;
+    let url = url().await;
+    let store = fresh_store().await.expect("a store");
+    let schema = schema(&store);
+    let raw = factum_postgres::PgConnectOptions::parse(&url)
+        .expect("the test URL")
+        .connect()
+        .await
+        .expect("connect");
+    let max_connections: String = raw
+        .query_one("SHOW max_connections", &[])
+        .await
+        .expect("max_connections")
+        .get(0);
+    let shared = url.clone();
+    let standby = tokio::task::spawn_blocking(move || Standby::start(&shared, &max_connections))
+        .await
+        .expect("the standby starts");
+    let admin = factum_postgres::PgAdmin::new(&store);
+    eventually("the standby streams", || async {
+        admin
+            .replication()
+            .await
+            .expect("replication")
+            .standbys
+            .iter()
+            .any(|s| s.state.as_deref() == Some("streaming"))
+    })
+    .await;
+
+    let output = factum(&url, &schema, &["--json", "doctor"]).await;
+    let report = json(&output);
+    let replication = &report["findings"][3];
+    assert_eq!(replication["check"], "replication", "{report}");
+    assert_eq!(replication["status"], "ok", "{report}");
+    assert!(
+        replication["summary"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("standbys") && !s.starts_with("0 ")),
+        "{report}"
+    );
+    assert!(
+        replication["details"]
+            .as_array()
+            .expect("details")
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains(": streaming, async"))),
+        "{report}"
+    );
+
+    // On the standby: the store's schema is there, read-only, and the doctor says where it
+    // runs.
+    let output = factum(&standby.url(), &schema, &["doctor"]).await;
+    let text = stdout(&output);
+    assert!(
+        text.contains("replication  this server is a standby; last replayed transaction"),
+        "{text}\n{}",
+        stderr(&output)
+    );
+    assert!(text.contains("[ok  ] schema"), "{text}");
+    assert_exit(&output, 0);
+
+    // Stopped, it leaves the primary's list (before the other tests look at replication).
+    drop(standby);
+    eventually("the standby gone", || async {
+        admin
+            .replication()
+            .await
+            .expect("replication")
+            .standbys
+            .is_empty()
+    })
+    .await;
 }
