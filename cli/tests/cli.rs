@@ -823,3 +823,30 @@ async fn doctor_reports_replication_on_the_primary_and_on_a_standby() {
     })
     .await;
 }
+
+/// The tool connects as the store does: `sslmode` and `sslrootcert` in the URL apply, and a
+/// certificate it cannot verify is a connection error (exit 4) naming TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_urls_work_as_for_the_store() {
+    let tls = TestDatabase::tls().await.expect("the TLS test cluster");
+    let schema = format!("cli_{}", uuid::Uuid::new_v4().simple());
+    let url = tls.url("verify-full");
+    let output = factum(&url, &schema, &["migrate"]).await;
+    assert_exit(&output, 0);
+    let output = factum(&url, &schema, &["projections", "status"]).await;
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("no projection has run on this store yet"),
+        "{}",
+        stdout(&output)
+    );
+
+    let foreign = tls.url_to(&tls.host, "verify-full", Some(&tls.foreign_ca_file));
+    let output = factum(&foreign, &schema, &["doctor"]).await;
+    assert_exit(&output, 4);
+    assert!(
+        stderr(&output).contains("TLS connection to"),
+        "{}",
+        stderr(&output)
+    );
+}
