@@ -175,10 +175,11 @@ impl Context {
     pub(crate) async fn streams_list(
         &self,
         category: Option<&str>,
+        after: Option<&str>,
         limit: usize,
         out: &mut dyn Write,
     ) -> Result<u8, CliError> {
-        let streams = self.admin.streams(category, limit).await?;
+        let streams = self.admin.streams(category, after, limit).await?;
         if self.json {
             #[derive(Serialize)]
             struct View {
@@ -208,7 +209,15 @@ impl Context {
             ]);
         }
         print_table(out, &t)?;
-        writeln!(out, "{} streams", streams.len())?;
+        match streams.last() {
+            Some(last) if streams.len() == limit => writeln!(
+                out,
+                "{} streams; the next page: --after {}",
+                streams.len(),
+                last.stream_id
+            )?,
+            _ => writeln!(out, "{} streams", streams.len())?,
+        }
         Ok(exit::OK)
     }
 

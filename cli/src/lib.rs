@@ -93,6 +93,9 @@ pub enum StreamsCommand {
         /// At most this many streams.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The streams after this one (by name): the next page.
+        #[arg(long)]
+        after: Option<String>,
     },
     /// The events of one stream: type, version, position, time, metadata, payload.
     Show {
@@ -354,8 +357,13 @@ pub async fn run(cli: &Cli, out: &mut dyn Write, prompt: &mut dyn Prompt) -> Res
     let ctx = commands::Context { store, admin, json };
     match &cli.command {
         Command::Migrate => Ok(exit::OK),
-        Command::Streams(StreamsCommand::List { category, limit }) => {
-            ctx.streams_list(category.as_deref(), *limit, out).await
+        Command::Streams(StreamsCommand::List {
+            category,
+            limit,
+            after,
+        }) => {
+            ctx.streams_list(category.as_deref(), after.as_deref(), *limit, out)
+                .await
         }
         Command::Streams(StreamsCommand::Show { stream, from }) => {
             ctx.streams_show(&stream_id(stream)?, *from, out).await

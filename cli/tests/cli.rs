@@ -188,6 +188,26 @@ async fn migrate_and_streams() {
     );
     assert!(text.contains("3 streams"), "{text}");
 
+    let output = factum(&url, &schema, &["streams", "list", "--limit", "2"]).await;
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    assert!(
+        text.contains("customer-7") && text.contains("order-1"),
+        "{text}"
+    );
+    assert!(!text.contains("order-2"), "{text}");
+    assert!(text.contains("the next page: --after order-1"), "{text}");
+    let output = factum(
+        &url,
+        &schema,
+        &["--json", "streams", "list", "--after", "order-1"],
+    )
+    .await;
+    assert_exit(&output, 0);
+    let page = json(&output);
+    assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page[0]["stream"], "order-2", "{page}");
+
     let output = factum(
         &url,
         &schema,

@@ -281,14 +281,16 @@ impl PgAdmin {
             .map(Some)
     }
 
-    /// The streams (of `category` when given), by name, at most `limit` of them.
+    /// The streams (of `category` when given), by name, after stream id `after` when given,
+    /// at most `limit` of them: a page costs a few index lookups per stream listed.
     pub async fn streams(
         &self,
         category: Option<&str>,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StreamSummary>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.query(&self.sql.streams, &[&category, &limit])
+        self.query(&self.sql.streams, &[&category, &limit, &after])
             .await?
             .iter()
             .map(|row| {
