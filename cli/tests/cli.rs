@@ -397,6 +397,20 @@ async fn projections_and_dead_letters() {
     );
     assert_eq!(running.parked("tally").await.expect("parked").len(), 2);
 
+    // Replay while the handler still fails: the worker parks them again, and the tool says so
+    // with exit code 1.
+    let output = factum(
+        &url,
+        &schema,
+        &["--json", "dead-letters", "replay", "tally"],
+    )
+    .await;
+    assert_exit(&output, 1);
+    let replay = json(&output);
+    assert_eq!(replay["marked"], 2, "{replay}");
+    assert_eq!(replay["replayed"], 0, "{replay}");
+    assert_eq!(replay["still_parked"], 2, "{replay}");
+
     // Replay: the healed handler takes both events; the tool waits for the worker.
     tally.heal(poison);
     let output = factum(
@@ -543,6 +557,15 @@ async fn projections_and_dead_letters() {
     let status = json(&output);
     assert_eq!(status[0]["state"], "no-worker");
     assert_eq!(status[0]["behind"], 7, "{status}");
+
+    // A rebuild with no worker to follow rewinds and says who will do the work.
+    let output = factum(&url, &schema, &["projections", "rebuild", "tally", "--yes"]).await;
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("no worker holds `tally` now"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 /// Held by the tests that look at the cluster's replication: a standby is the whole
