@@ -232,7 +232,11 @@ impl PgAdmin {
             pool: store.pool().clone(),
             schema,
             sql: Arc::new(sql),
-            holder: format!("factum-admin:{}", std::process::id()),
+            holder: format!(
+                "factum-admin:{}:{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
         }
     }
 
@@ -416,7 +420,7 @@ impl PgAdmin {
         })
     }
 
-    /// The lease holder this handle takes partitions as (`factum-admin:<process id>`).
+    /// The lease holder this handle takes partitions as (`factum-admin:<process id>:<random>`).
     pub fn holder(&self) -> &str {
         &self.holder
     }
