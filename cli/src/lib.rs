@@ -404,7 +404,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write, prompt: &mut dyn Prompt) -> Res
 
 /// The binary's `main`: parses the arguments (usage errors exit with 2), runs, prints an
 /// error on stderr, and returns the exit code.
-pub fn main_with_args() -> std::process::ExitCode {
+pub fn run_from_env() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
