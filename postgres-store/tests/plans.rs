@@ -150,7 +150,10 @@ async fn partition_read_is_a_range_of_the_partition_index_in_every_plan() {
         store.create_partition_index(0).await,
         Err(factum_postgres::PgError::InvalidPartitionCount { count: 0 })
     ));
+    // ANCHOR: partition_index
+    // Once per number of partitions in use, as the tables' owner: one index per partition.
     store.create_partition_index(4).await.expect("index");
+    // ANCHOR_END: partition_index
     // Again: nothing to do.
     store.create_partition_index(4).await.expect("index again");
     let client = raw_client().await;
@@ -210,6 +213,9 @@ async fn partition_read_is_a_range_of_the_partition_index_in_every_plan() {
             "execution {execution}: the plan sorts: {kinds:?}\n{explained:#}"
         );
     }
+    // ANCHOR: partition_read
+    // The events of the streams of partition 1 of 4, in global order: what the second of
+    // four projection workers reads.
     let partition = factum::store::StreamPartition::new(1, 4).expect("partition");
     let read = store
         .read_all(
@@ -219,6 +225,7 @@ async fn partition_read_is_a_range_of_the_partition_index_in_every_plan() {
         )
         .await
         .expect("read");
+    // ANCHOR_END: partition_read
     let all = store
         .read_all(&factum::store::ReadAll::after(0).limit(100_000))
         .await
