@@ -37,14 +37,14 @@ use uuid::Uuid;
 
 mod common;
 
-use common::{describe_server, sql};
+use common::{describe_server, median, sql};
 
 const STREAMS: i64 = 10_000;
 const BATCH: usize = 1_000;
 const COUNTS: [u32; 3] = [1, 2, 4];
 
 /// How a worker process reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Mode {
     Aware,
     Whole,
@@ -321,22 +321,14 @@ async fn run() {
         .unwrap();
     let until = store.head_position().await.unwrap();
     let events = u64::try_from(total).unwrap();
-    println!();
-    println!(
-        "{:<18} {:>3} {:>9} {:>12} {:>10} {:>22} {:>14} {:>14}",
-        "case",
-        "N",
-        "wall s",
-        "events/s",
-        "vs N=1",
-        "rows read per worker",
-        "MB per worker",
-        "heap tuples"
-    );
-    let mut single = std::collections::HashMap::new();
-    let mut rates = std::collections::HashMap::new();
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    // The rows and stored bytes of each partition, before any run, so that the server's
+    // counts of fetched tuples hold only the runs.
+    let mut volumes = std::collections::HashMap::new();
     for count in COUNTS {
-        let mut volumes = Vec::new();
         for index in 0..count {
             let row = client
                 .query_one(
@@ -347,59 +339,102 @@ async fn run() {
                 .await
                 .unwrap();
             let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
-            volumes.push((rows, bytes));
+            volumes.insert((index, count), (rows, bytes));
         }
-        let whole_bytes: i64 = volumes.iter().map(|v| v.1).sum();
-        for mode in [Mode::Aware, Mode::Whole, Mode::Raw] {
-            if count == 1 && mode == Mode::Whole {
-                continue;
-            }
+    }
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    let whole_bytes: i64 = volumes[&(0, 1)].1;
+    let cases: Vec<(Mode, u32)> = COUNTS
+        .iter()
+        .flat_map(|&count| {
+            [Mode::Aware, Mode::Whole, Mode::Raw]
+                .into_iter()
+                .filter(move |&mode| !(count == 1 && mode == Mode::Whole))
+                .map(move |mode| (mode, count))
+        })
+        .collect();
+    // Rounds alternate the cases; each case reports its median wall time.
+    let mut walls: std::collections::HashMap<(Mode, u32), Vec<f64>> =
+        std::collections::HashMap::new();
+    let mut last: std::collections::HashMap<(Mode, u32), Run> = std::collections::HashMap::new();
+    for _ in 0..rounds {
+        for &(mode, count) in &cases {
             let run = run_once(&store, &url, mode, count, until).await;
             let handled: u64 = run.mine.iter().sum();
             assert_eq!(handled, events, "{mode:?} {count}: every event once");
-            let rate = events as f64 / run.wall;
-            if count == 1 {
-                single.insert(mode.name(), rate);
-            }
-            rates.insert((mode.name(), count), rate);
-            let base = single[if mode == Mode::Whole {
-                "aware"
-            } else {
-                mode.name()
-            }];
-            let mb: Vec<String> = (0..count as usize)
-                .map(|i| {
-                    let bytes = if mode == Mode::Whole {
-                        whole_bytes
-                    } else {
-                        volumes[i].1
-                    };
-                    format!("{:.1}", bytes as f64 / 1e6)
-                })
-                .collect();
-            let rows: Vec<String> = run.read.iter().map(u64::to_string).collect();
-            println!(
-                "{:<18} {:>3} {:>9.2} {:>12.0} {:>10.2} {:>22} {:>14} {:>14}",
-                match mode {
-                    Mode::Aware => "factum, partition",
-                    Mode::Whole => "factum, whole log",
-                    Mode::Raw => "raw SQL",
-                },
-                count,
-                run.wall,
-                rate,
-                rate / base,
-                rows.join("/"),
-                mb.join("/"),
-                run.fetched
-            );
+            walls.entry((mode, count)).or_default().push(run.wall);
+            last.insert((mode, count), run);
         }
+    }
+    let rate = |mode: Mode, count: u32| events as f64 / median(&walls[&(mode, count)]);
+    println!();
+    println!("{rounds} rounds; medians of the wall time (the slowest worker of a run)");
+    println!(
+        "{:<18} {:>3} {:>9} {:>12} {:>8}  {:<36} {:<24} {:>12}",
+        "case",
+        "N",
+        "wall s",
+        "events/s",
+        "vs N=1",
+        "rows read per worker",
+        "MB per worker",
+        "heap tuples"
+    );
+    for &(mode, count) in &cases {
+        let run = &last[&(mode, count)];
+        let base = rate(
+            if mode == Mode::Whole {
+                Mode::Aware
+            } else {
+                mode
+            },
+            1,
+        );
+        let mb: Vec<String> = (0..count)
+            .map(|i| {
+                let bytes = if mode == Mode::Whole {
+                    whole_bytes
+                } else {
+                    volumes[&(i, count)].1
+                };
+                format!("{:.1}", bytes as f64 / 1e6)
+            })
+            .collect();
+        let rows: Vec<String> = run.read.iter().map(u64::to_string).collect();
+        println!(
+            "{:<18} {:>3} {:>9.2} {:>12.0} {:>8.2}  {:<36} {:<24} {:>12}",
+            match mode {
+                Mode::Aware => "factum, partition",
+                Mode::Whole => "factum, whole log",
+                Mode::Raw => "raw SQL",
+            },
+            count,
+            median(&walls[&(mode, count)]),
+            rate(mode, count),
+            rate(mode, count) / base,
+            rows.join("/"),
+            mb.join("/"),
+            run.fetched
+        );
     }
     println!();
     for count in COUNTS {
+        let ratios: Vec<f64> = walls[&(Mode::Raw, count)]
+            .iter()
+            .zip(&walls[&(Mode::Aware, count)])
+            .map(|(raw, factum)| raw / factum)
+            .collect();
         println!(
-            "N={count}: factum partition-aware / raw SQL = {:.2}",
-            rates[&("aware", count)] / rates[&("raw", count)]
+            "N={count}: factum partition-aware / raw SQL, events/s: {:.2} (median of the rounds' ratios; rounds {})",
+            median(&ratios),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
 }
