@@ -23,6 +23,7 @@ mod stream;
 pub mod subscription;
 pub mod tenant;
 pub mod test_kit;
+pub mod trace;
 #[cfg(feature = "testing")]
 pub mod testing;
 

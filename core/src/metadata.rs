@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{has_nul, nul_path, push_member};
+use crate::trace::TraceContext;
 
 /// Metadata stored beside an event's payload, and given with a command.
 ///
@@ -50,6 +51,11 @@ pub struct Metadata {
     /// Free key-values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The W3C trace context of the span that executed the command (on an event), or that
+    /// the command continues (on a command): see [`crate::trace`]. Stored under the `trace`
+    /// key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl Metadata {
@@ -93,6 +99,14 @@ impl Metadata {
         self
     }
 
+    /// Sets the trace context the command continues (from an incoming `traceparent` header,
+    /// for example).
+    #[must_use]
+    pub fn trace(mut self, context: TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+
     /// Adds a free key-value.
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
@@ -114,8 +128,11 @@ impl Metadata {
     /// ```
     pub fn nul_character(&self) -> Option<String> {
         let nul = |s: &str| s.contains('\0');
+        let trace = self.trace.as_ref();
         let clean = !self.actor.as_deref().is_some_and(nul)
             && !self.tenant.as_deref().is_some_and(nul)
+            && !trace.is_some_and(|t| nul(&t.traceparent))
+            && !trace.and_then(|t| t.tracestate.as_deref()).is_some_and(nul)
             && !self
                 .extra
                 .iter()
@@ -129,6 +146,12 @@ impl Metadata {
         if self.tenant.as_deref().is_some_and(|s| s.contains('\0')) {
             return Some("$.tenant".to_owned());
         }
+        if trace.is_some_and(|t| nul(&t.traceparent)) {
+            return Some("$.trace.traceparent".to_owned());
+        }
+        if trace.and_then(|t| t.tracestate.as_deref()).is_some_and(nul) {
+            return Some("$.trace.tracestate".to_owned());
+        }
         self.extra.iter().find_map(|(key, value)| {
             let mut path = String::from("$.extra");
             push_member(&mut path, key);
@@ -141,7 +164,7 @@ impl Metadata {
 
     /// The metadata of an event caused by the message whose metadata is `self` and whose id is
     /// `cause`: same correlation (or `cause` when there was none), causation = `cause`, same
-    /// actor, tenant and extra keys.
+    /// actor, tenant, extra keys and trace context.
     pub fn caused_by(&self, cause: Uuid) -> Self {
         Self {
             command_id: self.command_id,
@@ -150,6 +173,7 @@ impl Metadata {
             actor: self.actor.clone(),
             tenant: self.tenant.clone(),
             extra: self.extra.clone(),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -169,6 +193,21 @@ mod tests {
         let flow = Uuid::now_v7();
         let inherited = Metadata::new().correlation_id(flow).caused_by(cmd);
         assert_eq!(inherited.correlation_id, Some(flow));
+    }
+
+    #[test]
+    fn the_trace_context_is_stored_under_trace_and_checked_for_nul() {
+        let context = TraceContext::new("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let meta = Metadata::new().trace(context.clone());
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"trace": {"traceparent": context.traceparent}})
+        );
+        let back: Metadata = serde_json::from_value(json).unwrap();
+        assert_eq!(back.caused_by(Uuid::now_v7()).trace, Some(context.clone()));
+        let bad = Metadata::new().trace(context.state("a=\u{0}"));
+        assert_eq!(bad.nul_character().as_deref(), Some("$.trace.tracestate"));
     }
 
     #[test]

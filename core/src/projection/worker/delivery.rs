@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use tracing::Instrument;
+
 use super::{Attempt, Delivery, Exit, Failure, Worker, is_fenced};
 use crate::coordination::{
     CheckpointStore, DeadLetterStore, Lease, LeaseStore, ParkReason, ParkedEvent, partition_of,
@@ -168,7 +170,18 @@ where
             self.park(event, ParkReason::Waiting { behind }).await?;
             return Ok(Delivery::Parked);
         }
-        match self.attempt(event, lease).await? {
+        let span = tracing::info_span!(
+            "handle",
+            projection = %self.slot.name,
+            partition = self.slot.partition,
+            stream = %event.stream_id,
+            event_type = %event.event_type,
+            position = event.position,
+        );
+        if let Some(context) = &event.metadata.trace {
+            crate::trace::set_parent(&span, context);
+        }
+        match self.attempt(event, lease).instrument(span).await? {
             Attempt::Interrupted(exit) => Ok(Delivery::Interrupted(exit)),
             Attempt::Handled => Ok(Delivery::Handled),
             Attempt::Failed(error, attempts) => match self.options.failure.on_exhausted {
