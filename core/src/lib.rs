@@ -23,9 +23,9 @@ mod stream;
 pub mod subscription;
 pub mod tenant;
 pub mod test_kit;
-pub mod trace;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use aggregate::{Aggregate, Command, CommandSet, CommandVisitor, Routed, SnapshotPolicy};
 pub use application::{Application, ApplicationBuilder, ApplicationError};

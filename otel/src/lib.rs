@@ -119,9 +119,5 @@ fn to_otel_context(trace: &TraceContext) -> Option<Context> {
         carrier.insert(TRACESTATE.to_owned(), state.clone());
     }
     let context = TraceContextPropagator::new().extract(&carrier);
-    context
-        .span()
-        .span_context()
-        .is_valid()
-        .then_some(context)
+    context.span().span_context().is_valid().then_some(context)
 }
