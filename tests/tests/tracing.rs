@@ -5,129 +5,17 @@
 //! parent as designed, on the in-memory store and on PostgreSQL.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use factum::prelude::*;
-use factum::process::ProcessOptions;
-use factum::projection::ProjectionOptions;
 use factum::store::StreamRead;
 use factum::trace::TraceContext;
-use factum::{Application, Coordination, Effects, Metadata, StreamId};
+use factum::{Coordination, Metadata, StreamId};
+use factum_tests::fulfilment::{self, OrderList, PlaceOrder};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
-
-#[event]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OrderPlaced {
-    pub order_id: String,
-    pub sku: String,
-}
-
-#[event]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StockReserved {
-    pub order_id: String,
-    pub sku: String,
-}
-
-#[command]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlaceOrder {
-    #[id]
-    pub order_id: String,
-    pub sku: String,
-}
-
-#[command]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ReserveStock {
-    #[id]
-    pub order_id: String,
-    pub sku: String,
-}
-
-#[aggregate(category = "order")]
-#[derive(Debug, Default)]
-pub struct Order;
-
-#[aggregate]
-impl Order {
-    #[handle]
-    fn place(&self, c: PlaceOrder) -> Result<OrderPlaced, std::convert::Infallible> {
-        Ok(OrderPlaced {
-            order_id: c.order_id,
-            sku: c.sku,
-        })
-    }
-
-    #[apply]
-    fn placed(&mut self, _: &OrderPlaced) {}
-}
-
-#[aggregate(category = "stock")]
-#[derive(Debug, Default)]
-pub struct Reservation;
-
-#[aggregate]
-impl Reservation {
-    #[handle]
-    fn reserve(&self, c: ReserveStock) -> Result<StockReserved, std::convert::Infallible> {
-        Ok(StockReserved {
-            order_id: c.order_id,
-            sku: c.sku,
-        })
-    }
-
-    #[apply]
-    fn reserved(&mut self, _: &StockReserved) {}
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct FulfilmentState;
-
-#[derive(Debug)]
-pub struct Fulfilment;
-
-#[process_manager(name = "fulfilment")]
-impl Fulfilment {
-    #[start(by = order_id)]
-    fn placed(&self, _: &mut FulfilmentState, e: &OrderPlaced) -> Effects<ReserveStock> {
-        Effects::none().command(ReserveStock {
-            order_id: e.order_id.clone(),
-            sku: e.sku.clone(),
-        })
-    }
-
-    #[stop(by = order_id)]
-    fn reserved(&self, _: &mut FulfilmentState, _: &StockReserved) {}
-}
-
-/// The status of each order.
-#[derive(Debug, Default)]
-pub struct OrderList {
-    status: Mutex<BTreeMap<String, &'static str>>,
-}
-
-#[projection(name = "order_list")]
-impl OrderList {
-    async fn placed(&self, e: &OrderPlaced) {
-        self.status
-            .lock()
-            .unwrap()
-            .insert(e.order_id.clone(), "placed");
-    }
-
-    async fn reserved(&self, e: &StockReserved) {
-        self.status
-            .lock()
-            .unwrap()
-            .insert(e.order_id.clone(), "reserved");
-    }
-}
 
 /// The spans every test of this binary exports, kept in memory.
 fn exporter() -> &'static InMemorySpanExporter {
@@ -226,18 +114,8 @@ async fn one_order_is_one_trace<S: EventStore, C: Coordination>(
 ) {
     // The subscriber is set before anything starts.
     exporter();
-    let quick = || ProjectionOptions::new().poll_interval(Duration::from_millis(10));
     let orders = Arc::new(OrderList::default());
-    let app = Application::builder(store.clone())
-        .coordination(coordination)
-        .aggregate::<Order>()
-        .aggregate::<Reservation>()
-        .projection(Arc::clone(&orders), quick())
-        .process_manager(
-            Fulfilment,
-            ProcessOptions::new().poll_interval(Duration::from_millis(10)),
-        )
-        .start();
+    let app = fulfilment::start(store.clone(), coordination, Arc::clone(&orders));
 
     let remote_parent = "b7ad6b7169203331";
     let traceparent = format!("00-{trace_id}-{remote_parent}-01");
@@ -258,10 +136,7 @@ async fn one_order_is_one_trace<S: EventStore, C: Coordination>(
     // ANCHOR_END: request
     assert!(continued, "the request continues the incoming trace");
     app.settle().await.expect("the flow settles");
-    assert_eq!(
-        orders.status.lock().unwrap().get(order_id),
-        Some(&"reserved")
-    );
+    assert_eq!(orders.status(order_id), Some("reserved"));
     app.shutdown().await.expect("a graceful stop");
 
     let trace = Trace::of(TraceId::from_hex(trace_id).unwrap());
