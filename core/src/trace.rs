@@ -10,6 +10,7 @@
 //! | `append` | debug | `stream`, `expected_version`, `events`, `first_position`, `last_position` |
 //! | `batch` (projection) | debug | `projection`, `partition`, `from_position`, `to_position`, `events` |
 //! | `handle` (projection) | info | `projection`, `partition`, `stream`, `event_type`, `position` |
+//! | `handle_batch` (projection) | info | `projection`, `partition`, `from_position`, `to_position`, `events`, `handled` (false: declined) |
 //! | `dispatch` (process manager) | info | `process`, `stream`, `event_type`, `position`, `commands` |
 //!
 //! Core does not depend on OpenTelemetry. An integration (the `factum-otel` crate) installs a
@@ -21,7 +22,9 @@
 //! key, see [`Metadata::trace`](crate::Metadata::trace)); a projection's `handle` span and a
 //! process manager's `dispatch` span take that context as their parent, and the commands a
 //! process manager sends carry the `dispatch` span's context, which their `execute` span
-//! continues.
+//! continues. A projection that handles a batch of events at once (`handle_batch`, as a
+//! transactional PostgreSQL projection does) gets one `handle_batch` span, linked to the
+//! context of each of its events rather than the child of one of them.
 
 use std::sync::OnceLock;
 
@@ -77,6 +80,13 @@ pub trait Propagation: Send + Sync + 'static {
     /// Makes the span that `context` names the parent of `span`, which has not been entered
     /// yet. A context that does not parse is ignored.
     fn set_parent(&self, span: &tracing::Span, context: &TraceContext);
+
+    /// Links `span` to the span that `context` names, for a span that handles the messages
+    /// of several traces at once (a projection's batch). A context that does not parse is
+    /// ignored; by default, links are not recorded.
+    fn add_link(&self, span: &tracing::Span, context: &TraceContext) {
+        let _ = (span, context);
+    }
 }
 
 static PROPAGATION: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -114,6 +124,16 @@ pub fn set_parent(span: &tracing::Span, context: &TraceContext) {
     if let Some(propagation) = PROPAGATION.get() {
         if !span.is_disabled() {
             propagation.set_parent(span, context);
+        }
+    }
+}
+
+/// Links `span` to the span that `context` names by the installed propagation; does nothing
+/// without one.
+pub fn add_link(span: &tracing::Span, context: &TraceContext) {
+    if let Some(propagation) = PROPAGATION.get() {
+        if !span.is_disabled() {
+            propagation.add_link(span, context);
         }
     }
 }

@@ -56,6 +56,12 @@ impl Propagation for OtelPropagation {
             }
         }
     }
+
+    fn add_link(&self, span: &tracing::Span, context: &TraceContext) {
+        if let Some(linked) = to_otel_context(context) {
+            span.add_link(linked.span().span_context().clone());
+        }
+    }
 }
 
 /// Installs [`OtelPropagation`] as factum's propagation (once per process).

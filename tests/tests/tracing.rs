@@ -287,3 +287,101 @@ fn a_malformed_traceparent_is_not_continued() {
         "an all-zero trace id is invalid"
     );
 }
+
+/// Counts the events it is given, all of a batch at once.
+#[derive(Debug, Default)]
+struct Batched {
+    events: std::sync::atomic::AtomicUsize,
+}
+
+impl factum::Projection for Batched {
+    fn name(&self) -> &str {
+        "batched"
+    }
+
+    async fn handle(&self, _: &factum::RecordedEvent) -> Result<(), factum::BoxError> {
+        self.events
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn handle_batch_in(
+        &self,
+        events: &[&factum::RecordedEvent],
+        _: &factum::projection::HandleContext,
+    ) -> Result<bool, factum::BoxError> {
+        self.events
+            .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
+    }
+}
+
+/// A batch handles the events of several traces at once: its span is linked to each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_span_links_to_the_trace_of_each_of_its_events() {
+    exporter();
+    let store = factum::MemoryStore::new();
+    let orders = factum::Repository::<fulfilment::Order, _>::new(store.clone());
+    let trace_ids = [
+        "11111111111111111111111111111111",
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+    ];
+    for (n, trace_id) in trace_ids.iter().enumerate() {
+        let request = tracing::info_span!("request");
+        let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+        assert!(factum_otel::continue_trace(
+            &request,
+            Some(&traceparent),
+            None
+        ));
+        let order = PlaceOrder {
+            order_id: format!("batch-{n}"),
+            sku: "tea".to_owned(),
+        };
+        orders
+            .execute(order, Metadata::new())
+            .instrument(request)
+            .await
+            .unwrap();
+    }
+    let batched = Arc::new(Batched::default());
+    let app = factum::Application::builder(store)
+        .projection(
+            Arc::clone(&batched),
+            factum::projection::ProjectionOptions::new(),
+        )
+        .start();
+    app.settle().await.unwrap();
+    app.shutdown().await.unwrap();
+    assert_eq!(batched.events.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    let spans = exporter().get_finished_spans().unwrap();
+    let batch = spans
+        .iter()
+        .find(|s| {
+            s.name == "handle_batch" && attribute(s, "projection").as_deref() == Some("batched")
+        })
+        .expect("the batch's span");
+    assert_eq!(attribute(batch, "events").as_deref(), Some("3"));
+    assert_eq!(attribute(batch, "handled").as_deref(), Some("true"));
+    let ids = |c: &opentelemetry::trace::SpanContext| format!("{}-{}", c.trace_id(), c.span_id());
+    let mut linked: Vec<_> = batch.links.iter().map(|l| ids(&l.span_context)).collect();
+    linked.sort();
+    let mut executed: Vec<_> = trace_ids
+        .iter()
+        .map(|t| {
+            ids(&Trace::of(TraceId::from_hex(t).unwrap())
+                .one("execute", &[])
+                .span_context)
+        })
+        .collect();
+    executed.sort();
+    assert_eq!(linked, executed);
+    assert!(
+        trace_ids
+            .iter()
+            .all(|t| batch.span_context.trace_id() != TraceId::from_hex(t).unwrap()),
+        "the batch is in none of its events' traces"
+    );
+}
