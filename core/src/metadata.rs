@@ -18,7 +18,8 @@ use crate::trace::TraceContext;
 ///
 /// When a command is executed, its events get `causation_id` = the command id (generated when
 /// none was given) and inherit the command's correlation id (or start a correlation at the command id), actor, tenant and
-/// extra keys.
+/// extra keys; their `trace` is the context of the command's `execute` span when a trace
+/// integration records it, else the command's own (see [`crate::trace`]).
 ///
 /// ```
 /// use factum::Metadata;

@@ -313,6 +313,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Events get `causation_id` = the command id (one is generated when `metadata` has
     /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
     /// carry `command_id` only when `metadata` has one: a generated id is no idempotency key.
+    /// The command runs in an `execute` span that continues `metadata`'s trace context, and
+    /// its events carry that span's context ([`crate::trace`]).
     ///
     /// When `metadata` has a command id, the command is idempotent: its first outcome is
     /// kept, and executing it again with that id, even concurrently, returns that outcome
