@@ -53,3 +53,34 @@ async fn a_commands_trace_context_reaches_its_events_and_the_commands_they_cause
         assert_eq!(events[0].metadata.trace.as_ref(), expected, "{stream}");
     }
 }
+
+/// A command retried with its command id in another trace is the same command: its first
+/// outcome is returned and the events keep the first trace's context.
+#[tokio::test]
+async fn a_retry_in_another_trace_is_still_a_duplicate() {
+    let store = MemoryStore::new();
+    let orders = factum::Repository::<fulfilment::Order, _>::new(store.clone());
+    let command_id = uuid::Uuid::now_v7();
+    let first = TraceContext::new("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let retry = TraceContext::new("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let order = PlaceOrder {
+        order_id: "o3".to_owned(),
+        sku: "tea".to_owned(),
+    };
+    let metadata = Metadata::new().command_id(command_id);
+    let done = orders
+        .execute(order.clone(), metadata.clone().trace(first.clone()))
+        .await
+        .unwrap();
+    assert!(!done.duplicate);
+    let again = orders.execute(order, metadata.trace(retry)).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.position, done.position);
+    let stream = StreamId::new("order", "o3").unwrap();
+    let events = store
+        .read_stream(&stream, &StreamRead::all())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].metadata.trace, Some(first));
+}
