@@ -54,9 +54,22 @@ pub struct Metadata {
     pub extra: BTreeMap<String, serde_json::Value>,
     /// The W3C trace context of the span that executed the command (on an event), or that
     /// the command continues (on a command): see [`crate::trace`]. Stored under the `trace`
-    /// key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// key. A `trace` key of another shape, written before factum used the key or by
+    /// another writer, reads as `None` rather than making the event unreadable.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "trace_or_none"
+    )]
     pub trace: Option<TraceContext>,
+}
+
+/// The `trace` key as a [`TraceContext`], or `None` when it has another shape.
+fn trace_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TraceContext>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 impl Metadata {
@@ -207,6 +220,15 @@ mod tests {
         );
         let back: Metadata = serde_json::from_value(json).unwrap();
         assert_eq!(back.caused_by(Uuid::now_v7()).trace, Some(context.clone()));
+        for foreign in [
+            serde_json::json!({"trace": 5}),
+            serde_json::json!({"trace": "00-abc"}),
+            serde_json::json!({"trace": {"parent": "x"}}),
+            serde_json::json!({"trace": null}),
+        ] {
+            let read: Metadata = serde_json::from_value(foreign.clone()).unwrap();
+            assert_eq!(read.trace, None, "{foreign}");
+        }
         let bad = Metadata::new().trace(context.state("a=\u{0}"));
         assert_eq!(bad.nul_character().as_deref(), Some("$.trace.tracestate"));
     }
