@@ -391,11 +391,17 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             aggregate = A::CATEGORY,
             stream = %stream,
             command_id = tracing::field::Empty,
+            error = tracing::field::Empty,
         );
         metadata.trace = crate::trace::continue_in(&span, metadata.trace.as_ref());
-        self.run_in_span(stream, command, metadata, expected)
-            .instrument(span)
-            .await
+        let result = self
+            .run_in_span(stream, command, metadata, expected)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            span.record("error", tracing::field::display(error));
+        }
+        result
     }
 
     async fn run_in_span(

@@ -5,7 +5,7 @@
 //!
 //! | span | level | fields |
 //! |------|-------|--------|
-//! | `execute` | info | `command`, `aggregate`, `stream`, `command_id` |
+//! | `execute` | info | `command`, `aggregate`, `stream`, `command_id`, `error` (when it fails or is rejected) |
 //! | `load` | debug | `stream`, `version`, `snapshot` (whether it started from one) |
 //! | `append` | debug | `stream`, `expected_version`, `events`, `first_position`, `last_position` |
 //! | `batch` (projection) | debug | `projection`, `partition`, `from_position`, `to_position`, `events` |

@@ -385,3 +385,35 @@ async fn a_batch_span_links_to_the_trace_of_each_of_its_events() {
         "the batch is in none of its events' traces"
     );
 }
+
+/// A command that fails says why on its span.
+#[tokio::test]
+async fn a_failed_command_records_its_error() {
+    exporter();
+    let store = factum::MemoryStore::new();
+    let orders = factum::Repository::<fulfilment::Order, _>::new(store);
+    let trace_id = "55555555555555555555555555555555";
+    let request = tracing::info_span!("request");
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    assert!(factum_otel::continue_trace(
+        &request,
+        Some(&traceparent),
+        None
+    ));
+    let order = PlaceOrder {
+        order_id: "late".to_owned(),
+        sku: "tea".to_owned(),
+    };
+    let refused = orders
+        .execute_expecting(order, 3, Metadata::new())
+        .instrument(request)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(factum::Error::VersionMismatch { .. })
+    ));
+    let trace = Trace::of(TraceId::from_hex(trace_id).unwrap());
+    let execute = trace.one("execute", &[("command", "PlaceOrder")]);
+    let error = attribute(execute, "error").expect("the error on the span");
+    assert!(error.contains("order-late"), "{error}");
+}
