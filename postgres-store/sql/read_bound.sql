@@ -1,6 +1,10 @@
 (SELECT CASE
           -- Nothing committed lies at or above the oldest running transaction: no lookup.
+          -- On a hot standby, the snapshot lists no transaction in `xip` (they are in its
+          -- subtransaction array) and its `xmin` is the oldest transaction of the primary
+          -- still running as far as the replayed WAL tells: the bound is `xmin`.
           WHEN snap.xmin = pg_snapshot_xmax(snap.s)::text::bigint
+            OR pg_is_in_recovery()
             OR coalesce((SELECT max(position) FROM __SCHEMA__.events), 0) < snap.xmin * 65536
             THEN snap.xmin
           -- The oldest running transaction that may write here: every one in progress but

@@ -55,6 +55,16 @@ pub enum PgError {
         /// The error reported.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A write on a handle that reads from a standby ([`PgStore::standby`](crate::PgStore::standby)):
+    /// commands and snapshots go through the primary's handle.
+    #[error(
+        "{operation} on a standby handle: a standby handle only reads; write through the \
+         primary's store"
+    )]
+    StandbyReadOnly {
+        /// What was refused, such as `an append`.
+        operation: &'static str,
+    },
     /// The pool cannot be built.
     #[error("cannot build the connection pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),
@@ -140,6 +150,12 @@ pub enum PgError {
         schema: String,
         /// What the database reported.
         source: tokio_postgres::Error,
+    },
+    /// A number of partitions that cannot split streams: there is no partition of 0.
+    #[error("invalid number of partitions {count}: at least 1")]
+    InvalidPartitionCount {
+        /// The number given.
+        count: u32,
     },
 }
 

@@ -34,6 +34,11 @@
 //!   [`PgConfig::application_role`] set, it leaves the application a role that can append and
 //!   read events but neither change them nor switch the triggers off
 //!   ([`PgStore::check_least_privilege`] checks it at start-up).
+//! - [`PgStore::standby`] reads from a hot standby (loads, stream reads, the global order with
+//!   the same bound, subscriptions) and refuses writes, so commands decide on the primary; a
+//!   stale standby shows in [`EventStore::head_status`](factum::EventStore::head_status) and
+//!   [`PgStore::standby_lag`]. A store built from a multi-host URL with
+//!   `target_session_attrs=read-write` follows a promotion (`docs/adr/18-standby-reads.md`).
 //! - [`PgStore::watch_head`] wakes subscribers through `LISTEN`/`NOTIFY` on a dedicated
 //!   connection, with polling as the guarantee.
 //! - [`Transactional`] runs a [`PgProjection`] whose read model lives in the same database,
@@ -46,10 +51,14 @@
 //!   (`docs/adr/14-tenants.md`).
 //! - [`PgKeyStore`] keeps the data keys of crypto-shredding (`factum::personal`) in the
 //!   table `data_keys`, wrapped by a master key; forgetting a subject leaves a tombstone.
+//! - [`PgAdmin`] is the operator's view: streams, each projection's checkpoints, lease
+//!   holders and parked events, open transactions and replication; it rewinds a projection
+//!   and skips parked events (the `factum` command-line tool uses it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
 
+mod admin;
 mod config;
 mod coordination;
 mod error;
@@ -67,12 +76,16 @@ pub mod tls;
 mod transaction;
 mod transactional;
 
+pub use admin::{
+    AdminError, AppliedMigration, Backlog, InvalidTableName, PartitionRecord, PgAdmin, Replication,
+    Rewound, Session, Standby, StreamSummary,
+};
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;
 pub use keys::PgKeyStore;
 pub use migrate::MIGRATIONS;
-pub use store::{MAX_EVENTS_PER_APPEND, PgStore};
+pub use store::{MAX_EVENTS_PER_APPEND, PgStore, StandbyLag};
 pub use tenancy::tenant_policy;
 pub use tls::{PgConnectOptions, RootCert, SslMode, TlsFailure};
 pub use transaction::PgTransaction;

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tenant_keys",
         include_str!("../migrations/0007_tenant_keys.sql"),
     ),
+    (
+        8,
+        "partitions",
+        include_str!("../migrations/0008_partitions.sql"),
+    ),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory

@@ -16,6 +16,7 @@ use factum::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId};
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::PgLsn;
 use uuid::Uuid;
 
 use crate::config::PgConfig;
@@ -54,7 +55,10 @@ pub struct PgStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// The primary's connections: every write, and every read of a primary handle.
     pool: Pool,
+    /// The standby's connections, for the reads of a standby handle ([`PgStore::standby`]).
+    standby: Option<Pool>,
     config: PgConfig,
     sql: Statements,
     listener: ListenerConfig,
@@ -67,6 +71,20 @@ enum Outcome {
     Conflict(u64),
     /// The events' command id already has an outcome without events.
     Decided,
+}
+
+/// How far a standby is behind its primary ([`PgStore::standby_lag`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StandbyLag {
+    /// WAL bytes the primary has written that the standby has not replayed yet: 0 when it
+    /// holds everything committed on the primary.
+    pub wal_bytes: u64,
+    /// While the standby is behind, how long ago the last transaction it replayed committed
+    /// on the primary: how stale its reads may be.
+    pub last_replayed_age: Option<Duration>,
+    /// Whether the standby was promoted: it is a primary now, with no lag.
+    pub promoted: bool,
 }
 
 /// Most events one append can hold (positions are `transaction id * 65536 + index`).
@@ -152,6 +170,7 @@ impl PgStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                standby: None,
                 config,
                 sql,
                 listener,
@@ -170,6 +189,61 @@ impl PgStore {
     /// create tables can call it at start-up.
     pub async fn migrate(&self) -> Result<(), PgError> {
         crate::migrate::migrate(&self.inner.pool, &self.inner.config, &self.inner.sql).await
+    }
+
+    /// Creates, when missing, the indexes that make a read of one partition of `count`
+    /// ([`ReadAll::partition`](factum::store::ReadAll::partition)) a range of an index in
+    /// position order, rather than a range of the whole log that skips other partitions'
+    /// events: one partial index of the positions per partition (`count` indexes, together
+    /// the size of one index of the log). Run it, as the role that owns the tables (as
+    /// [`migrate`](Self::migrate)), once for each number of partitions a projection is
+    /// split into; one partition needs none. Built `CONCURRENTLY`, one after the other:
+    /// appends and reads go on meanwhile. An index a failed build left invalid is dropped
+    /// and built again.
+    ///
+    /// Without them, partition reads return the same events, reading more to find them.
+    pub async fn create_partition_index(&self, count: u32) -> Result<(), PgError> {
+        if count == 0 {
+            return Err(PgError::InvalidPartitionCount { count });
+        }
+        if count == 1 {
+            return Ok(());
+        }
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let schema = self.inner.config.schema.quoted();
+        for index in 0..count {
+            let name = crate::sql::partition_index_name(index, count);
+            let qualified = format!("{schema}.{name}");
+            let valid: Option<bool> = client
+                .query_opt(include_str!("../sql/index_valid.sql"), &[&qualified])
+                .await
+                .map_err(backend)?
+                .map(|row| row.get(0));
+            match valid {
+                Some(true) => continue,
+                Some(false) => client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+                    .await
+                    .map_err(backend)?,
+                None => {}
+            }
+            let predicate = crate::sql::partition_predicate(index, count);
+            client
+                .batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} \
+                     ON {schema}.events (position) WHERE {predicate}"
+                ))
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// The statement a read of partition `index` of `count` runs, with its parameters: `$1`
+    /// the position to read after, `$2` the most events, `$3` categories and `$4` event
+    /// types (`text[]`, all when empty). To check its plan with `EXPLAIN`.
+    pub fn partition_read_statement(&self, index: u32, count: u32) -> String {
+        crate::sql::partition_read(&self.inner.sql, index, count)
     }
 
     /// The configuration.
@@ -192,12 +266,132 @@ impl PgStore {
     /// every [`PgConfig::poll_interval`], so a lost notification only delays it. The
     /// listener starts on the first call, inside a Tokio runtime, and stops when the last
     /// clone of the store is dropped.
+    ///
+    /// On a standby handle ([`PgStore::standby`]) the listener runs on the primary (a standby
+    /// can neither `LISTEN` nor receive notifications), so the value is the primary's head,
+    /// possibly above what the standby has replayed: a wake-up, not a promise.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.notifier.watch(&self.inner.listener)
     }
 
+    /// A handle that reads from the hot standby at `url` and writes nothing: aggregate
+    /// loads, stream reads, [`EventStore::read_all`], the head, events by id, snapshots and
+    /// command outcomes come from the standby, so subscriptions (projections, process
+    /// managers) run on it; appends, snapshot saves and command records are refused with
+    /// [`PgError::StandbyReadOnly`] (as a [`StoreError::Backend`]), before anything is sent.
+    ///
+    /// A standby is behind its primary, so what it reads may be stale; never stale out of
+    /// order. Its global order has the primary's guarantee: a follower never passes a
+    /// transaction still open on the primary, and never skips an event that transaction
+    /// commits later. [`EventStore::head_status`] reports the standby's readable head against
+    /// the primary's committed one, and [`PgStore::standby_lag`] the replay lag.
+    ///
+    /// Use it where a stale read is safe: read models, queries, process managers (whose
+    /// commands go through a repository on the primary). Commands decide on the primary
+    /// handle, whose loads are current: a [`Repository`](factum::Repository) on a standby
+    /// handle loads, but its commands fail on the refused append. [`PgStore::pool`] stays
+    /// the primary's, for read models written beside the store.
+    /// See `docs/adr/18-standby-reads.md`.
+    ///
+    /// One connection to the standby is opened before this returns, with the configuration
+    /// and TLS options of `url`; errors are those of [`PgStore::connect_with`].
+    pub async fn standby(&self, url: &str) -> Result<Self, PgError> {
+        let options = PgConnectOptions::parse(url)?;
+        let tls = options.connector()?;
+        let pg_config = options.effective_config();
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let standby = Pool::builder(manager)
+            .max_size(self.inner.config.pool_size)
+            .build()?;
+        drop(standby.get().await.map_err(|e| pool_error(&pg_config, e))?);
+        let config = self.inner.config.clone();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool: self.inner.pool.clone(),
+                standby: Some(standby),
+                sql: Statements::new(&config.schema),
+                listener: self.inner.listener.clone(),
+                notifier: Notifier::new(),
+                config,
+            }),
+            tenant: self.tenant.clone(),
+        })
+    }
+
+    /// Whether this handle reads from a standby ([`PgStore::standby`]).
+    pub fn is_standby(&self) -> bool {
+        self.inner.standby.is_some()
+    }
+
+    /// How far the standby of this handle is behind its primary: WAL bytes written on the
+    /// primary and not replayed yet. On a primary handle, no lag. Fails when the primary or
+    /// the standby cannot be reached.
+    pub async fn standby_lag(&self) -> Result<StandbyLag, PgError> {
+        let Some(standby) = &self.inner.standby else {
+            return Ok(StandbyLag::default());
+        };
+        let store = |e: tokio_postgres::Error| PgError::Store(backend(e));
+        let client = standby
+            .get()
+            .await
+            .map_err(|e| PgError::Store(backend(e)))?;
+        let row = client
+            .query_one(include_str!("../sql/standby_replay.sql"), &[])
+            .await
+            .map_err(store)?;
+        let in_recovery: bool = row.try_get("in_recovery").map_err(store)?;
+        if !in_recovery {
+            return Ok(StandbyLag {
+                promoted: true,
+                ..StandbyLag::default()
+            });
+        }
+        let replayed: Option<PgLsn> = row.try_get("replayed").map_err(store)?;
+        let replay_age: Option<f64> = row.try_get("replay_age").map_err(store)?;
+        let primary = self.client().await.map_err(PgError::Store)?;
+        let written: PgLsn = primary
+            .query_one("SELECT pg_current_wal_lsn()", &[])
+            .await
+            .map_err(store)?
+            .try_get(0)
+            .map_err(store)?;
+        let wal_bytes = u64::from(written).saturating_sub(replayed.map_or(0, u64::from));
+        Ok(StandbyLag {
+            wal_bytes,
+            last_replayed_age: (wal_bytes > 0)
+                .then(|| replay_age.and_then(|s| Duration::try_from_secs_f64(s).ok()))
+                .flatten(),
+            promoted: false,
+        })
+    }
+
     async fn client(&self) -> Result<Object, StoreError> {
         self.inner.pool.get().await.map_err(backend)
+    }
+
+    /// A connection for a read: the standby's on a standby handle, the primary's otherwise.
+    async fn read_client(&self) -> Result<Object, StoreError> {
+        self.inner
+            .standby
+            .as_ref()
+            .unwrap_or(&self.inner.pool)
+            .get()
+            .await
+            .map_err(backend)
+    }
+
+    /// Refuses `operation` on a standby handle, before anything is sent.
+    fn writable(&self, operation: &'static str) -> Result<(), StoreError> {
+        match self.inner.standby {
+            Some(_) => Err(backend(PgError::StandbyReadOnly { operation })),
+            None => Ok(()),
+        }
     }
 
     /// The tenant the calls of this handle run under: none for a single-tenant store, the
@@ -467,7 +661,7 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         self.events_in(&client, tenant, sql, params).await
     }
 }
@@ -517,7 +711,7 @@ impl PgStore {
         let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
         };
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let statement = client.prepare_cached(sql).await.map_err(backend)?;
         self.scoped(
             &client,
@@ -546,7 +740,7 @@ impl PgStore {
         let Some((from, to, limit)) = version_bounds(read) else {
             return Ok(Vec::new());
         };
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.replay_stream)
             .await
@@ -585,7 +779,7 @@ impl PgStore {
             });
         };
         let max_version = max_version.map_or(i64::MAX, clamp);
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.load_aggregate)
             .await
@@ -671,6 +865,7 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, StoreError> {
+        self.writable("an append")?;
         validate_batch(stream, events)?;
         let filled;
         let (tenant, events) = if self.inner.config.multi_tenant {
@@ -836,7 +1031,7 @@ impl EventStore for PgStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         let tenant = self.scope("a stream version")?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         self.version_of(&client, tenant, stream).await
     }
 
@@ -848,9 +1043,25 @@ impl EventStore for PgStore {
         let after = clamp(read.after);
         let limit = clamp(read.limit as u64);
         let sql = &self.inner.sql;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let client = &client;
+        let partition_sql = read
+            .partition
+            .map(|p| crate::sql::partition_read(sql, p.index(), p.count()));
+        let partition_sql = &partition_sql;
         self.settled(client, tenant, |_| async move {
+            if let Some(partition_read) = partition_sql {
+                let events = self
+                    .events_in(
+                        client,
+                        tenant,
+                        partition_read,
+                        &[&after, &limit, &read.categories, &read.event_types],
+                    )
+                    .await?;
+                let full = events.len() >= read.limit;
+                return Ok((events, full));
+            }
             let events = match (read.categories.is_empty(), read.event_types.is_empty()) {
                 (true, true) => {
                     self.events_in(client, tenant, &sql.read_all, &[&after, &limit])
@@ -892,7 +1103,7 @@ impl EventStore for PgStore {
 
     async fn head_position(&self) -> Result<u64, StoreError> {
         let tenant = self.scope("the head position")?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         self.settled(
             &client,
             tenant,
@@ -910,6 +1121,7 @@ impl EventStore for PgStore {
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.writable("a snapshot save")?;
         validate_snapshot(snapshot)?;
         let tenant = self.scope("a snapshot save")?;
         let schema_version = i32::try_from(snapshot.schema_version).map_err(|_| {
@@ -962,7 +1174,7 @@ impl EventStore for PgStore {
             return Ok(None);
         };
         let max_version = max_version.map_or(i64::MAX, clamp);
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.load_snapshot)
             .await
@@ -997,6 +1209,7 @@ impl EventStore for PgStore {
         &self,
         record: &CommandRecord,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        self.writable("a command record")?;
         let tenant = self.scope("a command record")?;
         let (outcome, message): (i16, Option<std::borrow::Cow<'_, str>>) = match &record.outcome {
             CommandOutcome::Appended => (0, None),
@@ -1060,7 +1273,7 @@ impl EventStore for PgStore {
 
     async fn command_record(&self, command_id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
         let tenant = self.scope("a command lookup")?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         self.command_record_with(&client, tenant, command_id).await
     }
 
@@ -1091,10 +1304,33 @@ impl EventStore for PgStore {
     /// the last committed position and, when events are committed above the readable head,
     /// the oldest transaction that may write to this database and still runs
     /// (`docs/adr/02-postgres-ordering.md`).
+    ///
+    /// On a standby handle ([`PgStore::standby`]), the readable head is the standby's and the
+    /// committed one the primary's, so a standby behind the primary shows as a held-back
+    /// head (the lag of the runners) with, as blocker, the primary's session holding the
+    /// order back if any. When the primary cannot be reached, the standby's own head.
     async fn head_status(&self) -> Result<HeadStatus, StoreError> {
         let tenant = self.scope("the head status")?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let head = self.head(&client, tenant).await?;
-        Ok(HeadStatus::held_back(head.safe, head.visible, head.blocker))
+        drop(client);
+        if self.inner.standby.is_none() {
+            return Ok(HeadStatus::held_back(head.safe, head.visible, head.blocker));
+        }
+        let primary = match self.client().await {
+            Ok(client) => self.head(&client, tenant).await,
+            Err(e) => Err(e),
+        };
+        match primary {
+            Ok(primary) => Ok(HeadStatus::held_back(
+                head.safe,
+                head.visible.max(primary.visible),
+                primary.blocker.or(head.blocker),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "no head from the primary; the standby's head only");
+                Ok(HeadStatus::held_back(head.safe, head.visible, head.blocker))
+            }
+        }
     }
 }

@@ -12,6 +12,9 @@
 //!
 //! [`TestDatabase::tls`] starts a second cluster, once per process, that speaks TLS with
 //! certificates generated on start: see [`TlsTestDatabase`].
+//!
+//! [`replication::ReplicatedPair`] starts a primary and a streaming hot standby
+//! (`pg_basebackup -R`), optionally synchronous, that can fail over.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -23,6 +26,7 @@ use std::sync::OnceLock;
 use crate::{PgConfig, PgConnectOptions, PgError, PgStore};
 
 pub mod proxy;
+pub mod replication;
 
 /// Why no test database could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,6 +42,10 @@ pub enum TestDatabaseError {
     /// Starting the cluster failed.
     #[error("cannot start a temporary PostgreSQL cluster: {0}")]
     Start(String),
+    /// Starting, following or failing over a replicated pair of clusters failed
+    /// ([`replication::ReplicatedPair`]).
+    #[error("replicated test clusters: {0}")]
+    Replication(String),
 }
 
 /// The database the tests of this process use.
@@ -309,6 +317,7 @@ fn find_binaries_in(path: Option<&std::ffi::OsStr>, debian_root: &Path) -> Optio
 }
 
 /// A cluster directory with an initialised data directory, not started yet.
+#[derive(Debug)]
 struct Cluster {
     base: PathBuf,
     data: PathBuf,
@@ -319,6 +328,26 @@ struct Cluster {
 impl Cluster {
     /// Creates the directory and runs `initdb`.
     fn init(bin: &Path) -> Result<Self, String> {
+        let cluster = Self::empty()?;
+        run(cluster
+            .user_cmd(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&cluster.data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]))?;
+        Ok(cluster)
+    }
+
+    /// Creates the directory, for a data directory not there yet.
+    fn empty() -> Result<Self, String> {
         let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         // The `postgres` user must reach the directory: as root, stay out of a private
         // `TMPDIR`.
@@ -343,21 +372,16 @@ impl Cluster {
             ensure_postgres_user()?;
         }
         cluster.own(&cluster.base)?;
-        run(cluster
-            .user_cmd(&bin.join("initdb"))
-            .arg("-D")
-            .arg(&cluster.data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]))?;
         Ok(cluster)
+    }
+
+    /// `pg_ctl stop` of this cluster in `mode` (`fast`, `immediate`).
+    fn stop_cmd(&self, bin: &Path, mode: &str) -> Command {
+        let mut cmd = self.user_cmd(&bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", mode, "stop"]);
+        cmd
     }
 
     fn user_cmd(&self, program: &Path) -> Command {

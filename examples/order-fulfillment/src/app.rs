@@ -16,6 +16,7 @@ use factum::projection::{
     FailurePolicy, HealthProblem, ProjectionOptions, RebuildProgress, RunnerOptions,
 };
 use factum::store::StreamRead;
+use factum::tenant::TenantId;
 use factum::{
     Application, ApplicationBuilder, ApplicationError, Dispatched, EventStore, MemoryCoordination,
     MemoryStore, Metadata, Rejection, Routed, StreamId,
@@ -31,11 +32,13 @@ use crate::domain::order::{
 };
 use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
 use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
-use crate::fulfillment::OrderFulfillment;
+use crate::fulfillment::{ORDER_FULFILLMENT, OrderFulfillment};
 use crate::pg_read_model::PgReadModels;
 use crate::read_model::{
-    CustomerStats, DailySales, MemoryReadModels, OrderSummary, READ_MODELS, ReadModels,
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, MemoryReadModels, ORDER_LIST,
+    OrderSummary, READ_MODELS, ReadModels,
 };
+use crate::tenants::{Named, worker_name};
 
 /// Why a use case failed, by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +158,24 @@ pub fn command_id_for(operation: &str, key: &str) -> Uuid {
     )
 }
 
-/// Metadata for a request: its command id comes from the idempotency key, when there is one.
-fn metadata(operation: &str, key: Option<&str>) -> Metadata {
+/// The command id of the request `operation` sent with the idempotency key `key` by
+/// `tenant`: command ids are unique across the tenants of a store (ADR 14), so two tenants
+/// using the same key get two ids.
+pub fn tenant_command_id_for(tenant: &TenantId, operation: &str, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("{tenant}\u{1f}{operation}\n{key}").as_bytes(),
+    )
+}
+
+/// Metadata for a request of `tenant` (none on a single-tenant store): its command id comes
+/// from the idempotency key, when there is one.
+fn metadata(tenant: Option<&TenantId>, operation: &str, key: Option<&str>) -> Metadata {
     let meta = Metadata::new().actor("order-fulfillment");
-    match key {
-        Some(key) => meta.command_id(command_id_for(operation, key)),
-        None => meta,
+    match (key, tenant) {
+        (Some(key), None) => meta.command_id(command_id_for(operation, key)),
+        (Some(key), Some(tenant)) => meta.command_id(tenant_command_id_for(tenant, operation, key)),
+        (None, _) => meta,
     }
 }
 // ANCHOR_END: idempotency
@@ -458,6 +473,9 @@ pub struct App<S, C = MemoryCoordination> {
     app: Application<S, C>,
     read_models: ReadModels,
     read_your_writes_within: Duration,
+    /// The tenant whose handle of a multi-tenant store the app runs on (see
+    /// [`Tenants`](crate::tenants::Tenants)).
+    tenant: Option<TenantId>,
 }
 
 /// The domain, the same on every store: the four aggregates, whose commands the
@@ -466,6 +484,7 @@ pub struct App<S, C = MemoryCoordination> {
 fn domain<S: EventStore, C: Coordination>(
     builder: ApplicationBuilder<S, C>,
     options: &AppOptions,
+    tenant: Option<&TenantId>,
 ) -> ApplicationBuilder<S, C> {
     let runner = RunnerOptions::new()
         .lease_ttl(options.lease_ttl)
@@ -478,7 +497,7 @@ fn domain<S: EventStore, C: Coordination>(
         .aggregate::<Inventory>()
         .aggregate::<Shipment>()
         .process_manager(
-            OrderFulfillment,
+            Named::new(OrderFulfillment, worker_name(ORDER_FULFILLMENT, tenant)),
             ProcessOptions::new().poll_interval(options.poll_interval),
         )
 }
@@ -523,14 +542,34 @@ impl MemoryApp {
         options: &AppOptions,
     ) -> Self {
         let store = Shredding::new(store, keys, personal_schema());
+        Self::start_in_memory(store, options)
+    }
+
+    /// Starts the application on `store`: on a tenant's handle of a multi-tenant store,
+    /// the tenant's app, with read models of its own and workers named `name@tenant`.
+    pub(crate) fn start_in_memory(
+        store: Shredding<MemoryStore, MemoryKeyStore>,
+        options: &AppOptions,
+    ) -> Self {
+        let tenant = store.bound_tenant().cloned();
         let read_models = MemoryReadModels::new();
         let projection = projection_options(options);
-        let app = domain(Application::builder(store), options)
-            .projection(read_models.orders.clone(), projection.clone())
-            .projection(read_models.customers.clone(), projection.clone())
-            .projection(read_models.sales.clone(), projection)
+        let named = |base| worker_name(base, tenant.as_ref());
+        let app = domain(Application::builder(store), options, tenant.as_ref())
+            .projection(
+                Named::new(read_models.orders.clone(), named(ORDER_LIST)),
+                projection.clone(),
+            )
+            .projection(
+                Named::new(read_models.customers.clone(), named(CUSTOMER_STATS)),
+                projection.clone(),
+            )
+            .projection(
+                Named::new(read_models.sales.clone(), named(DAILY_SALES)),
+                projection,
+            )
             .start();
-        Self::new(app, ReadModels::Memory(read_models), options)
+        Self::new(app, ReadModels::Memory(read_models), options, tenant)
     }
 }
 
@@ -539,39 +578,77 @@ impl PgApp {
     /// then starts the workers, with their checkpoints, leases, dead letters and process
     /// instances in `PgCoordination`. Personal fields are encrypted with data keys kept in
     /// the store's schema, wrapped by `master`. Must be called within a tokio runtime.
+    ///
+    /// A multi-tenant store is served per tenant, by
+    /// [`PgTenants`](crate::tenants::PgTenants): given one bound to no tenant, whose every
+    /// read would be refused, this is [`AppError::BadRequest`].
     pub async fn on_postgres(
         store: PgStore,
         master: MasterKey,
         options: &AppOptions,
     ) -> Result<Self, AppError> {
-        let read_models = PgReadModels::new(&store);
-        read_models
+        if store.config().multi_tenant && store.bound_tenant().is_none() {
+            return Err(AppError::BadRequest(
+                "the store is multi-tenant: serve it per tenant, with PgTenants".into(),
+            ));
+        }
+        PgReadModels::new(&store)
             .create_tables()
             .await
             .map_err(|e| AppError::Internal(format!("creating the read model tables: {e}")))?;
-        let (order_list, customer_stats, daily_sales) = read_models.projections(&store);
-        let projection = projection_options(options);
-        let coordination = PgCoordination::new(&store);
         let keys = PgKeyStore::new(&store, master);
         let store = Shredding::new(store, keys, personal_schema());
+        Ok(Self::start_on_postgres(store, options))
+    }
+
+    /// Starts the application on `store`, whose read model tables exist: on a tenant's
+    /// handle of a multi-tenant store, the tenant's app, whose projections write and whose
+    /// queries read the tables bound to the tenant, with workers named `name@tenant` and
+    /// dead letters and process instances of the tenant's.
+    pub(crate) fn start_on_postgres(
+        store: Shredding<PgStore, PgKeyStore>,
+        options: &AppOptions,
+    ) -> Self {
+        let tenant = store.bound_tenant().cloned();
+        let read_models = PgReadModels::new(store.inner());
+        let (order_list, customer_stats, daily_sales) = read_models.projections(store.inner());
+        let projection = projection_options(options);
+        let coordination = PgCoordination::new(store.inner());
         let builder = Application::builder(store).coordination(coordination);
-        let app = domain(builder, options)
+        let app = domain(builder, options, tenant.as_ref())
             .projection(order_list, projection.clone())
             .projection(customer_stats, projection.clone())
             .projection(daily_sales, projection)
             .start();
-        Ok(Self::new(app, ReadModels::Postgres(read_models), options))
+        Self::new(app, ReadModels::Postgres(read_models), options, tenant)
     }
 }
 // ANCHOR_END: app
 
 impl<S: EventStore, C: Coordination> App<S, C> {
-    fn new(app: Application<S, C>, read_models: ReadModels, options: &AppOptions) -> Self {
+    fn new(
+        app: Application<S, C>,
+        read_models: ReadModels,
+        options: &AppOptions,
+        tenant: Option<TenantId>,
+    ) -> Self {
         Self {
             app,
             read_models,
             read_your_writes_within: options.read_your_writes_within,
+            tenant,
         }
+    }
+
+    /// The tenant the app runs for, on a multi-tenant store.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
+    /// The name of this app's projection or process manager `base` (`base@tenant` for a
+    /// tenant's app).
+    pub fn worker_name(&self, base: &str) -> String {
+        worker_name(base, self.tenant.as_ref())
     }
 
     /// Stops the background workers gracefully.
@@ -619,7 +696,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         order: NewOrder,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
-        let meta = metadata("place", idempotency_key);
+        let meta = metadata(self.tenant.as_ref(), "place", idempotency_key);
         let order_id = match order.order_id {
             Some(id) => id,
             // A retried request must name the same order: derive its id from the key.
@@ -677,7 +754,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         expected: Option<u64>,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
-        let meta = metadata("pay", idempotency_key);
+        let meta = metadata(self.tenant.as_ref(), "pay", idempotency_key);
         let order = self.existing_order(order_id).await?;
         if order.is_cancelled() {
             return Err(AppError::Conflict(OrderError::Cancelled.to_string()));
@@ -706,7 +783,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         carrier: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
-        let meta = metadata("ship", idempotency_key);
+        let meta = metadata(self.tenant.as_ref(), "ship", idempotency_key);
         self.existing_order(order_id).await?;
         let command = DispatchShipmentV1 {
             order_id: order_id.to_owned(),
@@ -731,7 +808,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         expected: Option<u64>,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
-        let meta = metadata("cancel", idempotency_key);
+        let meta = metadata(self.tenant.as_ref(), "cancel", idempotency_key);
         let command = CancelOrderV1 {
             order_id: order_id.to_owned(),
             reason: reason.to_owned(),
@@ -754,7 +831,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         quantity: u32,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome, AppError> {
-        let meta = metadata("receive", idempotency_key);
+        let meta = metadata(self.tenant.as_ref(), "receive", idempotency_key);
         let command = ReceiveStockV1 {
             sku: sku.to_owned(),
             quantity,
@@ -817,7 +894,8 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     /// [`AppError::Unavailable`] after [`AppOptions::read_your_writes_within`].
     pub async fn caught_up(&self, projection: &str, position: u64) -> Result<(), AppError> {
         let within = self.read_your_writes_within;
-        match tokio::time::timeout(within, self.app.wait_for(projection, position)).await {
+        let name = self.worker_name(projection);
+        match tokio::time::timeout(within, self.app.wait_for(&name, position)).await {
             Ok(reached) => Ok(reached?),
             Err(_) => {
                 tracing::warn!(
@@ -901,7 +979,8 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         mut progress: impl FnMut(&RebuildProgress) + Send,
     ) -> Result<(), AppError> {
         for name in READ_MODELS {
-            self.app.projections().rebuild(name, &mut progress).await?;
+            let name = self.worker_name(name);
+            self.app.projections().rebuild(&name, &mut progress).await?;
         }
         Ok(())
     }
@@ -912,7 +991,12 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     pub async fn dead_letters(&self) -> Result<Vec<ParkedEvent>, AppError> {
         let mut parked = Vec::new();
         for name in READ_MODELS {
-            parked.extend(self.app.projections().parked(name).await?);
+            parked.extend(
+                self.app
+                    .projections()
+                    .parked(&self.worker_name(name))
+                    .await?,
+            );
         }
         Ok(parked)
     }
@@ -923,7 +1007,8 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     pub async fn replay_dead_letters(&self) -> Result<usize, AppError> {
         let mut marked = 0;
         for name in READ_MODELS {
-            marked += self.app.projections().replay_parked(name, None).await?;
+            let name = self.worker_name(name);
+            marked += self.app.projections().replay_parked(&name, None).await?;
         }
         Ok(marked)
     }

@@ -26,6 +26,12 @@
 //! `?after=POSITION`: they answer once the read model has handled every event up to that
 //! position, so a client reads its own writes.
 //!
+//! A multi-tenant server ([`multi_tenant_router`], `serve --multi-tenant`) runs each request
+//! on the app of the tenant its `X-Tenant` header names: that tenant's streams, read models
+//! and workers. A request without the header, or with one that is not a tenant id, is a 400
+//! naming the header, before its body is read; `/health` and `/dead-letters` take no tenant
+//! and cover every started tenant. A single-tenant server refuses the header.
+//!
 //! Errors are JSON, `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an
 //! unknown order, 409 for a request the current state refuses, 412 for an `If-Match` that
 //! no longer holds, 503 when a read model does not reach `after` in time, 500 when the
@@ -36,19 +42,24 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use factum::Coordination;
 use factum::personal::Forgotten;
+use factum::tenant::TenantId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::app::{App, AppError, NewOrder, Outcome, PersonalStore};
 use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST};
+use crate::tenants::Tenants;
 
+/// The header naming the tenant of a request to a multi-tenant server.
+pub const TENANT: &str = "x-tenant";
 /// The header carrying the idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The response header set on a replayed request.
@@ -82,8 +93,22 @@ impl IntoResponse for AppError {
 }
 
 // ANCHOR: router
-/// The API's routes over `app`.
+/// The API's routes over `app`, on a single-tenant store.
 pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
+    routes(Apps::Single(app))
+}
+
+/// The API's routes over the apps of `tenants`: each request runs on its tenant's app,
+/// named by its `X-Tenant` header; `/health` and `/dead-letters` cover every started
+/// tenant.
+pub fn multi_tenant_router<S: PersonalStore, C: Coordination>(
+    tenants: Arc<Tenants<S, C>>,
+) -> Router {
+    routes(Apps::Tenants(tenants))
+}
+
+/// The API's routes over `apps`.
+fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>) -> Router {
     Router::new()
         .route("/orders", post(place::<S, C>).get(list_orders::<S, C>))
         .route("/orders/{id}", get(get_order::<S, C>))
@@ -103,11 +128,63 @@ pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router 
         .route("/dead-letters", get(dead_letters::<S, C>))
         .route("/dead-letters/replay", post(replay_dead_letters::<S, C>))
         .fallback(|| async { AppError::NotFound("no such route".into()) })
-        .with_state(app)
+        .with_state(Arc::new(apps))
 }
 // ANCHOR_END: router
 
-type Shared<S, C> = State<Arc<App<S, C>>>;
+// ANCHOR: apps
+/// What the API serves: one app, or the apps of a multi-tenant store's tenants.
+enum Apps<S, C> {
+    /// One app, on a single-tenant store: requests name no tenant.
+    Single(Arc<App<S, C>>),
+    /// One app per tenant: each request names its tenant in [`TENANT`].
+    Tenants(Arc<Tenants<S, C>>),
+}
+
+type Shared<S, C> = State<Arc<Apps<S, C>>>;
+
+/// The app a request runs on: on a multi-tenant server, its tenant's, from the `X-Tenant`
+/// header, checked before the request's body is read and before anything is written or
+/// returned.
+struct ForTenant<S, C>(Arc<App<S, C>>);
+
+impl<S: PersonalStore, C: Coordination> FromRequestParts<Arc<Apps<S, C>>> for ForTenant<S, C> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        apps: &Arc<Apps<S, C>>,
+    ) -> Result<Self, AppError> {
+        let header = parts.headers.get(TENANT);
+        match apps.as_ref() {
+            Apps::Single(app) => match header {
+                None => Ok(Self(Arc::clone(app))),
+                Some(_) => Err(AppError::BadRequest(
+                    "this server is not multi-tenant: a request names no tenant, remove the X-Tenant header".into(),
+                )),
+            },
+            Apps::Tenants(tenants) => {
+                let tenant = tenant(header)?;
+                tenants.app(&tenant).map(Self)
+            }
+        }
+    }
+}
+
+/// The tenant an `X-Tenant` header names: a 400 saying what is wrong when it is missing
+/// or not a valid tenant id (1 to 128 bytes of UTF-8 text without control characters).
+fn tenant(header: Option<&HeaderValue>) -> Result<TenantId, AppError> {
+    let value = header.ok_or_else(|| {
+        AppError::BadRequest(
+            "the X-Tenant header is missing: this server is multi-tenant, every request names its tenant".into(),
+        )
+    })?;
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| AppError::BadRequest("the X-Tenant header is not UTF-8 text".into()))?;
+    TenantId::new(text)
+        .map_err(|e| AppError::BadRequest(format!("the X-Tenant header is not a tenant id: {e}")))
+}
+// ANCHOR_END: apps
 
 /// The idempotency key, if the request has one.
 fn key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
@@ -211,7 +288,7 @@ impl After {
 }
 
 async fn place<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, AppError> {
@@ -227,7 +304,7 @@ async fn place<S: PersonalStore, C: Coordination>(
 }
 
 async fn pay<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -253,7 +330,7 @@ impl Default for Ship {
 }
 
 async fn ship<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -280,7 +357,7 @@ impl Default for Cancel {
 }
 
 async fn cancel<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -302,7 +379,7 @@ struct Receive {
 }
 
 async fn receive<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(sku): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
@@ -316,7 +393,7 @@ async fn receive<S: PersonalStore, C: Coordination>(
 }
 
 async fn list_orders<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
     After::from_query(after)?.wait(&app, ORDER_LIST).await?;
@@ -325,7 +402,7 @@ async fn list_orders<S: PersonalStore, C: Coordination>(
 
 // ANCHOR: get_order
 async fn get_order<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(id): Path<String>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -335,14 +412,14 @@ async fn get_order<S: PersonalStore, C: Coordination>(
 // ANCHOR_END: get_order
 
 async fn history<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.history(&id).await?).into_response())
 }
 
 async fn customers<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
     After::from_query(after)?.wait(&app, CUSTOMER_STATS).await?;
@@ -351,7 +428,7 @@ async fn customers<S: PersonalStore, C: Coordination>(
 
 // ANCHOR: forget_route
 async fn forget_customer<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(customer_id): Path<String>,
 ) -> Result<Response, AppError> {
     let forgotten = match app.forget_customer(&customer_id).await? {
@@ -363,7 +440,7 @@ async fn forget_customer<S: PersonalStore, C: Coordination>(
 // ANCHOR_END: forget_route
 
 async fn daily_sales<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
     After::from_query(after)?.wait(&app, DAILY_SALES).await?;
@@ -371,30 +448,40 @@ async fn daily_sales<S: PersonalStore, C: Coordination>(
 }
 
 async fn stock<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    ForTenant(app): ForTenant<S, C>,
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     Ok(axum::Json(app.stock(&sku).await?).into_response())
 }
 
 async fn dead_letters<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    State(apps): Shared<S, C>,
 ) -> Result<Response, AppError> {
-    Ok(axum::Json(app.dead_letters().await?).into_response())
+    let parked = match apps.as_ref() {
+        Apps::Single(app) => app.dead_letters().await?,
+        Apps::Tenants(tenants) => tenants.dead_letters().await?,
+    };
+    Ok(axum::Json(parked).into_response())
 }
 
 async fn replay_dead_letters<S: PersonalStore, C: Coordination>(
-    State(app): Shared<S, C>,
+    State(apps): Shared<S, C>,
 ) -> Result<Response, AppError> {
-    let marked = app.replay_dead_letters().await?;
+    let marked = match apps.as_ref() {
+        Apps::Single(app) => app.replay_dead_letters().await?,
+        Apps::Tenants(tenants) => tenants.replay_dead_letters().await?,
+    };
     Ok(axum::Json(json!({ "replay_requested": marked })).into_response())
 }
 
 /// How long a worker may be behind without progress before it counts as stalled.
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn health<S: PersonalStore, C: Coordination>(State(app): Shared<S, C>) -> Response {
-    let report = app.health_report(STALLED_AFTER);
+async fn health<S: PersonalStore, C: Coordination>(State(apps): Shared<S, C>) -> Response {
+    let report = match apps.as_ref() {
+        Apps::Single(app) => app.health_report(STALLED_AFTER),
+        Apps::Tenants(tenants) => tenants.health_report(STALLED_AFTER),
+    };
     let status = if report.healthy {
         StatusCode::OK
     } else {

@@ -8,6 +8,8 @@
 //! - [`pg_read_model`]: the same read models in PostgreSQL tables.
 //! - [`app`]: the [`App`] (one `factum::Application` on the in-memory store or on
 //!   PostgreSQL), its use cases and idempotency keys.
+//! - [`tenants`]: the application for several tenants of a multi-tenant store, one
+//!   [`App`] per tenant.
 //! - [`http`] and [`demo`]: the two ways in.
 
 #![forbid(unsafe_code)]
@@ -20,11 +22,13 @@ pub mod fulfillment;
 pub mod http;
 pub mod pg_read_model;
 pub mod read_model;
+pub mod tenants;
 
 pub use app::{
     App, AppError, AppOptions, BlockerInfo, HealthIssue, HealthReport, MemoryApp, NewOrder,
-    Outcome, PersonalStore, PgApp, command_id_for, personal_schema,
+    Outcome, PersonalStore, PgApp, command_id_for, personal_schema, tenant_command_id_for,
 };
+pub use tenants::{MemoryTenants, PgTenants, Tenants};
 
 /// The repository README's code, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,7 +1,10 @@
-//! `order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL]`
+//! `order-fulfillment [demo | rebuild | serve [--addr ADDR] [--multi-tenant] [--tenants LIST]]
+//! [--database-url URL]`
 //!
 //! Without a database URL (the flag or `DATABASE_URL`) it runs on the in-memory store;
-//! with one, on PostgreSQL, migrating the schema first.
+//! with one, on PostgreSQL, migrating the schema first. `serve --multi-tenant` (or
+//! `FACTUM_MULTI_TENANT=1`) serves the tenants of a multi-tenant store, each request naming
+//! its tenant in `X-Tenant`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,9 +12,12 @@ use std::sync::Arc;
 use factum::Coordination;
 use factum::MemoryStore;
 use factum::personal::MasterKey;
+use factum::tenant::TenantId;
 use factum_postgres::{PgConfig, PgStore};
 use indicatif::{ProgressBar, ProgressStyle};
-use order_fulfillment::{App, AppError, AppOptions, PersonalStore, demo, http};
+use order_fulfillment::{
+    App, AppError, AppOptions, MemoryTenants, PersonalStore, PgTenants, Tenants, demo, http,
+};
 
 const USAGE: &str =
     "usage: order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
@@ -20,6 +26,12 @@ const USAGE: &str =
   rebuild  rebuild the read models from the stored events, with a progress bar, and print
            them (in memory, after running the scenario)
   serve    start the HTTP API (default address 127.0.0.1:3000)
+
+  --multi-tenant       (serve) run multi-tenant: every request names its tenant in the
+                       X-Tenant header and runs on that tenant's streams, read models and
+                       workers, started on its first request (default: $FACTUM_MULTI_TENANT=1)
+  --tenants A,B        (serve) multi-tenant, starting these tenants' workers at start-up so
+                       their read models catch up at once (default: $FACTUM_TENANTS)
 
   --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory); TLS as
                        the URL's sslmode and sslrootcert say, e.g.
@@ -41,13 +53,36 @@ struct Args {
     mode: Mode,
     database_url: Option<String>,
     schema: Option<String>,
+    /// Multi-tenant, with the tenants to start at start-up.
+    tenants: Option<Vec<TenantId>>,
 }
+
+// ANCHOR: tenants_flag
+/// The environment variable that turns the multi-tenant mode on (`1`).
+const MULTI_TENANT_VAR: &str = "FACTUM_MULTI_TENANT";
+/// The environment variable listing the tenants to start at start-up.
+const TENANTS_VAR: &str = "FACTUM_TENANTS";
+
+/// The tenants of `--tenants acme,globex`: each a valid tenant id, none twice.
+fn tenant_list(list: &str) -> Result<Vec<TenantId>, String> {
+    let mut tenants: Vec<TenantId> = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let tenant = TenantId::new(part).map_err(|e| format!("--tenants: `{part}`: {e}"))?;
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
+        }
+    }
+    Ok(tenants)
+}
+// ANCHOR_END: tenants_flag
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut mode = None;
     let mut addr = None;
     let mut database_url = None;
     let mut schema = None;
+    let mut multi_tenant = false;
+    let mut tenants = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,6 +92,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 database_url = Some(args.next().ok_or("--database-url needs a value")?);
             }
             "--schema" => schema = Some(args.next().ok_or("--schema needs a value")?),
+            "--multi-tenant" => multi_tenant = true,
+            "--tenants" => tenants = Some(args.next().ok_or("--tenants needs a value")?),
             "-h" | "--help" => return Err(String::new()),
             other => {
                 if let Some(v) = other.strip_prefix("--addr=") {
@@ -65,6 +102,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     database_url = Some(v.to_owned());
                 } else if let Some(v) = other.strip_prefix("--schema=") {
                     schema = Some(v.to_owned());
+                } else if let Some(v) = other.strip_prefix("--tenants=") {
+                    tenants = Some(v.to_owned());
                 } else {
                     return Err(format!("unexpected argument `{other}`"));
                 }
@@ -84,10 +123,28 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     if schema.is_some() && database_url.is_none() {
         return Err("--schema only goes with a database URL".into());
     }
+    if (tenants.is_some() || multi_tenant) && !matches!(mode, Mode::Serve { .. }) {
+        return Err("--multi-tenant and --tenants only go with `serve`".into());
+    }
+    if matches!(mode, Mode::Serve { .. }) {
+        // The environment's defaults, for `serve` only.
+        multi_tenant |= std::env::var(MULTI_TENANT_VAR).is_ok_and(|v| v.trim() == "1");
+        tenants = tenants.or_else(|| {
+            std::env::var(TENANTS_VAR)
+                .ok()
+                .filter(|l| !l.trim().is_empty())
+        });
+    }
+    let tenants = match (tenants, multi_tenant) {
+        (Some(list), _) => Some(tenant_list(&list)?),
+        (None, true) => Some(Vec::new()),
+        (None, false) => None,
+    };
     Ok(Args {
         mode,
         database_url,
         schema,
+        tenants,
     })
 }
 
@@ -119,6 +176,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let (Some(tenants), Mode::Serve { addr }) = (&args.tenants, &args.mode) {
+        return serve_tenants(args.database_url, args.schema, tenants, addr).await;
+    }
     match args.database_url {
         None => {
             eprintln!("store: in memory");
@@ -166,19 +226,87 @@ fn master_key() -> Result<MasterKey, String> {
 /// Connects to PostgreSQL and creates or upgrades the store's tables in `schema` (default
 /// `factum`); the read model tables are created when the application starts.
 async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, factum_postgres::PgError> {
-    let mut config = PgConfig::default();
+    connect_with(url, schema, PgConfig::default()).await
+}
+
+/// Connects with `config` (a multi-tenant one for `serve --multi-tenant`) and migrates, in
+/// `schema` when given.
+async fn connect_with(
+    url: &str,
+    schema: Option<&str>,
+    mut config: PgConfig,
+) -> Result<PgStore, factum_postgres::PgError> {
     if let Some(schema) = schema {
         config = config.schema(schema)?;
     }
     let store = PgStore::connect_with(url, config).await?;
     store.migrate().await?;
     eprintln!(
-        "store: PostgreSQL, schema `{}` (migrated)",
-        store.config().schema.as_str()
+        "store: PostgreSQL, schema `{}`{} (migrated)",
+        store.config().schema.as_str(),
+        if store.config().multi_tenant {
+            ", multi-tenant"
+        } else {
+            ""
+        }
     );
     Ok(store)
 }
 // ANCHOR_END: connect
+
+// ANCHOR: serve_tenants
+/// Serves the tenants of a multi-tenant store: in memory, or on PostgreSQL with
+/// `PgConfig::multi_tenant`; the workers of `tenants` start now, any other tenant's on its
+/// first request.
+async fn serve_tenants(
+    database_url: Option<String>,
+    schema: Option<String>,
+    tenants: &[TenantId],
+    addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let options = AppOptions::default();
+    match database_url {
+        None => {
+            eprintln!("store: in memory, multi-tenant");
+            let tenants = MemoryTenants::in_memory(&options, tenants)?;
+            serve_all(tenants, addr).await
+        }
+        Some(url) => {
+            let master = master_key()?;
+            let config = PgConfig::default().multi_tenant(true);
+            let store = connect_with(&url, schema.as_deref(), config).await?;
+            let tenants = PgTenants::on_postgres(store, master, &options, tenants).await?;
+            serve_all(tenants, addr).await
+        }
+    }
+}
+
+async fn serve_all<S: PersonalStore, C: Coordination>(
+    tenants: Tenants<S, C>,
+    addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = tenants.started();
+    if !started.is_empty() {
+        let names: Vec<&str> = started.iter().map(TenantId::as_str).collect();
+        eprintln!("tenants started: {}", names.join(", "));
+    }
+    let tenants = Arc::new(tenants);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "listening on http://{} (multi-tenant: each request names its tenant in X-Tenant)",
+        listener.local_addr()?
+    );
+    axum::serve(listener, http::multi_tenant_router(Arc::clone(&tenants)))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    if let Ok(tenants) = Arc::try_unwrap(tenants) {
+        tenants.shutdown().await?;
+    }
+    Ok(())
+}
+// ANCHOR_END: serve_tenants
 
 async fn run_on<S: PersonalStore, C: Coordination>(
     app: App<S, C>,
@@ -278,5 +406,25 @@ mod tests {
         assert!(args(&["nonsense"]).is_err());
         assert!(args(&["--addr", "x"]).is_err());
         assert!(args(&["--database-url"]).is_err());
+    }
+
+    #[test]
+    fn parses_the_tenants() {
+        let a = args(&["serve", "--multi-tenant"]).map(|a| a.tenants);
+        assert_eq!(a, Ok(Some(Vec::new())));
+        let a = args(&["serve", "--tenants", "acme, globex,acme"]).map(|a| a.tenants);
+        let expected = vec![
+            TenantId::new("acme").unwrap(),
+            TenantId::new("globex").unwrap(),
+        ];
+        assert_eq!(a, Ok(Some(expected)));
+        let too_long = format!("--tenants=acme,{}", "x".repeat(129));
+        let error = args(&["serve", &too_long]).unwrap_err();
+        assert!(
+            error.contains("--tenants") && error.contains("129 bytes"),
+            "{error}"
+        );
+        let error = args(&["demo", "--multi-tenant"]).unwrap_err();
+        assert!(error.contains("only go with `serve`"), "{error}");
     }
 }

@@ -13,18 +13,24 @@
 
 use deadpool_postgres::Pool;
 use factum::personal::Personal;
-use factum::{BoxError, RecordedEvent, projection};
-use factum_postgres::{PgStore, PgTransaction, SchemaName, Transactional};
+use factum::tenant::{TenantError, TenantId};
+use factum::{BoxError, EventStore, RecordedEvent, projection};
+use factum_postgres::{PgStore, PgTransaction, RoleName, SchemaName, Transactional, tenant_policy};
 use tokio_postgres::types::ToSql;
 
 use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped};
 use crate::domain::payment::{PaymentCaptured, PaymentRefunded};
 use crate::domain::total_cents;
-use crate::read_model::{CustomerStats, DailySales, OrderSummary};
+use crate::read_model::{
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary,
+};
+use crate::tenants::{Named, worker_name};
 
 /// The statements, from `src/sql/`.
 mod sql {
     pub(super) const SCHEMA: &str = include_str!("sql/schema.sql");
+    pub(super) const SCHEMA_TENANTS: &str = include_str!("sql/schema_tenants.sql");
+    pub(super) const TABLES_FOUND: &str = include_str!("sql/tables_found.sql");
     pub(super) const ORDER_PLACED: &str = include_str!("sql/order_placed.sql");
     pub(super) const ORDER_STATUS: &str = include_str!("sql/order_status.sql");
     pub(super) const ORDER_LIST_RESET: &str = include_str!("sql/order_list_reset.sql");
@@ -49,50 +55,121 @@ fn from_db(value: i64) -> Result<u64, BoxError> {
     u64::try_from(value).map_err(|_| format!("negative value {value} in a read model").into())
 }
 
+/// The projections writing these tables, each named for the tenant of the store's handle
+/// it was made on (see [`PgReadModels::projections`]).
+pub type PgProjections = (
+    Transactional<Named<PgOrderList>>,
+    Transactional<Named<PgCustomerStats>>,
+    Transactional<Named<PgDailySales>>,
+);
+
+/// The read model tables, which a multi-tenant store's get the tenant policy.
+const TABLES: [&str; 5] = [
+    "order_list",
+    "customer_stats",
+    "customer_spent",
+    "customer_orders",
+    "daily_sales",
+];
+
 /// The read models in the store's schema: queries over the tables, and the projections
 /// that write them. Cloning shares the pool.
+///
+/// On a multi-tenant store the tables have a `tenant` column, first in their keys, under
+/// the events' row-level security ([`tenant_policy`]): read models made on a tenant's
+/// handle bind that tenant in every transaction, their projections' and their queries',
+/// so they write and read that tenant's rows only.
 #[derive(Clone, Debug)]
 pub struct PgReadModels {
     pool: Pool,
     schema: SchemaName,
+    multi_tenant: bool,
+    tenant: Option<TenantId>,
+    application_role: Option<RoleName>,
 }
 
 impl PgReadModels {
-    /// The read models of `store`, in its schema. Call [`create_tables`](Self::create_tables)
-    /// before the first use.
+    /// The read models of `store`, in its schema, and of its tenant when it is a tenant's
+    /// handle. Call [`create_tables`](Self::create_tables) before the first use.
     pub fn new(store: &PgStore) -> Self {
         Self {
             pool: store.pool().clone(),
             schema: store.config().schema.clone(),
+            multi_tenant: store.config().multi_tenant,
+            tenant: store.bound_tenant().cloned(),
+            application_role: store.config().application_role.clone(),
         }
     }
 
+    // ANCHOR: create_tables
     /// Creates the tables when missing (the events' schema must exist: migrate the store
-    /// first). Safe to run from several processes at once.
+    /// first), and grants the store's
+    /// [`application_role`](factum_postgres::PgConfig::application_role), when it has one,
+    /// what the application does with them. Safe to run from several processes at once.
+    ///
+    /// On a multi-tenant store the tables have the tenant first in their keys and get
+    /// [`tenant_policy`]; the owner creates them (with the store's migration), and an
+    /// application role that owns nothing finds them there and changes nothing. A table in
+    /// the single-tenant layout (left by a single-tenant run on the same schema) is an error
+    /// naming it, never used without the policy.
     pub async fn create_tables(&self) -> Result<(), BoxError> {
         let mut client = self.pool.get().await?;
         let tx = PgTransaction::begin(&mut client, &self.schema).await?;
-        tx.batch_execute(sql::SCHEMA).await?;
+        if self.multi_tenant {
+            let tables: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+            let found = tx.query(sql::TABLES_FOUND, &[&tables]).await?;
+            for row in &found {
+                if !row.try_get::<_, bool>("per_tenant")? {
+                    let table: String = row.try_get("name")?;
+                    return Err(format!(
+                        "the read model table `{table}` of schema `{}` is not in the multi-tenant layout (no tenant column under forced row-level security): a single-tenant run created it; serve the tenants from another schema",
+                        self.schema.as_str()
+                    )
+                    .into());
+                }
+            }
+            if found.len() == TABLES.len() {
+                return Ok(tx.commit().await?);
+            }
+            tx.batch_execute(sql::SCHEMA_TENANTS).await?;
+            for table in TABLES {
+                tx.batch_execute(&tenant_policy(&self.schema, table)?)
+                    .await?;
+            }
+        } else {
+            tx.batch_execute(sql::SCHEMA).await?;
+        }
+        if let Some(role) = &self.application_role {
+            let tables: Vec<String> = TABLES
+                .iter()
+                .map(|t| format!("{}.{t}", self.schema.quoted()))
+                .collect();
+            tx.batch_execute(&format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}",
+                tables.join(", "),
+                role.quoted()
+            ))
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
+    // ANCHOR_END: create_tables
 
     // ANCHOR: pg_projections
     /// The three projections that write these tables, each wrapped in [`Transactional`] so
     /// that it commits its checkpoint with its changes. Register them with a
     /// `ProjectionRunner` whose checkpoints are `PgCoordination`'s.
-    pub fn projections(
-        &self,
-        store: &PgStore,
-    ) -> (
-        Transactional<PgOrderList>,
-        Transactional<PgCustomerStats>,
-        Transactional<PgDailySales>,
-    ) {
+    ///
+    /// On a tenant's handle, each is named `name@tenant` and binds the tenant in its
+    /// transactions, so it writes the tenant's rows.
+    pub fn projections(&self, store: &PgStore) -> PgProjections {
+        let tenant = store.bound_tenant();
+        let named = |base| worker_name(base, tenant);
         (
-            Transactional::new(store, PgOrderList),
-            Transactional::new(store, PgCustomerStats),
-            Transactional::new(store, PgDailySales),
+            Transactional::new(store, Named::new(PgOrderList, named(ORDER_LIST))),
+            Transactional::new(store, Named::new(PgCustomerStats, named(CUSTOMER_STATS))),
+            Transactional::new(store, Named::new(PgDailySales, named(DAILY_SALES))),
         )
     }
     // ANCHOR_END: pg_projections
@@ -104,6 +181,17 @@ impl PgReadModels {
     ) -> Result<Vec<tokio_postgres::Row>, BoxError> {
         let mut client = self.pool.get().await?;
         let tx = PgTransaction::begin(&mut client, &self.schema).await?;
+        match &self.tenant {
+            Some(tenant) => tx.bind_tenant(tenant).await?,
+            // Without a tenant the policy shows no row: say so rather than answer empty.
+            None if self.multi_tenant => {
+                return Err(TenantError::Required {
+                    operation: "a read model query",
+                }
+                .into());
+            }
+            None => {}
+        }
         let rows = tx.query(sql, params).await?;
         tx.commit().await?;
         Ok(rows)

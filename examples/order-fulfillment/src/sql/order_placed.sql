@@ -3,7 +3,7 @@
 INSERT INTO order_list (order_id, customer_id, status, total_cents, currency, customer_name,
                         customer_name_erased)
 VALUES ($1, $2, 'placed', $3, $4, $5, $6)
-ON CONFLICT (order_id) DO UPDATE
+ON CONFLICT ON CONSTRAINT order_list_pkey DO UPDATE
 SET customer_id = EXCLUDED.customer_id,
     status = EXCLUDED.status,
     total_cents = EXCLUDED.total_cents,

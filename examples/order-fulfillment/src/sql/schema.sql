@@ -1,5 +1,7 @@
 -- The read models of the order-fulfillment example, next to the events in the store's schema:
 -- run in a `PgTransaction`, whose `search_path` is that schema, so tables are named plainly.
+-- The statements name each key by its constraint (`order_list_pkey`): the multi-tenant
+-- layout (schema_tenants.sql) has the same constraints with the tenant first.
 -- Idempotent: run at every start, under a transaction-scoped advisory lock so that several
 -- processes starting together do not race on the catalog.
 SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.order_fulfillment_read_models'));
