@@ -116,10 +116,10 @@ fn bad_arguments_print_the_usage() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unexpected argument `--nonsense`"),
+        stderr.contains("unexpected argument '--nonsense'"),
         "{stderr}"
     );
-    assert!(stderr.contains("usage: order-fulfillment"), "{stderr}");
+    assert!(stderr.contains("Usage: order-fulfillment"), "{stderr}");
 }
 
 #[tokio::test]
