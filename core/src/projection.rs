@@ -6,6 +6,9 @@
 //! [`ProjectionOptions::partitions`] partitions by a stable hash of the stream name
 //! ([`partition_of`](crate::coordination::partition_of)), and each partition is processed by the one worker,
 //! across all processes sharing the [`LeaseStore`](crate::coordination::LeaseStore), that holds its lease.
+//! A partition reads only its own streams' events
+//! ([`ReadAll::partition`](crate::store::ReadAll::partition)), so the partitions read the log
+//! once in total.
 //!
 //! # Delivery
 //!

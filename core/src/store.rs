@@ -98,12 +98,70 @@ impl StreamRead {
     }
 }
 
+/// One partition of the streams split into `count` partitions: the streams whose
+/// [`partition_of`](crate::coordination::partition_of) is `index`, the same split the
+/// projection runners use, so a partition's reader sees exactly its worker's streams.
+///
+/// ```
+/// use factum::store::StreamPartition;
+/// let second = StreamPartition::new(1, 4)?;
+/// assert_eq!((second.index(), second.count()), (1, 4));
+/// assert!(StreamPartition::new(4, 4).is_err());
+/// # Ok::<(), factum::store::PartitionError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamPartition {
+    index: u32,
+    count: u32,
+}
+
+/// A partition that does not exist: no partitions, or an index not below the count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "there is no partition {index} of {count}: the index must be below the count, and the count at least 1"
+)]
+pub struct PartitionError {
+    /// The index asked for.
+    pub index: u32,
+    /// The number of partitions asked for.
+    pub count: u32,
+}
+
+impl StreamPartition {
+    /// Partition `index` (from 0) of `count`.
+    pub fn new(index: u32, count: u32) -> Result<Self, PartitionError> {
+        if count == 0 || index >= count {
+            return Err(PartitionError { index, count });
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Its index, below [`count`](Self::count).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The number of partitions.
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    /// Whether `stream` belongs to this partition.
+    pub fn contains(self, stream: &StreamId) -> bool {
+        crate::coordination::partition_of(stream.as_str(), self.count) == self.index
+    }
+}
+
 /// Which events to read across all streams, in global order.
 ///
 /// ```
-/// use factum::store::ReadAll;
+/// use factum::store::{ReadAll, StreamPartition};
 /// let batch = ReadAll::after(0).limit(500).event_types(["OrderPlaced"]);
 /// assert_eq!(batch.limit, 500);
+/// // Only the streams of partition 1 of 4.
+/// let mine = ReadAll::after(0).partition(StreamPartition::new(1, 4)?);
+/// assert_eq!(mine.partition.map(|p| p.index()), Some(1));
+/// # Ok::<(), factum::store::PartitionError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -116,6 +174,10 @@ pub struct ReadAll {
     pub categories: Vec<String>,
     /// Only these event types (all when empty).
     pub event_types: Vec<String>,
+    /// Only the streams of this partition (all when `None`). A store reads only the
+    /// partition's events, not the whole log, so that N partitions read the log once in
+    /// total; the ordering bound is the same as without it.
+    pub partition: Option<StreamPartition>,
 }
 
 impl ReadAll {
@@ -129,6 +191,7 @@ impl ReadAll {
             limit: Self::DEFAULT_LIMIT,
             categories: Vec::new(),
             event_types: Vec::new(),
+            partition: None,
         }
     }
 
@@ -161,13 +224,21 @@ impl ReadAll {
         self
     }
 
-    /// Whether `event` passes the category and type filters.
+    /// Only events of the streams of `partition`.
+    #[must_use]
+    pub fn partition(mut self, partition: StreamPartition) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Whether `event` passes the category, type and partition filters.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
-        (self.categories.is_empty()
-            || self
-                .categories
-                .iter()
-                .any(|c| c == event.stream_id.category()))
+        self.partition.is_none_or(|p| p.contains(&event.stream_id))
+            && (self.categories.is_empty()
+                || self
+                    .categories
+                    .iter()
+                    .any(|c| c == event.stream_id.category()))
             && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
     }
 }

@@ -93,6 +93,9 @@ pub struct SubscriptionOptions {
     pub event_types: Vec<String>,
     /// Only events of streams in these categories (all when empty).
     pub categories: Vec<String>,
+    /// Only events of the streams of this partition (all when `None`), read as such from the
+    /// store ([`ReadAll::partition`]).
+    pub partition: Option<crate::store::StreamPartition>,
 }
 
 impl Default for SubscriptionOptions {
@@ -113,7 +116,15 @@ impl SubscriptionOptions {
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             event_types: Vec::new(),
             categories: Vec::new(),
+            partition: None,
         }
+    }
+
+    /// Only events of the streams of `partition`.
+    #[must_use]
+    pub fn partition(mut self, partition: crate::store::StreamPartition) -> Self {
+        self.partition = Some(partition);
+        self
     }
 
     /// Sets the batch size (at least 1).
@@ -227,10 +238,11 @@ impl<S: EventStore> Subscription<S> {
                 head,
             });
         }
-        let read = ReadAll::after(self.position)
+        let mut read = ReadAll::after(self.position)
             .limit(self.options.batch_size)
             .event_types(self.options.event_types.iter().cloned())
             .categories(self.options.categories.iter().cloned());
+        read.partition = self.options.partition;
         let mut events = self.store.read_all(&read).await?;
         let full = events.len() >= read.limit;
         // Defensive: a store must return positions above `after` in increasing order; anything

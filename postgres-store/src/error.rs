@@ -151,6 +151,12 @@ pub enum PgError {
         /// What the database reported.
         source: tokio_postgres::Error,
     },
+    /// A number of partitions that cannot split streams: there is no partition of 0.
+    #[error("invalid number of partitions {count}: at least 1")]
+    InvalidPartitionCount {
+        /// The number given.
+        count: u32,
+    },
 }
 
 /// Wraps a backend error.

@@ -51,10 +51,14 @@
 //!   (`docs/adr/14-tenants.md`).
 //! - [`PgKeyStore`] keeps the data keys of crypto-shredding (`factum::personal`) in the
 //!   table `data_keys`, wrapped by a master key; forgetting a subject leaves a tombstone.
+//! - [`PgAdmin`] is the operator's view: streams, each projection's checkpoints, lease
+//!   holders and parked events, open transactions and replication; it rewinds a projection
+//!   and skips parked events (the `factum` command-line tool uses it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used)]
 
+mod admin;
 mod config;
 mod coordination;
 mod error;
@@ -72,6 +76,10 @@ pub mod tls;
 mod transaction;
 mod transactional;
 
+pub use admin::{
+    AdminError, AppliedMigration, Backlog, InvalidTableName, PartitionRecord, PgAdmin, Replication,
+    Rewound, Session, Standby, StreamSummary,
+};
 pub use config::{MAX_SCHEMA_NAME_LEN, PgConfig, RoleName, SchemaName};
 pub use coordination::PgCoordination;
 pub use error::PgError;

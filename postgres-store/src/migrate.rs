@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (5, "tenants", include_str!("../migrations/0005_tenants.sql")),
     (6, "keys", include_str!("../migrations/0006_keys.sql")),
+    (
+        8,
+        "partitions",
+        include_str!("../migrations/0008_partitions.sql"),
+    ),
 ];
 
 /// Applies the missing migrations in one transaction, holding a transaction-level advisory

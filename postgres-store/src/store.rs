@@ -191,6 +191,61 @@ impl PgStore {
         crate::migrate::migrate(&self.inner.pool, &self.inner.config, &self.inner.sql).await
     }
 
+    /// Creates, when missing, the indexes that make a read of one partition of `count`
+    /// ([`ReadAll::partition`](factum::store::ReadAll::partition)) a range of an index in
+    /// position order, rather than a range of the whole log that skips other partitions'
+    /// events: one partial index of the positions per partition (`count` indexes, together
+    /// the size of one index of the log). Run it, as the role that owns the tables (as
+    /// [`migrate`](Self::migrate)), once for each number of partitions a projection is
+    /// split into; one partition needs none. Built `CONCURRENTLY`, one after the other:
+    /// appends and reads go on meanwhile. An index a failed build left invalid is dropped
+    /// and built again.
+    ///
+    /// Without them, partition reads return the same events, reading more to find them.
+    pub async fn create_partition_index(&self, count: u32) -> Result<(), PgError> {
+        if count == 0 {
+            return Err(PgError::InvalidPartitionCount { count });
+        }
+        if count == 1 {
+            return Ok(());
+        }
+        let client = self.inner.pool.get().await.map_err(backend)?;
+        let schema = self.inner.config.schema.quoted();
+        for index in 0..count {
+            let name = crate::sql::partition_index_name(index, count);
+            let qualified = format!("{schema}.{name}");
+            let valid: Option<bool> = client
+                .query_opt(include_str!("../sql/index_valid.sql"), &[&qualified])
+                .await
+                .map_err(backend)?
+                .map(|row| row.get(0));
+            match valid {
+                Some(true) => continue,
+                Some(false) => client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"))
+                    .await
+                    .map_err(backend)?,
+                None => {}
+            }
+            let predicate = crate::sql::partition_predicate(index, count);
+            client
+                .batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} \
+                     ON {schema}.events (position) WHERE {predicate}"
+                ))
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// The statement a read of partition `index` of `count` runs, with its parameters: `$1`
+    /// the position to read after, `$2` the most events, `$3` categories and `$4` event
+    /// types (`text[]`, all when empty). To check its plan with `EXPLAIN`.
+    pub fn partition_read_statement(&self, index: u32, count: u32) -> String {
+        crate::sql::partition_read(&self.inner.sql, index, count)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PgConfig {
         &self.inner.config
@@ -990,7 +1045,23 @@ impl EventStore for PgStore {
         let sql = &self.inner.sql;
         let client = self.read_client().await?;
         let client = &client;
+        let partition_sql = read
+            .partition
+            .map(|p| crate::sql::partition_read(sql, p.index(), p.count()));
+        let partition_sql = &partition_sql;
         self.settled(client, tenant, |_| async move {
+            if let Some(partition_read) = partition_sql {
+                let events = self
+                    .events_in(
+                        client,
+                        tenant,
+                        partition_read,
+                        &[&after, &limit, &read.categories, &read.event_types],
+                    )
+                    .await?;
+                let full = events.len() >= read.limit;
+                return Ok((events, full));
+            }
             let events = match (read.categories.is_empty(), read.event_types.is_empty()) {
                 (true, true) => {
                     self.events_in(client, tenant, &sql.read_all, &[&after, &limit])

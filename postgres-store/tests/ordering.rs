@@ -146,6 +146,55 @@ async fn a_filtered_reader_waits_too() {
     assert_eq!(read[0].position, p);
 }
 
+/// A partition's reader, through its index, does not pass an open position either, whether
+/// the open append is in its partition or not, and skips none of its events once it commits.
+#[tokio::test]
+async fn a_partition_reader_waits_too() {
+    use factum::coordination::partition_of;
+    use factum::store::StreamPartition;
+    let _serial = SERIAL.lock().await;
+    let store = store().await;
+    store.create_partition_index(2).await.unwrap();
+    // Stream names of each partition of 2: the open one, one more in its partition, one in
+    // the other.
+    let named = |partition: u32, skip: usize| {
+        (0..)
+            .map(|i| format!("p{i}"))
+            .filter(|id| partition_of(&format!("order-{id}"), 2) == partition)
+            .nth(skip)
+            .unwrap()
+    };
+    let (open_id, same_id, other_id) = (named(0, 0), named(0, 1), named(1, 0));
+    let slow = raw_client().await;
+    let (p, slow_id) = open_append(&store, &slow, &format!("order-{open_id}")).await;
+    let same = store
+        .append(&stream(&same_id), ExpectedVersion::Any, &events(1))
+        .await
+        .unwrap();
+    let other = store
+        .append(&stream(&other_id), ExpectedVersion::Any, &events(1))
+        .await
+        .unwrap();
+    assert!(same.first_position > p && other.first_position > p);
+    let partition = |index| ReadAll::after(0).partition(StreamPartition::new(index, 2).unwrap());
+    for _ in 0..3 {
+        for index in 0..2 {
+            let read = store.read_all(&partition(index)).await.unwrap();
+            assert!(
+                read.is_empty(),
+                "partition {index} read past an open position: {:?}",
+                positions(&read)
+            );
+        }
+    }
+    slow.batch_execute("COMMIT").await.unwrap();
+    let mine = store.read_all(&partition(0)).await.unwrap();
+    assert_eq!(positions(&mine), [p, same.first_position]);
+    assert_eq!(mine[0].event_id, slow_id);
+    let theirs = store.read_all(&partition(1)).await.unwrap();
+    assert_eq!(positions(&theirs), [other.first_position]);
+}
+
 /// 4 writers × 79 events, and 2 raw writers committing 13 and 14 of their 20 appends.
 const EXPECTED: usize = 4 * 79 + 13 + 14;
 

@@ -98,6 +98,9 @@ impl FailurePolicy {
 #[non_exhaustive]
 pub struct ProjectionOptions {
     /// Number of partitions (at least 1). Changing it later reassigns streams: rebuild then.
+    /// Each partition reads only its own streams' events from the store
+    /// ([`ReadAll::partition`](crate::store::ReadAll::partition)); on PostgreSQL, create
+    /// the partition indexes for this number once (`PgStore::create_partition_index`).
     pub partitions: u32,
     /// Most events per read.
     pub batch_size: usize,

@@ -147,7 +147,11 @@ where
                         assignment.clone(),
                     ),
                     options: registered.options.clone(),
-                    subscription: registered.subscription.clone(),
+                    subscription: partition_read(
+                        &registered.subscription,
+                        partition,
+                        registered.options.partitions,
+                    ),
                     control: rx,
                     progress: None,
                     batches: true,
@@ -183,5 +187,18 @@ impl std::fmt::Debug for RunningProjection {
         f.debug_struct("RunningProjection")
             .field("partitions", &self.controls.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// What partition `index` of `count` reads: only its own streams when the projection is
+/// split, so that the partitions read the log once in total rather than once each.
+fn partition_read(
+    subscription: &SubscriptionOptions,
+    index: u32,
+    count: u32,
+) -> SubscriptionOptions {
+    match crate::store::StreamPartition::new(index, count) {
+        Ok(partition) if count > 1 => subscription.clone().partition(partition),
+        _ => subscription.clone(),
     }
 }

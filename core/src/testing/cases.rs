@@ -574,6 +574,94 @@ pub async fn read_all_in_order_and_batches<S: EventStore>(store: S) {
     assert_eq!(rest, everything[15..]);
 }
 
+/// `read_all` of partition p of N returns exactly the events of the streams
+/// [`partition_of`](crate::coordination::partition_of) puts in p, in global order, in
+/// batches that resume where the last one stopped; the N partitions together are the log,
+/// once. The stream ids include non-ASCII ones, hashed as their UTF-8 bytes.
+pub async fn read_all_partitions<S: EventStore>(store: S) {
+    use crate::coordination::partition_of;
+    use crate::store::StreamPartition;
+    let names: Vec<String> = (0..24)
+        .map(|i| match i % 4 {
+            0 => format!("order-{i}"),
+            1 => format!("payment-{i}"),
+            2 => format!("order-é{i}"),
+            _ => format!("order-日本{i}🦀"),
+        })
+        .collect();
+    for round in 0..3u64 {
+        for (i, name) in names.iter().enumerate() {
+            let kind = if i % 3 == 0 { "Placed" } else { "Paid" };
+            store
+                .append(&stream(name), ExpectedVersion::Any, &[event(kind, round)])
+                .await
+                .expect("append");
+        }
+    }
+    let everything = read_everything(&store, 1000).await;
+    assert_eq!(everything.len(), 72);
+    let read_partition = |read: ReadAll| {
+        let store = store.clone();
+        async move {
+            let mut out: Vec<RecordedEvent> = Vec::new();
+            let mut read = read.limit(5);
+            loop {
+                let batch = store.read_all(&read).await.expect("read");
+                let Some(last) = batch.last() else { break };
+                read.after = last.position;
+                out.extend(batch);
+            }
+            out
+        }
+    };
+    for count in [1u32, 2, 3, 4, 7] {
+        let mut union = Vec::new();
+        for index in 0..count {
+            let partition = StreamPartition::new(index, count).expect("partition");
+            let mine = read_partition(ReadAll::after(0).partition(partition)).await;
+            let expected: Vec<&RecordedEvent> = everything
+                .iter()
+                .filter(|e| partition_of(e.stream_id.as_str(), count) == index)
+                .collect();
+            assert_eq!(
+                mine.iter().collect::<Vec<_>>(),
+                expected,
+                "partition {index} of {count}"
+            );
+            let paid = read_partition(
+                ReadAll::after(0)
+                    .partition(partition)
+                    .categories(["order"])
+                    .event_types(["Paid"]),
+            )
+            .await;
+            let expected_paid: Vec<&RecordedEvent> = expected
+                .iter()
+                .copied()
+                .filter(|e| e.event_type == "Paid" && e.stream_id.category() == "order")
+                .collect();
+            assert_eq!(
+                paid.iter().collect::<Vec<_>>(),
+                expected_paid,
+                "paid orders of partition {index} of {count}"
+            );
+            union.extend(mine);
+        }
+        union.sort_by_key(|e| e.position);
+        assert_eq!(union, everything, "{count} partitions read the log once");
+    }
+    // Several partitions are not empty, or the split proves nothing.
+    let sizes: Vec<usize> = (0..4)
+        .map(|p| {
+            everything
+                .iter()
+                .filter(|e| partition_of(e.stream_id.as_str(), 4) == p)
+                .count()
+        })
+        .collect();
+    assert!(sizes.iter().filter(|&&n| n > 0).count() >= 3, "{sizes:?}");
+}
+
 /// `read_all` filters by category and event type.
 pub async fn read_all_filters<S: EventStore>(store: S) {
     store

@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             read_missing_stream,
             read_all_in_order_and_batches,
             read_all_filters,
+            read_all_partitions,
             head_position_and_event_by_id,
             snapshots,
             concurrent_writers_one_stream,

@@ -592,10 +592,16 @@ where
 {
     let head = append_spread(&stores.events, 10, 0..60).await;
     let projection = RecordingProjection::new("partitioned");
-    let running = stores
-        .runner("a")
-        .register(Arc::clone(&projection), quick_options().partitions(4))
-        .start();
+    let counted = CountedReads::new(stores.events.clone());
+    let running = RuntimeStores {
+        events: counted.clone(),
+        checkpoints: stores.checkpoints.clone(),
+        leases: stores.leases.clone(),
+        dead_letters: stores.dead_letters.clone(),
+    }
+    .runner("a")
+    .register(Arc::clone(&projection), quick_options().partitions(4))
+    .start();
     wait_for(&running, "partitioned", head).await;
     let seen = projection.recording();
     assert_eq!(seen.applied.len(), 60);
@@ -604,6 +610,11 @@ where
         "each event handled by exactly one partition"
     );
     assert_ordered(&seen);
+    assert_eq!(
+        counted.events_read(),
+        60,
+        "the four partitions read the log once in total, each only its own streams"
+    );
     assert_eq!(running.status().len(), 4);
     for partition in 0..4 {
         assert_eq!(
@@ -1325,4 +1336,93 @@ where
     .await;
     assert_eq!(running.status()[0].failures, 0);
     running.shutdown().await.expect("clean shutdown");
+}
+
+/// An event store that counts the events its `read_all` returns.
+#[derive(Clone, Debug)]
+struct CountedReads<S> {
+    store: S,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> CountedReads<S> {
+    fn new(store: S) -> Self {
+        Self {
+            store,
+            read: Arc::default(),
+        }
+    }
+
+    fn events_read(&self) -> usize {
+        self.read.load(Ordering::SeqCst)
+    }
+}
+
+impl<S: EventStore> EventStore for CountedReads<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[crate::event::NewEvent],
+    ) -> Result<crate::store::AppendResult, crate::error::StoreError> {
+        self.store.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        read: &crate::store::StreamRead,
+    ) -> Result<Vec<RecordedEvent>, crate::error::StoreError> {
+        self.store.read_stream(stream, read).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, crate::error::StoreError> {
+        self.store.stream_version(stream).await
+    }
+    async fn read_all(
+        &self,
+        read: &crate::store::ReadAll,
+    ) -> Result<Vec<RecordedEvent>, crate::error::StoreError> {
+        let events = self.store.read_all(read).await?;
+        self.read.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(events)
+    }
+    async fn head_position(&self) -> Result<u64, crate::error::StoreError> {
+        self.store.head_position().await
+    }
+    async fn event_by_id(
+        &self,
+        event_id: Uuid,
+    ) -> Result<Option<RecordedEvent>, crate::error::StoreError> {
+        self.store.event_by_id(event_id).await
+    }
+    async fn save_snapshot(
+        &self,
+        snapshot: &crate::store::Snapshot,
+    ) -> Result<(), crate::error::StoreError> {
+        self.store.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        max_version: Option<u64>,
+    ) -> Result<Option<crate::store::Snapshot>, crate::error::StoreError> {
+        self.store
+            .load_snapshot(stream, schema_version, max_version)
+            .await
+    }
+    async fn record_command(
+        &self,
+        record: &crate::store::CommandRecord,
+    ) -> Result<Option<crate::store::CommandRecord>, crate::error::StoreError> {
+        self.store.record_command(record).await
+    }
+    async fn command_record(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<crate::store::CommandRecord>, crate::error::StoreError> {
+        self.store.command_record(command_id).await
+    }
+    fn head_hint(&self) -> Option<watch::Receiver<u64>> {
+        self.store.head_hint()
+    }
 }

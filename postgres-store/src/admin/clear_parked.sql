@@ -1,0 +1,1 @@
+DELETE FROM __SCHEMA__.dead_letters WHERE name = $1
