@@ -17,11 +17,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use factum::Coordination;
-use serde::Serialize;
+use clap::Parser as _;
+use factum_cli::{Cli, Prompt};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::{AppError, HealthIssue, HealthReport, PersonalStore};
 use crate::http::{STALLED_AFTER, Served};
+use crate::service::DoctorDatabase;
 
 /// The page, served as it is.
 const PAGE: &str = include_str!("admin.html");
@@ -60,7 +63,12 @@ async fn doctor_route<S: PersonalStore, C: Coordination>(
 ) -> Result<Response, AppError> {
     let report = served.apps.health_report(STALLED_AFTER);
     let parked = served.apps.dead_letters().await?.len();
-    let found = doctor(&report, parked);
+    let mut found = doctor(&report, parked);
+    if let Some(database) = &served.options.doctor_database {
+        let store = store_doctor(database).await;
+        found.healthy &= store.iter().all(|f| f.status != Status::Fail);
+        found.findings.splice(0..0, store);
+    }
     let status = if found.healthy {
         StatusCode::OK
     } else {
@@ -71,7 +79,7 @@ async fn doctor_route<S: PersonalStore, C: Coordination>(
 
 // ANCHOR: doctor
 /// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Nothing wrong.
@@ -83,14 +91,19 @@ pub enum Status {
 }
 
 /// One check's outcome.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// What was checked: `workers`, `lag`, `dead letters`, or the problem's kind.
+    /// What was checked: `workers`, `lag`, `dead letters`, or the problem's kind; on
+    /// PostgreSQL also the `factum` tool's checks (`schema`, `head`, `transactions`,
+    /// `replication`, `projections`).
     pub check: String,
     /// How it came out.
     pub status: Status,
     /// What was found.
     pub summary: String,
+    /// More lines, such as the sessions holding the head back.
+    #[serde(default)]
+    pub details: Vec<String>,
 }
 
 /// The doctor's findings.
@@ -102,7 +115,8 @@ pub struct DoctorReport {
     pub findings: Vec<Finding>,
 }
 
-/// The checks that apply to a running application, on either store: its workers (each
+/// The checks that apply to a running application, on either store (on PostgreSQL the
+/// page adds those of [`store_doctor`]): its workers (each
 /// problem the health report names is a failure), their largest lag, and the parked events
 /// (a warning: the rest goes on, but a read model misses them until they are replayed).
 pub fn doctor(report: &HealthReport, parked: usize) -> DoctorReport {
@@ -111,6 +125,7 @@ pub fn doctor(report: &HealthReport, parked: usize) -> DoctorReport {
         check: check.to_owned(),
         status,
         summary,
+        details: Vec::new(),
     };
     if report.problems.is_empty() {
         findings.push(finding(
@@ -188,6 +203,60 @@ pub fn doctor(report: &HealthReport, parked: usize) -> DoctorReport {
     DoctorReport {
         healthy: !findings.iter().any(|f| f.status == Status::Fail),
         findings,
+    }
+}
+
+/// The `factum` tool's doctor on the store of `database`, run through its library as
+/// `factum --json doctor` would: its findings, or one failed finding saying why it could
+/// not check.
+pub async fn store_doctor(database: &DoctorDatabase) -> Vec<Finding> {
+    /// The doctor asks nothing; were it to, the answer would be no.
+    struct NoOne;
+    impl Prompt for NoOne {
+        fn interactive(&self) -> bool {
+            false
+        }
+        fn confirm(&mut self, _: &str) -> std::io::Result<bool> {
+            Ok(false)
+        }
+    }
+    #[derive(Deserialize)]
+    struct Report {
+        findings: Vec<Finding>,
+    }
+    let failed = |summary: String| {
+        vec![Finding {
+            check: "store".into(),
+            status: Status::Fail,
+            summary,
+            details: Vec::new(),
+        }]
+    };
+    let args = ["factum", "--json", "--schema", &database.schema, "doctor"];
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return failed(format!("the doctor's arguments: {e}")),
+    };
+    cli.database_url = Some(database.url.clone());
+    // The tool's `run` writes to a `dyn Write`, so its future is not `Send`: it runs on a
+    // blocking thread, driven by this runtime.
+    let runtime = tokio::runtime::Handle::current();
+    let ran = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        runtime
+            .block_on(factum_cli::run(&cli, &mut out, &mut NoOne))
+            .map(|_| out)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let out = match ran {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return failed(format!("the doctor cannot check the store: {e}")),
+        Err(e) => return failed(format!("the doctor did not finish: {e}")),
+    };
+    match serde_json::from_slice::<Report>(&out) {
+        Ok(report) => report.findings,
+        Err(e) => failed(format!("the doctor's report is not understood: {e}")),
     }
 }
 // ANCHOR_END: doctor

@@ -17,8 +17,10 @@ use factum::personal::MasterKey;
 use factum::tenant::TenantId;
 use factum_postgres::{PgConfig, PgStore};
 use indicatif::{ProgressBar, ProgressStyle};
+use order_fulfillment::service::DoctorDatabase;
 use order_fulfillment::{
-    App, AppError, AppOptions, MemoryTenants, PersonalStore, PgTenants, Tenants, demo, http,
+    App, AppError, AppOptions, MemoryTenants, PersonalStore, PgTenants, ServiceOptions, Tenants,
+    demo, http,
 };
 
 // ANCHOR: cli
@@ -191,14 +193,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => {
             eprintln!("store: in memory");
             let app = App::in_memory(MemoryStore::new(), &AppOptions::default());
-            run_on(app, args.mode).await
+            run_on(app, args.mode, ServiceOptions::default()).await
         }
         Some(url) => {
             let master = master_key()?;
             let store = connect(&url, args.schema.as_deref()).await?;
+            let service = on_postgres(&url, &store);
             let app = App::on_postgres(store, master, &AppOptions::default()).await?;
-            run_on(app, args.mode).await
+            run_on(app, args.mode, service).await
         }
+    }
+}
+
+/// The service's options on the PostgreSQL store `store` at `url`: the operator's page
+/// runs the `factum` tool's doctor on it.
+fn on_postgres(url: &str, store: &PgStore) -> ServiceOptions {
+    ServiceOptions {
+        doctor_database: Some(DoctorDatabase {
+            url: url.to_owned(),
+            schema: store.config().schema.as_str().to_owned(),
+        }),
+        ..ServiceOptions::default()
     }
 }
 
@@ -277,14 +292,15 @@ async fn serve_tenants(
         None => {
             eprintln!("store: in memory, multi-tenant");
             let tenants = MemoryTenants::in_memory(&options, tenants)?;
-            serve_all(tenants, addr).await
+            serve_all(tenants, addr, ServiceOptions::default()).await
         }
         Some(url) => {
             let master = master_key()?;
             let config = PgConfig::default().multi_tenant(true);
             let store = connect_with(&url, schema.as_deref(), config).await?;
+            let service = on_postgres(&url, &store);
             let tenants = PgTenants::on_postgres(store, master, &options, tenants).await?;
-            serve_all(tenants, addr).await
+            serve_all(tenants, addr, service).await
         }
     }
 }
@@ -292,6 +308,7 @@ async fn serve_tenants(
 async fn serve_all<S: PersonalStore, C: Coordination>(
     tenants: Tenants<S, C>,
     addr: &str,
+    service: ServiceOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = tenants.started();
     if !started.is_empty() {
@@ -304,7 +321,8 @@ async fn serve_all<S: PersonalStore, C: Coordination>(
         "listening on http://{} (multi-tenant: each request names its tenant in X-Tenant)",
         listener.local_addr()?
     );
-    axum::serve(listener, http::multi_tenant_router(Arc::clone(&tenants)))
+    let router = http::multi_tenant_router_with(Arc::clone(&tenants), &service);
+    axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -319,6 +337,7 @@ async fn serve_all<S: PersonalStore, C: Coordination>(
 async fn run_on<S: PersonalStore, C: Coordination>(
     app: App<S, C>,
     mode: Mode,
+    service: ServiceOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match mode {
         Mode::Demo => {
@@ -339,7 +358,8 @@ async fn run_on<S: PersonalStore, C: Coordination>(
             let app = Arc::new(app);
             let listener = tokio::net::TcpListener::bind(&addr).await?;
             eprintln!("listening on http://{}", listener.local_addr()?);
-            axum::serve(listener, http::router(Arc::clone(&app)))
+            eprintln!("operator's page: http://{}/admin", listener.local_addr()?);
+            axum::serve(listener, http::router_with(Arc::clone(&app), &service))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

@@ -37,6 +37,28 @@ pub struct ServiceOptions {
     pub lag_sample_every: Duration,
     /// How many samples are kept: 120 by default, ten minutes at one per 5 s.
     pub lag_samples: usize,
+    /// The PostgreSQL store that the operator's page has the `factum` tool's doctor check
+    /// (schema, held-back head, open transactions, replication, projections); none in
+    /// memory, where the page shows only the checks of the running application.
+    pub doctor_database: Option<DoctorDatabase>,
+}
+
+/// The database and schema of a store on PostgreSQL, for the doctor.
+#[derive(Clone)]
+pub struct DoctorDatabase {
+    /// The database URL.
+    pub url: String,
+    /// The store's schema.
+    pub schema: String,
+}
+
+impl std::fmt::Debug for DoctorDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("DoctorDatabase")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServiceOptions {
@@ -48,6 +70,7 @@ impl Default for ServiceOptions {
             max_page: 500,
             lag_sample_every: Duration::from_secs(5),
             lag_samples: 120,
+            doctor_database: None,
         }
     }
 }
