@@ -16,8 +16,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use factum::Coordination;
 use clap::Parser as _;
+use factum::Coordination;
 use factum_cli::{Cli, Prompt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -158,7 +158,9 @@ pub fn doctor(report: &HealthReport, parked: usize) -> DoctorReport {
                 for_seconds,
             } => (
                 "stalled",
-                format!("{name} (partition {partition}) behind without progress for {for_seconds:.0} s"),
+                format!(
+                    "{name} (partition {partition}) behind without progress for {for_seconds:.0} s"
+                ),
             ),
             HealthIssue::Stopped {
                 name,

@@ -34,11 +34,11 @@ use crate::domain::payment::{CapturePaymentV1, Payment, PaymentError};
 use crate::domain::shipment::{DispatchShipmentV1, Shipment, ShipmentError};
 use crate::fulfillment::{ORDER_FULFILLMENT, OrderFulfillment};
 use crate::pg_read_model::PgReadModels;
-use crate::service::timed;
 use crate::read_model::{
     CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, MemoryReadModels, ORDER_LIST,
     OrderSummary, Page, READ_MODELS, ReadModels,
 };
+use crate::service::timed;
 use crate::tenants::{Named, worker_name};
 
 /// Why a use case failed, by what the caller can do about it.

@@ -207,7 +207,10 @@ pub const HTTP_RESPONSES: &str = "order_fulfillment_http_responses_total";
 async fn metrics_text() -> Response {
     match metrics_handle() {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),
@@ -278,8 +281,10 @@ impl<S: PersonalStore, C: Coordination> Served<S, C> {
                     }
                 }
             });
-            *served.sampler.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(task.abort_handle());
+            *served
+                .sampler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         }
         served
     }
@@ -287,7 +292,10 @@ impl<S: PersonalStore, C: Coordination> Served<S, C> {
 
 impl<S, C> Drop for Served<S, C> {
     fn drop(&mut self) {
-        let sampler = self.sampler.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let sampler = self
+            .sampler
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = sampler.take() {
             task.abort();
         }

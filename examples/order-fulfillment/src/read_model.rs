@@ -150,7 +150,8 @@ impl ReadModels {
         match self {
             Self::Memory(m) => {
                 let after = page.after.map(str::to_owned);
-                Ok(m.orders.read(|rows| page_of(rows, after.as_ref(), page.limit)))
+                Ok(m.orders
+                    .read(|rows| page_of(rows, after.as_ref(), page.limit)))
             }
             Self::Postgres(pg) => pg.order_page(page).await,
         }
@@ -174,7 +175,8 @@ impl ReadModels {
         match self {
             Self::Memory(m) => {
                 let after = page.after.map(str::to_owned);
-                Ok(m.customers.read(|stats| page_of(stats, after.as_ref(), page.limit)))
+                Ok(m.customers
+                    .read(|stats| page_of(stats, after.as_ref(), page.limit)))
             }
             Self::Postgres(pg) => pg.customer_page(page).await,
         }
@@ -196,7 +198,8 @@ impl ReadModels {
                     }
                     None => None,
                 };
-                Ok(m.sales.read(|days| page_of(days, after.as_ref(), page.limit)))
+                Ok(m.sales
+                    .read(|days| page_of(days, after.as_ref(), page.limit)))
             }
             Self::Postgres(pg) => pg.daily_sales_page(page).await,
         }

@@ -201,11 +201,7 @@ mod tests {
         for lag in 1..=5 {
             history.record(&report(lag));
         }
-        let lags: Vec<u64> = history
-            .samples()
-            .iter()
-            .map(|s| s.workers[0].lag)
-            .collect();
+        let lags: Vec<u64> = history.samples().iter().map(|s| s.workers[0].lag).collect();
         assert_eq!(lags, [3, 4, 5]);
         assert_eq!(history.samples()[0].workers[0].name, "order_list");
     }

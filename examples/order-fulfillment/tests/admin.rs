@@ -174,7 +174,9 @@ async fn the_admin_page_shows_a_parked_event_and_replays_it() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, http::router_with(Arc::clone(&app), &service)).into_future());
+    let server = tokio::spawn(
+        axum::serve(listener, http::router_with(Arc::clone(&app), &service)).into_future(),
+    );
 
     let driver = Driver::start();
     let profile = std::env::temp_dir().join(format!("factum-chromium-{}", uuid::Uuid::new_v4()));
@@ -224,7 +226,13 @@ async fn the_admin_page_shows_a_parked_event_and_replays_it() {
             .is_some_and(|t| t == "replay requested for 1 event(s)")
     })
     .await;
-    wait_for(&browser, "tr.parked", "the parked event gone", <[String]>::is_empty).await;
+    wait_for(
+        &browser,
+        "tr.parked",
+        "the parked event gone",
+        <[String]>::is_empty,
+    )
+    .await;
     wait_for(&browser, "tr.finding", "the doctor's all clear", |rows| {
         let has = |status: &str, text: &str| {
             rows.iter()

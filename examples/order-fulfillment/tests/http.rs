@@ -408,7 +408,10 @@ async fn store_failures_are_500_with_an_error_id_and_the_details_in_the_log() {
     assert_eq!(body["status"], 500);
     let error = body["error"].as_str().unwrap();
     assert!(error.contains(id), "{error}");
-    assert!(!error.contains("database"), "no detail reaches the client: {error}");
+    assert!(
+        !error.contains("database"),
+        "no detail reaches the client: {error}"
+    );
     let logged = log.0.lock().unwrap().join("\n");
     assert!(
         logged.contains(id) && logged.contains("the database is gone"),
@@ -771,9 +774,7 @@ async fn get_with_link<S: PersonalStore, C: Coordination>(
 ) -> (StatusCode, Value, Option<String>) {
     let request = Request::get(path).body(Body::empty()).unwrap();
     let (status, body, headers) = api.send_with_headers(request).await;
-    let link = headers
-        .get("link")
-        .map(|l| l.to_str().unwrap().to_owned());
+    let link = headers.get("link").map(|l| l.to_str().unwrap().to_owned());
     (status, body, link)
 }
 
@@ -903,7 +904,11 @@ async fn bodies_and_requests_over_the_limits_are_413_and_408() {
         .body(Body::from(small))
         .unwrap();
     let (status, error) = send_to(&router, request).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "refused by the domain: {error}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "refused by the domain: {error}"
+    );
 
     // Waiting for a position no read model reaches: the time limit answers first.
     let request = Request::get("/orders?after=1000000")
@@ -957,7 +962,11 @@ async fn metrics_are_served_in_prometheus_text() {
             .await
             .unwrap();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
-        let missing: Vec<&str> = wanted.iter().copied().filter(|w| !text.contains(w)).collect();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !text.contains(w))
+            .collect();
         if missing.is_empty() {
             break;
         }
@@ -993,13 +1002,19 @@ async fn the_admin_routes_serve_the_page_lag_samples_and_findings() {
     let page = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(page.contains("<svg id=\"lag\"") && page.contains("id=\"replay\""));
     // Self-contained: no script, style or font fetched from elsewhere.
-    assert!(!page.contains("<script src") && !page.contains("<link"), "{page}");
+    assert!(
+        !page.contains("<script src") && !page.contains("<link"),
+        "{page}"
+    );
 
     // The ring buffer fills up to its size and stays there.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let lag = loop {
-        let (status, lag) =
-            send_to(&router, Request::get("/admin/lag").body(Body::empty()).unwrap()).await;
+        let (status, lag) = send_to(
+            &router,
+            Request::get("/admin/lag").body(Body::empty()).unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         if lag["samples"].as_array().unwrap().len() == 4 {
             break lag;
@@ -1014,10 +1029,16 @@ async fn the_admin_routes_serve_the_page_lag_samples_and_findings() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"order_list") && names.contains(&"order_fulfillment"), "{lag}");
+    assert!(
+        names.contains(&"order_list") && names.contains(&"order_fulfillment"),
+        "{lag}"
+    );
 
-    let (status, doctor) =
-        send_to(&router, Request::get("/admin/doctor").body(Body::empty()).unwrap()).await;
+    let (status, doctor) = send_to(
+        &router,
+        Request::get("/admin/doctor").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{doctor}");
     assert_eq!(doctor["healthy"], true);
     let checks: Vec<(&str, &str)> = doctor["findings"]
