@@ -104,3 +104,153 @@ pub mod counters {
         }
     }
 }
+
+pub mod fulfilment {
+    //! One order's flow: `PlaceOrder` places it, the `fulfilment` process manager reserves
+    //! its stock with `ReserveStock`, and the `order_list` projection shows its status.
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use factum::Effects;
+    use factum::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[event]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct OrderPlaced {
+        pub order_id: String,
+        pub sku: String,
+    }
+
+    #[event]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct StockReserved {
+        pub order_id: String,
+        pub sku: String,
+    }
+
+    #[command]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct PlaceOrder {
+        #[id]
+        pub order_id: String,
+        pub sku: String,
+    }
+
+    #[command]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ReserveStock {
+        #[id]
+        pub order_id: String,
+        pub sku: String,
+    }
+
+    #[aggregate(category = "order")]
+    #[derive(Debug, Default)]
+    pub struct Order;
+
+    #[aggregate]
+    impl Order {
+        #[handle]
+        fn place(&self, c: PlaceOrder) -> Result<OrderPlaced, std::convert::Infallible> {
+            Ok(OrderPlaced {
+                order_id: c.order_id,
+                sku: c.sku,
+            })
+        }
+
+        #[apply]
+        fn placed(&mut self, _: &OrderPlaced) {}
+    }
+
+    #[aggregate(category = "stock")]
+    #[derive(Debug, Default)]
+    pub struct Reservation;
+
+    #[aggregate]
+    impl Reservation {
+        #[handle]
+        fn reserve(&self, c: ReserveStock) -> Result<StockReserved, std::convert::Infallible> {
+            Ok(StockReserved {
+                order_id: c.order_id,
+                sku: c.sku,
+            })
+        }
+
+        #[apply]
+        fn reserved(&mut self, _: &StockReserved) {}
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct FulfilmentState;
+
+    #[derive(Debug)]
+    pub struct Fulfilment;
+
+    #[process_manager(name = "fulfilment")]
+    impl Fulfilment {
+        #[start(by = order_id)]
+        fn placed(&self, _: &mut FulfilmentState, e: &OrderPlaced) -> Effects<ReserveStock> {
+            Effects::none().command(ReserveStock {
+                order_id: e.order_id.clone(),
+                sku: e.sku.clone(),
+            })
+        }
+
+        #[stop(by = order_id)]
+        fn reserved(&self, _: &mut FulfilmentState, _: &StockReserved) {}
+    }
+
+    /// The status of each order.
+    #[derive(Debug, Default)]
+    pub struct OrderList {
+        status: Mutex<BTreeMap<String, &'static str>>,
+    }
+
+    #[projection(name = "order_list")]
+    impl OrderList {
+        async fn placed(&self, e: &OrderPlaced) {
+            self.status
+                .lock()
+                .unwrap()
+                .insert(e.order_id.clone(), "placed");
+        }
+
+        async fn reserved(&self, e: &StockReserved) {
+            self.status
+                .lock()
+                .unwrap()
+                .insert(e.order_id.clone(), "reserved");
+        }
+    }
+
+    /// An application of the order flow over `store` and `coordination`, polling every 10 ms.
+    pub fn start<S: EventStore, C: factum::Coordination>(
+        store: S,
+        coordination: C,
+        orders: std::sync::Arc<OrderList>,
+    ) -> factum::Application<S, C> {
+        let poll = std::time::Duration::from_millis(10);
+        factum::Application::builder(store)
+            .coordination(coordination)
+            .aggregate::<Order>()
+            .aggregate::<Reservation>()
+            .projection(
+                orders,
+                factum::projection::ProjectionOptions::new().poll_interval(poll),
+            )
+            .process_manager(
+                Fulfilment,
+                factum::process::ProcessOptions::new().poll_interval(poll),
+            )
+            .start()
+    }
+
+    impl OrderList {
+        /// The status of `order`: `placed` or `reserved`.
+        pub fn status(&self, order: &str) -> Option<&'static str> {
+            self.status.lock().unwrap().get(order).copied()
+        }
+    }
+}

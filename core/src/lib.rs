@@ -25,6 +25,7 @@ pub mod tenant;
 pub mod test_kit;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use aggregate::{Aggregate, Command, CommandSet, CommandVisitor, Routed, SnapshotPolicy};
 pub use application::{Application, ApplicationBuilder, ApplicationError};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{has_nul, nul_path, push_member};
+use crate::trace::TraceContext;
 
 /// Metadata stored beside an event's payload, and given with a command.
 ///
@@ -17,7 +18,8 @@ use crate::event::{has_nul, nul_path, push_member};
 ///
 /// When a command is executed, its events get `causation_id` = the command id (generated when
 /// none was given) and inherit the command's correlation id (or start a correlation at the command id), actor, tenant and
-/// extra keys.
+/// extra keys; their `trace` is the context of the command's `execute` span when a trace
+/// integration records it, else the command's own (see [`crate::trace`]).
 ///
 /// ```
 /// use factum::Metadata;
@@ -50,6 +52,24 @@ pub struct Metadata {
     /// Free key-values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The W3C trace context of the span that executed the command (on an event), or that
+    /// the command continues (on a command): see [`crate::trace`]. Stored under the `trace`
+    /// key. A `trace` key of another shape, written before factum used the key or by
+    /// another writer, reads as `None` rather than making the event unreadable.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "trace_or_none"
+    )]
+    pub trace: Option<TraceContext>,
+}
+
+/// The `trace` key as a [`TraceContext`], or `None` when it has another shape.
+fn trace_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TraceContext>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 impl Metadata {
@@ -93,6 +113,14 @@ impl Metadata {
         self
     }
 
+    /// Sets the trace context the command continues (from an incoming `traceparent` header,
+    /// for example).
+    #[must_use]
+    pub fn trace(mut self, context: TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+
     /// Adds a free key-value.
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
@@ -114,8 +142,11 @@ impl Metadata {
     /// ```
     pub fn nul_character(&self) -> Option<String> {
         let nul = |s: &str| s.contains('\0');
+        let trace = self.trace.as_ref();
         let clean = !self.actor.as_deref().is_some_and(nul)
             && !self.tenant.as_deref().is_some_and(nul)
+            && !trace.is_some_and(|t| nul(&t.traceparent))
+            && !trace.and_then(|t| t.tracestate.as_deref()).is_some_and(nul)
             && !self
                 .extra
                 .iter()
@@ -129,6 +160,12 @@ impl Metadata {
         if self.tenant.as_deref().is_some_and(|s| s.contains('\0')) {
             return Some("$.tenant".to_owned());
         }
+        if trace.is_some_and(|t| nul(&t.traceparent)) {
+            return Some("$.trace.traceparent".to_owned());
+        }
+        if trace.and_then(|t| t.tracestate.as_deref()).is_some_and(nul) {
+            return Some("$.trace.tracestate".to_owned());
+        }
         self.extra.iter().find_map(|(key, value)| {
             let mut path = String::from("$.extra");
             push_member(&mut path, key);
@@ -141,7 +178,7 @@ impl Metadata {
 
     /// The metadata of an event caused by the message whose metadata is `self` and whose id is
     /// `cause`: same correlation (or `cause` when there was none), causation = `cause`, same
-    /// actor, tenant and extra keys.
+    /// actor, tenant, extra keys and trace context.
     pub fn caused_by(&self, cause: Uuid) -> Self {
         Self {
             command_id: self.command_id,
@@ -150,6 +187,7 @@ impl Metadata {
             actor: self.actor.clone(),
             tenant: self.tenant.clone(),
             extra: self.extra.clone(),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -169,6 +207,30 @@ mod tests {
         let flow = Uuid::now_v7();
         let inherited = Metadata::new().correlation_id(flow).caused_by(cmd);
         assert_eq!(inherited.correlation_id, Some(flow));
+    }
+
+    #[test]
+    fn the_trace_context_is_stored_under_trace_and_checked_for_nul() {
+        let context = TraceContext::new("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let meta = Metadata::new().trace(context.clone());
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"trace": {"traceparent": context.traceparent}})
+        );
+        let back: Metadata = serde_json::from_value(json).unwrap();
+        assert_eq!(back.caused_by(Uuid::now_v7()).trace, Some(context.clone()));
+        for foreign in [
+            serde_json::json!({"trace": 5}),
+            serde_json::json!({"trace": "00-abc"}),
+            serde_json::json!({"trace": {"parent": "x"}}),
+            serde_json::json!({"trace": null}),
+        ] {
+            let read: Metadata = serde_json::from_value(foreign.clone()).unwrap();
+            assert_eq!(read.trace, None, "{foreign}");
+        }
+        let bad = Metadata::new().trace(context.state("a=\u{0}"));
+        assert_eq!(bad.nul_character().as_deref(), Some("$.trace.tracestate"));
     }
 
     #[test]

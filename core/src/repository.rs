@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, CommandSet, Routed};
@@ -227,7 +228,27 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         stream: &StreamId,
         max_version: Option<u64>,
     ) -> Result<Loaded<A>, Error<A::Error>> {
+        let span = tracing::debug_span!(
+            "load",
+            stream = %stream,
+            version = tracing::field::Empty,
+            snapshot = tracing::field::Empty,
+        );
+        let loaded = self
+            .load_in_span(stream, max_version)
+            .instrument(span.clone())
+            .await?;
+        span.record("version", loaded.version);
+        Ok(loaded)
+    }
+
+    async fn load_in_span(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Loaded<A>, Error<A::Error>> {
         let mut loaded = Loaded::initial();
+        let mut from_snapshot = false;
         let events = if A::SNAPSHOT == crate::SnapshotPolicy::Never {
             self.replay(stream, 1, max_version).await?
         } else {
@@ -242,6 +263,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 None => read.events,
                 Some((version, Some(Ok(state)))) => {
                     loaded = Loaded { state, version };
+                    from_snapshot = true;
                     read.events
                 }
                 Some((version, Some(Err(error)))) => {
@@ -256,6 +278,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 Some((_, None)) => self.replay(stream, 1, max_version).await?,
             }
         };
+        tracing::Span::current().record("snapshot", from_snapshot);
         apply_all(stream, &mut loaded, &events)?;
         Ok(loaded)
     }
@@ -290,6 +313,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Events get `causation_id` = the command id (one is generated when `metadata` has
     /// none) and inherit the correlation id, actor, tenant and extra keys of `metadata`. They
     /// carry `command_id` only when `metadata` has one: a generated id is no idempotency key.
+    /// The command runs in an `execute` span that continues `metadata`'s trace context, and
+    /// its events carry that span's context ([`crate::trace`]).
     ///
     /// When `metadata` has a command id, the command is idempotent: its first outcome is
     /// kept, and executing it again with that id, even concurrently, returns that outcome
@@ -351,8 +376,35 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Executes a command of the aggregate's command set on `stream`, at any version or at
-    /// `expected`.
+    /// `expected`, in an `execute` span that continues the trace context of `metadata` and
+    /// whose context the events carry.
     pub(crate) async fn run(
+        &self,
+        stream: StreamId,
+        command: A::Command,
+        mut metadata: Metadata,
+        expected: Option<u64>,
+    ) -> Result<Executed<A>, Error<A::Error>> {
+        let span = tracing::info_span!(
+            "execute",
+            command = command.command_name(),
+            aggregate = A::CATEGORY,
+            stream = %stream,
+            command_id = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        metadata.trace = crate::trace::continue_in(&span, metadata.trace.as_ref());
+        let result = self
+            .run_in_span(stream, command, metadata, expected)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            span.record("error", tracing::field::display(error));
+        }
+        result
+    }
+
+    async fn run_in_span(
         &self,
         stream: StreamId,
         command: A::Command,
@@ -367,6 +419,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             })?;
         let explicit_id = metadata.command_id.is_some();
         let command_id = metadata.command_id.unwrap_or_else(Uuid::now_v7);
+        tracing::Span::current().record("command_id", tracing::field::display(command_id));
         // Events name the command as their cause, and carry the command id only when the
         // caller gave one: only such ids are idempotency keys, which the store claims.
         let event_meta = metadata.caused_by(command_id);
@@ -483,10 +536,23 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             };
             let new_events = encode_all::<A>(stream, &events, d.command_id, d.event_meta)?;
             let at = loaded.version;
+            let span = tracing::debug_span!(
+                "append",
+                stream = %stream,
+                expected_version = at,
+                events = new_events.len(),
+                first_position = tracing::field::Empty,
+                last_position = tracing::field::Empty,
+            );
             let appended = self
                 .store
                 .append(stream, ExpectedVersion::Exact(at), &new_events)
+                .instrument(span.clone())
                 .await;
+            if let Ok(result) = &appended {
+                span.record("first_position", result.first_position);
+                span.record("last_position", result.last_position);
+            }
             if basis == Basis::Initial {
                 let conflicted = matches!(appended, Err(StoreError::WrongExpectedVersion { .. }));
                 self.shared.speculation.record(conflicted);

@@ -228,7 +228,15 @@ where
             };
             let head = batch.head;
             self.slot.update(|c| c.head = c.head.max(head));
-            let span = tracing::debug_span!("batch", events = batch.events.len(), head);
+            let span = tracing::debug_span!(
+                "batch",
+                projection = %self.slot.name,
+                partition = self.slot.partition,
+                from_position = batch.events.first().map_or(0, |e| e.position),
+                to_position = batch.events.last().map_or(0, |e| e.position),
+                events = batch.events.len(),
+                head,
+            );
             let interrupted = self
                 .handle_batch(lease, &batch.events, &mut position, &mut blocked)
                 .instrument(span)

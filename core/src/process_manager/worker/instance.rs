@@ -1,5 +1,6 @@
 //! Routing an event to its instance and applying what the handler decided.
 
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Decision, Exit, Failure, PmWorker};
@@ -62,6 +63,32 @@ where
         if !self.mine(key) {
             return Ok(None);
         }
+        let span = tracing::info_span!(
+            "dispatch",
+            process = %self.slot.name,
+            stream = %event.stream_id,
+            event_type = %event.event_type,
+            position = event.position,
+            commands = tracing::field::Empty,
+        );
+        if let Some(context) = &event.metadata.trace {
+            crate::trace::set_parent(&span, context);
+        }
+        let key = key.to_owned();
+        self.process_routed(lease, event, route, &key)
+            .instrument(span)
+            .await
+    }
+
+    /// Handles an event routed to the instance `key` of this partition, in its `dispatch`
+    /// span, which continues the event's trace and whose context the commands carry.
+    async fn process_routed(
+        &mut self,
+        lease: &Lease,
+        event: &RecordedEvent,
+        route: Route,
+        key: &str,
+    ) -> Result<Option<Exit>, Failure> {
         let stored = self.processes.load(&self.slot.name, key).await?;
         if let Some(instance) = &stored {
             if instance.last_position >= event.position {
@@ -109,10 +136,16 @@ where
         if matches!(route, Route::Stop(_)) {
             effects.complete = true;
         }
+        let span = tracing::Span::current();
+        span.record("commands", effects.commands.len());
+        let mut metadata = event.metadata.caused_by(event.event_id);
+        if let Some(context) = crate::trace::context_of(&span) {
+            metadata.trace = Some(context);
+        }
         let decision = Decision {
             effects,
             cause: event.event_id,
-            metadata: event.metadata.caused_by(event.event_id),
+            metadata,
         };
         instance.last_position = event.position;
         self.apply(&mut instance, &state, decision)?;

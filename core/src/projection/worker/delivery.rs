@@ -1,6 +1,8 @@
 //! Delivering events to the projection: batches, retries, parking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use tracing::Instrument;
 
 use super::{Attempt, Delivery, Exit, Failure, Worker, is_fenced};
 use crate::coordination::{
@@ -49,7 +51,31 @@ where
                     return Ok(Some(Exit::LeaseLost));
                 }
                 let context = HandleContext::new(lease.clone(), 1);
-                match self.projection.handle_batch(&mine, &context).await {
+                let span = tracing::info_span!(
+                    "handle_batch",
+                    projection = %self.slot.name,
+                    partition = self.slot.partition,
+                    from_position = mine.first().map_or(0, |e| e.position),
+                    to_position = mine.last().map_or(0, |e| e.position),
+                    events = mine.len(),
+                    handled = tracing::field::Empty,
+                );
+                if !span.is_disabled() {
+                    let mut linked = HashSet::new();
+                    for trace in mine.iter().filter_map(|e| e.metadata.trace.as_ref()) {
+                        if linked.insert(&trace.traceparent) {
+                            crate::trace::add_link(&span, trace);
+                        }
+                    }
+                }
+                let handled = self
+                    .projection
+                    .handle_batch(&mine, &context)
+                    .instrument(span.clone())
+                    .await;
+                span.record("handled", matches!(handled, Ok(true)));
+                drop(span);
+                match handled {
                     Ok(true) => {
                         if let Some(last) = events.last() {
                             *position = last.position;
@@ -168,7 +194,18 @@ where
             self.park(event, ParkReason::Waiting { behind }).await?;
             return Ok(Delivery::Parked);
         }
-        match self.attempt(event, lease).await? {
+        let span = tracing::info_span!(
+            "handle",
+            projection = %self.slot.name,
+            partition = self.slot.partition,
+            stream = %event.stream_id,
+            event_type = %event.event_type,
+            position = event.position,
+        );
+        if let Some(context) = &event.metadata.trace {
+            crate::trace::set_parent(&span, context);
+        }
+        match self.attempt(event, lease).instrument(span).await? {
             Attempt::Interrupted(exit) => Ok(Delivery::Interrupted(exit)),
             Attempt::Handled => Ok(Delivery::Handled),
             Attempt::Failed(error, attempts) => match self.options.failure.on_exhausted {
