@@ -17,6 +17,7 @@ use factum::projection::{
 };
 use factum::store::StreamRead;
 use factum::tenant::TenantId;
+use factum::trace::TraceContext;
 use factum::{
     Application, ApplicationBuilder, ApplicationError, Dispatched, EventStore, MemoryCoordination,
     MemoryStore, Metadata, Rejection, Routed, StreamId,
@@ -170,9 +171,13 @@ pub fn tenant_command_id_for(tenant: &TenantId, operation: &str, key: &str) -> U
 }
 
 /// Metadata for a request of `tenant` (none on a single-tenant store): its command id comes
-/// from the idempotency key, when there is one.
+/// from the idempotency key, when there is one, and it continues the trace of the request
+/// that runs it (see [`with_trace`]).
 fn metadata(tenant: Option<&TenantId>, operation: &str, key: Option<&str>) -> Metadata {
-    let meta = Metadata::new().actor("order-fulfillment");
+    let mut meta = Metadata::new().actor("order-fulfillment");
+    if let Ok(Some(trace)) = REQUEST_TRACE.try_with(Clone::clone) {
+        meta = meta.trace(trace);
+    }
     match (key, tenant) {
         (Some(key), None) => meta.command_id(command_id_for(operation, key)),
         (Some(key), Some(tenant)) => meta.command_id(tenant_command_id_for(tenant, operation, key)),
@@ -180,6 +185,20 @@ fn metadata(tenant: Option<&TenantId>, operation: &str, key: Option<&str>) -> Me
     }
 }
 // ANCHOR_END: idempotency
+
+// ANCHOR: with_trace
+tokio::task_local! {
+    /// The W3C trace context of the HTTP request being served, if it came with one.
+    static REQUEST_TRACE: Option<TraceContext>;
+}
+
+/// Runs `work` (a request's handling) with `trace` as the trace context of the commands it
+/// sends: their events carry it in their metadata, and the framework continues it into the
+/// projections and the fulfillment process that handle them, and the commands that sends.
+pub async fn with_trace<F: Future>(trace: Option<TraceContext>, work: F) -> F::Output {
+    REQUEST_TRACE.scope(trace, work).await
+}
+// ANCHOR_END: with_trace
 
 /// A new order, as clients send it. Without a currency it is a `PlaceOrderV1` (euros), with
 /// one a `PlaceOrderV2`.

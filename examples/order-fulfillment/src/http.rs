@@ -62,7 +62,7 @@ use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
 use crate::admin;
-use crate::app::{App, AppError, HealthReport, NewOrder, Outcome, PersonalStore};
+use crate::app::{App, AppError, HealthReport, NewOrder, Outcome, PersonalStore, with_trace};
 use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST, Page, sales_key};
 use crate::service::{LagHistory, ServiceOptions, metrics_handle};
 use crate::tenants::Tenants;
@@ -165,6 +165,7 @@ fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>, options: &Service
         .route("/metrics", get(metrics_text))
         .merge(admin::routes::<S, C>())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(continue_trace))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
@@ -199,6 +200,27 @@ async fn limits_as_json(response: Response) -> Response {
     (status, axum::Json(body)).into_response()
 }
 // ANCHOR_END: limits
+
+// ANCHOR: continue_trace
+/// Continues the trace of a request that comes with a W3C `traceparent` header (and
+/// `tracestate`): the commands it sends carry that context, checked by OpenTelemetry's
+/// propagator (a malformed one is no context: the request starts its own trace).
+async fn continue_trace(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let trace = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        factum_otel::context_from_headers(
+            header(factum_otel::TRACEPARENT),
+            header(factum_otel::TRACESTATE),
+        )
+    };
+    with_trace(trace, next.run(request)).await
+}
+// ANCHOR_END: continue_trace
 
 /// The counter of the API's answers, by status.
 pub const HTTP_RESPONSES: &str = "order_fulfillment_http_responses_total";

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use factum::Coordination;
+use factum::EventStore as _;
 use factum::MemoryStore;
 use factum::personal::{MemoryKeyStore, Shredding};
 use order_fulfillment::{App, AppOptions, PersonalStore, PgApp, ServiceOptions, http};
@@ -1052,3 +1053,67 @@ async fn the_admin_routes_serve_the_page_lag_samples_and_findings() {
         [("workers", "ok"), ("lag", "ok"), ("dead letters", "ok")]
     );
 }
+
+// ANCHOR: traceparent_test
+/// A request's `traceparent` is continued: the order's event carries its trace, and so do
+/// the events of the command the fulfillment process sends for the order; a malformed one is
+/// no trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_traceparent_continues_through_the_flow() {
+    let api = Api::new().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let place = |id: &str, traceparent: &str| {
+        Request::post("/orders")
+            .header("content-type", "application/json")
+            .header("traceparent", traceparent)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .body(Body::from(order(id, 1).to_string()))
+            .unwrap()
+    };
+    let (status, body, _) = api.send(place("o-1", traceparent)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body, _) = api.send(place("o-2", "00-zz-01")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    api.app.settle().await.unwrap();
+
+    let traces = |stream: &str| {
+        let stream = factum::StreamId::parse(stream).unwrap();
+        let store = api.app.store();
+        async move {
+            store
+                .read_stream(&stream, &factum::store::StreamRead::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.event_type, e.metadata.trace))
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected = factum::trace::TraceContext::new(traceparent).state("congo=t61rcWkgMzE");
+    assert_eq!(
+        traces("order-o-1").await,
+        [("OrderPlaced".to_owned(), Some(expected))]
+    );
+    // The reservation the process made for o-1 is in the request's trace.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let reserved: Vec<_> = traces("inventory-keyboard")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "StockReserved")
+        .collect();
+    assert_eq!(reserved.len(), 2, "{reserved:?}");
+    let in_trace = reserved
+        .iter()
+        .filter(|(_, trace)| {
+            trace
+                .as_ref()
+                .is_some_and(|t| t.traceparent.contains(trace_id))
+        })
+        .count();
+    assert_eq!(in_trace, 1, "only o-1's reservation: {reserved:?}");
+    assert_eq!(
+        traces("order-o-2").await,
+        [("OrderPlaced".to_owned(), None)]
+    );
+}
+// ANCHOR_END: traceparent_test
