@@ -205,6 +205,20 @@ async fn the_admin_page_shows_a_parked_event_and_replays_it() {
         .await
         .unwrap();
     assert!(lines.len() >= 4, "a line per worker: {}", lines.len());
+    // For the book: the doctor's findings as the page shows them, the summaries of those
+    // that depend on the moment (sessions, positions) left out.
+    let findings: Vec<String> = texts(&browser, "tr.finding")
+        .await
+        .iter()
+        .map(|row| {
+            let words: Vec<&str> = row.split_whitespace().collect();
+            match words.get(1) {
+                Some(&"workers" | &"dead") => words.join(" "),
+                _ => words.iter().take(2).copied().collect::<Vec<_>>().join(" ") + " ...",
+            }
+        })
+        .collect();
+    common::capture("admin-doctor", &(findings.join("\n") + "\n"));
     let screenshot = browser.screenshot().await.expect("a screenshot");
     assert!(screenshot.starts_with(b"\x89PNG"), "a PNG");
     save_screenshot(&screenshot);

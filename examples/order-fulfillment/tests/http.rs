@@ -969,6 +969,12 @@ async fn metrics_are_served_in_prometheus_text() {
             .filter(|w| !text.contains(w))
             .collect();
         if missing.is_empty() {
+            // For the book: the first line of each figure asked for, as rendered.
+            let lines: Vec<&str> = wanted
+                .iter()
+                .filter_map(|w| text.lines().find(|l| l.starts_with(w)))
+                .collect();
+            common::capture("metrics", &(lines.join("\n") + "\n"));
             break;
         }
         // The lag gauges are refreshed every second by the workers.
