@@ -13,6 +13,18 @@
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
 //! | `GET /health` | the projections' and the process's workers, and what is wrong: 503 when one stopped or stalled, or an open transaction held committed events back (naming its session) |
 //! | `GET /dead-letters`, `POST /dead-letters/replay` | events the read models parked; handles them again |
+//! | `GET /metrics` | every figure of the process in Prometheus' text format (see [`crate::service`]) |
+//! | `GET /admin` | the operator's page (see [`crate::admin`]), with `GET /admin/lag` and `GET /admin/doctor` |
+//!
+//! The lists (`/orders`, `/customers`, `/sales/daily`) come in pages: `?limit=N` rows (50
+//! by default, at most 500: [`ServiceOptions`]) after `?cursor=KEY`, the key of the last row
+//! of the previous page (an order or customer id, `DAY/CURRENCY` for the daily sales); an
+//! answer with more rows after it links to the next page in a `Link: <...>; rel="next"`
+//! header.
+//!
+//! A request with a W3C `traceparent` header (and `tracestate`) continues that trace: the
+//! events of its commands carry it, and the framework carries it on through the projections,
+//! the fulfillment process and the commands it sends.
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
 //! gets the first one's outcome, marked `"replayed": true` and with the header
@@ -33,9 +45,10 @@
 //! and cover every started tenant. A single-tenant server refuses the header.
 //!
 //! Errors are JSON, `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an
-//! unknown order, 409 for a request the current state refuses, 412 for an `If-Match` that
-//! no longer holds, 503 when a read model does not reach `after` in time, 500 when the
-//! store fails.
+//! unknown order, 408 for a request over the time limit, 409 for a request the current
+//! state refuses, 412 for an `If-Match` that no longer holds, 413 for a body over the size
+//! limit, 503 when a read model does not reach `after` in time, 500 when the store fails:
+//! then with an `error_id` and a generic message, the details logged under that id.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
