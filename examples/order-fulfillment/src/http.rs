@@ -65,7 +65,7 @@ use factum::Coordination;
 use factum::coordination::ParkedEvent;
 use factum::personal::Forgotten;
 use factum::tenant::TenantId;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -537,6 +537,13 @@ impl List {
     }
 }
 
+/// What a cursor escapes in a URL: all but the unreserved characters (RFC 3986).
+const CURSOR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// A page of `rows` (read with [`List::page`]) as JSON, with the URL of the next page in a
 /// `Link` header when there is one more row than `limit`.
 fn paged<T: Serialize>(
@@ -553,7 +560,7 @@ fn paged<T: Serialize>(
     };
     let mut response = axum::Json(rows).into_response();
     if let Some(cursor) = next {
-        let cursor = utf8_percent_encode(&cursor, NON_ALPHANUMERIC);
+        let cursor = utf8_percent_encode(&cursor, CURSOR);
         let link = format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"");
         if let Ok(link) = HeaderValue::from_str(&link) {
             response.headers_mut().insert(header::LINK, link);

@@ -183,3 +183,25 @@ fn a_malformed_master_key_refuses_to_start_and_a_missing_one_warns() {
         "the demo key is a valid key: {stderr}"
     );
 }
+
+#[test]
+fn the_database_url_comes_from_the_environment_and_an_empty_one_means_in_memory() {
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+            .env("DATABASE_URL", url)
+            .env("FACTUM_MASTER_KEY", MASTER_KEY)
+            .output()
+            .expect("the binary runs")
+    };
+    // Nothing listens on this port: the program tried PostgreSQL.
+    let output = run("postgresql://nobody@127.0.0.1:1/none");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("store: in memory"), "{stderr}");
+
+    let output = run("");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("store: in memory"), "{stderr}");
+    assert_read_models(&String::from_utf8_lossy(&output.stdout));
+}

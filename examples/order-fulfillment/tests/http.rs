@@ -821,6 +821,11 @@ async fn lists_are_paged<S: PersonalStore, C: Coordination>(app: App<S, C>) {
         pages(&api, "/customers?limit=3", "customer_id").await,
         [vec!["c-1", "c-2", "c-3"], vec!["c-4", "c-5"]]
     );
+    let (_, _, link) = get_with_link(&api, "/orders?limit=4").await;
+    assert_eq!(
+        link.as_deref(),
+        Some("</orders?limit=4&cursor=o-4>; rel=\"next\"")
+    );
     // One page without a limit: the default (50) holds them all, and has no next.
     let (_, all, link) = get_with_link(&api, "/orders").await;
     assert_eq!((all.as_array().unwrap().len(), link), (5, None));
