@@ -36,7 +36,13 @@ struct Driver {
 impl Driver {
     /// Starts `chromedriver` on a free port and waits until it accepts connections.
     fn start() -> Self {
-        for program in [CHROMIUM, CHROMEDRIVER] {
+        Self::start_with(CHROMIUM, CHROMEDRIVER)
+    }
+
+    /// Starts `chromedriver` at `driver` for the browser at `chromium`; fails, naming the
+    /// packages, when either is missing.
+    fn start_with(chromium: &str, driver: &str) -> Self {
+        for program in [chromium, driver] {
             assert!(
                 Path::new(program).exists(),
                 "{program} is missing: the browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), which .ci/run installs"
@@ -46,7 +52,7 @@ impl Driver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(CHROMEDRIVER)
+        let child = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -126,6 +132,16 @@ async fn wait_for(client: &Client, css: &str, what: &str, check: impl Fn(&[Strin
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Without the browser or its driver the test fails, saying what to install; it is never
+/// skipped.
+#[test]
+#[should_panic(
+    expected = "is missing: the browser test needs Debian's chromium and chromium-driver"
+)]
+fn a_missing_browser_fails_the_test_naming_the_packages() {
+    let _ = Driver::start_with(CHROMIUM, "/nonexistent/chromedriver");
 }
 
 // ANCHOR: browser_test
