@@ -109,13 +109,16 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         .expect("a Chromium session")
 }
 
-/// The texts of the elements `css` finds.
+/// The texts of the elements `css` finds, read in one script run: the page redraws its
+/// tables every 2 s, and elements found in one WebDriver call may be gone by the next.
 async fn texts(client: &Client, css: &str) -> Vec<String> {
-    let mut texts = Vec::new();
-    for element in client.find_all(Locator::Css(css)).await.expect("find") {
-        texts.push(element.text().await.expect("text"));
-    }
-    texts
+    let script = "return Array.from(document.querySelectorAll(arguments[0]))\
+        .map(e => e.innerText.replace(/\\s+/g, ' ').trim());";
+    let found = client
+        .execute(script, vec![json!(css)])
+        .await
+        .expect("the script runs");
+    serde_json::from_value(found).expect("a list of texts")
 }
 
 /// Waits until `check` accepts the texts of the elements `css` finds.
