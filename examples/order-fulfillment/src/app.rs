@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use factum::coordination::{Coordination, ParkedEvent};
 use factum::personal::{
@@ -17,6 +17,7 @@ use factum::projection::{
 };
 use factum::store::StreamRead;
 use factum::tenant::TenantId;
+use factum::trace::TraceContext;
 use factum::{
     Application, ApplicationBuilder, ApplicationError, Dispatched, EventStore, MemoryCoordination,
     MemoryStore, Metadata, Rejection, Routed, StreamId,
@@ -36,8 +37,9 @@ use crate::fulfillment::{ORDER_FULFILLMENT, OrderFulfillment};
 use crate::pg_read_model::PgReadModels;
 use crate::read_model::{
     CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, MemoryReadModels, ORDER_LIST,
-    OrderSummary, READ_MODELS, ReadModels,
+    OrderSummary, Page, READ_MODELS, ReadModels,
 };
+use crate::service::timed;
 use crate::tenants::{Named, worker_name};
 
 /// Why a use case failed, by what the caller can do about it.
@@ -169,9 +171,13 @@ pub fn tenant_command_id_for(tenant: &TenantId, operation: &str, key: &str) -> U
 }
 
 /// Metadata for a request of `tenant` (none on a single-tenant store): its command id comes
-/// from the idempotency key, when there is one.
+/// from the idempotency key, when there is one, and it continues the trace of the request
+/// that runs it (see [`with_trace`]).
 fn metadata(tenant: Option<&TenantId>, operation: &str, key: Option<&str>) -> Metadata {
-    let meta = Metadata::new().actor("order-fulfillment");
+    let mut meta = Metadata::new().actor("order-fulfillment");
+    if let Ok(Some(trace)) = REQUEST_TRACE.try_with(Clone::clone) {
+        meta = meta.trace(trace);
+    }
     match (key, tenant) {
         (Some(key), None) => meta.command_id(command_id_for(operation, key)),
         (Some(key), Some(tenant)) => meta.command_id(tenant_command_id_for(tenant, operation, key)),
@@ -179,6 +185,20 @@ fn metadata(tenant: Option<&TenantId>, operation: &str, key: Option<&str>) -> Me
     }
 }
 // ANCHOR_END: idempotency
+
+// ANCHOR: with_trace
+tokio::task_local! {
+    /// The W3C trace context of the HTTP request being served, if it came with one.
+    static REQUEST_TRACE: Option<TraceContext>;
+}
+
+/// Runs `work` (a request's handling) with `trace` as the trace context of the commands it
+/// sends: their events carry it in their metadata, and the framework continues it into the
+/// projections and the fulfillment process that handle them, and the commands that sends.
+pub async fn with_trace<F: Future>(trace: Option<TraceContext>, work: F) -> F::Output {
+    REQUEST_TRACE.scope(trace, work).await
+}
+// ANCHOR_END: with_trace
 
 /// A new order, as clients send it. Without a currency it is a `PlaceOrderV1` (euros), with
 /// one a `PlaceOrderV2`.
@@ -671,21 +691,25 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         &self.read_models
     }
 
-    /// Dispatches `command`, only at version `expected` of its instance when given.
+    /// Dispatches `command` (recording the command's figures as `operation`), only at
+    /// version `expected` of its instance when given.
     async fn send<K: Routed>(
         &self,
         command: K,
         expected: Option<u64>,
         metadata: Metadata,
     ) -> Result<Dispatched, factum::Error<Rejection>> {
-        match expected {
+        let started = Instant::now();
+        let dispatched = match expected {
             Some(version) => {
                 self.app
                     .dispatch_expecting(command, version, metadata)
                     .await
             }
             None => self.app.dispatch(command, metadata).await,
-        }
+        };
+        record_command(K::NAME, started, &dispatched);
+        dispatched
     }
 
     // ANCHOR: place
@@ -712,7 +736,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
                     customer_id: order.customer_id,
                     lines: order.lines,
                 };
-                self.app.dispatch(command, meta).await
+                self.send(command, None, meta).await
             }
             (currency, customer_name) => {
                 let command = PlaceOrderV2 {
@@ -722,7 +746,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
                     currency: currency.unwrap_or_else(|| "EUR".into()),
                     customer_name,
                 };
-                self.app.dispatch(command, meta).await
+                self.send(command, None, meta).await
             }
         };
         dispatched
@@ -733,12 +757,10 @@ impl<S: EventStore, C: Coordination> App<S, C> {
 
     /// Loads an order that must exist.
     async fn existing_order(&self, order_id: &str) -> Result<Order, AppError> {
-        let loaded = self
-            .app
-            .repository::<Order>()
-            .load(order_id)
-            .await
-            .map_err(AppError::from_factum)?;
+        let started = Instant::now();
+        let loaded = self.app.repository::<Order>().load(order_id).await;
+        timed(LOAD_SECONDS, &[("aggregate", "order".into())], started);
+        let loaded = loaded.map_err(AppError::from_factum)?;
         if loaded.state.is_placed() {
             Ok(loaded.state)
         } else {
@@ -789,7 +811,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
             order_id: order_id.to_owned(),
             carrier: carrier.to_owned(),
         };
-        let dispatched = self.app.dispatch(command, meta).await;
+        let dispatched = self.send(command, None, meta).await;
         dispatched.map(Outcome::from).map_err(|e| {
             AppError::from_dispatch(e, |rejection| {
                 rejection
@@ -836,8 +858,7 @@ impl<S: EventStore, C: Coordination> App<S, C> {
             sku: sku.to_owned(),
             quantity,
         };
-        self.app
-            .dispatch(command, meta)
+        self.send(command, None, meta)
             .await
             .map(Outcome::from)
             .map_err(|e| AppError::from_dispatch(e, |_| None))
@@ -845,12 +866,10 @@ impl<S: EventStore, C: Coordination> App<S, C> {
 
     /// The stock of `sku` (all zero for a SKU never received).
     pub async fn stock(&self, sku: &str) -> Result<StockLevel, AppError> {
-        let loaded = self
-            .app
-            .repository::<Inventory>()
-            .load(sku)
-            .await
-            .map_err(AppError::from_factum)?;
+        let started = Instant::now();
+        let loaded = self.app.repository::<Inventory>().load(sku).await;
+        timed(LOAD_SECONDS, &[("aggregate", "inventory".into())], started);
+        let loaded = loaded.map_err(AppError::from_factum)?;
         Ok(StockLevel {
             sku: sku.to_owned(),
             on_hand: loaded.state.on_hand(),
@@ -915,6 +934,21 @@ impl<S: EventStore, C: Coordination> App<S, C> {
     /// The order list.
     pub async fn orders(&self) -> Result<Vec<OrderSummary>, AppError> {
         Ok(self.read_models.order_list().await?)
+    }
+
+    /// A page of the order list, by id.
+    pub async fn orders_page(&self, page: Page<'_>) -> Result<Vec<OrderSummary>, AppError> {
+        Ok(self.read_models.order_page(page).await?)
+    }
+
+    /// A page of the customer statistics, by customer id.
+    pub async fn customers_page(&self, page: Page<'_>) -> Result<Vec<CustomerStats>, AppError> {
+        Ok(self.read_models.customer_page(page).await?)
+    }
+
+    /// A page of the daily sales, oldest first, after `DAY/CURRENCY`.
+    pub async fn daily_sales_page(&self, page: Page<'_>) -> Result<Vec<DailySales>, AppError> {
+        Ok(self.read_models.daily_sales_page(page).await?)
     }
 
     /// One order from the order list.
@@ -1020,6 +1054,38 @@ impl<S: EventStore, C: Coordination> App<S, C> {
         Ok(self.app.settle().await?)
     }
 }
+
+// ANCHOR: app_metrics
+/// The histogram of the time to load an aggregate, by aggregate, in seconds.
+pub const LOAD_SECONDS: &str = "order_fulfillment_load_seconds";
+/// The histogram of the time to execute a command (load, decide, append), by command and
+/// outcome (`ok`, `rejected` or `error`), in seconds.
+pub const COMMAND_SECONDS: &str = "order_fulfillment_command_seconds";
+/// The counter of the events appended by the API's commands, by command.
+pub const EVENTS_APPENDED: &str = "order_fulfillment_events_appended_total";
+
+/// Records a dispatched command's figures: its time and outcome, and the events it appended
+/// (none for a replayed one).
+fn record_command(
+    command: &'static str,
+    started: Instant,
+    dispatched: &Result<Dispatched, factum::Error<Rejection>>,
+) {
+    let outcome = match dispatched {
+        Ok(_) => "ok",
+        Err(factum::Error::Rejected(_)) => "rejected",
+        Err(_) => "error",
+    };
+    let labels = [("command", command.to_owned()), ("outcome", outcome.into())];
+    timed(COMMAND_SECONDS, &labels, started);
+    if let Ok(done) = dispatched {
+        if !done.duplicate {
+            let appended = u64::try_from(done.event_types.len()).unwrap_or(u64::MAX);
+            metrics::counter!(EVENTS_APPENDED, "command" => command).increment(appended);
+        }
+    }
+}
+// ANCHOR_END: app_metrics
 
 /// An event store that keeps personal data under subject keys and can forget a subject:
 /// the [`Shredding`] store the application runs on, on either store.

@@ -13,6 +13,18 @@
 //! | `POST /inventory/{sku}/receive`, `GET /inventory/{sku}` | adds stock: `{"quantity"}`; stock levels |
 //! | `GET /health` | the projections' and the process's workers, and what is wrong: 503 when one stopped or stalled, or an open transaction held committed events back (naming its session) |
 //! | `GET /dead-letters`, `POST /dead-letters/replay` | events the read models parked; handles them again |
+//! | `GET /metrics` | every figure of the process in Prometheus' text format (see [`crate::service`]) |
+//! | `GET /admin` | the operator's page (see [`crate::admin`]), with `GET /admin/lag` and `GET /admin/doctor` |
+//!
+//! The lists (`/orders`, `/customers`, `/sales/daily`) come in pages: `?limit=N` rows (50
+//! by default, at most 500: [`ServiceOptions`]) after `?cursor=KEY`, the key of the last row
+//! of the previous page (an order or customer id, `DAY/CURRENCY` for the daily sales); an
+//! answer with more rows after it links to the next page in a `Link: <...>; rel="next"`
+//! header.
+//!
+//! A request with a W3C `traceparent` header (and `tracestate`) continues that trace: the
+//! events of its commands carry it, and the framework carries it on through the projections,
+//! the fulfillment process and the commands it sends.
 //!
 //! `POST` requests take an `Idempotency-Key` header: a request repeated with the same key
 //! gets the first one's outcome, marked `"replayed": true` and with the header
@@ -33,11 +45,13 @@
 //! and cover every started tenant. A single-tenant server refuses the header.
 //!
 //! Errors are JSON, `{"status": 409, "error": "..."}`: 400 for malformed input, 404 for an
-//! unknown order, 409 for a request the current state refuses, 412 for an `If-Match` that
-//! no longer holds, 503 when a read model does not reach `after` in time, 500 when the
-//! store fails.
+//! unknown order, 408 for a request over the time limit, 409 for a request the current
+//! state refuses, 412 for an `If-Match` that no longer holds, 413 for a body over the size
+//! limit, 503 when a read model does not reach `after` in time, 500 when the store fails:
+//! then with an `error_id` and a generic message, the details logged under that id.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -48,14 +62,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use factum::Coordination;
+use factum::coordination::ParkedEvent;
 use factum::personal::Forgotten;
 use factum::tenant::TenantId;
-use serde::Deserialize;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::task::AbortHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use uuid::Uuid;
 
-use crate::app::{App, AppError, NewOrder, Outcome, PersonalStore};
-use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST};
+use crate::admin;
+use crate::app::{App, AppError, HealthReport, NewOrder, Outcome, PersonalStore, with_trace};
+use crate::read_model::{CUSTOMER_STATS, DAILY_SALES, ORDER_LIST, Page, sales_key};
+use crate::service::{LagHistory, ServiceOptions, metrics_handle};
 use crate::tenants::Tenants;
 
 /// The header naming the tenant of a request to a multi-tenant server.
@@ -76,8 +98,15 @@ impl IntoResponse for AppError {
             AppError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(message) => {
-                tracing::error!(%message, "request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                // The details stay in the log, under an id the client can quote.
+                let error_id = Uuid::new_v4();
+                tracing::error!(%error_id, %message, "request failed");
+                let body = json!({
+                    "status": 500,
+                    "error": format!("internal error {error_id}: the server's log has the details"),
+                    "error_id": error_id,
+                });
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
             }
         };
         let mut body = json!({ "status": status.as_u16(), "error": self.to_string() });
@@ -93,9 +122,18 @@ impl IntoResponse for AppError {
 }
 
 // ANCHOR: router
-/// The API's routes over `app`, on a single-tenant store.
+/// The API's routes over `app`, on a single-tenant store, with the default
+/// [`ServiceOptions`].
 pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router {
-    routes(Apps::Single(app))
+    router_with(app, &ServiceOptions::default())
+}
+
+/// The API's routes over `app`, with `options`.
+pub fn router_with<S: PersonalStore, C: Coordination>(
+    app: Arc<App<S, C>>,
+    options: &ServiceOptions,
+) -> Router {
+    routes(Apps::Single(app), options)
 }
 
 /// The API's routes over the apps of `tenants`: each request runs on its tenant's app,
@@ -104,11 +142,21 @@ pub fn router<S: PersonalStore, C: Coordination>(app: Arc<App<S, C>>) -> Router 
 pub fn multi_tenant_router<S: PersonalStore, C: Coordination>(
     tenants: Arc<Tenants<S, C>>,
 ) -> Router {
-    routes(Apps::Tenants(tenants))
+    multi_tenant_router_with(tenants, &ServiceOptions::default())
 }
 
-/// The API's routes over `apps`.
-fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>) -> Router {
+/// The multi-tenant API's routes over `tenants`, with `options`.
+pub fn multi_tenant_router_with<S: PersonalStore, C: Coordination>(
+    tenants: Arc<Tenants<S, C>>,
+    options: &ServiceOptions,
+) -> Router {
+    routes(Apps::Tenants(tenants), options)
+}
+
+/// The API's routes over `apps`, behind the request body and time limits of `options`.
+fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>, options: &ServiceOptions) -> Router {
+    // Installed before the first request, so that /metrics has the figures from the start.
+    let _ = metrics_handle();
     Router::new()
         .route("/orders", post(place::<S, C>).get(list_orders::<S, C>))
         .route("/orders/{id}", get(get_order::<S, C>))
@@ -127,36 +175,184 @@ fn routes<S: PersonalStore, C: Coordination>(apps: Apps<S, C>) -> Router {
         .route("/health", get(health::<S, C>))
         .route("/dead-letters", get(dead_letters::<S, C>))
         .route("/dead-letters/replay", post(replay_dead_letters::<S, C>))
+        .route("/metrics", get(metrics_text))
+        .merge(admin::routes::<S, C>())
         .fallback(|| async { AppError::NotFound("no such route".into()) })
-        .with_state(Arc::new(apps))
+        .layer(axum::middleware::from_fn(continue_trace))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(options.body_limit))
+        .layer(axum::middleware::map_response(limits_as_json))
+        .with_state(Served::start(apps, options.clone()))
 }
 // ANCHOR_END: router
 
+// ANCHOR: limits
+/// Gives the answers of the limits, which have no body of their own (413 for a body over
+/// [`ServiceOptions::body_limit`], 408 for a request over
+/// [`ServiceOptions::request_timeout`]), the API's JSON error body, and counts every
+/// answer by status.
+async fn limits_as_json(response: Response) -> Response {
+    let status = response.status();
+    metrics::counter!(HTTP_RESPONSES, "status" => status.as_str().to_owned()).increment(1);
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this server accepts",
+        StatusCode::REQUEST_TIMEOUT => "the request took longer than this server allows",
+        _ => return response,
+    };
+    if is_json {
+        return response;
+    }
+    let body = json!({ "status": status.as_u16(), "error": error });
+    (status, axum::Json(body)).into_response()
+}
+// ANCHOR_END: limits
+
+// ANCHOR: continue_trace
+/// Continues the trace of a request that comes with a W3C `traceparent` header (and
+/// `tracestate`): the commands it sends carry that context, checked by OpenTelemetry's
+/// propagator (a malformed one is no context: the request starts its own trace).
+async fn continue_trace(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let trace = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        factum_otel::context_from_headers(
+            header(factum_otel::TRACEPARENT),
+            header(factum_otel::TRACESTATE),
+        )
+    };
+    with_trace(trace, next.run(request)).await
+}
+// ANCHOR_END: continue_trace
+
+/// The counter of the API's answers, by status.
+pub const HTTP_RESPONSES: &str = "order_fulfillment_http_responses_total";
+
+/// `GET /metrics`: every figure of the process, in Prometheus' text format.
+async fn metrics_text() -> Response {
+    match metrics_handle() {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => AppError::Unavailable(
+            "another metrics recorder was installed first: no Prometheus figures".into(),
+        )
+        .into_response(),
+    }
+}
+
 // ANCHOR: apps
 /// What the API serves: one app, or the apps of a multi-tenant store's tenants.
-enum Apps<S, C> {
+pub(crate) enum Apps<S, C> {
     /// One app, on a single-tenant store: requests name no tenant.
     Single(Arc<App<S, C>>),
     /// One app per tenant: each request names its tenant in [`TENANT`].
     Tenants(Arc<Tenants<S, C>>),
 }
 
-type Shared<S, C> = State<Arc<Apps<S, C>>>;
+impl<S: PersonalStore, C: Coordination> Apps<S, C> {
+    /// The workers of every app and what is wrong with them.
+    pub(crate) fn health_report(&self, stalled_after: Duration) -> HealthReport {
+        match self {
+            Apps::Single(app) => app.health_report(stalled_after),
+            Apps::Tenants(tenants) => tenants.health_report(stalled_after),
+        }
+    }
+
+    /// The events every app's read models parked.
+    pub(crate) async fn dead_letters(&self) -> Result<Vec<ParkedEvent>, AppError> {
+        match self {
+            Apps::Single(app) => app.dead_letters().await,
+            Apps::Tenants(tenants) => tenants.dead_letters().await,
+        }
+    }
+}
+
+/// The state of the routes: the apps, the service's options and the lag history that a
+/// background task samples while the routes exist.
+pub(crate) struct Served<S, C> {
+    pub(crate) apps: Apps<S, C>,
+    pub(crate) options: ServiceOptions,
+    pub(crate) lag: LagHistory,
+    sampler: Mutex<Option<AbortHandle>>,
+}
+
+impl<S: PersonalStore, C: Coordination> Served<S, C> {
+    /// The state over `apps`, sampling their workers' lag every
+    /// [`ServiceOptions::lag_sample_every`] (when started within a tokio runtime).
+    fn start(apps: Apps<S, C>, options: ServiceOptions) -> Arc<Self> {
+        let served = Arc::new(Self {
+            apps,
+            lag: LagHistory::new(options.lag_samples),
+            options,
+            sampler: Mutex::new(None),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&served);
+            let every = served.options.lag_sample_every;
+            let task = runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    let Some(served) = weak.upgrade() else { break };
+                    served.lag.record(&served.apps.health_report(STALLED_AFTER));
+                    if let Some(metrics) = metrics_handle() {
+                        metrics.run_upkeep();
+                    }
+                }
+            });
+            *served
+                .sampler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+        }
+        served
+    }
+}
+
+impl<S, C> Drop for Served<S, C> {
+    fn drop(&mut self) {
+        let sampler = self
+            .sampler
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = sampler.take() {
+            task.abort();
+        }
+    }
+}
+
+type Shared<S, C> = State<Arc<Served<S, C>>>;
 
 /// The app a request runs on: on a multi-tenant server, its tenant's, from the `X-Tenant`
 /// header, checked before the request's body is read and before anything is written or
 /// returned.
 struct ForTenant<S, C>(Arc<App<S, C>>);
 
-impl<S: PersonalStore, C: Coordination> FromRequestParts<Arc<Apps<S, C>>> for ForTenant<S, C> {
+impl<S: PersonalStore, C: Coordination> FromRequestParts<Arc<Served<S, C>>> for ForTenant<S, C> {
     type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        apps: &Arc<Apps<S, C>>,
+        served: &Arc<Served<S, C>>,
     ) -> Result<Self, AppError> {
         let header = parts.headers.get(TENANT);
-        match apps.as_ref() {
+        match &served.apps {
             Apps::Single(app) => match header {
                 None => Ok(Self(Arc::clone(app))),
                 Some(_) => Err(AppError::BadRequest(
@@ -287,6 +483,93 @@ impl After {
     }
 }
 
+// ANCHOR: list
+/// The query of the list endpoints: `?after=POSITION` as for one row, and a page:
+/// `limit` rows at most ([`ServiceOptions::default_page`] without it, at most
+/// [`ServiceOptions::max_page`]) after the row whose key is `cursor`. The next page's URL is
+/// in the answer's `Link: <...>; rel="next"` header, absent on the last page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct List {
+    after: Option<u64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl List {
+    /// The query, or a 400 naming what is wrong with it.
+    fn from_query(query: Result<Query<List>, QueryRejection>) -> Result<Self, AppError> {
+        query
+            .map(|Query(list)| list)
+            .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
+    }
+
+    /// Waits for `projection` to reach the position asked for, if any.
+    async fn wait<S: PersonalStore, C: Coordination>(
+        &self,
+        app: &App<S, C>,
+        projection: &str,
+    ) -> Result<(), AppError> {
+        match self.after {
+            Some(position) => app.caught_up(projection, position).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The page size asked for, or a 400 when it is out of bounds.
+    fn limit(&self, options: &ServiceOptions) -> Result<usize, AppError> {
+        match self.limit {
+            None => Ok(options.default_page),
+            Some(limit) if (1..=options.max_page).contains(&limit) => Ok(limit),
+            Some(limit) => Err(AppError::BadRequest(format!(
+                "limit {limit} is out of bounds: a page has 1 to {} rows",
+                options.max_page
+            ))),
+        }
+    }
+
+    /// The page to read: one row more than `limit`, which tells whether there is a next.
+    fn page(&self, limit: usize) -> Page<'_> {
+        Page {
+            after: self.cursor.as_deref(),
+            limit: Some(limit.saturating_add(1)),
+        }
+    }
+}
+
+/// What a cursor escapes in a URL: all but the unreserved characters (RFC 3986).
+const CURSOR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A page of `rows` (read with [`List::page`]) as JSON, with the URL of the next page in a
+/// `Link` header when there is one more row than `limit`.
+fn paged<T: Serialize>(
+    path: &str,
+    mut rows: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+) -> Response {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(key)
+    } else {
+        None
+    };
+    let mut response = axum::Json(rows).into_response();
+    if let Some(cursor) = next {
+        let cursor = utf8_percent_encode(&cursor, CURSOR);
+        let link = format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"");
+        if let Ok(link) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    response
+}
+// ANCHOR_END: list
+
 async fn place<S: PersonalStore, C: Coordination>(
     ForTenant(app): ForTenant<S, C>,
     headers: HeaderMap,
@@ -392,13 +675,19 @@ async fn receive<S: PersonalStore, C: Coordination>(
     Ok(outcome(StatusCode::OK, done))
 }
 
+// ANCHOR: list_orders
 async fn list_orders<S: PersonalStore, C: Coordination>(
     ForTenant(app): ForTenant<S, C>,
-    after: Result<Query<After>, QueryRejection>,
+    State(served): Shared<S, C>,
+    query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    After::from_query(after)?.wait(&app, ORDER_LIST).await?;
-    Ok(axum::Json(app.orders().await?).into_response())
+    let list = List::from_query(query)?;
+    list.wait(&app, ORDER_LIST).await?;
+    let limit = list.limit(&served.options)?;
+    let rows = app.orders_page(list.page(limit)).await?;
+    Ok(paged("/orders", rows, limit, |o| o.order_id.clone()))
 }
+// ANCHOR_END: list_orders
 
 // ANCHOR: get_order
 async fn get_order<S: PersonalStore, C: Coordination>(
@@ -420,10 +709,14 @@ async fn history<S: PersonalStore, C: Coordination>(
 
 async fn customers<S: PersonalStore, C: Coordination>(
     ForTenant(app): ForTenant<S, C>,
-    after: Result<Query<After>, QueryRejection>,
+    State(served): Shared<S, C>,
+    query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    After::from_query(after)?.wait(&app, CUSTOMER_STATS).await?;
-    Ok(axum::Json(app.customers().await?).into_response())
+    let list = List::from_query(query)?;
+    list.wait(&app, CUSTOMER_STATS).await?;
+    let limit = list.limit(&served.options)?;
+    let rows = app.customers_page(list.page(limit)).await?;
+    Ok(paged("/customers", rows, limit, |c| c.customer_id.clone()))
 }
 
 // ANCHOR: forget_route
@@ -441,10 +734,19 @@ async fn forget_customer<S: PersonalStore, C: Coordination>(
 
 async fn daily_sales<S: PersonalStore, C: Coordination>(
     ForTenant(app): ForTenant<S, C>,
-    after: Result<Query<After>, QueryRejection>,
+    State(served): Shared<S, C>,
+    query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    After::from_query(after)?.wait(&app, DAILY_SALES).await?;
-    Ok(axum::Json(app.daily_sales().await?).into_response())
+    let list = List::from_query(query)?;
+    if let Some(cursor) = &list.cursor {
+        sales_key(cursor).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    }
+    list.wait(&app, DAILY_SALES).await?;
+    let limit = list.limit(&served.options)?;
+    let rows = app.daily_sales_page(list.page(limit)).await?;
+    Ok(paged("/sales/daily", rows, limit, |d| {
+        format!("{}/{}", d.day, d.currency)
+    }))
 }
 
 async fn stock<S: PersonalStore, C: Coordination>(
@@ -455,19 +757,15 @@ async fn stock<S: PersonalStore, C: Coordination>(
 }
 
 async fn dead_letters<S: PersonalStore, C: Coordination>(
-    State(apps): Shared<S, C>,
+    State(served): Shared<S, C>,
 ) -> Result<Response, AppError> {
-    let parked = match apps.as_ref() {
-        Apps::Single(app) => app.dead_letters().await?,
-        Apps::Tenants(tenants) => tenants.dead_letters().await?,
-    };
-    Ok(axum::Json(parked).into_response())
+    Ok(axum::Json(served.apps.dead_letters().await?).into_response())
 }
 
 async fn replay_dead_letters<S: PersonalStore, C: Coordination>(
-    State(apps): Shared<S, C>,
+    State(served): Shared<S, C>,
 ) -> Result<Response, AppError> {
-    let marked = match apps.as_ref() {
+    let marked = match &served.apps {
         Apps::Single(app) => app.replay_dead_letters().await?,
         Apps::Tenants(tenants) => tenants.replay_dead_letters().await?,
     };
@@ -475,13 +773,10 @@ async fn replay_dead_letters<S: PersonalStore, C: Coordination>(
 }
 
 /// How long a worker may be behind without progress before it counts as stalled.
-const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(60);
 
-async fn health<S: PersonalStore, C: Coordination>(State(apps): Shared<S, C>) -> Response {
-    let report = match apps.as_ref() {
-        Apps::Single(app) => app.health_report(STALLED_AFTER),
-        Apps::Tenants(tenants) => tenants.health_report(STALLED_AFTER),
-    };
+async fn health<S: PersonalStore, C: Coordination>(State(served): Shared<S, C>) -> Response {
+    let report = served.apps.health_report(STALLED_AFTER);
     let status = if report.healthy {
         StatusCode::OK
     } else {

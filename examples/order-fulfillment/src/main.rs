@@ -1,5 +1,5 @@
 //! `order-fulfillment [demo | rebuild | serve [--addr ADDR] [--multi-tenant] [--tenants LIST]]
-//! [--database-url URL]`
+//! [--database-url URL] [--schema NAME]` (`--help` says more)
 //!
 //! Without a database URL (the flag or `DATABASE_URL`) it runs on the in-memory store;
 //! with one, on PostgreSQL, migrating the schema first. `serve --multi-tenant` (or
@@ -9,37 +9,65 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use factum::Coordination;
 use factum::MemoryStore;
 use factum::personal::MasterKey;
 use factum::tenant::TenantId;
 use factum_postgres::{PgConfig, PgStore};
 use indicatif::{ProgressBar, ProgressStyle};
+use order_fulfillment::service::DoctorDatabase;
 use order_fulfillment::{
-    App, AppError, AppOptions, MemoryTenants, PersonalStore, PgTenants, Tenants, demo, http,
+    App, AppError, AppOptions, MemoryTenants, PersonalStore, PgTenants, ServiceOptions, Tenants,
+    demo, http,
 };
 
-const USAGE: &str =
-    "usage: order-fulfillment [demo | rebuild | serve [--addr ADDR]] [--database-url URL [--schema NAME]]
+// ANCHOR: cli
+/// The order-fulfillment example: a scripted demo, a rebuild of the read models, or the HTTP
+/// API with its operator's page at /admin and its figures at /metrics.
+///
+/// On PostgreSQL, $FACTUM_MASTER_KEY holds the master key (32 bytes in base64) that wraps
+/// the customers' data keys; without it a public demo key is used, with a warning.
+#[derive(Debug, Parser)]
+#[command(name = "order-fulfillment", version)]
+struct Cli {
+    /// What to run.
+    #[arg(value_enum, default_value_t = ModeName::Demo)]
+    mode: ModeName,
+    /// (serve) The address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    addr: Option<String>,
+    /// Run on PostgreSQL (else in memory); TLS as the URL's sslmode and sslrootcert say,
+    /// e.g. postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The PostgreSQL schema of the events (default: factum).
+    #[arg(long, value_name = "NAME")]
+    schema: Option<String>,
+    /// (serve) Run multi-tenant: every request names its tenant in the X-Tenant header and
+    /// runs on that tenant's streams, read models and workers, started on its first request
+    /// (default: $FACTUM_MULTI_TENANT=1).
+    #[arg(long)]
+    multi_tenant: bool,
+    /// (serve) Multi-tenant, starting these tenants' workers at start-up so their read
+    /// models catch up at once (default: $FACTUM_TENANTS).
+    #[arg(long, value_name = "A,B")]
+    tenants: Option<String>,
+}
 
-  demo     run the scripted scenario and print the read models (the default)
-  rebuild  rebuild the read models from the stored events, with a progress bar, and print
-           them (in memory, after running the scenario)
-  serve    start the HTTP API (default address 127.0.0.1:3000)
-
-  --multi-tenant       (serve) run multi-tenant: every request names its tenant in the
-                       X-Tenant header and runs on that tenant's streams, read models and
-                       workers, started on its first request (default: $FACTUM_MULTI_TENANT=1)
-  --tenants A,B        (serve) multi-tenant, starting these tenants' workers at start-up so
-                       their read models catch up at once (default: $FACTUM_TENANTS)
-
-  --database-url URL   run on PostgreSQL (default: $DATABASE_URL, else in memory); TLS as
-                       the URL's sslmode and sslrootcert say, e.g.
-                       postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem
-  --schema NAME        the PostgreSQL schema of the events (default: factum)
-
-  On PostgreSQL, $FACTUM_MASTER_KEY holds the master key (32 bytes in base64) that wraps
-  the customers' data keys; without it a public demo key is used, with a warning.";
+/// The modes, as typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeName {
+    /// Run the scripted scenario and print the read models.
+    Demo,
+    /// Rebuild the read models from the stored events, with a progress bar, and print them
+    /// (in memory, after running the scenario).
+    Rebuild,
+    /// Start the HTTP API (default address 127.0.0.1:3000).
+    Serve,
+}
+// ANCHOR_END: cli
 
 #[derive(Debug, PartialEq)]
 enum Mode {
@@ -76,50 +104,30 @@ fn tenant_list(list: &str) -> Result<Vec<TenantId>, String> {
 }
 // ANCHOR_END: tenants_flag
 
-fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut mode = None;
-    let mut addr = None;
-    let mut database_url = None;
-    let mut schema = None;
-    let mut multi_tenant = false;
-    let mut tenants = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "demo" | "rebuild" | "serve" if mode.is_none() => mode = Some(arg),
-            "--addr" => addr = Some(args.next().ok_or("--addr needs a value")?),
-            "--database-url" => {
-                database_url = Some(args.next().ok_or("--database-url needs a value")?);
-            }
-            "--schema" => schema = Some(args.next().ok_or("--schema needs a value")?),
-            "--multi-tenant" => multi_tenant = true,
-            "--tenants" => tenants = Some(args.next().ok_or("--tenants needs a value")?),
-            "-h" | "--help" => return Err(String::new()),
-            other => {
-                if let Some(v) = other.strip_prefix("--addr=") {
-                    addr = Some(v.to_owned());
-                } else if let Some(v) = other.strip_prefix("--database-url=") {
-                    database_url = Some(v.to_owned());
-                } else if let Some(v) = other.strip_prefix("--schema=") {
-                    schema = Some(v.to_owned());
-                } else if let Some(v) = other.strip_prefix("--tenants=") {
-                    tenants = Some(v.to_owned());
-                } else {
-                    return Err(format!("unexpected argument `{other}`"));
-                }
-            }
-        }
-    }
-    let mode = match mode.as_deref() {
-        Some("serve") => Mode::Serve {
+/// The arguments, checked together: a usage error names what is wrong.
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once("order-fulfillment".to_owned()).chain(args))?;
+    check(cli).map_err(|message| Cli::command().error(ErrorKind::ArgumentConflict, message))
+}
+
+fn check(cli: Cli) -> Result<Args, String> {
+    let Cli {
+        mode,
+        addr,
+        database_url,
+        schema,
+        mut multi_tenant,
+        mut tenants,
+    } = cli;
+    let mode = match mode {
+        ModeName::Serve => Mode::Serve {
             addr: addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
         },
         _ if addr.is_some() => return Err("--addr only goes with `serve`".into()),
-        Some("rebuild") => Mode::Rebuild,
-        _ => Mode::Demo,
+        ModeName::Rebuild => Mode::Rebuild,
+        ModeName::Demo => Mode::Demo,
     };
-    let database_url =
-        database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    let database_url = database_url.filter(|u| !u.is_empty());
     if schema.is_some() && database_url.is_none() {
         return Err("--schema only goes with a database URL".into());
     }
@@ -151,12 +159,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("error: {message}\n");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+        // Help and version on standard output with 0, usage errors on standard error with 2.
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -176,6 +182,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if matches!(args.mode, Mode::Serve { .. }) {
+        // Before the workers start, so that /metrics has their figures from the first.
+        let _ = order_fulfillment::service::metrics_handle();
+    }
     if let (Some(tenants), Mode::Serve { addr }) = (&args.tenants, &args.mode) {
         return serve_tenants(args.database_url, args.schema, tenants, addr).await;
     }
@@ -183,14 +193,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => {
             eprintln!("store: in memory");
             let app = App::in_memory(MemoryStore::new(), &AppOptions::default());
-            run_on(app, args.mode).await
+            run_on(app, args.mode, ServiceOptions::default()).await
         }
         Some(url) => {
             let master = master_key()?;
             let store = connect(&url, args.schema.as_deref()).await?;
+            let service = on_postgres(&url, &store);
             let app = App::on_postgres(store, master, &AppOptions::default()).await?;
-            run_on(app, args.mode).await
+            run_on(app, args.mode, service).await
         }
+    }
+}
+
+/// The service's options on the PostgreSQL store `store` at `url`: the operator's page
+/// runs the `factum` tool's doctor on it.
+fn on_postgres(url: &str, store: &PgStore) -> ServiceOptions {
+    ServiceOptions {
+        doctor_database: Some(DoctorDatabase {
+            url: url.to_owned(),
+            schema: store.config().schema.as_str().to_owned(),
+        }),
+        ..ServiceOptions::default()
     }
 }
 
@@ -269,14 +292,15 @@ async fn serve_tenants(
         None => {
             eprintln!("store: in memory, multi-tenant");
             let tenants = MemoryTenants::in_memory(&options, tenants)?;
-            serve_all(tenants, addr).await
+            serve_all(tenants, addr, ServiceOptions::default()).await
         }
         Some(url) => {
             let master = master_key()?;
             let config = PgConfig::default().multi_tenant(true);
             let store = connect_with(&url, schema.as_deref(), config).await?;
+            let service = on_postgres(&url, &store);
             let tenants = PgTenants::on_postgres(store, master, &options, tenants).await?;
-            serve_all(tenants, addr).await
+            serve_all(tenants, addr, service).await
         }
     }
 }
@@ -284,6 +308,7 @@ async fn serve_tenants(
 async fn serve_all<S: PersonalStore, C: Coordination>(
     tenants: Tenants<S, C>,
     addr: &str,
+    service: ServiceOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = tenants.started();
     if !started.is_empty() {
@@ -296,7 +321,8 @@ async fn serve_all<S: PersonalStore, C: Coordination>(
         "listening on http://{} (multi-tenant: each request names its tenant in X-Tenant)",
         listener.local_addr()?
     );
-    axum::serve(listener, http::multi_tenant_router(Arc::clone(&tenants)))
+    let router = http::multi_tenant_router_with(Arc::clone(&tenants), &service);
+    axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -311,6 +337,7 @@ async fn serve_all<S: PersonalStore, C: Coordination>(
 async fn run_on<S: PersonalStore, C: Coordination>(
     app: App<S, C>,
     mode: Mode,
+    service: ServiceOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match mode {
         Mode::Demo => {
@@ -331,7 +358,8 @@ async fn run_on<S: PersonalStore, C: Coordination>(
             let app = Arc::new(app);
             let listener = tokio::net::TcpListener::bind(&addr).await?;
             eprintln!("listening on http://{}", listener.local_addr()?);
-            axum::serve(listener, http::router(Arc::clone(&app)))
+            eprintln!("operator's page: http://{}/admin", listener.local_addr()?);
+            axum::serve(listener, http::router_with(Arc::clone(&app), &service))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
@@ -387,7 +415,7 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Args, String> {
-        parse(list.iter().map(|s| (*s).to_owned()))
+        parse(list.iter().map(|s| (*s).to_owned())).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::domain::order::{OrderCancelled, OrderPaid, OrderPlaced, OrderShipped}
 use crate::domain::payment::{PaymentCaptured, PaymentRefunded};
 use crate::domain::total_cents;
 use crate::read_model::{
-    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary,
+    CUSTOMER_STATS, CustomerStats, DAILY_SALES, DailySales, ORDER_LIST, OrderSummary, Page,
+    sales_key,
 };
 use crate::tenants::{Named, worker_name};
 
@@ -48,6 +49,11 @@ mod sql {
 /// Cents as a `bigint`.
 fn db_cents(cents: u64) -> Result<i64, BoxError> {
     i64::try_from(cents).map_err(|_| format!("{cents} cents do not fit a bigint column").into())
+}
+
+/// A page's limit as a `bigint` (none: no limit).
+fn db_limit(limit: Option<usize>) -> Option<i64> {
+    limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
 }
 
 /// A `bigint` count or amount read back, never negative (the tables' checks say so).
@@ -218,9 +224,10 @@ fn order_row(row: &tokio_postgres::Row) -> Result<OrderSummary, BoxError> {
 }
 
 impl PgReadModels {
-    /// Every order, by id.
-    pub async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
-        self.query(sql::QUERY_ORDERS, &[])
+    /// A page of the orders, by id.
+    pub async fn order_page(&self, page: Page<'_>) -> Result<Vec<OrderSummary>, BoxError> {
+        let limit = db_limit(page.limit);
+        self.query(sql::QUERY_ORDERS, &[&page.after, &limit])
             .await?
             .iter()
             .map(order_row)
@@ -236,10 +243,14 @@ impl PgReadModels {
             .transpose()
     }
 
-    /// Every customer, by id.
-    pub async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
+    /// A page of the customers, by id.
+    pub async fn customer_page(&self, page: Page<'_>) -> Result<Vec<CustomerStats>, BoxError> {
+        let limit = db_limit(page.limit);
         let mut customers: Vec<CustomerStats> = Vec::new();
-        for row in self.query(sql::QUERY_CUSTOMERS, &[]).await? {
+        for row in self
+            .query(sql::QUERY_CUSTOMERS, &[&page.after, &limit])
+            .await?
+        {
             let customer_id: String = row.try_get("customer_id")?;
             if customers
                 .last()
@@ -262,9 +273,17 @@ impl PgReadModels {
         Ok(customers)
     }
 
-    /// Every day and currency, oldest first.
-    pub async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
-        self.query(sql::QUERY_DAILY_SALES, &[])
+    /// A page of the days and currencies, oldest first, after `DAY/CURRENCY`.
+    pub async fn daily_sales_page(&self, page: Page<'_>) -> Result<Vec<DailySales>, BoxError> {
+        let limit = db_limit(page.limit);
+        let (day, currency) = match page.after {
+            Some(cursor) => {
+                let (day, currency) = sales_key(cursor)?;
+                (Some(day), Some(currency))
+            }
+            None => (None, None),
+        };
+        self.query(sql::QUERY_DAILY_SALES, &[&day, &currency, &limit])
             .await?
             .iter()
             .map(|row| {

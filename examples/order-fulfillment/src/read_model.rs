@@ -10,6 +10,7 @@
 //! exactly once, a replayed dead letter included.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use factum::personal::Personal;
@@ -89,12 +90,70 @@ pub enum ReadModels {
     Postgres(PgReadModels),
 }
 
+// ANCHOR: page
+/// A page of a list: the rows after the key `after` (none: from the first), at most
+/// `limit` of them (none: all), in the list's order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Page<'a> {
+    /// The key of the last row of the previous page: an order or customer id, or
+    /// `DAY/CURRENCY` for the daily sales.
+    pub after: Option<&'a str>,
+    /// The most rows to return.
+    pub limit: Option<usize>,
+}
+
+impl Page<'_> {
+    /// Every row.
+    pub const ALL: Page<'static> = Page {
+        after: None,
+        limit: None,
+    };
+}
+
+/// The `(day, currency)` key of a daily sales cursor `DAY/CURRENCY`, such as
+/// `2026-03-01/EUR`.
+pub fn sales_key(cursor: &str) -> Result<(&str, &str), BoxError> {
+    cursor
+        .split_once('/')
+        .filter(|(day, _)| chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok())
+        .ok_or_else(|| {
+            format!("the daily sales cursor `{cursor}` is not DAY/CURRENCY, such as 2026-03-01/EUR")
+                .into()
+        })
+}
+
+/// The rows of `rows` after `after`, at most `limit`.
+fn page_of<K: Ord, V: Clone>(
+    rows: &BTreeMap<K, V>,
+    after: Option<&K>,
+    limit: Option<usize>,
+) -> Vec<V> {
+    let range = match after {
+        Some(after) => rows.range((Bound::Excluded(after), Bound::Unbounded)),
+        None => rows.range(..),
+    };
+    range
+        .map(|(_, v)| v.clone())
+        .take(limit.unwrap_or(usize::MAX))
+        .collect()
+}
+// ANCHOR_END: page
+
 impl ReadModels {
     /// Every order, by id.
     pub async fn order_list(&self) -> Result<Vec<OrderSummary>, BoxError> {
+        self.order_page(Page::ALL).await
+    }
+
+    /// A page of the orders, by id.
+    pub async fn order_page(&self, page: Page<'_>) -> Result<Vec<OrderSummary>, BoxError> {
         match self {
-            Self::Memory(m) => Ok(m.orders.read(|rows| rows.values().cloned().collect())),
-            Self::Postgres(pg) => pg.order_list().await,
+            Self::Memory(m) => {
+                let after = page.after.map(str::to_owned);
+                Ok(m.orders
+                    .read(|rows| page_of(rows, after.as_ref(), page.limit)))
+            }
+            Self::Postgres(pg) => pg.order_page(page).await,
         }
     }
 
@@ -108,17 +167,41 @@ impl ReadModels {
 
     /// Every customer, by id.
     pub async fn customer_stats(&self) -> Result<Vec<CustomerStats>, BoxError> {
+        self.customer_page(Page::ALL).await
+    }
+
+    /// A page of the customers, by id.
+    pub async fn customer_page(&self, page: Page<'_>) -> Result<Vec<CustomerStats>, BoxError> {
         match self {
-            Self::Memory(m) => Ok(m.customers.read(|stats| stats.values().cloned().collect())),
-            Self::Postgres(pg) => pg.customer_stats().await,
+            Self::Memory(m) => {
+                let after = page.after.map(str::to_owned);
+                Ok(m.customers
+                    .read(|stats| page_of(stats, after.as_ref(), page.limit)))
+            }
+            Self::Postgres(pg) => pg.customer_page(page).await,
         }
     }
 
     /// Every day and currency, oldest first.
     pub async fn daily_sales(&self) -> Result<Vec<DailySales>, BoxError> {
+        self.daily_sales_page(Page::ALL).await
+    }
+
+    /// A page of the days and currencies, oldest first; `after` is `DAY/CURRENCY`.
+    pub async fn daily_sales_page(&self, page: Page<'_>) -> Result<Vec<DailySales>, BoxError> {
         match self {
-            Self::Memory(m) => Ok(m.sales.read(|days| days.values().cloned().collect())),
-            Self::Postgres(pg) => pg.daily_sales().await,
+            Self::Memory(m) => {
+                let after = match page.after {
+                    Some(cursor) => {
+                        let (day, currency) = sales_key(cursor)?;
+                        Some((day.to_owned(), currency.to_owned()))
+                    }
+                    None => None,
+                };
+                Ok(m.sales
+                    .read(|days| page_of(days, after.as_ref(), page.limit)))
+            }
+            Self::Postgres(pg) => pg.daily_sales_page(page).await,
         }
     }
 }

@@ -116,10 +116,10 @@ fn bad_arguments_print_the_usage() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("unexpected argument `--nonsense`"),
+        stderr.contains("unexpected argument '--nonsense'"),
         "{stderr}"
     );
-    assert!(stderr.contains("usage: order-fulfillment"), "{stderr}");
+    assert!(stderr.contains("Usage: order-fulfillment"), "{stderr}");
 }
 
 #[tokio::test]
@@ -182,4 +182,26 @@ fn a_malformed_master_key_refuses_to_start_and_a_missing_one_warns() {
         !stderr.contains("is not a master key"),
         "the demo key is a valid key: {stderr}"
     );
+}
+
+#[test]
+fn the_database_url_comes_from_the_environment_and_an_empty_one_means_in_memory() {
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_order-fulfillment"))
+            .env("DATABASE_URL", url)
+            .env("FACTUM_MASTER_KEY", MASTER_KEY)
+            .output()
+            .expect("the binary runs")
+    };
+    // Nothing listens on this port: the program tried PostgreSQL.
+    let output = run("postgresql://nobody@127.0.0.1:1/none");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("store: in memory"), "{stderr}");
+
+    let output = run("");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("store: in memory"), "{stderr}");
+    assert_read_models(&String::from_utf8_lossy(&output.stdout));
 }

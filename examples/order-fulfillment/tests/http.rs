@@ -11,9 +11,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use factum::Coordination;
+use factum::EventStore as _;
 use factum::MemoryStore;
 use factum::personal::{MemoryKeyStore, Shredding};
-use order_fulfillment::{App, AppOptions, PersonalStore, PgApp, http};
+use order_fulfillment::{App, AppOptions, PersonalStore, PgApp, ServiceOptions, http};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -368,21 +369,57 @@ async fn concurrent_requests_with_one_key_agree_on_postgres() {
     concurrent_requests_with_one_key_agree(on_postgres(&AppOptions::default()).await, 300).await;
 }
 
+/// Collects the fields of every event logged while it is the subscriber.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Log {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+}
+
+// ANCHOR: error_id_test
+/// A store failure answers 500 with an error id and a generic message; the details go to
+/// the log, under the same id.
 #[tokio::test]
-async fn store_failures_are_500_without_details_lost() {
+async fn store_failures_are_500_with_an_error_id_and_the_details_in_the_log() {
     use axum::response::IntoResponse as _;
-    let response =
-        order_fulfillment::AppError::Internal("the database is gone".into()).into_response();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let log = Log::default();
+    let subscriber = tracing_subscriber::registry().with(log.clone());
+    let response = tracing::subscriber::with_default(subscriber, || {
+        order_fulfillment::AppError::Internal("the database is gone".into()).into_response()
+    });
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(
-        body,
-        json!({"status": 500, "error": "the database is gone"})
+    let id = body["error_id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{body}");
+    assert_eq!(body["status"], 500);
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains(id), "{error}");
+    assert!(
+        !error.contains("database"),
+        "no detail reaches the client: {error}"
+    );
+    let logged = log.0.lock().unwrap().join("\n");
+    assert!(
+        logged.contains(id) && logged.contains("the database is gone"),
+        "{logged}"
     );
 }
+// ANCHOR_END: error_id_test
 
 /// Polls `GET path` until `check` accepts the answer, failing after a generous bound.
 async fn get_until<S: PersonalStore, C: Coordination>(
@@ -710,3 +747,384 @@ async fn forgetting_a_customer_erases_their_name_on_postgres() {
         .collect();
     assert_eq!(bob, ["order_list"], "{found:?}");
 }
+
+/// Places orders `o-1` to `o-5` of customers `c-1` to `c-5` (the last in dollars, the others
+/// in euros), pays them, and waits for the read
+/// models.
+async fn five_orders<S: PersonalStore, C: Coordination>(api: &Api<S, C>) {
+    api.post("/inventory/keyboard/receive", json!({"quantity": 20}))
+        .await;
+    for n in 1..=5 {
+        let mut body = order(&format!("o-{n}"), 1);
+        body["customer_id"] = json!(format!("c-{n}"));
+        if n == 5 {
+            body["currency"] = json!("USD");
+        }
+        let (status, placed) = api.post("/orders", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{placed}");
+        let (status, paid) = api.post(&format!("/orders/o-{n}/pay"), Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "{paid}");
+    }
+    api.app.settle().await.unwrap();
+}
+
+/// `GET path` with its headers.
+async fn get_with_link<S: PersonalStore, C: Coordination>(
+    api: &Api<S, C>,
+    path: &str,
+) -> (StatusCode, Value, Option<String>) {
+    let request = Request::get(path).body(Body::empty()).unwrap();
+    let (status, body, headers) = api.send_with_headers(request).await;
+    let link = headers.get("link").map(|l| l.to_str().unwrap().to_owned());
+    (status, body, link)
+}
+
+/// Follows the `Link: <...>; rel="next"` headers from `first`, returning each page's keys.
+async fn pages<S: PersonalStore, C: Coordination>(
+    api: &Api<S, C>,
+    first: &str,
+    key: &str,
+) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(path) = next.take() {
+        let (status, body, link) = get_with_link(api, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        pages.push(
+            body.as_array()
+                .unwrap()
+                .iter()
+                .map(|row| row[key].as_str().unwrap().to_owned())
+                .collect(),
+        );
+        next = link.map(|link| {
+            let (url, rel) = link.split_once("; ").unwrap();
+            assert_eq!(rel, "rel=\"next\"");
+            url.trim_start_matches('<').trim_end_matches('>').to_owned()
+        });
+        assert!(pages.len() < 10, "the pages do not end");
+    }
+    pages
+}
+
+// ANCHOR: pages_test
+/// The lists come in pages of `limit` rows, each answer linking to the next until the
+/// last; a limit out of bounds or a malformed cursor is a 400.
+async fn lists_are_paged<S: PersonalStore, C: Coordination>(app: App<S, C>) {
+    let api = Api::on(app).await;
+    five_orders(&api).await;
+    assert_eq!(
+        pages(&api, "/orders?limit=2", "order_id").await,
+        [vec!["o-1", "o-2"], vec!["o-3", "o-4"], vec!["o-5"]]
+    );
+    assert_eq!(
+        pages(&api, "/customers?limit=3", "customer_id").await,
+        [vec!["c-1", "c-2", "c-3"], vec!["c-4", "c-5"]]
+    );
+    let (_, _, link) = get_with_link(&api, "/orders?limit=4").await;
+    assert_eq!(
+        link.as_deref(),
+        Some("</orders?limit=4&cursor=o-4>; rel=\"next\"")
+    );
+    // One page without a limit: the default (50) holds them all, and has no next.
+    let (_, all, link) = get_with_link(&api, "/orders").await;
+    assert_eq!((all.as_array().unwrap().len(), link), (5, None));
+    // The daily sales' cursor is `DAY/CURRENCY`: one day, two currencies.
+    assert_eq!(
+        pages(&api, "/sales/daily?limit=1", "currency").await,
+        [vec!["EUR"], vec!["USD"]]
+    );
+
+    for (path, expected) in [
+        ("/orders?limit=0", "limit 0 is out of bounds"),
+        ("/orders?limit=501", "limit 501 is out of bounds"),
+        ("/customers?limit=-1", "invalid query"),
+        ("/sales/daily?cursor=yesterday", "is not DAY/CURRENCY"),
+    ] {
+        let (status, error) = api.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{path}: {message}");
+    }
+}
+// ANCHOR_END: pages_test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_paged_in_memory() {
+    lists_are_paged(App::in_memory(MemoryStore::new(), &AppOptions::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_paged_on_postgres() {
+    lists_are_paged(on_postgres(&AppOptions::default()).await).await;
+}
+
+/// The API over a fresh in-memory app, with `options`.
+fn with_options(options: &ServiceOptions) -> Router {
+    let app = App::in_memory(MemoryStore::new(), &AppOptions::default());
+    http::router_with(Arc::new(app), options)
+}
+
+/// Sends `request` to `router`: the status and the JSON body.
+async fn send_to(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+// ANCHOR: limits_test
+/// A body over the limit is a 413, whether it announces its length or not; a request over
+/// the time limit is a 408; both with the API's JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_requests_over_the_limits_are_413_and_408() {
+    let options = ServiceOptions {
+        body_limit: 1024,
+        request_timeout: Duration::from_millis(300),
+        ..ServiceOptions::default()
+    };
+    let router = with_options(&options);
+    let big = format!(r#"{{"customer_id": "{}", "lines": []}}"#, "x".repeat(2048));
+    for announced in [true, false] {
+        let mut request = Request::post("/orders").header("content-type", "application/json");
+        if announced {
+            request = request.header("content-length", big.len());
+        }
+        let body = if announced {
+            Body::from(big.clone())
+        } else {
+            // A body of unknown length, as a chunked upload sends it.
+            let chunks = futures_stream(big.clone());
+            Body::from_stream(chunks)
+        };
+        let (status, error) = send_to(&router, request.body(body).unwrap()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+        assert_eq!(error["status"], 413, "{error}");
+    }
+    // A small body passes.
+    let small = r#"{"customer_id": "alice", "lines": []}"#;
+    let request = Request::post("/orders")
+        .header("content-type", "application/json")
+        .body(Body::from(small))
+        .unwrap();
+    let (status, error) = send_to(&router, request).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "refused by the domain: {error}"
+    );
+
+    // Waiting for a position no read model reaches: the time limit answers first.
+    let request = Request::get("/orders?after=1000000")
+        .body(Body::empty())
+        .unwrap();
+    let (status, error) = send_to(&router, request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{error}");
+    assert_eq!(
+        error["error"],
+        "the request took longer than this server allows"
+    );
+}
+// ANCHOR_END: limits_test
+
+/// A body in two chunks, without a length.
+fn futures_stream(
+    text: String,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let (a, b) = text.split_at(text.len() / 2);
+    let chunks = vec![Ok(a.as_bytes().to_vec()), Ok(b.as_bytes().to_vec())];
+    futures_util::stream::iter(chunks)
+}
+
+// ANCHOR: metrics_test
+/// `/metrics` renders the framework's lag gauges and the example's command, load and
+/// answer figures in Prometheus' text format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_prometheus_text() {
+    let api = Api::new().await;
+    let (status, _) = api.post("/orders", order("o-1", 1)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api.post("/orders/o-1/pay", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    api.app.settle().await.unwrap();
+    let wanted = [
+        "# TYPE order_fulfillment_command_seconds histogram",
+        "order_fulfillment_command_seconds_bucket{command=\"PlaceOrder\",outcome=\"ok\",le=\"0.5\"}",
+        "order_fulfillment_events_appended_total{command=\"CapturePayment\"}",
+        "order_fulfillment_load_seconds_count{aggregate=\"order\"}",
+        "order_fulfillment_http_responses_total{status=\"201\"}",
+        "factum_projection_lag_positions{projection=\"order_list\",partition=\"0\"}",
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        let response = api.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !text.contains(w))
+            .collect();
+        if missing.is_empty() {
+            // For the book: the first line of each figure asked for, as rendered.
+            let lines: Vec<&str> = wanted
+                .iter()
+                .filter_map(|w| text.lines().find(|l| l.starts_with(w)))
+                .collect();
+            common::capture("metrics", &(lines.join("\n") + "\n"));
+            break;
+        }
+        // The lag gauges are refreshed every second by the workers.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+// ANCHOR_END: metrics_test
+
+/// The operator's page and its JSON: the page itself, the lag samples the server takes, and
+/// the doctor's findings in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_routes_serve_the_page_lag_samples_and_findings() {
+    let options = ServiceOptions {
+        lag_sample_every: Duration::from_millis(50),
+        lag_samples: 4,
+        ..ServiceOptions::default()
+    };
+    let router = with_options(&options);
+    let response = router
+        .clone()
+        .oneshot(Request::get("/admin").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let page = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(page.contains("<svg id=\"lag\"") && page.contains("id=\"replay\""));
+    // Self-contained: no script, style or font fetched from elsewhere.
+    assert!(
+        !page.contains("<script src") && !page.contains("<link"),
+        "{page}"
+    );
+
+    // The ring buffer fills up to its size and stays there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let lag = loop {
+        let (status, lag) = send_to(
+            &router,
+            Request::get("/admin/lag").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        if lag["samples"].as_array().unwrap().len() == 4 {
+            break lag;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{lag}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lag["every_seconds"], 0.05);
+    let names: Vec<&str> = lag["samples"][3]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"order_list") && names.contains(&"order_fulfillment"),
+        "{lag}"
+    );
+
+    let (status, doctor) = send_to(
+        &router,
+        Request::get("/admin/doctor").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{doctor}");
+    assert_eq!(doctor["healthy"], true);
+    let checks: Vec<(&str, &str)> = doctor["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["check"].as_str().unwrap(), f["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        checks,
+        [("workers", "ok"), ("lag", "ok"), ("dead letters", "ok")]
+    );
+}
+
+// ANCHOR: traceparent_test
+/// A request's `traceparent` is continued: the order's event carries its trace, and so do
+/// the events of the command the fulfillment process sends for the order; a malformed one is
+/// no trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_traceparent_continues_through_the_flow() {
+    let api = Api::new().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let place = |id: &str, traceparent: &str| {
+        Request::post("/orders")
+            .header("content-type", "application/json")
+            .header("traceparent", traceparent)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .body(Body::from(order(id, 1).to_string()))
+            .unwrap()
+    };
+    let (status, body, _) = api.send(place("o-1", traceparent)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body, _) = api.send(place("o-2", "00-zz-01")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    api.app.settle().await.unwrap();
+
+    let traces = |stream: &str| {
+        let stream = factum::StreamId::parse(stream).unwrap();
+        let store = api.app.store();
+        async move {
+            store
+                .read_stream(&stream, &factum::store::StreamRead::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.event_type, e.metadata.trace))
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected = factum::trace::TraceContext::new(traceparent).state("congo=t61rcWkgMzE");
+    assert_eq!(
+        traces("order-o-1").await,
+        [("OrderPlaced".to_owned(), Some(expected))]
+    );
+    // The reservation the process made for o-1 is in the request's trace.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let reserved: Vec<_> = traces("inventory-keyboard")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "StockReserved")
+        .collect();
+    assert_eq!(reserved.len(), 2, "{reserved:?}");
+    let in_trace = reserved
+        .iter()
+        .filter(|(_, trace)| {
+            trace
+                .as_ref()
+                .is_some_and(|t| t.traceparent.contains(trace_id))
+        })
+        .count();
+    assert_eq!(in_trace, 1, "only o-1's reservation: {reserved:?}");
+    assert_eq!(
+        traces("order-o-2").await,
+        [("OrderPlaced".to_owned(), None)]
+    );
+}
+// ANCHOR_END: traceparent_test

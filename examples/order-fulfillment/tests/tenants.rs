@@ -308,6 +308,15 @@ async fn two_tenants_with_the_same_ids<S: PersonalStore, C: Coordination>(api: &
         .send("GET", "/dead-letters", None, None, Value::Null)
         .await;
     assert_eq!((status, parked), (StatusCode::OK, json!([])));
+    // So does the operator's page's doctor, without a tenant too.
+    let (status, doctor) = api
+        .send("GET", "/admin/doctor", None, None, Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doctor}");
+    assert_eq!(
+        doctor["findings"][0]["summary"],
+        "8 workers, none stopped or stalled"
+    );
 }
 
 /// Two first requests of a new tenant arriving together start its workers once.

@@ -87,3 +87,40 @@ pub async fn read_model_tables(store: &PgStore) -> Vec<(String, String)> {
 pub fn master_key() -> factum::personal::MasterKey {
     factum::personal::MasterKey::from_bytes([7; 32])
 }
+
+/// What a captured output is compared by: runs of digits (positions, times, counts) and of
+/// spaces do not count.
+fn shape(text: &str) -> String {
+    let mut shaped = String::new();
+    let mut last = ' ';
+    for c in text.chars() {
+        let c = match c {
+            '0'..='9' => '#',
+            '\t' => ' ',
+            other => other,
+        };
+        if (c == '#' || c == ' ') && c == last {
+            continue;
+        }
+        shaped.push(c);
+        last = c;
+    }
+    shaped
+}
+
+/// Writes `text` to `tests/output/NAME.txt`, which the book includes, when it differs in
+/// more than numbers from what is there, and then fails: the book showed stale output.
+pub fn capture(name: &str, text: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/output")
+        .join(format!("{name}.txt"));
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    if shape(&old) != shape(text) {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("output directory");
+        std::fs::write(&path, text).expect("write the captured output");
+        panic!(
+            "the book's captured output {} was stale; it is rewritten: review and commit it",
+            path.display()
+        );
+    }
+}
