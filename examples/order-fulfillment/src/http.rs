@@ -463,23 +463,32 @@ struct After {
 }
 
 impl After {
-    /// The query, or a 400 naming what is wrong with it.
-    fn from_query(query: Result<Query<After>, QueryRejection>) -> Result<Self, AppError> {
-        query
-            .map(|Query(after)| after)
-            .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
-    }
-
     /// Waits for `projection` to reach the position asked for, if any.
     async fn wait<S: PersonalStore, C: Coordination>(
         &self,
         app: &App<S, C>,
         projection: &str,
     ) -> Result<(), AppError> {
-        match self.after {
-            Some(position) => app.caught_up(projection, position).await,
-            None => Ok(()),
-        }
+        wait_for(self.after, app, projection).await
+    }
+}
+
+/// A query, or a 400 naming what is wrong with it.
+fn from_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+    query
+        .map(|Query(value)| value)
+        .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
+}
+
+/// Waits for `projection` to reach `after`, if given: what `?after=POSITION` asks for.
+async fn wait_for<S: PersonalStore, C: Coordination>(
+    after: Option<u64>,
+    app: &App<S, C>,
+    projection: &str,
+) -> Result<(), AppError> {
+    match after {
+        Some(position) => app.caught_up(projection, position).await,
+        None => Ok(()),
     }
 }
 
@@ -497,23 +506,13 @@ struct List {
 }
 
 impl List {
-    /// The query, or a 400 naming what is wrong with it.
-    fn from_query(query: Result<Query<List>, QueryRejection>) -> Result<Self, AppError> {
-        query
-            .map(|Query(list)| list)
-            .map_err(|e| AppError::BadRequest(format!("invalid query: {}", e.body_text())))
-    }
-
     /// Waits for `projection` to reach the position asked for, if any.
     async fn wait<S: PersonalStore, C: Coordination>(
         &self,
         app: &App<S, C>,
         projection: &str,
     ) -> Result<(), AppError> {
-        match self.after {
-            Some(position) => app.caught_up(projection, position).await,
-            None => Ok(()),
-        }
+        wait_for(self.after, app, projection).await
     }
 
     /// The page size asked for, or a 400 when it is out of bounds.
@@ -681,7 +680,7 @@ async fn list_orders<S: PersonalStore, C: Coordination>(
     State(served): Shared<S, C>,
     query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let list = List::from_query(query)?;
+    let list = from_query(query)?;
     list.wait(&app, ORDER_LIST).await?;
     let limit = list.limit(&served.options)?;
     let rows = app.orders_page(list.page(limit)).await?;
@@ -695,7 +694,7 @@ async fn get_order<S: PersonalStore, C: Coordination>(
     Path(id): Path<String>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    After::from_query(after)?.wait(&app, ORDER_LIST).await?;
+    from_query::<After>(after)?.wait(&app, ORDER_LIST).await?;
     Ok(axum::Json(app.order(&id).await?).into_response())
 }
 // ANCHOR_END: get_order
@@ -712,7 +711,7 @@ async fn customers<S: PersonalStore, C: Coordination>(
     State(served): Shared<S, C>,
     query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let list = List::from_query(query)?;
+    let list = from_query(query)?;
     list.wait(&app, CUSTOMER_STATS).await?;
     let limit = list.limit(&served.options)?;
     let rows = app.customers_page(list.page(limit)).await?;
@@ -737,7 +736,7 @@ async fn daily_sales<S: PersonalStore, C: Coordination>(
     State(served): Shared<S, C>,
     query: Result<Query<List>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let list = List::from_query(query)?;
+    let list = from_query(query)?;
     if let Some(cursor) = &list.cursor {
         sales_key(cursor).map_err(|e| AppError::BadRequest(e.to_string()))?;
     }
