@@ -18,7 +18,9 @@ use factum_postgres::{
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use common::{Roles, client_as, events, raw_client, stream, url, url_as};
+use common::{
+    Roles, client_as, events, process_stores, raw_client, runtime_stores, stream, url, url_as,
+};
 
 // ANCHOR: tenants
 /// At deployment, as the owner role: create or upgrade the schema in its multi-tenant
@@ -49,6 +51,14 @@ fn for_request(store: &PgStore, tenant_header: &str) -> Result<PgStore, StoreErr
     store.tenant(&tenant)
 }
 // ANCHOR_END: tenants
+
+/// The handles of tenants `acme` and `globex` on `store`, as two requests would bind them.
+fn acme_and_globex(store: &PgStore) -> (PgStore, PgStore) {
+    (
+        for_request(store, "acme").expect("acme"),
+        for_request(store, "globex").expect("globex"),
+    )
+}
 
 // ANCHOR: read_model
 /// A read model of orders per stream, counted per tenant: a table of the owner's, under the
@@ -179,10 +189,7 @@ async fn raw_event_ids(
 async fn row_level_security_holds_for_raw_sql() {
     let roles = Roles::new().await;
     let store = roles.app_store(16).await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
+    let (acme, globex) = acme_and_globex(&store);
     let s = stream("1");
     let acme_events = events(2);
     acme.append(&s, ExpectedVersion::NoStream, &acme_events)
@@ -271,10 +278,7 @@ async fn row_level_security_holds_for_raw_sql() {
 async fn one_pooled_connection_carries_no_tenant_over() {
     let roles = Roles::new().await;
     let store = roles.app_store(1).await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
+    let (acme, globex) = acme_and_globex(&store);
     let s = stream("1");
     let a = events(2);
     acme.append(&s, ExpectedVersion::NoStream, &a)
@@ -587,10 +591,7 @@ async fn transactional_projections_write_under_the_tenant() {
     let roles = Roles::new().await;
     create_read_model(&client_as(&roles.owner).await, &roles.schema, &roles.app).await;
     let store = roles.app_store(16).await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
+    let (acme, globex) = acme_and_globex(&store);
     acme.append(&stream("1"), ExpectedVersion::NoStream, &events(2))
         .await
         .expect("append");
@@ -745,10 +746,7 @@ async fn stream_reads_scan_the_tenant_index() {
 async fn a_cancelled_call_leaves_no_tenant_behind() {
     let roles = Roles::new().await;
     let store = roles.app_store(1).await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
+    let (acme, globex) = acme_and_globex(&store);
     let a = events(3);
     acme.append(&stream("1"), ExpectedVersion::NoStream, &a)
         .await
@@ -798,34 +796,15 @@ async fn a_cancelled_call_leaves_no_tenant_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runtime_tables_are_the_tenants() {
     use factum::coordination::{DeadLetterStore, ParkReason, ParkedEvent, ProcessStore};
-    use factum::testing::process_managers::{
-        FLOW, ProcessRuntimeStores, process_routes_and_ignores_redelivery,
-    };
-    use factum::testing::projections::{
-        RuntimeStores, projection_poison_event_parked_and_replayed,
-    };
+    use factum::testing::process_managers::{FLOW, process_routes_and_ignores_redelivery};
+    use factum::testing::projections::projection_poison_event_parked_and_replayed;
 
     let roles = Roles::new().await;
     let store = roles.app_store(16).await;
-    let (acme, globex) = (
-        for_request(&store, "acme").expect("acme"),
-        for_request(&store, "globex").expect("globex"),
-    );
+    let (acme, globex) = acme_and_globex(&store);
+    projection_poison_event_parked_and_replayed(runtime_stores(acme.clone())).await;
+    process_routes_and_ignores_redelivery(process_stores(acme.clone())).await;
     let coordination = PgCoordination::new(&acme);
-    projection_poison_event_parked_and_replayed(RuntimeStores {
-        events: acme.clone(),
-        checkpoints: coordination.clone(),
-        leases: coordination.clone(),
-        dead_letters: coordination.clone(),
-    })
-    .await;
-    process_routes_and_ignores_redelivery(ProcessRuntimeStores {
-        events: acme.clone(),
-        processes: coordination.clone(),
-        checkpoints: coordination.clone(),
-        leases: coordination.clone(),
-    })
-    .await;
     let parked = ParkedEvent::new(
         "parked@acme",
         0,
